@@ -1,0 +1,156 @@
+//! The `hone` binary: parses flags and calls the crates.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hone_server::{Server, ServerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "hone",
+    version,
+    about = "Take a trained model to a fast, verified production endpoint"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a Triton-style model repository over KServe V2 REST and gRPC.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory laid out as <model>/<version>/model.onnx [+ <model>/config.pbtxt].
+    #[arg(long)]
+    model_repository: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8000)]
+    http_port: u16,
+    #[arg(long, default_value_t = 8001)]
+    grpc_port: u16,
+    #[arg(long, default_value_t = 8002)]
+    metrics_port: u16,
+    /// Turn the gRPC endpoint off.
+    #[arg(long)]
+    no_grpc: bool,
+    /// Turn the metrics endpoint off.
+    #[arg(long)]
+    no_metrics: bool,
+    /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_request_bytes: usize,
+    /// Tokio worker threads for the network front ends (default: one per core).
+    #[arg(long)]
+    io_threads: Option<usize>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HONE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.io_threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hone: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let opts = ServerOptions {
+            model_repository: args.model_repository,
+            host: args.host,
+            http_port: args.http_port,
+            grpc_port: (!args.no_grpc).then_some(args.grpc_port),
+            metrics_port: (!args.no_metrics).then_some(args.metrics_port),
+            max_request_bytes: args.max_request_bytes,
+        };
+        let server = match Server::start(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hone: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("HTTP  (KServe V2 REST) on http://{}", server.http_addr);
+        if let Some(a) = server.grpc_addr {
+            tracing::info!("gRPC  (inference.GRPCInferenceService) on {a}");
+        }
+        if let Some(a) = server.metrics_addr {
+            tracing::info!("metrics on http://{a}/metrics");
+        }
+        for e in server.state.repo.index(false) {
+            if e.state != "READY" {
+                tracing::warn!(
+                    "model {} {} is {}: {}",
+                    e.name,
+                    e.version,
+                    e.state,
+                    e.reason
+                );
+            }
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}

@@ -1,0 +1,169 @@
+//! Where `libonnxruntime.so` comes from.
+//!
+//! Order: `ORT_DYLIB_PATH` if set; else the copy cached under
+//! `$HONE_CACHE_DIR` (default `$XDG_CACHE_HOME/hone` or `~/.cache/hone`); else
+//! the pinned `onnxruntime` wheel is fetched from PyPI with `pip download`, its
+//! sha256 checked, and the library extracted into that cache.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use hone_core::{Error, Result};
+use sha2::{Digest, Sha256};
+
+/// The ONNX Runtime release the `ort` crate here is built against (API 31).
+pub const ORT_VERSION: &str = "1.31.1";
+/// The one wheel hone trusts for it, and that wheel's sha256.
+const WHEEL_FILE: &str = "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl";
+const WHEEL_SHA256: &str = "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f";
+const WHEEL_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+
+static INIT: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
+
+fn fix_hint() -> String {
+    format!(
+        "set ORT_DYLIB_PATH to a libonnxruntime.so {ORT_VERSION} (e.g. from `pip install onnxruntime=={ORT_VERSION}`: \
+         site-packages/onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}), or allow `python3 -m pip download` to reach PyPI"
+    )
+}
+
+/// Loads ONNX Runtime once per process. Every later call returns the same
+/// outcome, so a broken library is reported with one clear line.
+pub fn init() -> Result<&'static Path> {
+    environment().map(|(p, _)| p.as_path())
+}
+
+pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environment::Environment)> {
+    let outcome = INIT.get_or_init(|| {
+        let path = library_path().map_err(|e| e.message)?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            format!(
+                "cannot load ONNX Runtime from {}: {e}; {}",
+                path.display(),
+                fix_hint()
+            )
+        })?;
+        let env = builder.with_name("hone").build().map_err(|e| {
+            format!(
+                "cannot start ONNX Runtime from {}: {e}; {}",
+                path.display(),
+                fix_hint()
+            )
+        })?;
+        // ort keeps only a weak reference to the environment; it lives in this
+        // static for the life of the process.
+        Ok((path, env))
+    });
+    match outcome {
+        Ok((p, env)) => Ok((p, env)),
+        Err(m) => Err(Error::internal(m.clone())),
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HONE_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("hone");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache").join("hone")
+}
+
+/// The library file to load, fetching it first if needed.
+pub fn library_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(Error::internal(format!(
+                "ORT_DYLIB_PATH={} does not name a file; {}",
+                p.display(),
+                fix_hint()
+            )));
+        }
+        return Ok(p);
+    }
+    let dir = cache_dir().join(format!("onnxruntime-{ORT_VERSION}"));
+    let lib = dir.join(format!("libonnxruntime.so.{ORT_VERSION}"));
+    if lib.is_file() {
+        return Ok(lib);
+    }
+    fetch(&dir, &lib).map_err(|e| {
+        Error::internal(format!(
+            "ONNX Runtime {ORT_VERSION} is not cached at {} and fetching it failed: {e}; {}",
+            lib.display(),
+            fix_hint()
+        ))
+    })?;
+    Ok(lib)
+}
+
+fn fetch(dir: &Path, lib: &Path) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!("download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tracing::info!("fetching ONNX Runtime {ORT_VERSION} from PyPI (one time, ~24 MB)");
+    let python = std::env::var("HONE_PYTHON").unwrap_or_else(|_| "python3".into());
+    // The platform flags pin the exact wheel whatever the local interpreter is.
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .args([
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+        ])
+        .args(["--platform", "manylinux_2_28_x86_64", "-d"])
+        .arg(&tmp)
+        .arg(format!("onnxruntime=={ORT_VERSION}"))
+        .output()
+        .map_err(|e| format!("cannot run `{python} -m pip`: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!(
+            "pip download failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let result = extract(&tmp.join(WHEEL_FILE), lib);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn extract(wheel: &Path, lib: &Path) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(wheel).map_err(|e| format!("read {}: {e}", wheel.display()))?;
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    if hex != WHEEL_SHA256 {
+        return Err(format!(
+            "{WHEEL_FILE} has sha256 {hex}, expected {WHEEL_SHA256}; refusing to use it"
+        ));
+    }
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("{WHEEL_FILE} is not a zip: {e}"))?;
+    let mut member = archive
+        .by_name(WHEEL_MEMBER)
+        .map_err(|e| format!("{WHEEL_FILE} lacks {WHEEL_MEMBER}: {e}"))?;
+    let mut data = Vec::with_capacity(member.size() as usize);
+    member
+        .read_to_end(&mut data)
+        .map_err(|e| format!("unzip {WHEEL_MEMBER}: {e}"))?;
+    // Write then rename so a concurrent or interrupted fetch never leaves a
+    // half-written library where the next run would load it.
+    let part = lib.with_extension(format!("part{}", std::process::id()));
+    std::fs::write(&part, &data).map_err(|e| format!("write {}: {e}", part.display()))?;
+    std::fs::rename(&part, lib).map_err(|e| format!("rename to {}: {e}", lib.display()))?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+// Generates the gRPC server for proto/inference.proto with a vendored protoc,
+// so building needs no system protobuf compiler.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    println!("cargo:rerun-if-changed=proto/inference.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+    Ok(())
+}

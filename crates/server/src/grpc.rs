@@ -1,0 +1,454 @@
+//! The `inference.GRPCInferenceService` front end.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hone_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData};
+use tonic::{Request, Response, Status};
+
+use crate::config::{ModelConfig, VersionPolicy};
+use crate::repository::{NamedTensor, Repository};
+use crate::{SERVER_NAME, ServerState};
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::GrpcInferenceService;
+use proto::*;
+
+pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+pub struct GrpcService {
+    pub state: Arc<ServerState>,
+}
+
+fn status(e: Error) -> Status {
+    match e.kind {
+        ErrorKind::InvalidInput => Status::invalid_argument(e.message),
+        ErrorKind::NotFound => Status::not_found(e.message),
+        ErrorKind::Unavailable => Status::unavailable(e.message),
+        ErrorKind::Internal => Status::internal(e.message),
+    }
+}
+
+fn repo(s: &GrpcService) -> &Repository {
+    &s.state.repo
+}
+
+fn pack<T: Copy>(name: &str, values: &[T], f: impl Fn(T, &mut Vec<u8>) -> bool) -> Result<Bytes> {
+    let mut out = Vec::with_capacity(values.len() * 8);
+    for &v in values {
+        if !f(v, &mut out) {
+            return Err(Error::invalid(format!(
+                "input '{name}': a value in contents does not fit the datatype"
+            )));
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+macro_rules! narrow {
+    ($t:ty) => {
+        |v, out: &mut Vec<u8>| {
+            <$t>::try_from(v)
+                .map(|x| out.extend_from_slice(&x.to_le_bytes()))
+                .is_ok()
+        }
+    };
+}
+
+/// Typed `contents` to a tensor: the field must fit the datatype, as the
+/// protocol assigns them.
+fn typed_tensor(
+    name: &str,
+    dtype: DataType,
+    shape: Vec<i64>,
+    c: InferTensorContents,
+) -> Result<Tensor> {
+    let raw = |b: Result<Bytes>| -> Result<Tensor> {
+        Tensor::new(dtype, shape.clone(), TensorData::Raw(b?))
+            .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)))
+    };
+    let expect = |field: &str, len: usize| -> Result<()> {
+        let others = c.bool_contents.len()
+            + c.int_contents.len()
+            + c.int64_contents.len()
+            + c.uint_contents.len()
+            + c.uint64_contents.len()
+            + c.fp32_contents.len()
+            + c.fp64_contents.len()
+            + c.bytes_contents.len();
+        if others != len {
+            return Err(Error::invalid(format!(
+                "input '{name}': {dtype} data must be sent in contents.{field} only"
+            )));
+        }
+        Ok(())
+    };
+    match dtype {
+        DataType::Bool => {
+            expect("bool_contents", c.bool_contents.len())?;
+            raw(Ok(Bytes::from(
+                c.bool_contents
+                    .iter()
+                    .map(|&b| u8::from(b))
+                    .collect::<Vec<u8>>(),
+            )))
+        }
+        DataType::I8 => {
+            expect("int_contents", c.int_contents.len())?;
+            raw(pack(name, &c.int_contents, narrow!(i8)))
+        }
+        DataType::I16 => {
+            expect("int_contents", c.int_contents.len())?;
+            raw(pack(name, &c.int_contents, narrow!(i16)))
+        }
+        DataType::I32 => {
+            expect("int_contents", c.int_contents.len())?;
+            raw(pack(name, &c.int_contents, narrow!(i32)))
+        }
+        DataType::I64 => {
+            expect("int64_contents", c.int64_contents.len())?;
+            raw(pack(name, &c.int64_contents, narrow!(i64)))
+        }
+        DataType::U8 => {
+            expect("uint_contents", c.uint_contents.len())?;
+            raw(pack(name, &c.uint_contents, narrow!(u8)))
+        }
+        DataType::U16 => {
+            expect("uint_contents", c.uint_contents.len())?;
+            raw(pack(name, &c.uint_contents, narrow!(u16)))
+        }
+        DataType::U32 => {
+            expect("uint_contents", c.uint_contents.len())?;
+            raw(pack(name, &c.uint_contents, narrow!(u32)))
+        }
+        DataType::U64 => {
+            expect("uint64_contents", c.uint64_contents.len())?;
+            raw(pack(name, &c.uint64_contents, narrow!(u64)))
+        }
+        DataType::F32 => {
+            expect("fp32_contents", c.fp32_contents.len())?;
+            raw(pack(name, &c.fp32_contents, |v: f32, o: &mut Vec<u8>| {
+                o.extend_from_slice(&v.to_le_bytes());
+                true
+            }))
+        }
+        DataType::F64 => {
+            expect("fp64_contents", c.fp64_contents.len())?;
+            raw(pack(name, &c.fp64_contents, |v: f64, o: &mut Vec<u8>| {
+                o.extend_from_slice(&v.to_le_bytes());
+                true
+            }))
+        }
+        DataType::F16 => Err(Error::invalid(format!(
+            "input '{name}': FP16 has no typed contents field; send it in raw_input_contents"
+        ))),
+        DataType::Bytes => {
+            expect("bytes_contents", c.bytes_contents.len())?;
+            let items = c.bytes_contents.into_iter().map(Bytes::from).collect();
+            Tensor::new(dtype, shape, TensorData::Strings(items))
+                .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)))
+        }
+    }
+}
+
+fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<NamedTensor>> {
+    let raw = std::mem::take(&mut req.raw_input_contents);
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(Error::invalid(format!(
+            "raw_input_contents has {} entries for {} inputs",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    let mut out = Vec::with_capacity(req.inputs.len());
+    for input in std::mem::take(&mut req.inputs) {
+        let dtype = DataType::from_v2(&input.datatype).ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{}': unknown datatype '{}'",
+                input.name, input.datatype
+            ))
+        })?;
+        let t = match (raw.next(), input.contents) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "input '{}' has both contents and raw_input_contents",
+                    input.name
+                )));
+            }
+            (Some(bytes), None) => Tensor::from_wire_bytes(dtype, input.shape, bytes)
+                .map_err(|e| Error::invalid(format!("input '{}': {}", input.name, e.message)))?,
+            (None, Some(c)) => typed_tensor(&input.name, dtype, input.shape, c)?,
+            (None, None) => {
+                return Err(Error::invalid(format!(
+                    "input '{}' has no data",
+                    input.name
+                )));
+            }
+        };
+        out.push((input.name, t));
+    }
+    Ok(out)
+}
+
+fn to_proto_config(c: &ModelConfig) -> proto::ModelConfig {
+    let dt = |d: DataType| proto::DataType::from_str_name(d.as_triton()).map_or(0, |x| x as i32);
+    proto::ModelConfig {
+        name: c.name.clone(),
+        platform: c.platform.clone(),
+        backend: c.backend.clone(),
+        version_policy: Some(ModelVersionPolicy {
+            policy_choice: Some(match &c.version_policy {
+                VersionPolicy::Latest(n) => {
+                    model_version_policy::PolicyChoice::Latest(model_version_policy::Latest {
+                        num_versions: *n,
+                    })
+                }
+                VersionPolicy::All => {
+                    model_version_policy::PolicyChoice::All(model_version_policy::All {})
+                }
+                VersionPolicy::Specific(v) => {
+                    model_version_policy::PolicyChoice::Specific(model_version_policy::Specific {
+                        versions: v.clone(),
+                    })
+                }
+            }),
+        }),
+        max_batch_size: c.max_batch_size() as i32,
+        input: c
+            .inputs
+            .iter()
+            .map(|i| ModelInput {
+                name: i.name.clone(),
+                data_type: dt(i.dtype),
+                dims: i.dims.clone(),
+            })
+            .collect(),
+        output: c
+            .outputs
+            .iter()
+            .map(|i| ModelOutput {
+                name: i.name.clone(),
+                data_type: dt(i.dtype),
+                dims: i.dims.clone(),
+            })
+            .collect(),
+        instance_group: vec![ModelInstanceGroup {
+            name: format!("{}_0", c.name),
+            count: c.instance_count as i32,
+            kind: model_instance_group::Kind::Cpu as i32,
+        }],
+        default_model_filename: c.default_model_filename.clone(),
+        dynamic_batching: c.dynamic_batching.as_ref().map(|d| ModelDynamicBatching {
+            preferred_batch_size: d.preferred_batch_size.iter().map(|&p| p as i32).collect(),
+            max_queue_delay_microseconds: d.max_queue_delay_us,
+            default_queue_policy: Some(ModelQueuePolicy {
+                max_queue_size: d.effective_queue_size(),
+            }),
+        }),
+        optimization: c.optimization_level.map(|l| ModelOptimizationPolicy {
+            graph: Some(model_optimization_policy::Graph { level: l as i32 }),
+        }),
+        parameters: c
+            .parameters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ModelParameter {
+                        string_value: v.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.state.ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        r: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        match repo(self).get(&r.name, Some(&r.version)) {
+            Ok(_) => Ok(Response::new(ModelReadyResponse { ready: true })),
+            Err(e) if e.kind == ErrorKind::Unavailable => {
+                Ok(Response::new(ModelReadyResponse { ready: false }))
+            }
+            Err(e) => Err(status(e)),
+        }
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: crate::EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
+        let tm = |t: &hone_core::TensorSpec| model_metadata_response::TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.dtype.as_v2().into(),
+            shape: t.dims.clone(),
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: m.name.clone(),
+            versions: repo(self).ready_versions(&m.name),
+            platform: m.config.platform.clone(),
+            inputs: m.input_specs.iter().map(tm).collect(),
+            outputs: m.metadata.outputs.iter().map(tm).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let mut req = r.into_inner();
+        let model = repo(self)
+            .get(&req.model_name, Some(&req.model_version))
+            .map_err(status)?;
+        let inputs = match decode_inputs(&mut req) {
+            Ok(i) => i,
+            Err(e) => {
+                model.stats.fail(
+                    crate::metrics::FailReason::Invalid,
+                    std::time::Duration::ZERO,
+                );
+                return Err(status(e));
+            }
+        };
+        let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
+        for w in &wanted {
+            if model.output_spec(w).is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "unknown output '{w}' requested"
+                )));
+            }
+        }
+        let outputs = model.infer(inputs).await.map_err(status)?;
+        let mut resp = ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            id: req.id,
+            ..Default::default()
+        };
+        for (spec, t) in model.metadata.outputs.iter().zip(outputs) {
+            if !wanted.is_empty() && !wanted.contains(&spec.name) {
+                continue;
+            }
+            resp.outputs.push(model_infer_response::InferOutputTensor {
+                name: spec.name.clone(),
+                datatype: t.dtype.as_v2().into(),
+                shape: t.shape.clone(),
+                ..Default::default()
+            });
+            resp.raw_output_contents.push(t.to_wire_bytes());
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(to_proto_config(&m.config)),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        r: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = r.into_inner();
+        let models = if r.name.is_empty() {
+            repo(self).loaded()
+        } else {
+            vec![repo(self).get(&r.name, Some(&r.version)).map_err(status)?]
+        };
+        let d = |count: u64, ns: u64| Some(StatisticDuration { count, ns });
+        use std::sync::atomic::Ordering::Relaxed;
+        let model_stats = models
+            .iter()
+            .map(|m| {
+                let s = &m.stats;
+                let fails = [
+                    crate::metrics::FailReason::Invalid,
+                    crate::metrics::FailReason::Rejected,
+                    crate::metrics::FailReason::Backend,
+                ]
+                .iter()
+                .map(|r| s.failures(*r))
+                .sum();
+                proto::ModelStatistics {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    last_inference: s.last_inference_ms.load(Relaxed),
+                    inference_count: s.inference_count.load(Relaxed),
+                    execution_count: s.execution_count.load(Relaxed),
+                    inference_stats: Some(InferStatistics {
+                        success: d(s.success.load(Relaxed), s.request.sum_ns()),
+                        fail: d(fails, s.fail_ns.load(Relaxed)),
+                        queue: d(s.queue.count(), s.queue.sum_ns()),
+                        compute_input: d(0, 0),
+                        compute_infer: d(s.compute.count(), s.compute.sum_ns()),
+                        compute_output: d(0, 0),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        r: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let r = r.into_inner();
+        let models = repo(self)
+            .index(r.ready)
+            .into_iter()
+            .map(|e| repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state,
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+}

@@ -1,0 +1,192 @@
+//! hone's model server: a Triton-style model repository served over KServe V2
+//! REST and gRPC, with dynamic batching and Prometheus metrics.
+//!
+//! A request flows: protocol decode (`codec`/`grpc`) → model lookup
+//! (`repository`) → validation → batcher queue (`scheduler`) → engine →
+//! split → encode.
+
+pub mod codec;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod pbtxt;
+pub mod repository;
+pub mod scheduler;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hone_core::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use repository::Repository;
+
+pub const SERVER_NAME: &str = "hone";
+/// Protocol extensions announced in server metadata.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository(index)",
+];
+
+pub struct ServerState {
+    pub repo: Arc<Repository>,
+    pub max_request_bytes: usize,
+    shutting_down: AtomicBool,
+}
+
+impl ServerState {
+    /// Ready while not shutting down and every model has a ready version
+    /// (Triton's strict readiness).
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed) && self.repo.all_ready()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub model_repository: PathBuf,
+    pub host: IpAddr,
+    /// Port 0 picks a free port (tests use that).
+    pub http_port: u16,
+    pub grpc_port: Option<u16>,
+    pub metrics_port: Option<u16>,
+    pub max_request_bytes: usize,
+}
+
+impl ServerOptions {
+    pub fn new(model_repository: impl Into<PathBuf>) -> Self {
+        Self {
+            model_repository: model_repository.into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            http_port: 8000,
+            grpc_port: Some(8001),
+            metrics_port: Some(8002),
+            max_request_bytes: 64 << 20,
+        }
+    }
+
+    /// Every port 0: what integration tests want.
+    pub fn ephemeral(model_repository: impl Into<PathBuf>) -> Self {
+        Self {
+            http_port: 0,
+            grpc_port: Some(0),
+            metrics_port: Some(0),
+            ..Self::new(model_repository)
+        }
+    }
+}
+
+/// A running server. Drop or [`Server::shutdown`] stops it.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: Arc<ServerState>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+async fn bind(host: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen for {what} on {host}:{port}: {e}")))
+}
+
+impl Server {
+    /// Loads the repository, binds the ports and starts serving.
+    pub async fn start(opts: ServerOptions) -> Result<Server> {
+        let http = bind(opts.host, opts.http_port, "HTTP").await?;
+        let grpc = match opts.grpc_port {
+            Some(p) => Some(bind(opts.host, p, "gRPC").await?),
+            None => None,
+        };
+        let metrics = match opts.metrics_port {
+            Some(p) => Some(bind(opts.host, p, "metrics").await?),
+            None => None,
+        };
+        hone_runtime::init()?;
+        let root = opts.model_repository.clone();
+        let repo = tokio::task::spawn_blocking(move || Repository::load(&root))
+            .await
+            .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))??;
+        let state = Arc::new(ServerState {
+            repo: Arc::new(repo),
+            max_request_bytes: opts.max_request_bytes,
+            shutting_down: AtomicBool::new(false),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let wait = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let app = http::router(state.clone(), opts.max_request_bytes);
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(http, app)
+                .with_graceful_shutdown(wait(rx))
+                .await
+            {
+                tracing::error!("HTTP server: {e}");
+            }
+        });
+        let mut grpc_addr = None;
+        if let Some(l) = grpc {
+            grpc_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
+            let svc = grpc::GrpcInferenceServiceServer::new(grpc::GrpcService {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(opts.max_request_bytes)
+            .max_encoding_message_size(usize::MAX);
+            let rx = stop_rx.clone();
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            tasks.spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, wait(rx))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!("gRPC server: {e}");
+                }
+            });
+        }
+        let mut metrics_addr = None;
+        if let Some(l) = metrics {
+            metrics_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
+            let app = http::metrics_router(state.clone());
+            let rx = stop_rx.clone();
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(wait(rx)).await {
+                    tracing::error!("metrics server: {e}");
+                }
+            });
+        }
+        Ok(Server {
+            http_addr,
+            grpc_addr,
+            metrics_addr,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then
+    /// drains every model queue.
+    pub async fn shutdown(mut self) {
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let repo = self.state.repo.clone();
+        let _ = tokio::task::spawn_blocking(move || repo.shutdown()).await;
+    }
+}

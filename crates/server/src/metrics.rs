@@ -1,0 +1,308 @@
+//! Per model-version counters and histograms, rendered as Prometheus text and
+//! as Triton's statistics JSON. Lock-free: the hot path only does atomic adds.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value as Json, json};
+
+/// Upper bounds in seconds; chosen to resolve both a 50 µs MLP call and a
+/// multi-second queue wait.
+const BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ns() as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+    }
+}
+
+/// Why a request failed, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// Malformed request or one that does not fit the model.
+    Invalid,
+    /// Queue full or model shutting down.
+    Rejected,
+    /// The engine failed.
+    Backend,
+}
+
+impl FailReason {
+    const ALL: [FailReason; 3] = [
+        FailReason::Invalid,
+        FailReason::Rejected,
+        FailReason::Backend,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            FailReason::Invalid => "INVALID",
+            FailReason::Rejected => "REJECTED",
+            FailReason::Backend => "BACKEND",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ModelStats {
+    pub success: AtomicU64,
+    failures: [AtomicU64; 3],
+    pub fail_ns: AtomicU64,
+    /// Rows inferred (sum of batch sizes).
+    pub inference_count: AtomicU64,
+    /// Engine calls; inference_count / execution_count is the mean batch.
+    pub execution_count: AtomicU64,
+    pub pending: AtomicI64,
+    pub request: Histogram,
+    pub queue: Histogram,
+    pub compute: Histogram,
+    pub last_inference_ms: AtomicU64,
+}
+
+impl ModelStats {
+    pub fn fail(&self, reason: FailReason, elapsed: Duration) {
+        self.failures[reason as usize].fetch_add(1, Relaxed);
+        self.fail_ns.fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn failures(&self, reason: FailReason) -> u64 {
+        self.failures[reason as usize].load(Relaxed)
+    }
+
+    pub fn succeed(&self, elapsed: Duration) {
+        self.success.fetch_add(1, Relaxed);
+        self.request.observe(elapsed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_inference_ms
+            .store(now.as_millis() as u64, Relaxed);
+    }
+
+    /// Triton's `/v2/models/{m}/stats` entry for this version.
+    pub fn to_json(&self, name: &str, version: &str) -> Json {
+        let d = |count: u64, ns: u64| json!({"count": count, "ns": ns});
+        let fails: u64 = FailReason::ALL.iter().map(|r| self.failures(*r)).sum();
+        json!({
+            "name": name,
+            "version": version,
+            "last_inference": self.last_inference_ms.load(Relaxed),
+            "inference_count": self.inference_count.load(Relaxed),
+            "execution_count": self.execution_count.load(Relaxed),
+            "inference_stats": {
+                "success": d(self.success.load(Relaxed), self.request.sum_ns()),
+                "fail": d(fails, self.fail_ns.load(Relaxed)),
+                "queue": d(self.queue.count(), self.queue.sum_ns()),
+                "compute_input": d(0, 0),
+                "compute_infer": d(self.compute.count(), self.compute.sum_ns()),
+                "compute_output": d(0, 0),
+                "cache_hit": d(0, 0),
+                "cache_miss": d(0, 0),
+            },
+            "batch_stats": [],
+        })
+    }
+}
+
+/// One model version as the metrics page sees it.
+pub struct MetricSource<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub ready: bool,
+    pub stats: Option<&'a ModelStats>,
+}
+
+/// The Prometheus text exposition of every model version.
+pub fn render(sources: &[MetricSource<'_>]) -> String {
+    let mut out = String::with_capacity(4096 + sources.len() * 4096);
+    let family = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  f: &dyn Fn(&mut String, &MetricSource<'_>, &str)| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in sources {
+            let labels = format!(
+                "model=\"{}\",version=\"{}\"",
+                escape(s.model),
+                escape(s.version)
+            );
+            f(out, s, &labels);
+        }
+    };
+    family(
+        &mut out,
+        "hone_model_ready",
+        "gauge",
+        "1 when the model version is loaded and serving, 0 when it failed to load.",
+        &|o, s, l| {
+            let _ = writeln!(o, "hone_model_ready{{{l}}} {}", u8::from(s.ready));
+        },
+    );
+    type Get = fn(&ModelStats) -> u64;
+    let counters: [(&str, &str, Get); 3] = [
+        (
+            "hone_request_success_total",
+            "Inference requests that succeeded.",
+            |s| s.success.load(Relaxed),
+        ),
+        (
+            "hone_inference_count_total",
+            "Inferences performed (a batch of N counts N).",
+            |s| s.inference_count.load(Relaxed),
+        ),
+        (
+            "hone_execution_count_total",
+            "Engine executions (one per dynamic batch).",
+            |s| s.execution_count.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(&mut out, name, "counter", help, &|o, s, l| {
+            if let Some(st) = s.stats {
+                let _ = writeln!(o, "{name}{{{l}}} {}", get(st));
+            }
+        });
+    }
+    family(
+        &mut out,
+        "hone_request_failure_total",
+        "counter",
+        "Inference requests that failed, by reason.",
+        &|o, s, l| {
+            if let Some(st) = s.stats {
+                for r in FailReason::ALL {
+                    let _ = writeln!(
+                        o,
+                        "hone_request_failure_total{{{l},reason=\"{}\"}} {}",
+                        r.label(),
+                        st.failures(r)
+                    );
+                }
+            }
+        },
+    );
+    family(
+        &mut out,
+        "hone_pending_requests",
+        "gauge",
+        "Requests waiting in the queue for an engine.",
+        &|o, s, l| {
+            if let Some(st) = s.stats {
+                let _ = writeln!(
+                    o,
+                    "hone_pending_requests{{{l}}} {}",
+                    st.pending.load(Relaxed)
+                );
+            }
+        },
+    );
+    let hists: [(&str, &str, fn(&ModelStats) -> &Histogram); 3] = [
+        (
+            "hone_request_duration_seconds",
+            "End-to-end time of successful requests, from decode to reply.",
+            |s| &s.request,
+        ),
+        (
+            "hone_queue_duration_seconds",
+            "Time requests waited in the batcher queue.",
+            |s| &s.queue,
+        ),
+        (
+            "hone_compute_duration_seconds",
+            "Engine time per execution (one batch).",
+            |s| &s.compute,
+        ),
+    ];
+    for (name, help, get) in hists {
+        family(&mut out, name, "histogram", help, &|o, s, l| {
+            if let Some(st) = s.stats {
+                get(st).render(o, name, l);
+            }
+        });
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let st = ModelStats::default();
+        st.succeed(Duration::from_micros(70));
+        st.fail(FailReason::Rejected, Duration::from_micros(5));
+        st.compute.observe(Duration::from_secs(20));
+        let text = render(&[MetricSource {
+            model: "m",
+            version: "1",
+            ready: true,
+            stats: Some(&st),
+        }]);
+        assert!(
+            text.contains("hone_request_success_total{model=\"m\",version=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "hone_request_failure_total{model=\"m\",version=\"1\",reason=\"REJECTED\"} 1\n"
+        ));
+        assert!(text.contains(
+            "hone_request_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"0.00005\"} 0\n"
+        ));
+        assert!(text.contains(
+            "hone_request_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"0.0001\"} 1\n"
+        ));
+        assert!(text.contains(
+            "hone_compute_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"10\"} 0\n"
+        ));
+        assert!(text.contains(
+            "hone_compute_duration_seconds_bucket{model=\"m\",version=\"1\",le=\"+Inf\"} 1\n"
+        ));
+        assert!(text.contains("hone_model_ready{model=\"m\",version=\"1\"} 1\n"));
+    }
+}

@@ -1,0 +1,459 @@
+//! The model repository: Triton's `<repo>/<model>/<version>/model.onnx`
+//! layout, loaded into ready-to-serve model versions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use hone_core::{Backend, Error, ModelMetadata, Result, Tensor, TensorSpec};
+use hone_runtime::OrtBackend;
+
+use crate::config::{ModelConfig, VersionPolicy};
+use crate::metrics::{FailReason, MetricSource, ModelStats};
+use crate::scheduler::{BatchPolicy, Scheduler};
+
+/// A loaded, serving model version.
+pub struct LoadedModel {
+    pub name: String,
+    pub version: String,
+    pub config: ModelConfig,
+    pub metadata: ModelMetadata,
+    /// What requests must match, per input in model order.
+    pub input_specs: Vec<TensorSpec>,
+    pub stats: Arc<ModelStats>,
+    scheduler: Scheduler,
+}
+
+/// A request input before validation: name, dtype, shape and payload.
+pub type NamedTensor = (String, Tensor);
+
+impl LoadedModel {
+    /// Checks names, dtypes and shapes against the model and returns the
+    /// tensors in model input order.
+    pub fn prepare(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.input_specs.len()];
+        for (name, t) in inputs {
+            let Some(i) = self.input_specs.iter().position(|s| s.name == name) else {
+                let names: Vec<&str> = self.input_specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::invalid(format!(
+                    "unexpected input '{name}' for model '{}' (inputs: {names:?})",
+                    self.name
+                )));
+            };
+            if slots[i].is_some() {
+                return Err(Error::invalid(format!(
+                    "input '{name}' given more than once"
+                )));
+            }
+            let spec = &self.input_specs[i];
+            let shape_fits = t.shape.len() == spec.dims.len()
+                && t.shape
+                    .iter()
+                    .zip(&spec.dims)
+                    .all(|(&got, &want)| want < 0 || got == want);
+            if t.dtype != spec.dtype || !shape_fits {
+                return Err(Error::invalid(format!(
+                    "input '{name}': expected {} {:?}, received {} {:?}",
+                    spec.dtype, spec.dims, t.dtype, t.shape
+                )));
+            }
+            let mbs = self.config.max_batch_size() as i64;
+            if mbs > 0 {
+                let b = t.shape.first().copied().unwrap_or(0);
+                if b < 1 || b > mbs {
+                    return Err(Error::invalid(format!(
+                        "input '{name}': batch size {b} is outside 1..={mbs} (max_batch_size)"
+                    )));
+                }
+            }
+            slots[i] = Some(t);
+        }
+        let mut out = Vec::with_capacity(slots.len());
+        for (slot, spec) in slots.into_iter().zip(&self.input_specs) {
+            out.push(slot.ok_or_else(|| Error::invalid(format!("missing input '{}'", spec.name)))?);
+        }
+        if self.config.max_batch_size() > 0
+            && out.iter().any(|t| t.shape.first() != out[0].shape.first())
+        {
+            return Err(Error::invalid(
+                "all inputs must have the same batch size (dim 0)",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Validates, queues and runs one request; failures are counted.
+    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
+        let start = Instant::now();
+        let prepared = match self.prepare(inputs) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.fail(FailReason::Invalid, start.elapsed());
+                return Err(e);
+            }
+        };
+        match self.scheduler.infer(prepared).await {
+            Ok(out) => {
+                self.stats.succeed(start.elapsed());
+                Ok(out)
+            }
+            Err(e) => {
+                // Queue-full rejections are counted by the scheduler.
+                if e.kind != hone_core::ErrorKind::Unavailable {
+                    self.stats.fail(FailReason::Backend, start.elapsed());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn output_spec(&self, name: &str) -> Option<&TensorSpec> {
+        self.metadata.outputs.iter().find(|o| o.name == name)
+    }
+}
+
+/// One version directory and what became of it.
+pub enum VersionState {
+    Ready(Arc<LoadedModel>),
+    Unavailable(String),
+}
+
+pub struct ModelEntry {
+    pub versions: BTreeMap<i64, VersionState>,
+    /// Set when the model as a whole could not load (bad config, no versions).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+pub struct Repository {
+    root: PathBuf,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+}
+
+impl Repository {
+    /// Scans `root` and loads every model it finds, in parallel. A model that
+    /// fails is recorded with its reason; the others still serve.
+    pub fn load(root: &Path) -> Result<Self> {
+        let dirs = std::fs::read_dir(root)
+            .map_err(|e| Error::invalid(format!("model repository {}: {e}", root.display())))?;
+        let mut names: Vec<(String, PathBuf)> = dirs
+            .filter_map(|d| d.ok())
+            .filter(|d| d.path().is_dir())
+            .filter_map(|d| Some((d.file_name().into_string().ok()?, d.path())))
+            .filter(|(n, _)| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let loaded: Vec<(String, ModelEntry)> = std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .iter()
+                .map(|(name, dir)| s.spawn(move || (name.clone(), load_model(name, dir))))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        Ok(Self {
+            root: root.to_path_buf(),
+            models: RwLock::new(loaded.into_iter().collect()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The model version to serve: the one asked for, or the newest ready one.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let entry = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("unknown model '{name}'")))?;
+        let state = match version {
+            Some(v) if !v.is_empty() => {
+                let n: i64 = v.parse().map_err(|_| {
+                    Error::not_found(format!("model '{name}' has no version '{v}'"))
+                })?;
+                entry.versions.get(&n).ok_or_else(|| {
+                    Error::not_found(format!("model '{name}' has no version '{v}'"))
+                })?
+            }
+            _ => entry
+                .versions
+                .values()
+                .rev()
+                .find(|s| matches!(s, VersionState::Ready(_)))
+                .or_else(|| entry.versions.values().next_back())
+                .ok_or_else(|| {
+                    Error::unavailable(format!(
+                        "model '{name}' is not available: {}",
+                        entry.error.as_deref().unwrap_or("no version loaded")
+                    ))
+                })?,
+        };
+        match state {
+            VersionState::Ready(m) => Ok(m.clone()),
+            VersionState::Unavailable(reason) => Err(Error::unavailable(format!(
+                "model '{name}' is not available: {reason}"
+            ))),
+        }
+    }
+
+    /// Ready version numbers of a model, newest last.
+    pub fn ready_versions(&self, name: &str) -> Vec<String> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models.get(name).map_or_else(Vec::new, |e| {
+            e.versions
+                .iter()
+                .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+                .map(|(v, _)| v.to_string())
+                .collect()
+        })
+    }
+
+    pub fn all_ready(&self) -> bool {
+        let Ok(models) = self.models.read() else {
+            return false;
+        };
+        models.values().all(|e| {
+            e.versions
+                .values()
+                .any(|s| matches!(s, VersionState::Ready(_)))
+        })
+    }
+
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models
+            .values()
+            .flat_map(|e| e.versions.values())
+            .filter_map(|s| match s {
+                VersionState::Ready(m) => Some(m.clone()),
+                VersionState::Unavailable(_) => None,
+            })
+            .collect()
+    }
+
+    /// Triton's repository index: one row per version (or per model when it
+    /// failed as a whole).
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, e) in models.iter() {
+            if let Some(err) = &e.error {
+                if !ready_only {
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state: "UNAVAILABLE".into(),
+                        reason: err.clone(),
+                    });
+                }
+                continue;
+            }
+            for (v, s) in &e.versions {
+                let (state, reason) = match s {
+                    VersionState::Ready(_) => ("READY", String::new()),
+                    VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                };
+                if ready_only && state != "READY" {
+                    continue;
+                }
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: state.into(),
+                    reason,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let Ok(models) = self.models.read() else {
+            return String::new();
+        };
+        let versions: Vec<(String, String, Option<Arc<LoadedModel>>)> = models
+            .iter()
+            .flat_map(|(name, e)| {
+                e.versions.iter().map(move |(v, s)| {
+                    let m = match s {
+                        VersionState::Ready(m) => Some(m.clone()),
+                        VersionState::Unavailable(_) => None,
+                    };
+                    (name.clone(), v.to_string(), m)
+                })
+            })
+            .collect();
+        drop(models);
+        let sources: Vec<MetricSource<'_>> = versions
+            .iter()
+            .map(|(n, v, m)| MetricSource {
+                model: n,
+                version: v,
+                ready: m.is_some(),
+                stats: m.as_ref().map(|m| &*m.stats),
+            })
+            .collect();
+        crate::metrics::render(&sources)
+    }
+
+    /// Stops every scheduler after draining its queue.
+    pub fn shutdown(&self) {
+        if let Ok(mut models) = self.models.write() {
+            models.clear();
+        }
+    }
+}
+
+fn load_model(name: &str, dir: &Path) -> ModelEntry {
+    let fail = |reason: String| {
+        tracing::error!(model = name, "model failed to load: {reason}");
+        ModelEntry {
+            versions: BTreeMap::new(),
+            error: Some(reason),
+        }
+    };
+    let cfg_path = dir.join("config.pbtxt");
+    let config = if cfg_path.is_file() {
+        let text = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("cannot read {}: {e}", cfg_path.display())),
+        };
+        match ModelConfig::parse(&text) {
+            Ok((c, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(model = name, "config.pbtxt: {w}");
+                }
+                if !c.name.is_empty() && c.name != name {
+                    tracing::warn!(
+                        model = name,
+                        "config.pbtxt names the model '{}'; serving it as '{name}' (its directory)",
+                        c.name
+                    );
+                }
+                c
+            }
+            Err(e) => return fail(e.message),
+        }
+    } else {
+        ModelConfig::default()
+    };
+    let mut found: Vec<i64> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+            .filter(|v| *v > 0)
+            .collect(),
+        Err(e) => return fail(format!("cannot list {}: {e}", dir.display())),
+    };
+    found.sort_unstable();
+    let selected: Vec<i64> = match &config.version_policy {
+        VersionPolicy::Latest(n) => found
+            .iter()
+            .rev()
+            .take((*n).max(1) as usize)
+            .rev()
+            .copied()
+            .collect(),
+        VersionPolicy::All => found.clone(),
+        VersionPolicy::Specific(v) => found.iter().filter(|f| v.contains(f)).copied().collect(),
+    };
+    if selected.is_empty() {
+        return fail(format!(
+            "no version directory (e.g. {}/1/{}) matches the version policy",
+            dir.display(),
+            config.default_model_filename
+        ));
+    }
+    let versions = selected
+        .into_iter()
+        .map(|v| {
+            let path = dir.join(v.to_string()).join(&config.default_model_filename);
+            let state = match load_version(name, v, &path, config.clone()) {
+                Ok(m) => {
+                    tracing::info!(model = name, version = v, "ready");
+                    VersionState::Ready(Arc::new(m))
+                }
+                Err(e) => {
+                    tracing::error!(model = name, version = v, "failed to load: {e}");
+                    VersionState::Unavailable(e.message)
+                }
+            };
+            (v, state)
+        })
+        .collect();
+    ModelEntry {
+        versions,
+        error: None,
+    }
+}
+
+fn load_version(
+    name: &str,
+    version: i64,
+    path: &Path,
+    mut config: ModelConfig,
+) -> Result<LoadedModel> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!("{} does not exist", path.display())));
+    }
+    let session_cfg = config.session_config()?;
+    let instances = config.instance_count.max(1) as usize;
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        backends.push(Box::new(OrtBackend::load(path, &session_cfg)?));
+    }
+    let metadata = backends[0].metadata().clone();
+    config.complete(name, &metadata)?;
+    let input_specs = config.input_specs(&metadata);
+    let policy = match &config.dynamic_batching {
+        Some(d) => BatchPolicy {
+            max_batch_size: config.max_batch_size() as usize,
+            dynamic: true,
+            preferred: d.preferred_batch_size.iter().map(|&p| p as usize).collect(),
+            max_delay: std::time::Duration::from_micros(d.max_queue_delay_us),
+            max_queue: d.effective_queue_size() as usize,
+        },
+        None => BatchPolicy {
+            max_batch_size: config.max_batch_size() as usize,
+            dynamic: false,
+            max_queue: crate::config::DEFAULT_MAX_QUEUE_SIZE as usize,
+            ..Default::default()
+        },
+    };
+    let stats = Arc::new(ModelStats::default());
+    let scheduler = Scheduler::start(
+        &format!("{name}:{version}"),
+        backends,
+        policy,
+        stats.clone(),
+    );
+    Ok(LoadedModel {
+        name: name.to_string(),
+        version: version.to_string(),
+        config,
+        metadata,
+        input_specs,
+        stats,
+        scheduler,
+    })
+}

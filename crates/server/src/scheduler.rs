@@ -1,0 +1,226 @@
+//! The per-model queue and dynamic batcher.
+//!
+//! Each model version has one bounded queue and `instance_count` engine
+//! threads. A thread takes the oldest request, then keeps taking queued
+//! requests whose non-batch dimensions match until the batch is full, a
+//! preferred size is reached with nothing else waiting, or the queue delay
+//! runs out; it makes one engine call and splits the outputs back. Each
+//! thread owns its engine session, so no lock is held around inference.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hone_core::{Backend, Error, Result, Tensor};
+use tokio::sync::oneshot;
+
+use crate::metrics::{FailReason, ModelStats};
+
+#[derive(Debug, Clone, Default)]
+pub struct BatchPolicy {
+    /// 0: requests run one by one, as sent.
+    pub max_batch_size: usize,
+    /// False: no coalescing across requests even when the model batches.
+    pub dynamic: bool,
+    pub preferred: Vec<usize>,
+    pub max_delay: Duration,
+    pub max_queue: usize,
+}
+
+struct Job {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Vec<Tensor>>>,
+}
+
+pub struct Scheduler {
+    tx: Option<flume::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<ModelStats>,
+}
+
+impl Scheduler {
+    pub fn start(
+        label: &str,
+        backends: Vec<Box<dyn Backend>>,
+        policy: BatchPolicy,
+        stats: Arc<ModelStats>,
+    ) -> Self {
+        let (tx, rx) = flume::bounded::<Job>(policy.max_queue.max(1));
+        let policy = Arc::new(policy);
+        let threads = backends
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, backend)| {
+                let rx = rx.clone();
+                let policy = policy.clone();
+                let stats = stats.clone();
+                std::thread::Builder::new()
+                    .name(format!("{label}#{i}"))
+                    .spawn(move || run_instance(backend, rx, &policy, &stats))
+                    .map_err(|e| tracing::error!("cannot start engine thread for {label}: {e}"))
+                    .ok()
+            })
+            .collect();
+        Self {
+            tx: Some(tx),
+            threads,
+            stats,
+        }
+    }
+
+    /// Queues one request (inputs already validated, in model order) and waits
+    /// for its outputs. A full queue fails at once rather than waiting.
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let rows = inputs.first().map_or(1, Tensor::batch);
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            reply,
+        };
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("model is shutting down"))?;
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(j)) => {
+                self.stats.fail(FailReason::Rejected, j.enqueued.elapsed());
+                return Err(Error::unavailable(format!(
+                    "queue full: {} requests are waiting; retry later or raise dynamic_batching.default_queue_policy.max_queue_size",
+                    tx.len()
+                )));
+            }
+            Err(flume::TrySendError::Disconnected(_)) => {
+                return Err(Error::unavailable("model is shutting down"));
+            }
+        }
+        self.stats.pending.fetch_add(1, Relaxed);
+        rx.await
+            .unwrap_or_else(|_| Err(Error::internal("engine thread stopped")))
+    }
+
+    /// Stops taking requests, lets the engine threads finish what is queued,
+    /// and waits for them.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Requests can share a batch when every input has the same dtype and the
+/// same dims after the first.
+fn compatible(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
+            x.dtype == y.dtype
+                && x.shape.len() == y.shape.len()
+                && x.shape.get(1..) == y.shape.get(1..)
+        })
+}
+
+fn run_instance(
+    mut backend: Box<dyn Backend>,
+    rx: flume::Receiver<Job>,
+    policy: &BatchPolicy,
+    stats: &ModelStats,
+) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut rows = first.rows;
+        let mut jobs = vec![first];
+        if policy.dynamic && policy.max_batch_size > 0 {
+            let deadline = jobs[0].enqueued + policy.max_delay;
+            while rows < policy.max_batch_size {
+                if policy.preferred.contains(&rows) && rx.is_empty() {
+                    break;
+                }
+                let next = match rx.try_recv() {
+                    Ok(j) => Some(j),
+                    Err(flume::TryRecvError::Empty) if Instant::now() < deadline => {
+                        rx.recv_deadline(deadline).ok()
+                    }
+                    Err(_) => None,
+                };
+                let Some(job) = next else { break };
+                if compatible(&jobs[0], &job) && rows + job.rows <= policy.max_batch_size {
+                    rows += job.rows;
+                    jobs.push(job);
+                } else {
+                    carry = Some(job);
+                    break;
+                }
+            }
+        }
+        execute(backend.as_mut(), jobs, rows, stats);
+    }
+}
+
+fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &ModelStats) {
+    let start = Instant::now();
+    stats.pending.fetch_sub(jobs.len() as i64, Relaxed);
+    for j in &jobs {
+        stats.queue.observe(start - j.enqueued);
+    }
+    let batch: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
+    let result = backend.infer(&batch);
+    stats.compute.observe(start.elapsed());
+    stats.execution_count.fetch_add(1, Relaxed);
+    stats.inference_count.fetch_add(rows as u64, Relaxed);
+    drop(batch);
+    match result {
+        Ok(outputs) if jobs.len() == 1 => {
+            let job = jobs.into_iter().next().map(|j| j.reply);
+            if let Some(reply) = job {
+                let _ = reply.send(Ok(outputs));
+            }
+        }
+        Ok(outputs) => {
+            if let Some(bad) = outputs.iter().find(|o| o.batch() != rows) {
+                let e = Error::internal(format!(
+                    "engine returned {} rows for a batch of {rows}; is dim 0 really a batch dimension?",
+                    bad.batch()
+                ));
+                for j in jobs {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+            let mut start_row = 0;
+            for j in jobs {
+                let end = start_row + j.rows;
+                let part = outputs
+                    .iter()
+                    .map(|o| o.slice_batch(start_row, end))
+                    .collect();
+                start_row = end;
+                let _ = j.reply.send(Ok(part));
+            }
+        }
+        Err(e) => {
+            tracing::warn!("inference failed: {e}");
+            for j in jobs {
+                let _ = j.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
