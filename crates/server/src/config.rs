@@ -502,7 +502,7 @@ mod tests {
             instance_group [{ count: 2 kind: KIND_CPU }]
             version_policy: { specific: { versions: [1, 3] } }
             parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
-            model_warmup []
+            model_warmup [{ name: "w" }]
             "#,
         )
         .unwrap();

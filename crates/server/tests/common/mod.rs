@@ -1,0 +1,113 @@
+//! Shared by the integration tests: a real repository on disk and a real
+//! server on loopback ports chosen by the OS.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use hone_server::{Server, ServerOptions};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh repository: the shipped mlp100 and mlp models, a model whose file
+/// is corrupt, and a model whose config does not match its file.
+pub fn repository(dir: &Path) {
+    let examples = workspace().join("examples/repository");
+    for m in ["mlp100", "mlp"] {
+        std::fs::create_dir_all(dir.join(m).join("1")).unwrap();
+        std::fs::copy(
+            examples.join(m).join("1/model.onnx"),
+            dir.join(m).join("1/model.onnx"),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        examples.join("mlp/config.pbtxt"),
+        dir.join("mlp/config.pbtxt"),
+    )
+    .unwrap();
+    // A second version of mlp100 served alongside the first.
+    std::fs::create_dir_all(dir.join("mlp100/2")).unwrap();
+    std::fs::copy(
+        examples.join("mlp100/1/model.onnx"),
+        dir.join("mlp100/2/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("mlp100/config.pbtxt"),
+        "max_batch_size: 32\nversion_policy: { all: {} }\ndynamic_batching { max_queue_delay_microseconds: 2000 }\n\
+         instance_group [{ count: 2, kind: KIND_CPU }]\nparameters { key: \"intra_op_thread_count\" value: { string_value: \"1\" } }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("corrupt/1")).unwrap();
+    std::fs::write(
+        dir.join("corrupt/1/model.onnx"),
+        b"\x08\x07this is not an onnx model",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("mismatch/1")).unwrap();
+    std::fs::copy(
+        examples.join("mlp100/1/model.onnx"),
+        dir.join("mismatch/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("mismatch/config.pbtxt"),
+        "max_batch_size: 8\ninput [{ name: \"input\", data_type: TYPE_FP32, dims: [ 99 ] }]\n",
+    )
+    .unwrap();
+}
+
+pub struct TestServer {
+    pub server: Server,
+    pub http: String,
+    pub grpc: String,
+    pub metrics: String,
+    _dir: TempDir,
+}
+
+pub async fn start() -> TestServer {
+    let dir = TempDir::new();
+    repository(dir.path());
+    let server = Server::start(ServerOptions::ephemeral(dir.path()))
+        .await
+        .expect("server starts");
+    TestServer {
+        http: format!("http://{}", server.http_addr),
+        grpc: format!("http://{}", server.grpc_addr.unwrap()),
+        metrics: format!("http://{}/metrics", server.metrics_addr.unwrap()),
+        server,
+        _dir: dir,
+    }
+}
+
+/// A directory removed on drop (std only, to keep dev-dependencies small).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("hone-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// mlp100 on an all-ones row, as every reference implementation computes it.
+pub const ONES_OUTPUT: f32 = 0.448_098_45;
+
+pub fn ones_request(rows: usize) -> serde_json::Value {
+    serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 100], "datatype": "FP32", "data": vec![1.0f32; rows * 100]}]})
+}
