@@ -128,6 +128,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(a) = server.metrics_addr {
             tracing::info!("metrics on http://{a}/metrics");
         }
+        if let Some(line) = try_line(&server) {
+            println!("hone is serving. Try:\n  {line}");
+        }
         for e in server.state.repo.index(false) {
             if e.state != "READY" {
                 tracing::warn!(
@@ -145,6 +148,36 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// A curl command that runs the first ready model on a row of ones, so a
+/// person can see the server answer without writing a request.
+fn try_line(server: &Server) -> Option<String> {
+    let model = server.state.repo.loaded().into_iter().next()?;
+    let mut inputs = Vec::new();
+    for spec in &model.input_specs {
+        if spec.dtype == hone_core::DataType::Bytes || spec.dtype == hone_core::DataType::Bool {
+            return None;
+        }
+        let shape: Vec<i64> = spec.dims.iter().map(|&d| d.max(1)).collect();
+        let n: i64 = shape.iter().product();
+        let ones = vec!["1"; usize::try_from(n).ok().filter(|&n| n <= 64)?].join(",");
+        let shape = shape
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        inputs.push(format!(
+            r#"{{"name":"{}","shape":[{shape}],"datatype":"{}","data":[{ones}]}}"#,
+            spec.name, spec.dtype
+        ));
+    }
+    Some(format!(
+        "curl -s -X POST http://{}/v2/models/{}/infer -d '{{\"inputs\":[{}]}}'",
+        server.http_addr,
+        model.name,
+        inputs.join(",")
+    ))
 }
 
 fn main() -> ExitCode {

@@ -406,14 +406,7 @@ impl GrpcInferenceService for GrpcService {
             .iter()
             .map(|m| {
                 let s = &m.stats;
-                let fails = [
-                    crate::metrics::FailReason::Invalid,
-                    crate::metrics::FailReason::Rejected,
-                    crate::metrics::FailReason::Backend,
-                ]
-                .iter()
-                .map(|r| s.failures(*r))
-                .sum();
+                let [input, infer, output] = s.compute_stats();
                 proto::ModelStatistics {
                     name: m.name.clone(),
                     version: m.version.clone(),
@@ -422,11 +415,11 @@ impl GrpcInferenceService for GrpcService {
                     execution_count: s.execution_count.load(Relaxed),
                     inference_stats: Some(InferStatistics {
                         success: d(s.success.load(Relaxed), s.request.sum_ns()),
-                        fail: d(fails, s.fail_ns.load(Relaxed)),
+                        fail: d(s.total_failures(), s.fail_ns.load(Relaxed)),
                         queue: d(s.queue.count(), s.queue.sum_ns()),
-                        compute_input: d(0, 0),
-                        compute_infer: d(s.compute.count(), s.compute.sum_ns()),
-                        compute_output: d(0, 0),
+                        compute_input: d(input.0, input.1),
+                        compute_infer: d(infer.0, infer.1),
+                        compute_output: d(output.0, output.1),
                     }),
                 }
             })

@@ -94,12 +94,34 @@ pub struct ModelStats {
     pub queue: Histogram,
     pub compute: Histogram,
     pub last_inference_ms: AtomicU64,
+    /// Requests that reached the engine and the engine time charged to them
+    /// (each request of a batch is charged the whole call, as Triton does).
+    pub compute_requests: AtomicU64,
+    pub compute_request_ns: AtomicU64,
 }
 
 impl ModelStats {
     pub fn fail(&self, reason: FailReason, elapsed: Duration) {
         self.failures[reason as usize].fetch_add(1, Relaxed);
         self.fail_ns.fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    /// Records one engine call that served `requests` requests.
+    pub fn computed(&self, requests: usize, rows: usize, elapsed: Duration) {
+        self.compute.observe(elapsed);
+        self.execution_count.fetch_add(1, Relaxed);
+        self.inference_count.fetch_add(rows as u64, Relaxed);
+        self.compute_requests.fetch_add(requests as u64, Relaxed);
+        self.compute_request_ns
+            .fetch_add(elapsed.as_nanos() as u64 * requests as u64, Relaxed);
+    }
+
+    /// Triton's per-request compute statistics. Input staging and output
+    /// copies happen inside the engine call, so their time is in `infer`;
+    /// the counts agree because perf_analyzer requires that.
+    pub fn compute_stats(&self) -> [(u64, u64); 3] {
+        let n = self.compute_requests.load(Relaxed);
+        [(n, 0), (n, self.compute_request_ns.load(Relaxed)), (n, 0)]
     }
 
     pub fn failures(&self, reason: FailReason) -> u64 {
@@ -116,10 +138,15 @@ impl ModelStats {
             .store(now.as_millis() as u64, Relaxed);
     }
 
+    pub fn total_failures(&self) -> u64 {
+        FailReason::ALL.iter().map(|r| self.failures(*r)).sum()
+    }
+
     /// Triton's `/v2/models/{m}/stats` entry for this version.
     pub fn to_json(&self, name: &str, version: &str) -> Json {
         let d = |count: u64, ns: u64| json!({"count": count, "ns": ns});
-        let fails: u64 = FailReason::ALL.iter().map(|r| self.failures(*r)).sum();
+        let fails = self.total_failures();
+        let [input, infer, output] = self.compute_stats();
         json!({
             "name": name,
             "version": version,
@@ -130,9 +157,9 @@ impl ModelStats {
                 "success": d(self.success.load(Relaxed), self.request.sum_ns()),
                 "fail": d(fails, self.fail_ns.load(Relaxed)),
                 "queue": d(self.queue.count(), self.queue.sum_ns()),
-                "compute_input": d(0, 0),
-                "compute_infer": d(self.compute.count(), self.compute.sum_ns()),
-                "compute_output": d(0, 0),
+                "compute_input": d(input.0, input.1),
+                "compute_infer": d(infer.0, infer.1),
+                "compute_output": d(output.0, output.1),
                 "cache_hit": d(0, 0),
                 "cache_miss": d(0, 0),
             },
@@ -235,7 +262,8 @@ pub fn render(sources: &[MetricSource<'_>]) -> String {
             }
         },
     );
-    let hists: [(&str, &str, fn(&ModelStats) -> &Histogram); 3] = [
+    type Hist = fn(&ModelStats) -> &Histogram;
+    let hists: [(&str, &str, Hist); 3] = [
         (
             "hone_request_duration_seconds",
             "End-to-end time of successful requests, from decode to reply.",
