@@ -2,11 +2,13 @@
 //!
 //! Each model version has one bounded queue and `instance_count` engine
 //! threads. A thread takes the oldest request, then keeps taking queued
-//! requests whose non-batch dimensions match until the batch is full, a
-//! preferred size is reached with nothing else waiting, or the queue delay
-//! runs out; it makes one engine call and splits the outputs back. Each
+//! requests whose non-batch dimensions match (setting others aside for the
+//! next batch) until the batch is full, a preferred size is reached with
+//! nothing else waiting, or the queue delay runs out; it makes one engine
+//! call and splits the outputs back. Each
 //! thread owns its engine session, so no lock is held around inference.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
@@ -137,9 +139,11 @@ fn run_instance(
     policy: &BatchPolicy,
     stats: &ModelStats,
 ) {
-    let mut carry: Option<Job> = None;
+    // Requests taken off the queue that did not fit the batch being formed,
+    // oldest first: they start the next batches, so none is overtaken for long.
+    let mut set_aside: VecDeque<Job> = VecDeque::new();
     loop {
-        let first = match carry.take() {
+        let first = match set_aside.pop_front() {
             Some(j) => j,
             None => match rx.recv() {
                 Ok(j) => j,
@@ -149,8 +153,23 @@ fn run_instance(
         let mut rows = first.rows;
         let mut jobs = vec![first];
         if policy.dynamic && policy.max_batch_size > 0 {
+            let fits = |jobs: &[Job], rows: usize, j: &Job| {
+                compatible(&jobs[0], j) && rows + j.rows <= policy.max_batch_size
+            };
+            let mut i = 0;
+            while i < set_aside.len() && rows < policy.max_batch_size {
+                if fits(&jobs, rows, &set_aside[i]) {
+                    if let Some(j) = set_aside.remove(i) {
+                        rows += j.rows;
+                        jobs.push(j);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
             let deadline = jobs[0].enqueued + policy.max_delay;
-            while rows < policy.max_batch_size {
+            // Bounded so one thread never hoards a queue's worth of requests.
+            while rows < policy.max_batch_size && set_aside.len() < policy.max_batch_size {
                 if policy.preferred.contains(&rows) && rx.is_empty() {
                     break;
                 }
@@ -162,12 +181,15 @@ fn run_instance(
                     Err(_) => None,
                 };
                 let Some(job) = next else { break };
-                if compatible(&jobs[0], &job) && rows + job.rows <= policy.max_batch_size {
+                if fits(&jobs, rows, &job) {
                     rows += job.rows;
                     jobs.push(job);
                 } else {
-                    carry = Some(job);
-                    break;
+                    let full = compatible(&jobs[0], &job);
+                    set_aside.push_back(job);
+                    if full {
+                        break;
+                    }
                 }
             }
         }
