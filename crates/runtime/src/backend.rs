@@ -209,16 +209,15 @@ impl OrtBackend {
         let want = hone_core::element_count(&shape)?
             .checked_mul(elem)
             .ok_or_else(|| Error::invalid("input too large"))?;
-        let have: usize = batch
-            .iter()
-            .map(|r| match &r[i].data {
-                TensorData::Raw(b) => b.len(),
-                TensorData::Strings(_) => usize::MAX / 2,
-            })
-            .sum();
-        if have != want || batch.iter().any(|r| r[i].dtype != first.dtype) {
+        // None when a payload is not raw bytes or the sum overflows: both mean
+        // the batch cannot fill this tensor.
+        let have = batch.iter().try_fold(0usize, |acc, r| match &r[i].data {
+            TensorData::Raw(b) if r[i].dtype == first.dtype => acc.checked_add(b.len()),
+            _ => None,
+        });
+        if have != Some(want) {
             return Err(Error::internal(format!(
-                "input '{}': batch payload of {have} bytes does not fill shape {shape:?}",
+                "input '{}': batch payload ({have:?} bytes) does not fill shape {shape:?}",
                 spec.name
             )));
         }

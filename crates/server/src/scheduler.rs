@@ -88,9 +88,13 @@ impl Scheduler {
             .tx
             .as_ref()
             .ok_or_else(|| Error::unavailable("model is shutting down"))?;
+        // Counted before sending: the engine thread may take the job and
+        // decrement before try_send returns.
+        self.stats.pending.fetch_add(1, Relaxed);
         match tx.try_send(job) {
             Ok(()) => {}
             Err(flume::TrySendError::Full(j)) => {
+                self.stats.pending.fetch_sub(1, Relaxed);
                 self.stats.fail(FailReason::Rejected, j.enqueued.elapsed());
                 return Err(Error::unavailable(format!(
                     "queue full: {} requests are waiting; retry later or raise dynamic_batching.default_queue_policy.max_queue_size",
@@ -98,10 +102,10 @@ impl Scheduler {
                 )));
             }
             Err(flume::TrySendError::Disconnected(_)) => {
+                self.stats.pending.fetch_sub(1, Relaxed);
                 return Err(Error::unavailable("model is shutting down"));
             }
         }
-        self.stats.pending.fetch_add(1, Relaxed);
         rx.await
             .unwrap_or_else(|_| Err(Error::internal("engine thread stopped")))
     }
