@@ -1,0 +1,106 @@
+//! `.npy` files (NumPy format, little-endian, C order) as hone tensors.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use hone_core::{DataType, Tensor};
+
+use crate::{DataError, Result};
+
+fn le_bytes<T: Copy, const N: usize>(v: Vec<T>, f: impl Fn(T) -> [u8; N]) -> Bytes {
+    let mut out = Vec::with_capacity(v.len() * N);
+    for x in v {
+        out.extend_from_slice(&f(x));
+    }
+    out.into()
+}
+
+pub fn read(path: &Path) -> Result<Tensor> {
+    let bad = |e: &dyn std::fmt::Display| DataError(format!("{}: {e}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(&e))?;
+    if npy.order() != npyz::Order::C {
+        return Err(bad(
+            &"Fortran-order arrays are not supported; save with C order",
+        ));
+    }
+    let shape: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
+    let descr = npy.dtype().descr();
+    let (dtype, data) = match descr.as_str() {
+        "'<f4'" => (
+            DataType::F32,
+            le_bytes(
+                npy.into_vec::<f32>().map_err(|e| bad(&e))?,
+                f32::to_le_bytes,
+            ),
+        ),
+        "'<f8'" => (
+            DataType::F64,
+            le_bytes(
+                npy.into_vec::<f64>().map_err(|e| bad(&e))?,
+                f64::to_le_bytes,
+            ),
+        ),
+        "'<i8'" => (
+            DataType::I64,
+            le_bytes(
+                npy.into_vec::<i64>().map_err(|e| bad(&e))?,
+                i64::to_le_bytes,
+            ),
+        ),
+        "'<i4'" => (
+            DataType::I32,
+            le_bytes(
+                npy.into_vec::<i32>().map_err(|e| bad(&e))?,
+                i32::to_le_bytes,
+            ),
+        ),
+        "'|u1'" => (
+            DataType::U8,
+            le_bytes(npy.into_vec::<u8>().map_err(|e| bad(&e))?, u8::to_le_bytes),
+        ),
+        "'|i1'" => (
+            DataType::I8,
+            le_bytes(npy.into_vec::<i8>().map_err(|e| bad(&e))?, i8::to_le_bytes),
+        ),
+        "'|b1'" => (
+            DataType::Bool,
+            le_bytes(npy.into_vec::<bool>().map_err(|e| bad(&e))?, |b| [b as u8]),
+        ),
+        other => {
+            return Err(bad(&format!(
+                "element type {other} is not supported (float32/64, int8/32/64, uint8, bool are)"
+            )));
+        }
+    };
+    Tensor::from_wire_bytes(dtype, shape, data).map_err(|e| bad(&e))
+}
+
+/// The values of a numeric tensor as f32 (labels and float outputs).
+pub fn to_f32(t: &Tensor) -> Option<Vec<f32>> {
+    let raw = match &t.data {
+        hone_core::TensorData::Raw(b) => b,
+        hone_core::TensorData::Strings(_) => return None,
+    };
+    Some(match t.dtype {
+        DataType::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DataType::I64 => raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DataType::I32 => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        DataType::U8 | DataType::Bool => raw.iter().map(|&b| b as f32).collect(),
+        DataType::I8 => raw.iter().map(|&b| b as i8 as f32).collect(),
+        _ => return None,
+    })
+}

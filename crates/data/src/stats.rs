@@ -1,0 +1,86 @@
+//! Per-feature reference statistics, stored in the model card so a monitor
+//! can compare live traffic against what the model was trained on.
+
+use serde::{Deserialize, Serialize};
+
+pub const BINS: usize = 10;
+pub const QUANTILES: [f64; 7] = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub name: String,
+    pub count: usize,
+    pub mean: f64,
+    /// Population standard deviation (ddof 0).
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    /// `(q, value)` pairs for the quantiles in [`QUANTILES`], linear interpolation.
+    pub quantiles: Vec<(f64, f64)>,
+    /// `BINS` equal-width bins over [min, max]: `BINS + 1` edges and `BINS` counts.
+    pub histogram: Histogram,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub edges: Vec<f64>,
+    pub counts: Vec<usize>,
+}
+
+pub fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n.max(1) as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let min = sorted.first().copied().unwrap_or(0.0);
+    let max = sorted.last().copied().unwrap_or(0.0);
+    let quantile = |q: f64| {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let pos = q * (n - 1) as f64;
+        let lo = pos.floor() as usize;
+        let hi = pos.ceil() as usize;
+        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    };
+    let width = (max - min) / BINS as f64;
+    let edges: Vec<f64> = (0..=BINS).map(|i| min + width * i as f64).collect();
+    let mut counts = vec![0usize; BINS];
+    for &v in values {
+        let b = if width > 0.0 {
+            (((v - min) / width) as usize).min(BINS - 1)
+        } else {
+            0
+        };
+        counts[b] += 1;
+    }
+    FeatureStats {
+        name: name.to_string(),
+        count: n,
+        mean,
+        std: var.sqrt(),
+        min,
+        max,
+        quantiles: QUANTILES.iter().map(|&q| (q, quantile(q))).collect(),
+        histogram: Histogram { edges, counts },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_one_to_ten() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        let s = feature_stats("x", &v);
+        assert_eq!(s.count, 10);
+        assert_eq!(s.mean, 5.5);
+        assert!((s.std - 8.25f64.sqrt()).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (1.0, 10.0));
+        assert_eq!(s.quantiles[3], (0.5, 5.5));
+        assert_eq!(s.histogram.counts.iter().sum::<usize>(), 10);
+        assert_eq!(s.histogram.counts[BINS - 1], 1);
+    }
+}

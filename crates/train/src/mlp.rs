@@ -1,0 +1,377 @@
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use hone_data::{Encoding, FeatureKind, Prepared, Task, metrics, rng::Rng};
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub hidden: Vec<usize>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Stop after this many epochs without a better validation loss, keeping
+    /// the best epoch's weights. Needs validation data.
+    pub early_stopping: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            hidden: vec![64, 64],
+            epochs: 200,
+            batch_size: 32,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+            early_stopping: Some(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TrainError(pub String);
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError(format!("training failed in candle: {e}"))
+    }
+}
+
+type Result<T> = std::result::Result<T, TrainError>;
+
+/// One epoch's numbers, for progress display and the card.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    /// Accuracy for classification, R² for regression.
+    pub val_metric: Option<f64>,
+}
+
+/// A dense layer: `weight` is row-major `[out, in]` (torch and ONNX Gemm
+/// `transB=1` layout), `bias` is `[out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// A trained model, with everything the exported graph needs.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub encoding: Encoding,
+    /// Mean and standard deviation of each numeric feature, in feature order
+    /// (categorical features have none).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// For regression the net predicts `(y - target_mean) / target_std`.
+    pub target_mean: f32,
+    pub target_std: f32,
+    pub layers: Vec<Layer>,
+    pub history: Vec<EpochLog>,
+    pub best_epoch: usize,
+}
+
+impl Mlp {
+    /// Indices of the numeric features among the input columns.
+    pub fn numeric_columns(&self) -> Vec<usize> {
+        numeric_columns(&self.encoding)
+    }
+
+    /// Turns raw encoded rows into what the first layer sees: standardised
+    /// numeric features, then one one-hot block per categorical feature.
+    pub fn expand(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        expand(&self.encoding, &self.mean, &self.std, x, rows)
+    }
+
+    /// Model outputs for raw encoded rows, as the exported graph computes
+    /// them: P(class 1), class probabilities, or the regression value.
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let dev = Device::Cpu;
+        let e = self.expand(x, rows);
+        let width = self.encoding.expanded_width();
+        let mut h = Tensor::from_vec(e, (rows, width), &dev)?;
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            let w = Tensor::from_slice(&l.weight, (l.outputs, l.inputs), &dev)?;
+            let b = Tensor::from_slice(&l.bias, l.outputs, &dev)?;
+            h = h.matmul(&w.t()?)?.broadcast_add(&b)?;
+            if i + 1 < n {
+                h = h.relu()?;
+            }
+        }
+        let out = match self.encoding.target.task {
+            Task::Binary => candle_nn::ops::sigmoid(&h)?,
+            Task::Multiclass => candle_nn::ops::softmax(&h, D::Minus1)?,
+            Task::Regression => h.affine(self.target_std as f64, self.target_mean as f64)?,
+        };
+        Ok(out.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Metrics of this model on encoded rows with targets.
+    pub fn evaluate(&self, data: &Prepared) -> Result<metrics::Report> {
+        let p = self.predict(&data.x, data.rows)?;
+        Ok(report(
+            self.encoding.target.task,
+            self.encoding.output_width(),
+            &p,
+            &data.y,
+        ))
+    }
+}
+
+pub(crate) fn report(task: Task, k: usize, p: &[f32], y: &[f32]) -> metrics::Report {
+    match task {
+        Task::Binary => metrics::binary(p, y),
+        Task::Multiclass => metrics::multiclass(p, k, y),
+        Task::Regression => metrics::regression(p, y),
+    }
+}
+
+fn numeric_columns(enc: &Encoding) -> Vec<usize> {
+    enc.features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == FeatureKind::Numeric)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn expand(enc: &Encoding, mean: &[f32], std: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+    let cols = enc.features.len();
+    let width = enc.expanded_width();
+    let numeric = numeric_columns(enc);
+    let mut out = vec![0f32; rows * width];
+    for r in 0..rows {
+        let src = &x[r * cols..(r + 1) * cols];
+        let dst = &mut out[r * width..(r + 1) * width];
+        for (j, &c) in numeric.iter().enumerate() {
+            // The same two operations, in the same order, as the graph's Sub and Div.
+            dst[j] = (src[c] - mean[j]) / std[j];
+        }
+        let mut at = numeric.len();
+        for (c, f) in enc.features.iter().enumerate() {
+            if let FeatureKind::Categorical { categories } = &f.kind {
+                let code = src[c];
+                for k in 0..categories.len() {
+                    dst[at + k] = (code == k as f32) as u8 as f32;
+                }
+                at += categories.len();
+            }
+        }
+    }
+    out
+}
+
+/// Trains on `train`, using `val` (if given) for early stopping and the
+/// progress metric. `on_epoch` sees every epoch's numbers.
+pub fn train(
+    encoding: &Encoding,
+    train: &Prepared,
+    val: Option<&Prepared>,
+    cfg: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> Result<Mlp> {
+    if train.rows == 0 {
+        return Err(TrainError("no training rows".into()));
+    }
+    if cfg.hidden.contains(&0) || cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr <= 0.0 {
+        return Err(TrainError(
+            "hidden sizes, batch size, epochs and learning rate must be positive".into(),
+        ));
+    }
+    let dev = Device::Cpu;
+    let task = encoding.target.task;
+    let numeric = numeric_columns(encoding);
+
+    // Standardisation from the training rows (population std, like scikit-learn).
+    let mut mean = vec![0f32; numeric.len()];
+    let mut std = vec![1f32; numeric.len()];
+    for (j, &c) in numeric.iter().enumerate() {
+        let vals: Vec<f64> = (0..train.rows).map(|r| train.row(r)[c] as f64).collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let v = vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / vals.len() as f64;
+        mean[j] = m as f32;
+        // A column constant in this split (but not in the whole file) must not divide by zero.
+        std[j] = if v > 0.0 { v.sqrt() as f32 } else { 1.0 };
+    }
+    let (target_mean, target_std) = if task == Task::Regression {
+        let m = train.y.iter().map(|&v| v as f64).sum::<f64>() / train.rows as f64;
+        let v = train.y.iter().map(|&y| (y as f64 - m).powi(2)).sum::<f64>() / train.rows as f64;
+        (m as f32, if v > 0.0 { v.sqrt() as f32 } else { 1.0 })
+    } else {
+        (0.0, 1.0)
+    };
+
+    let width = encoding.expanded_width();
+    let k = encoding.output_width();
+    let xs = expand(encoding, &mean, &std, &train.x, train.rows);
+    let val_x = val.map(|v| expand(encoding, &mean, &std, &v.x, v.rows));
+
+    // Weights: torch's default Linear initialisation, U(-1/sqrt(in), 1/sqrt(in)),
+    // drawn from hone's seeded generator so a seed fixes the result.
+    let mut rng = Rng::new(cfg.seed);
+    let mut sizes = vec![width];
+    sizes.extend(&cfg.hidden);
+    sizes.push(k);
+    let mut vars: Vec<(Var, Var)> = Vec::new();
+    for pair in sizes.windows(2) {
+        let (fan_in, out) = (pair[0], pair[1]);
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let w: Vec<f32> = (0..out * fan_in)
+            .map(|_| rng.uniform(-bound, bound))
+            .collect();
+        let b: Vec<f32> = (0..out).map(|_| rng.uniform(-bound, bound)).collect();
+        vars.push((
+            Var::from_vec(w, (out, fan_in), &dev)?,
+            Var::from_vec(b, out, &dev)?,
+        ));
+    }
+    let mut opt = AdamW::new(
+        vars.iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+
+    let forward = |x: &Tensor| -> Result<Tensor> {
+        let mut h = x.clone();
+        for (i, (w, b)) in vars.iter().enumerate() {
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
+            if i + 1 < vars.len() {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    };
+    let loss_fn = |logits: &Tensor, y: &[f32]| -> Result<Tensor> {
+        let n = y.len();
+        Ok(match task {
+            Task::Binary => {
+                let y = Tensor::from_slice(y, (n, 1), &dev)?;
+                // Stable BCE with logits: max(z,0) - z*y + log(1 + exp(-|z|)).
+                let z = logits;
+                (z.relu()? - (z * &y)?)?
+                    .add(&((z.abs()?.neg()?.exp()? + 1.0)?.log()?))?
+                    .mean_all()?
+            }
+            Task::Multiclass => {
+                let y: Vec<u32> = y.iter().map(|&v| v as u32).collect();
+                let y = Tensor::from_vec(y, n, &dev)?;
+                candle_nn::loss::cross_entropy(logits, &y)?
+            }
+            Task::Regression => {
+                let y: Vec<f32> = y.iter().map(|&v| (v - target_mean) / target_std).collect();
+                let y = Tensor::from_vec(y, (n, 1), &dev)?;
+                candle_nn::loss::mse(logits, &y)?
+            }
+        })
+    };
+    let snapshot = |vars: &[(Var, Var)]| -> Result<Vec<Layer>> {
+        let mut out = Vec::new();
+        for (w, b) in vars {
+            let (o, i) = w.as_tensor().dims2()?;
+            out.push(Layer {
+                inputs: i,
+                outputs: o,
+                weight: w.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+                bias: b.as_tensor().to_vec1::<f32>()?,
+            });
+        }
+        Ok(out)
+    };
+
+    let mut order: Vec<usize> = (0..train.rows).collect();
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Layer>)> = None;
+    let mut batch_x = Vec::with_capacity(cfg.batch_size * width);
+    let mut batch_y = Vec::with_capacity(cfg.batch_size);
+    for epoch in 1..=cfg.epochs {
+        rng.shuffle(&mut order);
+        let mut total = 0.0;
+        for chunk in order.chunks(cfg.batch_size) {
+            batch_x.clear();
+            batch_y.clear();
+            for &r in chunk {
+                batch_x.extend_from_slice(&xs[r * width..(r + 1) * width]);
+                batch_y.push(train.y[r]);
+            }
+            let x = Tensor::from_slice(&batch_x, (chunk.len(), width), &dev)?;
+            let loss = loss_fn(&forward(&x)?, &batch_y)?;
+            opt.backward_step(&loss)?;
+            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        }
+        let train_loss = total / train.rows as f64;
+        if !train_loss.is_finite() {
+            return Err(TrainError(format!(
+                "training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr"
+            )));
+        }
+        let mut log = EpochLog {
+            epoch,
+            train_loss,
+            val_loss: None,
+            val_metric: None,
+        };
+        if let (Some(v), Some(vx)) = (val, &val_x) {
+            let x = Tensor::from_slice(vx, (v.rows, width), &dev)?;
+            let logits = forward(&x)?;
+            let vl = loss_fn(&logits, &v.y)?.to_scalar::<f32>()? as f64;
+            let p = match task {
+                Task::Binary => candle_nn::ops::sigmoid(&logits)?,
+                Task::Multiclass => candle_nn::ops::softmax(&logits, D::Minus1)?,
+                Task::Regression => logits.affine(target_std as f64, target_mean as f64)?,
+            };
+            let p = p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let r = report(task, k, &p, &v.y);
+            log.val_loss = Some(vl);
+            log.val_metric = if task == Task::Regression {
+                r.r2
+            } else {
+                r.accuracy
+            };
+            if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
+                best = Some((vl, epoch, snapshot(&vars)?));
+            }
+        }
+        on_epoch(&log);
+        history.push(log);
+        if let (Some(patience), Some((_, best_epoch, _))) = (cfg.early_stopping, &best)
+            && epoch - best_epoch >= patience
+        {
+            break;
+        }
+    }
+    let (layers, best_epoch) = match best {
+        Some((_, e, layers)) => (layers, e),
+        None => (snapshot(&vars)?, history.len()),
+    };
+    Ok(Mlp {
+        encoding: encoding.clone(),
+        mean,
+        std,
+        target_mean,
+        target_std,
+        layers,
+        history,
+        best_epoch,
+    })
+}
