@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{Server, ServerOptions};
 
+mod pipeline_cmds;
+
 #[derive(Parser)]
 #[command(
     name = "hone",
@@ -31,6 +33,14 @@ enum LogFormat {
 enum Command {
     /// Serve a Triton-style model repository over KServe V2 REST and gRPC.
     Serve(ServeArgs),
+    /// Train the reference MLP on a CSV and export ONNX plus a model card.
+    Train(pipeline_cmds::TrainArgs),
+    /// Metrics of an ONNX model on labelled data.
+    Eval(pipeline_cmds::EvalArgs),
+    /// CSV → train → validate → package → serve → smoke test, every stage timed.
+    Ship(pipeline_cmds::ShipArgs),
+    /// `hone ship` on the embedded breast-cancer data, left serving.
+    Demo(pipeline_cmds::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,7 +82,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -185,5 +195,18 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Train(args) => pipeline_cmds::train(args),
+        Command::Eval(args) => pipeline_cmds::eval(args),
+        Command::Ship(args) => pipeline_cmds::ship(args),
+        Command::Demo(args) => pipeline_cmds::demo(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -22,7 +22,7 @@ pub enum Attr {
     Ints(Vec<i64>),
     Floats(Vec<f32>),
     String(String),
-    Tensor(TensorProto),
+    Tensor(Box<TensorProto>),
 }
 
 pub fn attribute(name: &str, value: Attr) -> AttributeProto {
@@ -49,11 +49,11 @@ pub fn attribute(name: &str, value: Attr) -> AttributeProto {
         }
         Attr::String(s) => {
             a.r#type = AttributeType::String as i32;
-            a.s = s.into_bytes().into();
+            a.s = s.into_bytes();
         }
         Attr::Tensor(t) => {
             a.r#type = AttributeType::Tensor as i32;
-            a.t = Some(t);
+            a.t = Some(*t);
         }
     }
     a

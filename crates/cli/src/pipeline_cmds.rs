@@ -1,0 +1,415 @@
+//! Flags and output of `hone train`, `eval`, `ship` and `demo`; the work is
+//! in the pipeline crate.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hone_data::Task;
+use hone_data::metrics::Metric;
+use hone_pipeline::{eval as ev, fit, ship as sh};
+use hone_server::ServerOptions;
+use hone_train::TrainConfig;
+
+/// The embedded default data set: Breast Cancer Wisconsin (Diagnostic), all
+/// 569 rows of the shared train/val/test splits.
+const DEMO_CSV: &[u8] = include_bytes!("../../../examples/data/breast_cancer.csv");
+
+fn parse_metric(s: &str) -> Result<Metric, String> {
+    Metric::parse(s)
+        .ok_or_else(|| format!("unknown metric {s:?}: accuracy, auc, f1, logloss, mse, mae or r2"))
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ModelFlags {
+    /// The column to predict.
+    #[arg(long)]
+    target: String,
+    /// auto picks binary/multiclass for text or small-integer targets, else regression.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "binary", "multiclass", "regression"])]
+    task: String,
+    /// One-hot encode this text column (repeatable).
+    #[arg(long)]
+    categorical: Vec<String>,
+    /// Hidden layer sizes.
+    #[arg(long, default_value = "64,64", value_delimiter = ',')]
+    hidden: Vec<usize>,
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many epochs without a better validation loss (0: never).
+    #[arg(long, default_value_t = 30)]
+    early_stopping: usize,
+}
+
+impl ModelFlags {
+    fn task(&self) -> Option<Task> {
+        Task::parse(&self.task).flatten()
+    }
+
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            hidden: self.hidden.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            early_stopping: (self.early_stopping > 0).then_some(self.early_stopping),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training data: CSV with a header row.
+    data: PathBuf,
+    #[command(flatten)]
+    model: ModelFlags,
+    /// Validation CSV (otherwise --val-fraction of DATA is held out).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Where to write the model; the card goes beside it as NAME.card.json.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn train(args: TrainArgs) -> ExitCode {
+    let opts = fit::TrainOptions {
+        data: args.data,
+        target: args.model.target.clone(),
+        task: args.model.task(),
+        categorical: args.model.categorical.clone(),
+        val: args.val,
+        val_fraction: args.val_fraction,
+        train: args.model.config(),
+        output: args.output,
+    };
+    let bar = if args.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(opts.train.epochs as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let result = fit::fit(&opts, |log| {
+        bar.set_position(log.epoch as u64);
+        let mut msg = format!("loss {:.4}", log.train_loss);
+        if let Some(v) = log.val_loss {
+            msg += &format!("  val loss {v:.4}");
+        }
+        if let Some(m) = log.val_metric {
+            msg += &format!("  val metric {m:.4}");
+        }
+        bar.set_message(msg);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok((outcome, _, _)) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                );
+            } else if !args.quiet {
+                println!(
+                    "trained a {} MLP in {:.2} s: {} epochs (best {}), {} training rows, {} validation rows",
+                    outcome.task.name(),
+                    outcome.seconds,
+                    outcome.epochs_run,
+                    outcome.best_epoch,
+                    outcome.train_rows,
+                    outcome.val_rows
+                );
+                let row = |name: &str, r: &hone_data::metrics::Report| {
+                    let parts: Vec<String> = r
+                        .entries()
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.4}"))
+                        .collect();
+                    println!("  {name:<10} {}", parts.join("  "));
+                };
+                row("train", &outcome.train_metrics);
+                if let Some(v) = &outcome.val_metrics {
+                    row("validation", v);
+                }
+                println!(
+                    "wrote {} (ONNX Runtime matches the Rust model within {:.1e}) and {}",
+                    outcome.model, outcome.export_max_diff, outcome.card
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hone train: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    model: PathBuf,
+    /// A CSV, or a directory of <input>.npy files plus labels.npy.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "label")]
+    target: String,
+    #[arg(long, value_parser = parse_metric)]
+    metric: Option<Metric>,
+    /// The output to judge (default: the first floating-point output).
+    #[arg(long)]
+    output: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval(args: EvalArgs) -> ExitCode {
+    let opts = ev::EvalOptions {
+        model: args.model,
+        data: args.data,
+        target: args.target,
+        metric: args.metric,
+        output: args.output,
+        batch_size: args.batch_size,
+    };
+    match ev::evaluate(&opts) {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", ev::render(&r));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hone eval: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServeFlags {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8000)]
+    http_port: u16,
+    #[arg(long, default_value_t = 8001)]
+    grpc_port: u16,
+    #[arg(long, default_value_t = 8002)]
+    metrics_port: u16,
+}
+
+#[derive(clap::Args)]
+pub struct ShipArgs {
+    /// Training data: CSV with a header row.
+    data: PathBuf,
+    #[command(flatten)]
+    model: ModelFlags,
+    #[arg(long)]
+    model_repository: PathBuf,
+    /// Model name in the repository (default: the data file's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Fail (exit 1, repository untouched) when the held-out metric is worse.
+    #[arg(long)]
+    min_metric: Option<f64>,
+    /// The gate's metric (default: accuracy, or r2 for regression).
+    #[arg(long, value_parser = parse_metric)]
+    metric: Option<Metric>,
+    /// Fraction of rows held out for validation and the smoke test.
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Keep serving after the smoke test, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    #[command(flatten)]
+    server: ServeFlags,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn ship(args: ShipArgs) -> ExitCode {
+    let data = match std::fs::read(&args.data) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("hone ship: cannot read {}: {e}", args.data.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.data
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string()
+    });
+    run_ship(
+        args.data.display().to_string(),
+        data,
+        &args.model,
+        name,
+        args.model_repository,
+        args.min_metric,
+        args.metric,
+        args.holdout,
+        &args.server,
+        args.serve,
+        args.json,
+    )
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "hone-repository")]
+    model_repository: PathBuf,
+    /// Exit after the stage table instead of serving.
+    #[arg(long)]
+    no_serve: bool,
+    #[command(flatten)]
+    server: ServeFlags,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn demo(args: DemoArgs) -> ExitCode {
+    let model = ModelFlags {
+        target: "label".into(),
+        task: "auto".into(),
+        categorical: Vec::new(),
+        hidden: vec![64, 64],
+        epochs: 200,
+        batch_size: 32,
+        lr: 1e-3,
+        weight_decay: 1e-4,
+        seed: 0,
+        early_stopping: 30,
+    };
+    if !args.json {
+        println!(
+            "hone demo: shipping the reference MLP on the embedded Breast Cancer Wisconsin data (569 rows, 30 features)"
+        );
+    }
+    run_ship(
+        "embedded:breast_cancer.csv".into(),
+        DEMO_CSV.to_vec(),
+        &model,
+        "breast_cancer".into(),
+        args.model_repository,
+        Some(0.9),
+        None,
+        0.2,
+        &args.server,
+        !args.no_serve,
+        args.json,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_ship(
+    data_name: String,
+    data: Vec<u8>,
+    model: &ModelFlags,
+    name: String,
+    repository: PathBuf,
+    min_metric: Option<f64>,
+    metric: Option<Metric>,
+    holdout: f64,
+    server: &ServeFlags,
+    serve: bool,
+    json: bool,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hone: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = sh::ShipOptions {
+        data_name,
+        data,
+        target: model.target.clone(),
+        task: model.task(),
+        categorical: model.categorical.clone(),
+        name,
+        repository,
+        min_metric,
+        metric,
+        holdout,
+        train: model.config(),
+        server: ServerOptions {
+            host: server.host,
+            http_port: server.http_port,
+            grpc_port: Some(server.grpc_port),
+            metrics_port: Some(server.metrics_port),
+            ..ServerOptions::new(".")
+        },
+        smoke_rows: 32,
+        cancel: cancel.clone(),
+        progress: !json,
+    };
+    rt.block_on(async move {
+        let flag = cancel.clone();
+        // Ctrl-C before the model is live: stop between stages and leave the repository alone.
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        let shipped = sh::ship(opts, serve).await;
+        watcher.abort();
+        let r = &shipped.report;
+        if json {
+            println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+        } else {
+            print!("{}", sh::render(r));
+        }
+        if let Some(e) = &r.error {
+            eprintln!("hone ship: {e}");
+            return ExitCode::FAILURE;
+        }
+        if let Some(server) = shipped.server {
+            if let (Some(endpoint), Some(body)) = (&r.endpoint, &r.example_request) {
+                println!(
+                    "\nhone is serving {} version {}. Try:",
+                    r.name,
+                    r.version.unwrap_or(0)
+                );
+                println!("  curl -s -X POST {endpoint} -d '{body}'");
+                println!("Ctrl-C stops it.");
+            }
+            crate::shutdown_signal().await;
+            server.shutdown().await;
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,417 @@
+//! The pipeline commands end to end, through the real `hone` binary: train,
+//! eval, ship (with a live server and the served-vs-offline check) and the
+//! errors a user sees for bad data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared() -> PathBuf {
+    let s = workspace().join("../shared/models");
+    assert!(
+        s.join("manifest.json").is_file(),
+        "these tests need the shared model zoo at {}",
+        s.display()
+    );
+    s
+}
+
+fn hone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hone"))
+        .args(args)
+        .env("HONE_LOG", "warn")
+        .output()
+        .expect("run hone")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "hone failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = workspace().join("target/tmp/pipeline").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The first `rows` data rows of the embedded breast-cancer CSV.
+fn small_csv(dir: &Path, rows: usize) -> PathBuf {
+    let text =
+        std::fs::read_to_string(workspace().join("examples/data/breast_cancer.csv")).unwrap();
+    let p = dir.join("small.csv");
+    std::fs::write(
+        &p,
+        text.lines().take(rows + 1).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_writes_model_and_card_and_eval_scores_it() {
+    let d = tmp("train");
+    let bc = shared().join("tabular/breast_cancer");
+    let model = d.join("bc.onnx");
+    let out = json(&hone(&[
+        "train",
+        s(&bc.join("train.csv")),
+        "--target",
+        "label",
+        "--val",
+        s(&bc.join("val.csv")),
+        "-o",
+        s(&model),
+        "--json",
+    ]));
+    assert_eq!(out["task"], "binary");
+    assert!(out["export_max_diff"].as_f64().unwrap() <= 1e-5);
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("bc.card.json")).unwrap()).unwrap();
+    assert_eq!(card["input"]["features"].as_array().unwrap().len(), 30);
+    assert_eq!(card["input"]["features"][0]["name"], "mean_radius");
+    assert_eq!(card["labels"], serde_json::json!(["0", "1"]));
+    assert_eq!(card["data"]["sha256"].as_str().unwrap().len(), 64);
+    let r0 = &card["reference"][0];
+    assert_eq!(r0["count"], 341);
+    assert_eq!(r0["histogram"]["counts"].as_array().unwrap().len(), 10);
+    assert!(card["metrics"]["validation"]["accuracy"].as_f64().unwrap() > 0.9);
+
+    // Same seed, same bytes.
+    let again = d.join("again.onnx");
+    ok(&hone(&[
+        "train",
+        s(&bc.join("train.csv")),
+        "--target",
+        "label",
+        "--val",
+        s(&bc.join("val.csv")),
+        "-o",
+        s(&again),
+        "--quiet",
+    ]));
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    let e = json(&hone(&[
+        "eval",
+        s(&model),
+        "--data",
+        s(&bc.join("test.csv")),
+        "--json",
+    ]));
+    assert_eq!(e["report"]["rows"], 114);
+    assert!(e["report"]["accuracy"].as_f64().unwrap() >= 0.95, "{e}");
+    assert_eq!(e["report"]["confusion"].as_array().unwrap().len(), 2);
+    let table = ok(&hone(&[
+        "eval",
+        s(&model),
+        "--data",
+        s(&bc.join("test.csv")),
+        "--metric",
+        "auc",
+    ]));
+    assert!(table.contains("confusion matrix"), "{table}");
+    assert!(table.contains("auc"), "{table}");
+}
+
+#[test]
+fn eval_matches_the_shared_manifest() {
+    let m = shared();
+    // The reference MLP, a tree ensemble (probabilities output) and a CNN fed
+    // from 64 pixel columns reshaped to [1, 8, 8].
+    let cases = [
+        ("mlp/mlp.onnx", "tabular/breast_cancer/test.csv", 0.973684),
+        ("trees/rf.onnx", "tabular/breast_cancer/test.csv", 0.956140),
+        ("digits_cnn/digits_cnn.onnx", "digits_cnn/test.csv", 0.975),
+    ];
+    for (model, data, acc) in cases {
+        let e = json(&hone(&[
+            "eval",
+            s(&m.join(model)),
+            "--data",
+            s(&m.join(data)),
+            "--json",
+        ]));
+        let got = e["report"]["accuracy"].as_f64().unwrap();
+        assert!(
+            (got - acc).abs() < 1e-5,
+            "{model}: accuracy {got}, manifest {acc}"
+        );
+    }
+    let e = json(&hone(&[
+        "eval",
+        s(&m.join("mlp/mlp_diabetes.onnx")),
+        "--data",
+        s(&m.join("tabular/diabetes/test.csv")),
+        "--metric",
+        "r2",
+        "--json",
+    ]));
+    assert!((e["value"].as_f64().unwrap() - 0.360).abs() < 1e-3, "{e}");
+}
+
+/// Writes a float32 or int64 `.npy` (format 1.0).
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let shape_s = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn eval_reads_a_directory_of_npy_files() {
+    let d = tmp("npy");
+    // The digits CNN's 8 reference rows, labelled with its own predictions
+    // except one row flipped, so accuracy is exactly 7/8.
+    let reference = shared().join("digits_cnn/ref/digits_cnn");
+    std::fs::copy(reference.join("input_input.npy"), d.join("input.npy")).unwrap();
+    let out = std::fs::read(reference.join("output_logits.npy")).unwrap();
+    let header_len = u16::from_le_bytes([out[8], out[9]]) as usize;
+    let logits: Vec<f32> = out[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut labels: Vec<i64> = logits
+        .chunks(10)
+        .map(|r| (0..10).fold(0, |b, i| if r[i] > r[b] { i } else { b }) as i64)
+        .collect();
+    labels[0] = (labels[0] + 1) % 10;
+    let bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&d.join("labels.npy"), "<i8", &[8], &bytes);
+    let e = json(&hone(&[
+        "eval",
+        s(&shared().join("digits_cnn/digits_cnn.onnx")),
+        "--data",
+        s(&d),
+        "--json",
+    ]));
+    assert_eq!(e["report"]["accuracy"].as_f64().unwrap(), 7.0 / 8.0);
+    assert_eq!(e["softmax_applied"], true);
+}
+
+#[test]
+fn bad_training_data_gets_one_clear_error() {
+    let d = tmp("bad");
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        ("empty", "", &[], "empty"),
+        ("header_only", "a,b,label\n", &[], "no data rows"),
+        (
+            "missing",
+            "a,b,label\n1,2,0\n3,,1\n4,5,0\n",
+            &[],
+            "line 3, column \"b\": missing value",
+        ),
+        ("text", "a,b,label\n1,x,0\n3,y,1\n", &[], "--categorical b"),
+        (
+            "constant",
+            "a,b,label\n1,7,0\n3,7,1\n4,7,0\n",
+            &[],
+            "column \"b\" is constant",
+        ),
+        (
+            "one_class",
+            "a,b,label\n1,2,1\n3,4,1\n",
+            &[],
+            "only one class",
+        ),
+        (
+            "no_target",
+            "a,b,y\n1,2,0\n3,4,1\n",
+            &[],
+            "no column named \"label\"",
+        ),
+        ("ragged", "a,b,label\n1,2,0\n3,4\n", &[], "line 3"),
+        (
+            "unknown_categorical",
+            "a,b,label\n1,2,0\n3,4,1\n",
+            &["--categorical", "c"],
+            "no such column",
+        ),
+        (
+            "bad_hidden",
+            "a,b,label\n1,2,0\n3,4,1\n",
+            &["--hidden", "64,0"],
+            "must be positive",
+        ),
+    ];
+    for (name, csv, extra, want) in cases {
+        let p = d.join(format!("{name}.csv"));
+        std::fs::write(&p, csv).unwrap();
+        let out_model = d.join(format!("{name}.onnx"));
+        let mut args = vec![
+            "train",
+            s(&p),
+            "--target",
+            "label",
+            "-o",
+            s(&out_model),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let out = hone(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: succeeded");
+        assert!(
+            err.contains(want),
+            "{name}: {err:?} does not mention {want:?}"
+        );
+        assert!(!out_model.exists(), "{name}: wrote a model anyway");
+    }
+    let out = hone(&["train", "data.parquet", "--target", "label", "-o", "x.onnx"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn ship_serves_and_verifies_then_gates() {
+    let d = tmp("ship");
+    let csv = small_csv(&d, 200);
+    let repo = d.join("repo");
+    let ship = |extra: &[&str]| {
+        let mut args = vec![
+            "ship",
+            s(&csv),
+            "--target",
+            "label",
+            "--model-repository",
+            s(&repo),
+            "--name",
+            "bc",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        hone(&args)
+    };
+    let r = json(&ship(&["--min-metric", "0.8"]));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["version"], 1);
+    let stages: Vec<(&str, &str)> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("load data", "ok"),
+            ("train", "ok"),
+            ("validate", "ok"),
+            ("optimize", "skipped"),
+            ("package", "ok"),
+            ("serve", "ok"),
+            ("smoke test", "ok")
+        ]
+    );
+    assert!(
+        r["stages"][6]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("served == offline")
+    );
+    for f in [
+        "config.pbtxt",
+        "1/model.onnx",
+        "1/model.card.json",
+        "1/ship.json",
+    ] {
+        assert!(repo.join("bc").join(f).is_file(), "{f} missing");
+    }
+    // The packaged version is a valid repository entry for `hone serve`'s loader.
+    let cfg = std::fs::read_to_string(repo.join("bc/config.pbtxt")).unwrap();
+    assert!(cfg.contains("dims: [ 30 ]"), "{cfg}");
+
+    // A second ship adds version 2.
+    let r = json(&ship(&[]));
+    assert_eq!(r["version"], 2);
+
+    // A gate that cannot be met: non-zero exit, repository untouched.
+    let before = listing(&repo);
+    let out = ship(&["--min-metric", "1.01"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("--min-metric"), "{r}");
+    assert_eq!(listing(&repo), before);
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn demo_ships_the_embedded_data() {
+    let d = tmp("demo");
+    let repo = d.join("repo");
+    let r = json(&hone(&[
+        "demo",
+        "--model-repository",
+        s(&repo),
+        "--no-serve",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["value"].as_f64().unwrap() >= 0.95, "{r}");
+    assert!(repo.join("breast_cancer/1/model.onnx").is_file());
+}

@@ -1,0 +1,420 @@
+//! `hone eval`: metrics of any ONNX model with a numeric output on labelled
+//! data. Rows run through the runtime crate in batches.
+//!
+//! Which metrics apply is decided in this order: the model card's task (for
+//! models hone trained), a regression `--metric`, else the output's shape
+//! (several columns → classes; one column of values in [0, 1] with 0/1
+//! labels → binary; otherwise regression).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hone_core::{Backend, DataType, Tensor};
+use hone_data::metrics::{self, Metric, Report};
+use hone_data::{Encoding, Table, Task, npy};
+use hone_runtime::{OrtBackend, SessionConfig};
+use serde::Serialize;
+
+use crate::{PipelineError, Result};
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub model: PathBuf,
+    /// A CSV file, or a directory of `.npy` inputs (named after the model's
+    /// inputs) plus `labels.npy`.
+    pub data: PathBuf,
+    pub target: String,
+    pub metric: Option<Metric>,
+    pub output: Option<String>,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub model: String,
+    pub data: String,
+    pub output: String,
+    pub task: Task,
+    /// Class labels when known (from the card), else class indices.
+    pub labels: Vec<String>,
+    pub metric: Option<Metric>,
+    pub value: Option<f64>,
+    pub report: Report,
+    pub seconds: f64,
+    /// True when the output was turned into probabilities with softmax
+    /// because its rows did not sum to one.
+    pub softmax_applied: bool,
+}
+
+/// Model inputs (one tensor per input, all rows) and labels.
+struct Loaded {
+    inputs: Vec<Tensor>,
+    labels: Vec<f32>,
+    rows: usize,
+    encoding: Option<Encoding>,
+}
+
+pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
+    let start = Instant::now();
+    hone_runtime::init()?;
+    let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
+    let meta = backend.metadata().clone();
+    let card = crate::read_card(&opts.model)?;
+    let loaded = if opts.data.is_dir() {
+        load_npy_dir(&opts.data, &meta)?
+    } else {
+        load_csv(&opts.data, &opts.target, &meta, card.as_ref())?
+    };
+
+    // The output to judge: named, or the first floating-point one.
+    let out_index = match &opts.output {
+        Some(name) => meta
+            .outputs
+            .iter()
+            .position(|o| &o.name == name)
+            .ok_or_else(|| {
+                PipelineError(format!(
+                    "the model has no output {name:?} (outputs: {})",
+                    names(&meta.outputs)
+                ))
+            })?,
+        None => meta
+            .outputs
+            .iter()
+            .position(|o| matches!(o.dtype, DataType::F32 | DataType::F64 | DataType::F16))
+            .or_else(|| (!meta.outputs.is_empty()).then_some(0))
+            .ok_or_else(|| PipelineError("the model has no outputs".into()))?,
+    };
+    let out_spec = meta.outputs[out_index].clone();
+
+    // Batches along dim 0; each slice shares the loaded buffers.
+    let bs = opts.batch_size.max(1);
+    let mut values: Vec<f32> = Vec::with_capacity(loaded.rows);
+    let mut width = 0usize;
+    let mut at = 0;
+    while at < loaded.rows {
+        let end = (at + bs).min(loaded.rows);
+        let batch: Vec<Tensor> = loaded
+            .inputs
+            .iter()
+            .map(|t| t.slice_batch(at, end))
+            .collect();
+        let outs = backend.infer(&[&batch])?;
+        let out = &outs[out_index];
+        let v = npy::to_f32(out).ok_or_else(|| {
+            PipelineError(format!(
+                "output {:?} is {}, not numeric",
+                out_spec.name,
+                out.dtype.as_v2()
+            ))
+        })?;
+        let n = end - at;
+        let w = v.len().checked_div(n).unwrap_or(0);
+        if w == 0 || w * n != v.len() {
+            return Err(PipelineError(format!(
+                "output {:?} has shape {:?}, which is not one row per example",
+                out_spec.name, out.shape
+            )));
+        }
+        width = w;
+        values.extend(v);
+        at = end;
+    }
+
+    let labels = loaded.labels;
+    let in_01 = values.iter().all(|&p| (0.0..=1.0).contains(&p));
+    let labels_01 = labels.iter().all(|&y| y == 0.0 || y == 1.0);
+    let task = match (&loaded.encoding, opts.metric) {
+        (Some(e), _) => e.target.task,
+        (None, Some(m)) if m.is_regression() => Task::Regression,
+        _ if width > 1 => Task::Multiclass,
+        _ if in_01 && labels_01 => Task::Binary,
+        _ => Task::Regression,
+    };
+    let mut softmax_applied = false;
+    let report = match task {
+        Task::Regression => {
+            if width != 1 {
+                return Err(PipelineError(format!(
+                    "regression metrics need one output column; {:?} has {width}",
+                    out_spec.name
+                )));
+            }
+            metrics::regression(&values, &labels)
+        }
+        Task::Binary if width == 1 => metrics::binary(&values, &labels),
+        _ => {
+            if width < 2 {
+                return Err(PipelineError(format!(
+                    "classification over several classes needs one output column per class; {:?} has {width}",
+                    out_spec.name
+                )));
+            }
+            if let Some(bad) = labels
+                .iter()
+                .find(|&&y| y < 0.0 || y as usize >= width || y.fract() != 0.0)
+            {
+                return Err(PipelineError(format!(
+                    "label {bad} is not a class index below {width} (the output's width)"
+                )));
+            }
+            let sums_to_one = values
+                .chunks(width)
+                .all(|r| r.iter().all(|&p| p >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+            if !sums_to_one {
+                softmax(&mut values, width);
+                softmax_applied = true;
+            }
+            if width == 2 {
+                let p1: Vec<f32> = values.chunks(2).map(|r| r[1]).collect();
+                metrics::binary(&p1, &labels)
+            } else {
+                metrics::multiclass(&values, width, &labels)
+            }
+        }
+    };
+    if let Some(m) = opts.metric
+        && report.get(m).is_none()
+    {
+        return Err(PipelineError(format!(
+            "metric {} does not apply to a {} model",
+            m.name(),
+            task.name()
+        )));
+    }
+    let metric = opts.metric.or(Some(match task {
+        Task::Regression => Metric::R2,
+        _ => Metric::Accuracy,
+    }));
+    let value = metric.and_then(|m| report.get(m));
+    let class_labels = match &loaded.encoding {
+        Some(e) => e.target.classes.clone(),
+        None if task != Task::Regression => (0..width.max(2)).map(|i| i.to_string()).collect(),
+        None => Vec::new(),
+    };
+    Ok(EvalResult {
+        model: opts.model.display().to_string(),
+        data: opts.data.display().to_string(),
+        output: out_spec.name,
+        task,
+        labels: class_labels,
+        metric,
+        value,
+        report,
+        seconds: start.elapsed().as_secs_f64(),
+        softmax_applied,
+    })
+}
+
+fn names(specs: &[hone_core::TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn softmax(v: &mut [f32], k: usize) {
+    for row in v.chunks_mut(k) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0;
+        for x in row.iter_mut() {
+            *x = (*x - m).exp();
+            s += *x;
+        }
+        for x in row.iter_mut() {
+            *x /= s;
+        }
+    }
+}
+
+fn load_csv(
+    path: &Path,
+    target: &str,
+    meta: &hone_core::ModelMetadata,
+    card: Option<&hone_train::ModelCard>,
+) -> Result<Loaded> {
+    let table = Table::read_csv(path)?;
+    if meta.inputs.len() != 1 {
+        return Err(PipelineError(format!(
+            "the model has {} inputs ({}); a CSV feeds models with one input, use a directory of .npy files",
+            meta.inputs.len(),
+            names(&meta.inputs)
+        )));
+    }
+    let spec = &meta.inputs[0];
+    if spec.dtype != DataType::F32 {
+        return Err(PipelineError(format!(
+            "input {:?} is {}; CSV rows are fed as FP32, use a directory of .npy files",
+            spec.name,
+            spec.dtype.as_v2()
+        )));
+    }
+    let (encoding, prepared) = match card {
+        Some(card) => {
+            // A hone model: its card says which columns, categories and labels.
+            let enc = Encoding {
+                features: card.input.features.clone(),
+                target: hone_data::Target {
+                    name: if table.column(target).is_some() {
+                        target.to_string()
+                    } else {
+                        card.target.clone()
+                    },
+                    task: card.task,
+                    classes: card.labels.clone(),
+                },
+            };
+            let p = enc.apply(&table, true)?;
+            (Some(enc), p)
+        }
+        None => {
+            // Any other model: every column but the target, in file order, as numbers.
+            let t = table.column(target).ok_or_else(|| {
+                PipelineError(format!(
+                    "{}: no target column {target:?} (columns: {}); pass --target",
+                    path.display(),
+                    table.names.join(", ")
+                ))
+            })?;
+            let features: Vec<hone_data::Feature> = table
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != t)
+                .map(|(_, n)| hone_data::Feature {
+                    name: n.clone(),
+                    kind: hone_data::FeatureKind::Numeric,
+                })
+                .collect();
+            let enc = Encoding {
+                features,
+                target: hone_data::Target {
+                    name: target.to_string(),
+                    task: Task::Regression,
+                    classes: Vec::new(),
+                },
+            };
+            (None, enc.apply(&table, true)?)
+        }
+    };
+    // Reshape each row to the input's non-batch dims when the counts agree
+    // (64 pixel columns → [1, 8, 8]).
+    let row_dims: Vec<i64> = spec.dims.iter().skip(1).copied().collect();
+    let mut shape = vec![prepared.rows as i64];
+    if row_dims.iter().all(|&d| d > 0) && row_dims.iter().product::<i64>() == prepared.cols as i64 {
+        shape.extend(&row_dims);
+    } else if row_dims.len() == 1 && row_dims[0] < 0 || row_dims.is_empty() {
+        shape.push(prepared.cols as i64);
+    } else {
+        return Err(PipelineError(format!(
+            "the data has {} feature columns but input {:?} takes rows of shape {:?}",
+            prepared.cols, spec.name, row_dims
+        )));
+    }
+    let input = Tensor::from_f32(shape, &prepared.x)?;
+    Ok(Loaded {
+        inputs: vec![input],
+        rows: prepared.rows,
+        labels: prepared.y,
+        encoding,
+    })
+}
+
+fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Loaded> {
+    let mut inputs = Vec::new();
+    for spec in &meta.inputs {
+        let candidates = [
+            dir.join(format!("{}.npy", spec.name)),
+            dir.join(format!("input_{}.npy", spec.name)),
+        ];
+        let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+            PipelineError(format!(
+                "{}: no {}.npy for model input {:?}",
+                dir.display(),
+                spec.name,
+                spec.name
+            ))
+        })?;
+        let t = npy::read(path)?;
+        if t.dtype != spec.dtype {
+            return Err(PipelineError(format!(
+                "{}: element type {} but input {:?} takes {}",
+                path.display(),
+                t.dtype.as_v2(),
+                spec.name,
+                spec.dtype.as_v2()
+            )));
+        }
+        inputs.push(t);
+    }
+    let labels_path = ["labels.npy", "label.npy"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PipelineError(format!("{}: no labels.npy", dir.display())))?;
+    let labels_t = npy::read(&labels_path)?;
+    let labels = npy::to_f32(&labels_t).ok_or_else(|| {
+        PipelineError(format!("{}: labels must be numeric", labels_path.display()))
+    })?;
+    let rows = labels.len();
+    for (t, spec) in inputs.iter().zip(&meta.inputs) {
+        if t.shape.first().copied() != Some(rows as i64) {
+            return Err(PipelineError(format!(
+                "input {:?} has {:?} rows but labels.npy has {rows}",
+                spec.name,
+                t.shape.first()
+            )));
+        }
+    }
+    Ok(Loaded {
+        inputs,
+        labels,
+        rows,
+        encoding: None,
+    })
+}
+
+/// The result as a table a person reads.
+pub fn render(r: &EvalResult) -> String {
+    let mut s = format!(
+        "model   {}\ndata    {} ({} rows)\noutput  {} ({} task{})\n\n",
+        r.model,
+        r.data,
+        r.report.rows,
+        r.output,
+        r.task.name(),
+        if r.softmax_applied {
+            ", softmax applied to logits"
+        } else {
+            ""
+        }
+    );
+    s += "metric      value\n";
+    for (k, v) in r.report.entries() {
+        let mark = if r.metric.map(Metric::name) == Some(k) {
+            "  <-"
+        } else {
+            ""
+        };
+        s += &format!("{k:<10} {v:>9.6}{mark}\n");
+    }
+    if !r.report.confusion.is_empty() {
+        s += "\nconfusion matrix (rows: true, columns: predicted)\n";
+        let w = r.labels.iter().map(String::len).max().unwrap_or(1).max(5);
+        s += &format!("{:>w$}", "");
+        for l in &r.labels {
+            s += &format!(" {l:>w$}");
+        }
+        s += "\n";
+        for (i, row) in r.report.confusion.iter().enumerate() {
+            let name = r.labels.get(i).cloned().unwrap_or_else(|| i.to_string());
+            s += &format!("{name:>w$}");
+            for c in row {
+                s += &format!(" {c:>w$}");
+            }
+            s += "\n";
+        }
+    }
+    s
+}

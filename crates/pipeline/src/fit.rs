@@ -1,0 +1,164 @@
+//! `hone train`: read the data, train, export the ONNX model and its card.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hone_data::metrics::Report;
+use hone_data::{Encoding, Table, Task, split};
+use hone_train::{CardInput, EpochLog, Mlp, ModelCard, TrainConfig};
+use serde::Serialize;
+
+use crate::{PipelineError, Result};
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub target: String,
+    pub task: Option<Task>,
+    pub categorical: Vec<String>,
+    pub val: Option<PathBuf>,
+    /// Used when `val` is not given: this fraction of the rows, split off with the seed.
+    pub val_fraction: f64,
+    pub train: TrainConfig,
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub model: String,
+    pub card: String,
+    pub task: Task,
+    pub train_rows: usize,
+    pub val_rows: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_metrics: Report,
+    pub val_metrics: Option<Report>,
+    pub seconds: f64,
+    /// Largest |ONNX Runtime − Rust| over the validation (or training) rows.
+    pub export_max_diff: f32,
+}
+
+/// Loads the data and splits off validation rows. Exposed for tests.
+pub fn load(
+    opts: &TrainOptions,
+) -> Result<(
+    Encoding,
+    hone_data::Prepared,
+    Option<hone_data::Prepared>,
+    Vec<u8>,
+)> {
+    if opts.data.extension().and_then(|e| e.to_str()) == Some("parquet") {
+        return Err(PipelineError(format!(
+            "{}: Parquet input is not supported yet; convert to CSV",
+            opts.data.display()
+        )));
+    }
+    let bytes = std::fs::read(&opts.data)
+        .map_err(|e| PipelineError(format!("cannot read {}: {e}", opts.data.display())))?;
+    let table = Table::parse_csv(&bytes, &opts.data.display().to_string())?;
+    let encoding = Encoding::fit(&table, &opts.target, opts.task, &opts.categorical)?;
+    let all = encoding.apply(&table, true)?;
+    let (train, val) = match &opts.val {
+        Some(p) => {
+            let vt = Table::read_csv(p)?;
+            (all, Some(encoding.apply(&vt, true)?))
+        }
+        None if opts.val_fraction > 0.0 => {
+            if opts.val_fraction >= 1.0 {
+                return Err(PipelineError("--val-fraction must be below 1".into()));
+            }
+            let strat = (encoding.target.task != Task::Regression).then_some(&all.y[..]);
+            let (tr, va) = split::split(all.rows, opts.val_fraction, strat, opts.train.seed);
+            (all.select(&tr), Some(all.select(&va)))
+        }
+        None => (all, None),
+    };
+    Ok((encoding, train, val, bytes))
+}
+
+pub fn fit(
+    opts: &TrainOptions,
+    on_epoch: impl FnMut(&EpochLog),
+) -> Result<(TrainOutcome, Mlp, ModelCard)> {
+    let start = Instant::now();
+    let (encoding, train, val, bytes) = load(opts)?;
+    let mut cfg = opts.train.clone();
+    if val.is_none() {
+        // Early stopping watches validation loss; without validation rows it cannot run.
+        cfg.early_stopping = None;
+    }
+    let model = hone_train::train(&encoding, &train, val.as_ref(), &cfg, on_epoch)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let train_report = model.evaluate(&train)?;
+    let val_report = val.as_ref().map(|v| model.evaluate(v)).transpose()?;
+    let card = hone_train::card_for(CardInput {
+        model: &model,
+        cfg: &cfg,
+        train: &train,
+        val: val.as_ref(),
+        train_report: &train_report,
+        val_report: val_report.as_ref(),
+        data_file: &opts.data.display().to_string(),
+        data_bytes: &bytes,
+        seconds,
+    });
+    let onnx = model.to_onnx(&[("hone.task", encoding.target.task.name().to_string())]);
+    let onnx_bytes = hone_onnx::encode(&onnx);
+
+    // Check the export before writing anything: ORT must compute what Rust computed.
+    let check = val.as_ref().unwrap_or(&train);
+    hone_runtime::init()?;
+    let mut ort =
+        hone_runtime::OrtBackend::from_bytes(&onnx_bytes, &hone_runtime::SessionConfig::default())?;
+    let input = hone_core::Tensor::from_f32(vec![check.rows as i64, check.cols as i64], &check.x)?;
+    let out = hone_core::Backend::infer(&mut ort, &[&[input]])?;
+    let served = hone_data::npy::to_f32(&out[0]).unwrap_or_default();
+    let rust = model.predict(&check.x, check.rows)?;
+    let diff = served
+        .iter()
+        .zip(&rust)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+        .fold(0f32, f32::max);
+    if served.len() != rust.len() || diff > 1e-5 {
+        return Err(PipelineError(format!(
+            "internal error: the exported graph disagrees with the trained model (max diff {diff:e})"
+        )));
+    }
+
+    write_atomic(&opts.output, &onnx_bytes)?;
+    let card_path = crate::card_path(&opts.output);
+    write_atomic(&card_path, &serde_json::to_vec_pretty(&card)?)?;
+    let outcome = TrainOutcome {
+        model: opts.output.display().to_string(),
+        card: card_path.display().to_string(),
+        task: encoding.target.task,
+        train_rows: train.rows,
+        val_rows: val.as_ref().map_or(0, |v| v.rows),
+        epochs_run: model.history.len(),
+        best_epoch: model.best_epoch,
+        train_metrics: train_report,
+        val_metrics: val_report,
+        seconds,
+        export_max_diff: diff,
+    };
+    Ok((outcome, model, card))
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| PipelineError(format!("cannot create {}: {e}", dir.display())))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            PipelineError(format!("cannot write {}: {e}", path.display()))
+        })
+}

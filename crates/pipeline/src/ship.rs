@@ -1,0 +1,657 @@
+//! `hone ship`: CSV → trained model → validated on held-out rows → packaged
+//! as the next version in a model repository → served → smoke-tested over
+//! the real protocol, with every stage timed.
+//!
+//! Nothing touches the repository until the package stage, which builds the
+//! version in a hidden directory beside the models and renames it into
+//! place, so a failed or interrupted ship leaves the repository as it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use hone_core::{Backend, Tensor};
+use hone_data::metrics::{Metric, Report};
+use hone_data::{Encoding, Prepared, Table, Task, npy, split};
+use hone_runtime::{OrtBackend, SessionConfig};
+use hone_server::{Server, ServerOptions};
+use hone_train::{CardInput, Mlp, TrainConfig};
+use serde::Serialize;
+
+use crate::{PipelineError, Result};
+
+#[derive(Debug, Clone)]
+pub struct ShipOptions {
+    /// Name of the data for messages and the card (a path, or "embedded:...").
+    pub data_name: String,
+    pub data: Vec<u8>,
+    pub target: String,
+    pub task: Option<Task>,
+    pub categorical: Vec<String>,
+    pub name: String,
+    pub repository: PathBuf,
+    /// Fail the ship when the held-out metric is worse than this.
+    pub min_metric: Option<f64>,
+    /// The gate's metric; accuracy for classification and R² for regression by default.
+    pub metric: Option<Metric>,
+    /// Fraction of rows held out for validation; never trained on.
+    pub holdout: f64,
+    pub train: TrainConfig,
+    /// Where to serve; its repository path is replaced by `repository`.
+    pub server: ServerOptions,
+    /// Held-out rows sent to the live endpoint.
+    pub smoke_rows: usize,
+    /// Set from a Ctrl-C handler: checked between stages.
+    pub cancel: Arc<AtomicBool>,
+    /// Print each stage as it starts, to stderr.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShipReport {
+    pub name: String,
+    pub version: Option<u64>,
+    pub path: Option<String>,
+    pub endpoint: Option<String>,
+    pub metric: Option<String>,
+    pub value: Option<f64>,
+    pub validation: Option<Report>,
+    pub stages: Vec<Stage>,
+    pub total_seconds: f64,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// A V2 JSON request body with one held-out row, for a curl example.
+    pub example_request: Option<String>,
+}
+
+pub struct Shipped {
+    pub report: ShipReport,
+    /// The live server, when the ship got that far and serving was kept.
+    pub server: Option<Server>,
+}
+
+struct Run {
+    report: ShipReport,
+    start: Instant,
+    progress: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Run {
+    /// Times one stage and records its outcome.
+    fn stage<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<(T, String)>,
+    ) -> Result<T> {
+        self.check_cancel()?;
+        if self.progress {
+            eprintln!("hone ship: {name} ...");
+        }
+        let t = Instant::now();
+        let r = f();
+        let seconds = t.elapsed().as_secs_f64();
+        match r {
+            Ok((v, detail)) => {
+                self.report.stages.push(Stage {
+                    stage: name,
+                    seconds,
+                    status: Status::Ok,
+                    detail,
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                self.report.stages.push(Stage {
+                    stage: name,
+                    seconds,
+                    status: Status::Failed,
+                    detail: e.0.clone(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn skipped(&mut self, name: &'static str, why: &str) {
+        self.report.stages.push(Stage {
+            stage: name,
+            seconds: 0.0,
+            status: Status::Skipped,
+            detail: why.to_string(),
+        });
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(PipelineError(
+                "interrupted; the repository was not changed".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the whole path. The report is complete whether or not it succeeded.
+pub async fn ship(opts: ShipOptions, keep_serving: bool) -> Shipped {
+    let mut run = Run {
+        report: ShipReport {
+            name: opts.name.clone(),
+            ..Default::default()
+        },
+        start: Instant::now(),
+        progress: opts.progress,
+        cancel: opts.cancel.clone(),
+    };
+    let result = run_stages(&opts, &mut run, keep_serving).await;
+    run.report.total_seconds = run.start.elapsed().as_secs_f64();
+    match result {
+        Ok(server) => {
+            run.report.ok = true;
+            Shipped {
+                report: run.report,
+                server,
+            }
+        }
+        Err(e) => {
+            run.report.error = Some(e.0);
+            Shipped {
+                report: run.report,
+                server: None,
+            }
+        }
+    }
+}
+
+struct Data {
+    encoding: Encoding,
+    train: Prepared,
+    val: Prepared,
+    holdout: Prepared,
+}
+
+async fn run_stages(
+    opts: &ShipOptions,
+    run: &mut Run,
+    keep_serving: bool,
+) -> Result<Option<Server>> {
+    validate_name(&opts.name)?;
+    if !(0.0..1.0).contains(&opts.holdout) || opts.holdout == 0.0 {
+        return Err(PipelineError("--holdout must be between 0 and 1".into()));
+    }
+    let seed = opts.train.seed;
+    let data = run.stage("load data", || {
+        let table = Table::parse_csv(&opts.data, &opts.data_name)?;
+        let encoding = Encoding::fit(&table, &opts.target, opts.task, &opts.categorical)?;
+        let all = encoding.apply(&table, true)?;
+        let strat = (encoding.target.task != Task::Regression).then_some(&all.y[..]);
+        let (rest, held) = split::split(all.rows, opts.holdout, strat, seed);
+        let rest = all.select(&rest);
+        let strat = (encoding.target.task != Task::Regression).then_some(&rest.y[..]);
+        let (tr, va) = split::split(rest.rows, 0.2, strat, seed.wrapping_add(1));
+        let d = Data {
+            train: rest.select(&tr),
+            val: rest.select(&va),
+            holdout: all.select(&held),
+            encoding,
+        };
+        let detail = format!(
+            "{} rows, {} features, {} task; {} train / {} early-stopping / {} held out",
+            all.rows,
+            d.encoding.features.len(),
+            d.encoding.target.task.name(),
+            d.train.rows,
+            d.val.rows,
+            d.holdout.rows
+        );
+        Ok((d, detail))
+    })?;
+
+    let train_start = Instant::now();
+    let model = run.stage("train", || {
+        let m = hone_train::train(
+            &data.encoding,
+            &data.train,
+            Some(&data.val),
+            &opts.train,
+            |_| {},
+        )?;
+        let detail = format!(
+            "MLP {:?}, {} epochs (best {}), candle",
+            opts.train.hidden,
+            m.history.len(),
+            m.best_epoch
+        );
+        Ok((m, detail))
+    })?;
+    let train_seconds = train_start.elapsed().as_secs_f64();
+
+    let task = data.encoding.target.task;
+    let metric = opts.metric.unwrap_or(if task == Task::Regression {
+        Metric::R2
+    } else {
+        Metric::Accuracy
+    });
+    let (onnx_bytes, report) = run.stage("validate", || {
+        let bytes = hone_onnx::encode(&model.to_onnx(&[("hone.task", task.name().to_string())]));
+        let mut ort = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
+        let served = predict(&mut ort, &data.holdout)?;
+        let rust = model.predict(&data.holdout.x, data.holdout.rows)?;
+        let diff = max_diff(&served, &rust);
+        if diff > 1e-5 {
+            return Err(PipelineError(format!(
+                "the exported graph disagrees with the trained model by {diff:e}"
+            )));
+        }
+        let report = report_of(task, data.encoding.output_width(), &served, &data.holdout.y);
+        let value = report.get(metric).ok_or_else(|| {
+            PipelineError(format!(
+                "metric {} does not apply to a {} model",
+                metric.name(),
+                task.name()
+            ))
+        })?;
+        let mut detail = format!(
+            "held-out {} = {value:.4} on {} rows; ONNX vs Rust max |diff| {diff:.1e}",
+            metric.name(),
+            data.holdout.rows
+        );
+        if let Some(min) = opts.min_metric {
+            let ok = if metric.higher_is_better() {
+                value >= min
+            } else {
+                value <= min
+            };
+            if !ok {
+                return Err(PipelineError(format!(
+                    "held-out {} = {value:.4} misses --min-metric {min}",
+                    metric.name()
+                )));
+            }
+            detail += &format!(" (gate {min}: pass)");
+        }
+        Ok(((bytes, report), detail))
+    })?;
+    run.report.metric = Some(metric.name().to_string());
+    run.report.value = report.get(metric);
+    run.report.validation = Some(report.clone());
+
+    run.skipped(
+        "optimize",
+        "hone optimize has not landed yet; the fp32 model ships",
+    );
+
+    let cancel = run.cancel.clone();
+    let (version, dir) = run.stage("package", || {
+        let card = hone_train::card_for(CardInput {
+            model: &model,
+            cfg: &opts.train,
+            train: &data.train,
+            val: Some(&data.holdout),
+            train_report: &model.evaluate(&data.train)?,
+            val_report: Some(&report),
+            data_file: &opts.data_name,
+            data_bytes: &opts.data,
+            seconds: train_seconds,
+        });
+        let card = serde_json::to_vec_pretty(&card)?;
+        let config = config_pbtxt(&opts.name, &model);
+        let (v, dir) = publish(
+            &opts.repository,
+            &opts.name,
+            &onnx_bytes,
+            &card,
+            &config,
+            &cancel,
+        )?;
+        let detail = format!(
+            "{} ({} bytes of ONNX, card, config)",
+            dir.display(),
+            onnx_bytes.len()
+        );
+        Ok(((v, dir), detail))
+    })?;
+    run.report.version = Some(version);
+    run.report.path = Some(dir.display().to_string());
+
+    // Serving and the smoke test are async: they talk to a live server.
+    run.check_cancel()?;
+    if run.progress {
+        eprintln!("hone ship: serve ...");
+    }
+    let t = Instant::now();
+    let mut server_opts = opts.server.clone();
+    server_opts.model_repository = opts.repository.clone();
+    let served = Server::start(server_opts).await;
+    let server = match served {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot start the server: {e}");
+            run.report.stages.push(Stage {
+                stage: "serve",
+                seconds: t.elapsed().as_secs_f64(),
+                status: Status::Failed,
+                detail: msg.clone(),
+            });
+            return Err(PipelineError(msg));
+        }
+    };
+    let base = format!("http://{}", server.http_addr);
+    let endpoint = format!("{base}/v2/models/{}/versions/{version}/infer", opts.name);
+    let client = reqwest::Client::new();
+    let ready_url = format!("{base}/v2/models/{}/versions/{version}/ready", opts.name);
+    let ready = client
+        .get(&ready_url)
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false);
+    let serve_secs = t.elapsed().as_secs_f64();
+    if !ready {
+        let msg = format!(
+            "version {version} of {} is not ready at {ready_url}",
+            opts.name
+        );
+        run.report.stages.push(Stage {
+            stage: "serve",
+            seconds: serve_secs,
+            status: Status::Failed,
+            detail: msg.clone(),
+        });
+        server.shutdown().await;
+        return Err(PipelineError(msg));
+    }
+    run.report.stages.push(Stage {
+        stage: "serve",
+        seconds: serve_secs,
+        status: Status::Ok,
+        detail: format!(
+            "{base} (gRPC {}), version {version} ready",
+            server.grpc_addr.map_or("off".into(), |a| a.to_string())
+        ),
+    });
+    run.report.endpoint = Some(endpoint.clone());
+
+    if run.progress {
+        eprintln!("hone ship: smoke test ...");
+    }
+    let t = Instant::now();
+    if let Some(row) = (data.holdout.rows > 0).then(|| data.holdout.row(0)) {
+        run.report.example_request = Some(
+            serde_json::json!({"inputs": [{"name": hone_train::export::INPUT, "shape": [1, row.len()], "datatype": "FP32", "data": row}]})
+                .to_string(),
+        );
+    }
+    let smoke = smoke_test(
+        &client,
+        &endpoint,
+        &onnx_bytes,
+        &data.holdout,
+        opts.smoke_rows,
+    )
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    match smoke {
+        Ok(detail) => run.report.stages.push(Stage {
+            stage: "smoke test",
+            seconds: secs,
+            status: Status::Ok,
+            detail,
+        }),
+        Err(e) => {
+            run.report.stages.push(Stage {
+                stage: "smoke test",
+                seconds: secs,
+                status: Status::Failed,
+                detail: e.0.clone(),
+            });
+            server.shutdown().await;
+            return Err(e);
+        }
+    }
+    let json = serde_json::to_vec_pretty(&run.report)?;
+    // The report beside the model it describes; the version is already live, so this is best effort.
+    if let Err(e) = std::fs::write(dir.join("ship.json"), json) {
+        tracing::warn!("cannot write {}: {e}", dir.join("ship.json").display());
+    }
+    if keep_serving {
+        Ok(Some(server))
+    } else {
+        server.shutdown().await;
+        Ok(None)
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(PipelineError(format!(
+            "model name {name:?}: use letters, digits, '-', '_' and '.' (not leading)"
+        )))
+    }
+}
+
+fn predict(ort: &mut OrtBackend, d: &Prepared) -> Result<Vec<f32>> {
+    let input = Tensor::from_f32(vec![d.rows as i64, d.cols as i64], &d.x)?;
+    let out = ort.infer(&[&[input]])?;
+    npy::to_f32(&out[0]).ok_or_else(|| PipelineError("the model's output is not numeric".into()))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+fn report_of(task: Task, k: usize, p: &[f32], y: &[f32]) -> Report {
+    match task {
+        Task::Binary => hone_data::metrics::binary(p, y),
+        Task::Multiclass => hone_data::metrics::multiclass(p, k, y),
+        Task::Regression => hone_data::metrics::regression(p, y),
+    }
+}
+
+/// The Triton config hone writes for a model it trained.
+pub fn config_pbtxt(name: &str, model: &Mlp) -> String {
+    let e = &model.encoding;
+    format!(
+        "# Written by hone ship.\nname: \"{name}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n\
+         input [\n  {{ name: \"{}\" data_type: TYPE_FP32 dims: [ {} ] }}\n]\n\
+         output [\n  {{ name: \"{}\" data_type: TYPE_FP32 dims: [ {} ] }}\n]\n\
+         dynamic_batching {{ max_queue_delay_microseconds: 0 }}\n\
+         instance_group [ {{ count: 1 kind: KIND_CPU }} ]\n",
+        hone_train::export::INPUT,
+        e.input_width(),
+        hone_train::export::OUTPUT,
+        e.output_width()
+    )
+}
+
+/// The next version number of a model: one past the largest numeric version
+/// directory (1 for a new model).
+pub fn next_version(model_dir: &Path) -> u64 {
+    std::fs::read_dir(model_dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+        + 1
+}
+
+/// Writes model, card and config into a hidden staging directory inside the
+/// repository (same file system, so the final rename is atomic) and renames
+/// the version (or, for a new model, the whole model directory) into place.
+fn publish(
+    repo: &Path,
+    name: &str,
+    onnx: &[u8],
+    card: &[u8],
+    config: &str,
+    cancel: &AtomicBool,
+) -> Result<(u64, PathBuf)> {
+    std::fs::create_dir_all(repo)
+        .map_err(|e| PipelineError(format!("cannot create {}: {e}", repo.display())))?;
+    let model_dir = repo.join(name);
+    let version = next_version(&model_dir);
+    let staging = repo.join(format!(".hone-ship-{}-{}", name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let result = (|| -> Result<PathBuf> {
+        let new_model = !model_dir.exists();
+        let vdir = if new_model {
+            std::fs::write(staging_dir(&staging)?.join("config.pbtxt"), config)?;
+            staging.join(version.to_string())
+        } else {
+            staging.join("version")
+        };
+        std::fs::create_dir_all(&vdir)?;
+        std::fs::write(vdir.join("model.onnx"), onnx)?;
+        std::fs::write(vdir.join("model.card.json"), card)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PipelineError(
+                "interrupted; the repository was not changed".into(),
+            ));
+        }
+        let dest = model_dir.join(version.to_string());
+        if new_model {
+            std::fs::rename(&staging, &model_dir)?;
+        } else {
+            if !model_dir.join("config.pbtxt").exists() {
+                let tmp = staging.join("config.pbtxt");
+                std::fs::write(&tmp, config)?;
+                std::fs::rename(&tmp, model_dir.join("config.pbtxt"))?;
+            }
+            std::fs::rename(&vdir, &dest)?;
+        }
+        Ok(dest)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result.map(|d| (version, d)).map_err(|e| {
+        PipelineError(format!(
+            "cannot write the model into {}: {}",
+            repo.display(),
+            e.0
+        ))
+    })
+}
+
+fn staging_dir(p: &Path) -> Result<&Path> {
+    std::fs::create_dir_all(p)?;
+    Ok(p)
+}
+
+/// Sends held-out rows to the live endpoint over V2 JSON and checks the
+/// answers equal what ONNX Runtime computes offline on the same rows.
+async fn smoke_test(
+    client: &reqwest::Client,
+    endpoint: &str,
+    onnx: &[u8],
+    holdout: &Prepared,
+    rows: usize,
+) -> Result<String> {
+    let n = rows.clamp(1, holdout.rows.max(1)).min(holdout.rows);
+    if n == 0 {
+        return Err(PipelineError("no held-out rows to send".into()));
+    }
+    let sample = holdout.select(&(0..n).collect::<Vec<_>>());
+    let mut ort = OrtBackend::from_bytes(onnx, &SessionConfig::default())?;
+    let offline = predict(&mut ort, &sample)?;
+    let body = serde_json::json!({
+        "id": "hone-ship-smoke",
+        "inputs": [{
+            "name": hone_train::export::INPUT,
+            "shape": [n, sample.cols],
+            "datatype": "FP32",
+            "data": sample.x,
+        }]
+    });
+    let resp = client
+        .post(endpoint)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| PipelineError(format!("POST {endpoint}: {e}")))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| PipelineError(format!("reading the answer: {e}")))?;
+    if !status.is_success() {
+        return Err(PipelineError(format!("POST {endpoint}: {status}: {text}")));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let data = v["outputs"][0]["data"]
+        .as_array()
+        .ok_or_else(|| PipelineError(format!("the answer has no outputs[0].data: {text}")))?;
+    let served: Vec<f32> = data
+        .iter()
+        .filter_map(|x| x.as_f64().map(|f| f as f32))
+        .collect();
+    if served.len() != offline.len() {
+        return Err(PipelineError(format!(
+            "served {} values for {n} rows, offline {}",
+            served.len(),
+            offline.len()
+        )));
+    }
+    let diff = max_diff(&served, &offline);
+    if diff > 1e-6 {
+        return Err(PipelineError(format!(
+            "served predictions differ from offline ones by up to {diff:e}"
+        )));
+    }
+    Ok(format!(
+        "{n} held-out rows over V2 JSON: served == offline (max |diff| {diff:.1e})"
+    ))
+}
+
+/// The stage table a person reads.
+pub fn render(r: &ShipReport) -> String {
+    let mut s = String::from("stage        time       result\n");
+    for st in &r.stages {
+        let status = match st.status {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+        };
+        s += &format!(
+            "{:<12} {:>7.0} ms  {status}: {}\n",
+            st.stage,
+            st.seconds * 1e3,
+            st.detail
+        );
+    }
+    s += &format!(
+        "{:<12} {:>7.0} ms  {}\n",
+        "total",
+        r.total_seconds * 1e3,
+        if r.ok { "shipped" } else { "not shipped" }
+    );
+    s
+}
