@@ -71,7 +71,7 @@ impl ModelFlags {
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Training data: CSV with a header row.
+    /// Training data: CSV with a header row, or Parquet (.parquet).
     data: PathBuf,
     #[command(flatten)]
     model: ModelFlags,
@@ -225,7 +225,7 @@ pub struct ServeFlags {
 
 #[derive(clap::Args)]
 pub struct ShipArgs {
-    /// Training data: CSV with a header row.
+    /// Training data: CSV with a header row, or Parquet (.parquet).
     data: PathBuf,
     #[command(flatten)]
     model: ModelFlags,
@@ -271,6 +271,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
     run_ship(
         args.data.display().to_string(),
         data,
+        Some(args.data.clone()),
         &args.model,
         name,
         args.model_repository,
@@ -317,6 +318,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
     run_ship(
         "embedded:breast_cancer.csv".into(),
         DEMO_CSV.to_vec(),
+        None,
         &model,
         "breast_cancer".into(),
         args.model_repository,
@@ -333,6 +335,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
 fn run_ship(
     data_name: String,
     data: Vec<u8>,
+    data_path: Option<PathBuf>,
     model: &ModelFlags,
     name: String,
     repository: PathBuf,
@@ -357,6 +360,7 @@ fn run_ship(
     let opts = sh::ShipOptions {
         data_name,
         data,
+        data_path,
         target: model.target.clone(),
         task: model.task(),
         categorical: model.categorical.clone(),

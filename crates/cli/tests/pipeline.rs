@@ -295,8 +295,101 @@ fn bad_training_data_gets_one_clear_error() {
         );
         assert!(!out_model.exists(), "{name}: wrote a model anyway");
     }
-    let out = hone(&["train", "data.parquet", "--target", "label", "-o", "x.onnx"]);
+    let out = hone(&[
+        "train",
+        s(&d.join("absent.parquet")),
+        "--target",
+        "label",
+        "-o",
+        "x.onnx",
+    ]);
     assert!(!out.status.success());
+    let p = d.join("not.parquet");
+    std::fs::write(&p, b"PAR1 this is not parquet").unwrap();
+    let out = hone(&["train", s(&p), "--target", "label", "-o", "x.onnx"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not.parquet"));
+}
+
+/// The breast-cancer rows of `csv` as a Parquet file: DOUBLE features, INT64 label.
+fn csv_to_parquet(csv: &Path, out: &Path) {
+    use parquet::data_type::{DoubleType, Int64Type};
+    use parquet::file::writer::SerializedFileWriter;
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let mut schema = String::from("message m {");
+    for n in &names[..names.len() - 1] {
+        schema += &format!(" REQUIRED DOUBLE {n};");
+    }
+    schema += " REQUIRED INT64 label; }";
+    let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(&schema).unwrap());
+    let file = std::fs::File::create(out).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, Default::default()).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    for c in 0..names.len() {
+        let mut col = rg.next_column().unwrap().unwrap();
+        if c + 1 < names.len() {
+            let v: Vec<f64> = rows.iter().map(|r| r[c]).collect();
+            col.typed::<DoubleType>()
+                .write_batch(&v, None, None)
+                .unwrap();
+        } else {
+            let v: Vec<i64> = rows.iter().map(|r| r[c] as i64).collect();
+            col.typed::<Int64Type>()
+                .write_batch(&v, None, None)
+                .unwrap();
+        }
+        col.close().unwrap();
+    }
+    rg.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn parquet_trains_the_same_model_as_csv() {
+    let d = tmp("parquet");
+    let bc = shared().join("tabular/breast_cancer");
+    csv_to_parquet(&bc.join("train.csv"), &d.join("train.parquet"));
+    csv_to_parquet(&bc.join("val.csv"), &d.join("val.parquet"));
+    let from_pq = d.join("pq.onnx");
+    let from_csv = d.join("csv.onnx");
+    ok(&hone(&[
+        "train",
+        s(&d.join("train.parquet")),
+        "--target",
+        "label",
+        "--val",
+        s(&d.join("val.parquet")),
+        "-o",
+        s(&from_pq),
+        "--quiet",
+    ]));
+    ok(&hone(&[
+        "train",
+        s(&bc.join("train.csv")),
+        "--target",
+        "label",
+        "--val",
+        s(&bc.join("val.csv")),
+        "-o",
+        s(&from_csv),
+        "--quiet",
+    ]));
+    assert_eq!(
+        std::fs::read(&from_pq).unwrap(),
+        std::fs::read(&from_csv).unwrap()
+    );
+    let e = json(&hone(&[
+        "eval",
+        s(&from_pq),
+        "--data",
+        s(&d.join("val.parquet")),
+        "--json",
+    ]));
+    assert_eq!(e["report"]["rows"], 114);
 }
 
 #[test]

@@ -234,7 +234,7 @@ fn load_csv(
     meta: &hone_core::ModelMetadata,
     card: Option<&hone_train::ModelCard>,
 ) -> Result<Loaded> {
-    let table = Table::read_csv(path)?;
+    let table = Table::read(path)?;
     if meta.inputs.len() != 1 {
         return Err(PipelineError(format!(
             "the model has {} inputs ({}); a CSV feeds models with one input, use a directory of .npy files",

@@ -48,20 +48,14 @@ pub fn load(
     Option<hone_data::Prepared>,
     Vec<u8>,
 )> {
-    if opts.data.extension().and_then(|e| e.to_str()) == Some("parquet") {
-        return Err(PipelineError(format!(
-            "{}: Parquet input is not supported yet; convert to CSV",
-            opts.data.display()
-        )));
-    }
     let bytes = std::fs::read(&opts.data)
         .map_err(|e| PipelineError(format!("cannot read {}: {e}", opts.data.display())))?;
-    let table = Table::parse_csv(&bytes, &opts.data.display().to_string())?;
+    let table = Table::read(&opts.data)?;
     let encoding = Encoding::fit(&table, &opts.target, opts.task, &opts.categorical)?;
     let all = encoding.apply(&table, true)?;
     let (train, val) = match &opts.val {
         Some(p) => {
-            let vt = Table::read_csv(p)?;
+            let vt = Table::read(p)?;
             (all, Some(encoding.apply(&vt, true)?))
         }
         None if opts.val_fraction > 0.0 => {

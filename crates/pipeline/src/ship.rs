@@ -25,7 +25,10 @@ use crate::{PipelineError, Result};
 pub struct ShipOptions {
     /// Name of the data for messages and the card (a path, or "embedded:...").
     pub data_name: String,
+    /// The data file's bytes (hashed into the card; parsed as CSV unless
+    /// `data_path` names a Parquet file).
     pub data: Vec<u8>,
+    pub data_path: Option<PathBuf>,
     pub target: String,
     pub task: Option<Task>,
     pub categorical: Vec<String>,
@@ -198,7 +201,17 @@ async fn run_stages(
     }
     let seed = opts.train.seed;
     let data = run.stage("load data", || {
-        let table = Table::parse_csv(&opts.data, &opts.data_name)?;
+        let table = match &opts.data_path {
+            Some(p)
+                if matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("parquet" | "pq")
+                ) =>
+            {
+                Table::read(p)?
+            }
+            _ => Table::parse_csv(&opts.data, &opts.data_name)?,
+        };
         let encoding = Encoding::fit(&table, &opts.target, opts.task, &opts.categorical)?;
         let all = encoding.apply(&table, true)?;
         let strat = (encoding.target.task != Task::Regression).then_some(&all.y[..]);
