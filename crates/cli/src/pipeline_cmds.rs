@@ -49,6 +49,10 @@ pub struct ModelFlags {
     /// Stop after this many epochs without a better validation loss (0: never).
     #[arg(long, default_value_t = 30)]
     early_stopping: usize,
+    /// Keep an exponential moving average of the weights with this decay
+    /// (e.g. 0.99) and validate/export the average.
+    #[arg(long)]
+    ema: Option<f64>,
 }
 
 impl ModelFlags {
@@ -65,6 +69,7 @@ impl ModelFlags {
             weight_decay: self.weight_decay,
             seed: self.seed,
             early_stopping: (self.early_stopping > 0).then_some(self.early_stopping),
+            ema: self.ema.filter(|d| (0.0..1.0).contains(d)),
         }
     }
 }
@@ -309,6 +314,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         weight_decay: 1e-4,
         seed: 0,
         early_stopping: 30,
+        ema: None,
     };
     if !args.json {
         println!(

@@ -13,6 +13,9 @@ pub struct TrainConfig {
     /// Stop after this many epochs without a better validation loss, keeping
     /// the best epoch's weights. Needs validation data.
     pub early_stopping: Option<usize>,
+    /// Decay of an exponential moving average of the weights, updated every
+    /// step; the average is what gets validated and exported. `None`: off.
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -25,6 +28,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             seed: 0,
             early_stopping: Some(30),
+            ema: None,
         }
     }
 }
@@ -250,17 +254,20 @@ pub fn train(
         },
     )?;
 
-    let forward = |x: &Tensor| -> Result<Tensor> {
+    let forward_with = |params: &[(Tensor, Tensor)], x: &Tensor| -> Result<Tensor> {
         let mut h = x.clone();
-        for (i, (w, b)) in vars.iter().enumerate() {
-            h = h
-                .matmul(&w.as_tensor().t()?)?
-                .broadcast_add(b.as_tensor())?;
-            if i + 1 < vars.len() {
+        for (i, (w, b)) in params.iter().enumerate() {
+            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            if i + 1 < params.len() {
                 h = h.relu()?;
             }
         }
         Ok(h)
+    };
+    let current = |vars: &[(Var, Var)]| -> Vec<(Tensor, Tensor)> {
+        vars.iter()
+            .map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone()))
+            .collect()
     };
     let loss_fn = |logits: &Tensor, y: &[f32]| -> Result<Tensor> {
         let n = y.len();
@@ -285,19 +292,22 @@ pub fn train(
             }
         })
     };
-    let snapshot = |vars: &[(Var, Var)]| -> Result<Vec<Layer>> {
+    let snapshot = |params: &[(Tensor, Tensor)]| -> Result<Vec<Layer>> {
         let mut out = Vec::new();
-        for (w, b) in vars {
-            let (o, i) = w.as_tensor().dims2()?;
+        for (w, b) in params {
+            let (o, i) = w.dims2()?;
             out.push(Layer {
                 inputs: i,
                 outputs: o,
-                weight: w.as_tensor().flatten_all()?.to_vec1::<f32>()?,
-                bias: b.as_tensor().to_vec1::<f32>()?,
+                weight: w.flatten_all()?.to_vec1::<f32>()?,
+                bias: b.to_vec1::<f32>()?,
             });
         }
         Ok(out)
     };
+    // Exponential moving average of the weights (Polyak averaging): the
+    // averaged weights are what validation sees and what is kept.
+    let mut ema: Option<Vec<(Tensor, Tensor)>> = cfg.ema.map(|_| current(&vars));
 
     let mut order: Vec<usize> = (0..train.rows).collect();
     let mut history = Vec::new();
@@ -315,8 +325,14 @@ pub fn train(
                 batch_y.push(train.y[r]);
             }
             let x = Tensor::from_slice(&batch_x, (chunk.len(), width), &dev)?;
-            let loss = loss_fn(&forward(&x)?, &batch_y)?;
+            let loss = loss_fn(&forward_with(&current(&vars), &x)?, &batch_y)?;
             opt.backward_step(&loss)?;
+            if let (Some(decay), Some(avg)) = (cfg.ema, ema.as_mut()) {
+                for ((aw, ab), (w, b)) in avg.iter_mut().zip(&vars) {
+                    *aw = ((&*aw * decay)? + (w.as_tensor() * (1.0 - decay))?)?;
+                    *ab = ((&*ab * decay)? + (b.as_tensor() * (1.0 - decay))?)?;
+                }
+            }
             total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         }
         let train_loss = total / train.rows as f64;
@@ -333,7 +349,8 @@ pub fn train(
         };
         if let (Some(v), Some(vx)) = (val, &val_x) {
             let x = Tensor::from_slice(vx, (v.rows, width), &dev)?;
-            let logits = forward(&x)?;
+            let params = ema.clone().unwrap_or_else(|| current(&vars));
+            let logits = forward_with(&params, &x)?;
             let vl = loss_fn(&logits, &v.y)?.to_scalar::<f32>()? as f64;
             let p = match task {
                 Task::Binary => candle_nn::ops::sigmoid(&logits)?,
@@ -349,7 +366,7 @@ pub fn train(
                 r.accuracy
             };
             if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
-                best = Some((vl, epoch, snapshot(&vars)?));
+                best = Some((vl, epoch, snapshot(&params)?));
             }
         }
         on_epoch(&log);
@@ -362,7 +379,10 @@ pub fn train(
     }
     let (layers, best_epoch) = match best {
         Some((_, e, layers)) => (layers, e),
-        None => (snapshot(&vars)?, history.len()),
+        None => (
+            snapshot(&ema.clone().unwrap_or_else(|| current(&vars)))?,
+            history.len(),
+        ),
     };
     Ok(Mlp {
         encoding: encoding.clone(),

@@ -151,3 +151,17 @@ fn early_stopping_keeps_the_best_epoch() {
         .fold(f64::INFINITY, f64::min);
     assert_eq!(m.history[m.best_epoch - 1].val_loss.unwrap(), best);
 }
+
+#[test]
+fn weight_averaging_is_what_gets_exported() {
+    let t = breast_cancer();
+    let plain = fit(&t, "label", None, &[], &quick(4, 0));
+    let cfg = TrainConfig {
+        ema: Some(0.9),
+        ..quick(4, 0)
+    };
+    let averaged = fit(&t, "label", None, &[], &cfg);
+    assert_ne!(plain.layers, averaged.layers);
+    assert_eq!(averaged.layers, fit(&t, "label", None, &[], &cfg).layers);
+    assert_export_matches(&averaged, &t);
+}
