@@ -9,7 +9,7 @@ use prost::Message;
 
 mod builder;
 
-pub use builder::{Attr, Dim, GraphBuilder};
+pub use builder::{Attr, Dim, GraphBuilder, attribute as builder_attribute, value_info};
 
 /// The generated ONNX protobuf types.
 #[allow(clippy::all, missing_docs)]

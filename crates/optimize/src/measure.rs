@@ -1,0 +1,92 @@
+//! In-process speed of a model: batch-1 latency percentiles and the best
+//! throughput over a few batch sizes, measured through the runtime crate
+//! with the same session settings for every candidate.
+
+use std::time::{Duration, Instant};
+
+use bytes_util::repeat_rows;
+use hone_core::{Backend, Tensor};
+use hone_runtime::{OrtBackend, SessionConfig};
+
+use crate::Result;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Perf {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Rows per second at `best_batch`.
+    pub throughput: f64,
+    pub best_batch: usize,
+}
+
+mod bytes_util {
+    use hone_core::{Tensor, TensorData};
+
+    /// A batch of `n` rows made by repeating a one-row tensor.
+    pub fn repeat_rows(t: &Tensor, n: usize) -> hone_core::Result<Tensor> {
+        let mut shape = t.shape.clone();
+        if shape.is_empty() {
+            return Ok(t.clone());
+        }
+        shape[0] = n as i64;
+        match &t.data {
+            TensorData::Raw(b) => Tensor::from_wire_bytes(t.dtype, shape, b.repeat(n).into()),
+            TensorData::Strings(s) => {
+                let v: Vec<_> = (0..n).flat_map(|_| s.iter().cloned()).collect();
+                Tensor::new(t.dtype, shape, TensorData::Strings(v))
+            }
+        }
+    }
+}
+
+/// Measures `model`. `row` holds one example (batch 1) per model input.
+pub fn measure(
+    model: &[u8],
+    row: &[Tensor],
+    cfg: &SessionConfig,
+    budget: Duration,
+    batches: &[usize],
+) -> Result<Perf> {
+    let mut b = OrtBackend::from_bytes(model, cfg)?;
+    // Warm up: first runs allocate and pick kernels.
+    for _ in 0..3 {
+        b.infer(&[row])?;
+    }
+    let lat_budget = budget / 2;
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 20 || (start.elapsed() < lat_budget && times.len() < 2000) {
+        let t = Instant::now();
+        b.infer(&[row])?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let (p50, p99) = (pct(0.5), pct(0.99));
+
+    let mut best = (1000.0 / p50.max(1e-9), 1usize);
+    let per = budget / 2 / batches.len().max(1) as u32;
+    for &n in batches.iter().filter(|&&n| n > 1) {
+        let inputs: Vec<Tensor> = row
+            .iter()
+            .map(|t| repeat_rows(t, n))
+            .collect::<hone_core::Result<_>>()?;
+        b.infer(&[&inputs])?;
+        let start = Instant::now();
+        let mut runs = 0;
+        while runs < 3 || start.elapsed() < per {
+            b.infer(&[&inputs])?;
+            runs += 1;
+        }
+        let rate = (runs * n) as f64 / start.elapsed().as_secs_f64();
+        if rate > best.0 {
+            best = (rate, n);
+        }
+    }
+    Ok(Perf {
+        p50_ms: p50,
+        p99_ms: p99,
+        throughput: best.0,
+        best_batch: best.1,
+    })
+}

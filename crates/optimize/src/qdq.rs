@@ -1,0 +1,297 @@
+//! int8 static quantization in QDQ format.
+//!
+//! Calibrated activations get a `QuantizeLinear → DequantizeLinear` pair and
+//! every reader of the tensor reads the dequantized value; constant weights
+//! of Conv/Gemm/MatMul become int8 initializers behind a DequantizeLinear
+//! (per output channel when asked); Conv/Gemm biases become int32 with scale
+//! `x_scale × w_scale`. That is the shape ONNX Runtime's QDQ transformers
+//! look for (`DQ → Conv → Q` etc.), so they fuse the groups into QLinearConv,
+//! QGemm and friends and the model really runs in int8.
+
+use std::collections::{HashMap, HashSet};
+
+use hone_onnx::proto::{ModelProto, NodeProto};
+use hone_onnx::{Attr, tensor_f32};
+
+use crate::Result;
+use crate::calibrate::Ranges;
+use crate::graph::{self, Names, node, quantize_symmetric, tensor_i8, tensor_i32, tensor_u8};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActType {
+    /// Asymmetric uint8 (ORT's default for activations on x86).
+    U8,
+    /// Symmetric int8.
+    S8,
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticOptions {
+    pub per_channel: bool,
+    pub activations: ActType,
+    /// Node names left in fp32 (the per-node fallback).
+    pub exclude: HashSet<String>,
+}
+
+impl Default for StaticOptions {
+    fn default() -> Self {
+        StaticOptions {
+            per_channel: true,
+            activations: ActType::U8,
+            exclude: HashSet::new(),
+        }
+    }
+}
+
+/// Ops whose float tensors the pass quantizes.
+pub fn is_quantizable(op: &str) -> bool {
+    matches!(
+        op,
+        "Conv"
+            | "Gemm"
+            | "MatMul"
+            | "Add"
+            | "MaxPool"
+            | "AveragePool"
+            | "GlobalAveragePool"
+            | "Relu"
+            | "Clip"
+            | "Flatten"
+            | "Reshape"
+            | "Transpose"
+            | "Concat"
+            | "Squeeze"
+            | "Unsqueeze"
+    )
+}
+
+/// The inputs of a node that carry activations (not shapes, axes or bounds).
+pub fn data_inputs(n: &NodeProto) -> Vec<&str> {
+    let k = match n.op_type.as_str() {
+        "Conv" | "Gemm" | "MatMul" | "Add" => 2,
+        "Concat" => n.input.len(),
+        _ => 1,
+    };
+    n.input
+        .iter()
+        .take(k)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn act_params(range: (f32, f32), t: ActType) -> (f32, i32) {
+    let (lo, hi) = (range.0.min(0.0), range.1.max(0.0));
+    match t {
+        ActType::U8 => {
+            let s = (hi - lo) / 255.0;
+            if s <= 0.0 {
+                return (1.0, 0);
+            }
+            (s, ((-lo / s).round() as i32).clamp(0, 255))
+        }
+        ActType::S8 => {
+            let m = lo.abs().max(hi.abs());
+            if m <= 0.0 { (1.0, 0) } else { (m / 127.0, 0) }
+        }
+    }
+}
+
+/// Returns the rewritten model and the names of the nodes it quantized.
+pub fn quantize_static(
+    model: &ModelProto,
+    ranges: &Ranges,
+    opts: &StaticOptions,
+) -> Result<(ModelProto, Vec<String>)> {
+    let mut model = model.clone();
+    let g = graph::graph_mut(&mut model)?;
+    let idx = graph::initializers(g);
+    let mut names = Names::new(g);
+    let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+
+    // Which activations to quantize: data tensors of non-excluded quantizable
+    // nodes that were calibrated; graph outputs stay float.
+    let mut quantize: HashSet<String> = HashSet::new();
+    let mut quantized_nodes = Vec::new();
+    for n in &g.node {
+        if !is_quantizable(&n.op_type) || !n.domain.is_empty() || opts.exclude.contains(&n.name) {
+            continue;
+        }
+        let mut any = false;
+        for i in data_inputs(n) {
+            if !idx.contains_key(i) && ranges.contains_key(i) {
+                quantize.insert(i.to_string());
+                any = true;
+            }
+        }
+        if let Some(o) = n.output.first()
+            && ranges.contains_key(o)
+            && !outputs.contains(o)
+        {
+            quantize.insert(o.clone());
+        }
+        if any {
+            quantized_nodes.push(n.name.clone());
+        }
+    }
+
+    // Scale and zero point per quantized activation.
+    let mut params: HashMap<String, (String, String, f32)> = HashMap::new();
+    let mut new_inits = Vec::new();
+    let mut qdq_for: HashMap<String, Vec<NodeProto>> = HashMap::new();
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut sorted: Vec<&String> = quantize.iter().collect();
+    sorted.sort();
+    for t in sorted {
+        let (s, zp) = act_params(ranges[t], opts.activations);
+        let sn = names.make(&format!("{t}_scale"));
+        let zn = names.make(&format!("{t}_zero_point"));
+        new_inits.push(tensor_f32(&sn, &[], &[s]));
+        match opts.activations {
+            ActType::U8 => new_inits.push(tensor_u8(&zn, &[], &[zp as u8])),
+            ActType::S8 => new_inits.push(tensor_i8(&zn, &[], &[zp as i8])),
+        }
+        let q = names.make(&format!("{t}_QuantizeLinear"));
+        let dq = names.make(&format!("{t}_DequantizeLinear"));
+        qdq_for.insert(
+            t.clone(),
+            vec![
+                node(
+                    "QuantizeLinear",
+                    names.make(&format!("{t}_Q")),
+                    &[t, &sn, &zn],
+                    &[&q],
+                    vec![],
+                ),
+                node(
+                    "DequantizeLinear",
+                    names.make(&format!("{t}_DQ")),
+                    &[&q, &sn, &zn],
+                    &[&dq],
+                    vec![],
+                ),
+            ],
+        );
+        renamed.insert(t.clone(), dq);
+        params.insert(t.clone(), (sn, zn, s));
+    }
+
+    // Weights and biases of Conv / Gemm / MatMul.
+    let mut weight_dq: Vec<NodeProto> = Vec::new();
+    let mut rewired: HashMap<(usize, usize), String> = HashMap::new();
+    for (ni, n) in g.node.iter().enumerate() {
+        if !matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul")
+            || !n.domain.is_empty()
+            || opts.exclude.contains(&n.name)
+        {
+            continue;
+        }
+        let x = &n.input[0];
+        let Some((wdims, w)) = n.input.get(1).and_then(|w| graph::const_f32(g, &idx, w)) else {
+            continue;
+        };
+        // Only when the activation is quantized too, or ORT cannot fuse.
+        let Some((_, _, xs)) = params.get(x) else {
+            continue;
+        };
+        let axis = match n.op_type.as_str() {
+            "Conv" => 0usize,
+            "Gemm" if graph::attr_i(n, "transB", 0) == 1 => 0,
+            "Gemm" => 1,
+            _ if wdims.len() == 2 => 1,
+            _ => continue,
+        };
+        let (q, scales) = quantize_symmetric(&w, &wdims, opts.per_channel.then_some(axis));
+        let wname = &n.input[1];
+        let wq = names.make(&format!("{wname}_quantized"));
+        let ws = names.make(&format!("{wname}_scale"));
+        let wz = names.make(&format!("{wname}_zero_point"));
+        let wdq = names.make(&format!("{wname}_DequantizeLinear"));
+        let sdims: Vec<i64> = if scales.len() == 1 {
+            vec![]
+        } else {
+            vec![scales.len() as i64]
+        };
+        new_inits.push(tensor_i8(&wq, &wdims, &q));
+        new_inits.push(tensor_f32(&ws, &sdims, &scales));
+        new_inits.push(tensor_i8(&wz, &sdims, &vec![0i8; scales.len()]));
+        let mut attrs = vec![];
+        if scales.len() > 1 {
+            attrs.push(("axis", Attr::Int(axis as i64)));
+        }
+        weight_dq.push(node(
+            "DequantizeLinear",
+            names.make(&format!("{wname}_DQ")),
+            &[&wq, &ws, &wz],
+            &[&wdq],
+            attrs,
+        ));
+        rewired.insert((ni, 1), wdq);
+
+        // Bias: int32 with scale x_scale × w_scale, per channel.
+        if n.op_type != "MatMul"
+            && let Some((bdims, b)) = n.input.get(2).and_then(|b| graph::const_f32(g, &idx, b))
+        {
+            let bscale: Vec<f32> = if scales.len() == 1 {
+                vec![xs * scales[0]; b.len()]
+            } else {
+                scales.iter().map(|s| xs * s).collect()
+            };
+            if bscale.len() == b.len() {
+                let bq: Vec<i32> = b
+                    .iter()
+                    .zip(&bscale)
+                    .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+                    .collect();
+                let bname = &n.input[2];
+                let bqn = names.make(&format!("{bname}_quantized"));
+                let bsn = names.make(&format!("{bname}_scale"));
+                let bzn = names.make(&format!("{bname}_zero_point"));
+                let bdq = names.make(&format!("{bname}_DequantizeLinear"));
+                new_inits.push(tensor_i32(&bqn, &bdims, &bq));
+                new_inits.push(tensor_f32(&bsn, &[b.len() as i64], &bscale));
+                new_inits.push(tensor_i32(&bzn, &[b.len() as i64], &vec![0; b.len()]));
+                weight_dq.push(node(
+                    "DequantizeLinear",
+                    names.make(&format!("{bname}_DQ")),
+                    &[&bqn, &bsn, &bzn],
+                    &[&bdq],
+                    vec![("axis", Attr::Int(0))],
+                ));
+                rewired.insert((ni, 2), bdq);
+            }
+        }
+    }
+
+    // Rebuild the node list: weight DQs first, graph-input QDQs next, then
+    // each node followed by the QDQ pair of its output; every reader of a
+    // quantized tensor reads its dequantized copy.
+    let inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
+    let mut nodes = weight_dq;
+    for i in &inputs {
+        if let Some(pair) = qdq_for.remove(i) {
+            nodes.extend(pair);
+        }
+    }
+    for (ni, mut n) in std::mem::take(&mut g.node).into_iter().enumerate() {
+        for (k, inp) in n.input.iter_mut().enumerate() {
+            if let Some(r) = rewired.get(&(ni, k)) {
+                *inp = r.clone();
+            } else if let Some(r) = renamed.get(inp.as_str()) {
+                *inp = r.clone();
+            }
+        }
+        let outs = n.output.clone();
+        nodes.push(n);
+        for o in outs {
+            if let Some(pair) = qdq_for.remove(&o) {
+                nodes.extend(pair);
+            }
+        }
+    }
+    g.node = nodes;
+    g.initializer.extend(new_inits);
+    graph::remove_unused_initializers(g);
+    graph::require_opset(&mut model, 13);
+    Ok((model, quantized_nodes))
+}
