@@ -41,6 +41,8 @@ enum Command {
     Ship(pipeline_cmds::ShipArgs),
     /// `hone ship` on the embedded breast-cancer data, left serving.
     Demo(pipeline_cmds::DemoArgs),
+    /// Compress a model (int8, pruning, graph optimization) within an accuracy budget.
+    Optimize(pipeline_cmds::OptimizeArgs),
 }
 
 #[derive(clap::Args)]
@@ -199,6 +201,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => pipeline_cmds::eval(args),
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
+        Command::Optimize(args) => pipeline_cmds::optimize(args),
     }
 }
 

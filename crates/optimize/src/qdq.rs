@@ -105,9 +105,12 @@ pub fn quantize_static(
 ) -> Result<(ModelProto, Vec<String>)> {
     let mut model = model.clone();
     let g = graph::graph_mut(&mut model)?;
+    let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    if opts.activations == ActType::U8 {
+        fold_relu(g, ranges, &outputs, &opts.exclude);
+    }
     let idx = graph::initializers(g);
     let mut names = Names::new(g);
-    let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
 
     // Which activations to quantize: data tensors of non-excluded quantizable
     // nodes that were calibrated; graph outputs stay float.
@@ -135,15 +138,45 @@ pub fn quantize_static(
         }
     }
 
-    // Scale and zero point per quantized activation.
+    // Scale and zero point per quantized activation, in graph order so that
+    // ops which only move or select values (MaxPool, Reshape, ...) can give
+    // their output the input's parameters: then ONNX Runtime drops their
+    // Q/DQ pairs and runs them on int8 directly.
+    let mut order: Vec<(String, Option<String>)> = Vec::new();
+    let mut seen = HashSet::new();
+    for i in &g.input {
+        if quantize.contains(&i.name) && seen.insert(i.name.clone()) {
+            order.push((i.name.clone(), None));
+        }
+    }
+    for n in &g.node {
+        for i in data_inputs(n) {
+            if quantize.contains(i) && seen.insert(i.to_string()) {
+                order.push((i.to_string(), None));
+            }
+        }
+        if let Some(o) = n.output.first()
+            && quantize.contains(o)
+            && seen.insert(o.clone())
+        {
+            let share = matches!(
+                n.op_type.as_str(),
+                "MaxPool" | "Reshape" | "Flatten" | "Transpose" | "Squeeze" | "Unsqueeze"
+            ) && !opts.exclude.contains(&n.name);
+            order.push((o.clone(), share.then(|| n.input[0].clone())));
+        }
+    }
     let mut params: HashMap<String, (String, String, f32)> = HashMap::new();
+    let mut raw_params: HashMap<String, (f32, i32)> = HashMap::new();
     let mut new_inits = Vec::new();
     let mut qdq_for: HashMap<String, Vec<NodeProto>> = HashMap::new();
     let mut renamed: HashMap<String, String> = HashMap::new();
-    let mut sorted: Vec<&String> = quantize.iter().collect();
-    sorted.sort();
-    for t in sorted {
-        let (s, zp) = act_params(ranges[t], opts.activations);
+    for (t, share_from) in &order {
+        let (s, zp) = match share_from.as_ref().and_then(|f| raw_params.get(f)) {
+            Some(&p) => p,
+            None => act_params(ranges[t], opts.activations),
+        };
+        raw_params.insert(t.clone(), (s, zp));
         let sn = names.make(&format!("{t}_scale"));
         let zn = names.make(&format!("{t}_zero_point"));
         new_inits.push(tensor_f32(&sn, &[], &[s]));
@@ -294,4 +327,53 @@ pub fn quantize_static(
     graph::remove_unused_initializers(g);
     graph::require_opset(&mut model, 13);
     Ok((model, quantized_nodes))
+}
+
+/// With uint8 activations a zero point of 0 makes QuantizeLinear clamp at
+/// zero, which is what Relu does: so a Relu whose input has no other reader
+/// is folded away and its producer's output takes the Relu's name (and
+/// calibrated range). onnxruntime's quantizer does the same, and it lets
+/// Conv → Relu become one QLinearConv.
+fn fold_relu(
+    g: &mut hone_onnx::proto::GraphProto,
+    ranges: &Ranges,
+    outputs: &HashSet<String>,
+    exclude: &HashSet<String>,
+) {
+    let uses = graph::use_counts(g);
+    let producer: HashMap<String, usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.output.first().map(|o| (o.clone(), i)))
+        .collect();
+    let mut drop = HashSet::new();
+    let mut rename: Vec<(usize, String)> = Vec::new();
+    for (ri, r) in g.node.iter().enumerate() {
+        if r.op_type != "Relu" || !r.domain.is_empty() || exclude.contains(&r.name) {
+            continue;
+        }
+        let x = &r.input[0];
+        let Some(&pi) = producer.get(x) else { continue };
+        let p = &g.node[pi];
+        let folds = matches!(p.op_type.as_str(), "Conv" | "Gemm" | "MatMul" | "Add")
+            && p.domain.is_empty()
+            && !exclude.contains(&p.name)
+            && uses.get(x) == Some(&1)
+            && !outputs.contains(x)
+            && ranges.get(&r.output[0]).is_some_and(|&(lo, _)| lo >= 0.0);
+        if folds {
+            drop.insert(ri);
+            rename.push((pi, r.output[0].clone()));
+        }
+    }
+    for (pi, name) in rename {
+        g.node[pi].output[0] = name;
+    }
+    let mut i = 0;
+    g.node.retain(|_| {
+        let keep = !drop.contains(&i);
+        i += 1;
+        keep
+    });
 }

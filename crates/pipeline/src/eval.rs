@@ -46,65 +46,61 @@ pub struct EvalResult {
     pub softmax_applied: bool,
 }
 
-/// Model inputs (one tensor per input, all rows) and labels.
-struct Loaded {
-    inputs: Vec<Tensor>,
-    labels: Vec<f32>,
-    rows: usize,
-    encoding: Option<Encoding>,
+/// Model inputs (one tensor per input, all rows) and, when the data has
+/// them, labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub inputs: Vec<Tensor>,
+    pub labels: Option<Vec<f32>>,
+    pub rows: usize,
+    pub encoding: Option<Encoding>,
 }
 
-pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
-    let start = Instant::now();
-    hone_runtime::init()?;
-    let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
-    let meta = backend.metadata().clone();
-    let card = crate::read_card(&opts.model)?;
-    let loaded = if opts.data.is_dir() {
-        load_npy_dir(&opts.data, &meta)?
+impl Dataset {
+    /// Rows `[start, end)`, sharing the buffers.
+    pub fn slice(&self, start: usize, end: usize) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .map(|t| t.slice_batch(start, end))
+            .collect()
+    }
+}
+
+/// Loads EVAL data for a model: a CSV/Parquet file or a `.npy` directory.
+pub fn load_dataset(
+    data: &Path,
+    target: &str,
+    meta: &hone_core::ModelMetadata,
+    card: Option<&hone_train::ModelCard>,
+) -> Result<Dataset> {
+    if data.is_dir() {
+        load_npy_dir(data, meta)
     } else {
-        load_csv(&opts.data, &opts.target, &meta, card.as_ref())?
-    };
+        load_csv(data, target, meta, card)
+    }
+}
 
-    // The output to judge: named, or the first floating-point one.
-    let out_index = match &opts.output {
-        Some(name) => meta
-            .outputs
-            .iter()
-            .position(|o| &o.name == name)
-            .ok_or_else(|| {
-                PipelineError(format!(
-                    "the model has no output {name:?} (outputs: {})",
-                    names(&meta.outputs)
-                ))
-            })?,
-        None => meta
-            .outputs
-            .iter()
-            .position(|o| matches!(o.dtype, DataType::F32 | DataType::F64 | DataType::F16))
-            .or_else(|| (!meta.outputs.is_empty()).then_some(0))
-            .ok_or_else(|| PipelineError("the model has no outputs".into()))?,
-    };
-    let out_spec = meta.outputs[out_index].clone();
-
-    // Batches along dim 0; each slice shares the loaded buffers.
-    let bs = opts.batch_size.max(1);
-    let mut values: Vec<f32> = Vec::with_capacity(loaded.rows);
+/// One output of the model over every row, batched: the values (row-major)
+/// and the row width.
+pub fn run_output(
+    backend: &mut OrtBackend,
+    ds: &Dataset,
+    out_index: usize,
+    batch_size: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let name = backend.metadata().outputs[out_index].name.clone();
+    let bs = batch_size.max(1);
+    let mut values: Vec<f32> = Vec::new();
     let mut width = 0usize;
     let mut at = 0;
-    while at < loaded.rows {
-        let end = (at + bs).min(loaded.rows);
-        let batch: Vec<Tensor> = loaded
-            .inputs
-            .iter()
-            .map(|t| t.slice_batch(at, end))
-            .collect();
+    while at < ds.rows {
+        let end = (at + bs).min(ds.rows);
+        let batch = ds.slice(at, end);
         let outs = backend.infer(&[&batch])?;
         let out = &outs[out_index];
         let v = npy::to_f32(out).ok_or_else(|| {
             PipelineError(format!(
-                "output {:?} is {}, not numeric",
-                out_spec.name,
+                "output {name:?} is {}, not numeric",
                 out.dtype.as_v2()
             ))
         })?;
@@ -112,20 +108,52 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
         let w = v.len().checked_div(n).unwrap_or(0);
         if w == 0 || w * n != v.len() {
             return Err(PipelineError(format!(
-                "output {:?} has shape {:?}, which is not one row per example",
-                out_spec.name, out.shape
+                "output {name:?} has shape {:?}, which is not one row per example",
+                out.shape
             )));
         }
         width = w;
         values.extend(v);
         at = end;
     }
+    Ok((values, width))
+}
 
-    let labels = loaded.labels;
+/// The output a user means: named, or the first floating-point one.
+pub fn pick_output(meta: &hone_core::ModelMetadata, name: Option<&str>) -> Result<usize> {
+    match name {
+        Some(name) => meta
+            .outputs
+            .iter()
+            .position(|o| o.name == name)
+            .ok_or_else(|| {
+                PipelineError(format!(
+                    "the model has no output {name:?} (outputs: {})",
+                    names(&meta.outputs)
+                ))
+            }),
+        None => meta
+            .outputs
+            .iter()
+            .position(|o| matches!(o.dtype, DataType::F32 | DataType::F64 | DataType::F16))
+            .or_else(|| (!meta.outputs.is_empty()).then_some(0))
+            .ok_or_else(|| PipelineError("the model has no outputs".into())),
+    }
+}
+
+/// Scores predictions against labels. Returns the task it judged by, the
+/// report, and whether softmax was applied to logits.
+pub fn score(
+    task_hint: Option<Task>,
+    metric: Option<Metric>,
+    mut values: Vec<f32>,
+    width: usize,
+    labels: &[f32],
+) -> Result<(Task, Report, bool)> {
     let in_01 = values.iter().all(|&p| (0.0..=1.0).contains(&p));
     let labels_01 = labels.iter().all(|&y| y == 0.0 || y == 1.0);
-    let task = match (&loaded.encoding, opts.metric) {
-        (Some(e), _) => e.target.task,
+    let task = match (task_hint, metric) {
+        (Some(t), _) => t,
         (None, Some(m)) if m.is_regression() => Task::Regression,
         _ if width > 1 => Task::Multiclass,
         _ if in_01 && labels_01 => Task::Binary,
@@ -136,18 +164,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
         Task::Regression => {
             if width != 1 {
                 return Err(PipelineError(format!(
-                    "regression metrics need one output column; {:?} has {width}",
-                    out_spec.name
+                    "regression metrics need one output column; the output has {width}"
                 )));
             }
-            metrics::regression(&values, &labels)
+            metrics::regression(&values, labels)
         }
-        Task::Binary if width == 1 => metrics::binary(&values, &labels),
+        Task::Binary if width == 1 => metrics::binary(&values, labels),
         _ => {
             if width < 2 {
                 return Err(PipelineError(format!(
-                    "classification over several classes needs one output column per class; {:?} has {width}",
-                    out_spec.name
+                    "classification over several classes needs one output column per class; the output has {width}"
                 )));
             }
             if let Some(bad) = labels
@@ -167,13 +193,13 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
             }
             if width == 2 {
                 let p1: Vec<f32> = values.chunks(2).map(|r| r[1]).collect();
-                metrics::binary(&p1, &labels)
+                metrics::binary(&p1, labels)
             } else {
-                metrics::multiclass(&values, width, &labels)
+                metrics::multiclass(&values, width, labels)
             }
         }
     };
-    if let Some(m) = opts.metric
+    if let Some(m) = metric
         && report.get(m).is_none()
     {
         return Err(PipelineError(format!(
@@ -182,12 +208,34 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
             task.name()
         )));
     }
+    Ok((task, report, softmax_applied))
+}
+
+pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
+    let start = Instant::now();
+    hone_runtime::init()?;
+    let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
+    let meta = backend.metadata().clone();
+    let card = crate::read_card(&opts.model)?;
+    let ds = load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+    let labels = ds.labels.clone().ok_or_else(|| {
+        PipelineError(format!(
+            "{}: no labels (a {:?} column, or labels.npy); pass --target",
+            opts.data.display(),
+            opts.target
+        ))
+    })?;
+    let out_index = pick_output(&meta, opts.output.as_deref())?;
+    let out_name = meta.outputs[out_index].name.clone();
+    let (values, width) = run_output(&mut backend, &ds, out_index, opts.batch_size)?;
+    let hint = ds.encoding.as_ref().map(|e| e.target.task);
+    let (task, report, softmax_applied) = score(hint, opts.metric, values, width, &labels)?;
     let metric = opts.metric.or(Some(match task {
         Task::Regression => Metric::R2,
         _ => Metric::Accuracy,
     }));
     let value = metric.and_then(|m| report.get(m));
-    let class_labels = match &loaded.encoding {
+    let class_labels = match &ds.encoding {
         Some(e) => e.target.classes.clone(),
         None if task != Task::Regression => (0..width.max(2)).map(|i| i.to_string()).collect(),
         None => Vec::new(),
@@ -195,7 +243,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
     Ok(EvalResult {
         model: opts.model.display().to_string(),
         data: opts.data.display().to_string(),
-        output: out_spec.name,
+        output: out_name,
         task,
         labels: class_labels,
         metric,
@@ -233,7 +281,7 @@ fn load_csv(
     target: &str,
     meta: &hone_core::ModelMetadata,
     card: Option<&hone_train::ModelCard>,
-) -> Result<Loaded> {
+) -> Result<Dataset> {
     let table = Table::read(path)?;
     if meta.inputs.len() != 1 {
         return Err(PipelineError(format!(
@@ -265,23 +313,18 @@ fn load_csv(
                     classes: card.labels.clone(),
                 },
             };
-            let p = enc.apply(&table, true)?;
+            let has_target = table.column(&enc.target.name).is_some();
+            let p = enc.apply(&table, has_target)?;
             (Some(enc), p)
         }
         None => {
             // Any other model: every column but the target, in file order, as numbers.
-            let t = table.column(target).ok_or_else(|| {
-                PipelineError(format!(
-                    "{}: no target column {target:?} (columns: {}); pass --target",
-                    path.display(),
-                    table.names.join(", ")
-                ))
-            })?;
+            let t = table.column(target);
             let features: Vec<hone_data::Feature> = table
                 .names
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| *i != t)
+                .filter(|(i, _)| Some(*i) != t)
                 .map(|(_, n)| hone_data::Feature {
                     name: n.clone(),
                     kind: hone_data::FeatureKind::Numeric,
@@ -295,7 +338,7 @@ fn load_csv(
                     classes: Vec::new(),
                 },
             };
-            (None, enc.apply(&table, true)?)
+            (None, enc.apply(&table, t.is_some())?)
         }
     };
     // Reshape each row to the input's non-batch dims when the counts agree
@@ -313,15 +356,16 @@ fn load_csv(
         )));
     }
     let input = Tensor::from_f32(shape, &prepared.x)?;
-    Ok(Loaded {
+    let labels = (!prepared.y.is_empty()).then_some(prepared.y);
+    Ok(Dataset {
         inputs: vec![input],
         rows: prepared.rows,
-        labels: prepared.y,
+        labels,
         encoding,
     })
 }
 
-fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Loaded> {
+fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> {
     let mut inputs = Vec::new();
     for spec in &meta.inputs {
         let candidates = [
@@ -351,23 +395,32 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Loaded> {
     let labels_path = ["labels.npy", "label.npy"]
         .iter()
         .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| PipelineError(format!("{}: no labels.npy", dir.display())))?;
-    let labels_t = npy::read(&labels_path)?;
-    let labels = npy::to_f32(&labels_t).ok_or_else(|| {
-        PipelineError(format!("{}: labels must be numeric", labels_path.display()))
-    })?;
-    let rows = labels.len();
+        .find(|p| p.is_file());
+    let labels =
+        match labels_path {
+            Some(p) => {
+                let t = npy::read(&p)?;
+                Some(npy::to_f32(&t).ok_or_else(|| {
+                    PipelineError(format!("{}: labels must be numeric", p.display()))
+                })?)
+            }
+            None => None,
+        };
+    let rows = match (&labels, inputs.first()) {
+        (Some(l), _) => l.len(),
+        (None, Some(t)) => t.shape.first().copied().unwrap_or(0).max(0) as usize,
+        (None, None) => 0,
+    };
     for (t, spec) in inputs.iter().zip(&meta.inputs) {
         if t.shape.first().copied() != Some(rows as i64) {
             return Err(PipelineError(format!(
-                "input {:?} has {:?} rows but labels.npy has {rows}",
+                "input {:?} has {:?} rows but the others (or labels.npy) have {rows}",
                 spec.name,
                 t.shape.first()
             )));
         }
     }
-    Ok(Loaded {
+    Ok(Dataset {
         inputs,
         labels,
         rows,

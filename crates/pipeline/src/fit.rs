@@ -94,6 +94,7 @@ pub fn fit(
         train_report: &train_report,
         val_report: val_report.as_ref(),
         data_file: &opts.data.display().to_string(),
+        val_file: opts.val.as_ref().and_then(|p| p.to_str()),
         data_bytes: &bytes,
         seconds,
     });

@@ -4,6 +4,8 @@
 
 pub mod eval;
 pub mod fit;
+pub mod optimize;
+mod report_html;
 pub mod ship;
 
 /// A pipeline failure, already worded for the user.

@@ -321,6 +321,7 @@ async fn run_stages(
             train_report: &model.evaluate(&data.train)?,
             val_report: Some(&report),
             data_file: &opts.data_name,
+            val_file: None,
             data_bytes: &opts.data,
             seconds: train_seconds,
         });
@@ -529,6 +530,24 @@ fn publish(
     config: &str,
     cancel: &AtomicBool,
 ) -> Result<(u64, PathBuf)> {
+    publish_files(
+        repo,
+        name,
+        &[("model.onnx", onnx), ("model.card.json", card)],
+        Some(config),
+        cancel,
+    )
+}
+
+/// Publishes `files` as the next version of `name` (see [`publish`]); the
+/// config is written only when the model has none.
+pub fn publish_files(
+    repo: &Path,
+    name: &str,
+    files: &[(&str, &[u8])],
+    config: Option<&str>,
+    cancel: &AtomicBool,
+) -> Result<(u64, PathBuf)> {
     std::fs::create_dir_all(repo)
         .map_err(|e| PipelineError(format!("cannot create {}: {e}", repo.display())))?;
     let model_dir = repo.join(name);
@@ -538,14 +557,18 @@ fn publish(
     let result = (|| -> Result<PathBuf> {
         let new_model = !model_dir.exists();
         let vdir = if new_model {
-            std::fs::write(staging_dir(&staging)?.join("config.pbtxt"), config)?;
+            let dir = staging_dir(&staging)?;
+            if let Some(config) = config {
+                std::fs::write(dir.join("config.pbtxt"), config)?;
+            }
             staging.join(version.to_string())
         } else {
             staging.join("version")
         };
         std::fs::create_dir_all(&vdir)?;
-        std::fs::write(vdir.join("model.onnx"), onnx)?;
-        std::fs::write(vdir.join("model.card.json"), card)?;
+        for (file, bytes) in files {
+            std::fs::write(vdir.join(file), bytes)?;
+        }
         if cancel.load(Ordering::Relaxed) {
             return Err(PipelineError(
                 "interrupted; the repository was not changed".into(),
@@ -555,7 +578,9 @@ fn publish(
         if new_model {
             std::fs::rename(&staging, &model_dir)?;
         } else {
-            if !model_dir.join("config.pbtxt").exists() {
+            if let Some(config) = config
+                && !model_dir.join("config.pbtxt").exists()
+            {
                 let tmp = staging.join("config.pbtxt");
                 std::fs::write(&tmp, config)?;
                 std::fs::rename(&tmp, model_dir.join("config.pbtxt"))?;

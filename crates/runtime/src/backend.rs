@@ -143,6 +143,18 @@ impl OrtBackend {
         Self::from_session(session)
     }
 
+    /// Runs ONNX Runtime's graph optimizations on `model` and writes the
+    /// optimized graph to `out` (ORT's "offline" mode).
+    pub fn save_optimized(model: &[u8], cfg: &SessionConfig, out: &Path) -> Result<()> {
+        let e = |e: ort::Error<_>| Error::internal(format!("cannot optimize the model: {e}"));
+        Self::builder(cfg)?
+            .with_optimized_model_path(out)
+            .map_err(e)?
+            .commit_from_memory(model)
+            .map_err(|e| Error::invalid(format!("cannot load model: {e}")))?;
+        Ok(())
+    }
+
     pub fn from_bytes(model: &[u8], cfg: &SessionConfig) -> Result<Self> {
         let session = Self::builder(cfg)?
             .commit_from_memory(model)

@@ -51,6 +51,9 @@ pub struct CardMetrics {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataInfo {
     pub file: String,
+    /// The separate validation file, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_file: Option<String>,
     pub sha256: String,
     pub train_rows: usize,
     pub validation_rows: usize,
@@ -85,6 +88,7 @@ pub struct CardInput<'a> {
     pub train_report: &'a Report,
     pub val_report: Option<&'a Report>,
     pub data_file: &'a str,
+    pub val_file: Option<&'a str>,
     pub data_bytes: &'a [u8],
     pub seconds: f64,
 }
@@ -143,6 +147,7 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
         reference,
         data: DataInfo {
             file: c.data_file.to_string(),
+            validation_file: c.val_file.map(str::to_string),
             sha256: sha256_hex(c.data_bytes),
             train_rows: c.train.rows,
             validation_rows: c.val.map_or(0, |v| v.rows),

@@ -12,7 +12,7 @@ pub mod export;
 mod mlp;
 
 pub use card::{CardInput, ModelCard, card_for, sha256_hex};
-pub use mlp::{EpochLog, Mlp, TrainConfig, TrainError, train};
+pub use mlp::{EpochLog, Init, Layer, Mlp, TrainConfig, TrainError, train};
 
 /// hone's version, written into exported models and cards.
 pub const HONE_VERSION: &str = env!("CARGO_PKG_VERSION");

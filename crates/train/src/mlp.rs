@@ -16,6 +16,17 @@ pub struct TrainConfig {
     /// Decay of an exponential moving average of the weights, updated every
     /// step; the average is what gets validated and exported. `None`: off.
     pub ema: Option<f64>,
+    /// Start from these weights and standardisation instead of a random
+    /// initialisation (fine-tuning a pruned model). `hidden` is ignored.
+    pub init: Option<Init>,
+}
+
+/// Starting point for fine-tuning, as read from an exported model.
+#[derive(Debug, Clone)]
+pub struct Init {
+    pub layers: Vec<Layer>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 impl Default for TrainConfig {
@@ -29,6 +40,7 @@ impl Default for TrainConfig {
             seed: 0,
             early_stopping: Some(30),
             ema: None,
+            init: None,
         }
     }
 }
@@ -219,6 +231,18 @@ pub fn train(
         (0.0, 1.0)
     };
 
+    if let Some(init) = &cfg.init {
+        // Fine-tuning keeps the model's own standardisation: the weights were learnt against it.
+        if init.mean.len() != numeric.len() || init.std.len() != numeric.len() {
+            return Err(TrainError(format!(
+                "the starting model standardises {} numeric features, the data has {}",
+                init.mean.len(),
+                numeric.len()
+            )));
+        }
+        mean = init.mean.clone();
+        std = init.std.clone();
+    }
     let width = encoding.expanded_width();
     let k = encoding.output_width();
     let xs = expand(encoding, &mean, &std, &train.x, train.rows);
@@ -231,7 +255,34 @@ pub fn train(
     sizes.extend(&cfg.hidden);
     sizes.push(k);
     let mut vars: Vec<(Var, Var)> = Vec::new();
-    for pair in sizes.windows(2) {
+    if let Some(init) = &cfg.init {
+        let first_ok = init.layers.first().is_some_and(|l| l.inputs == width);
+        let last_ok = init.layers.last().is_some_and(|l| l.outputs == k);
+        if !first_ok || !last_ok || init.layers.windows(2).any(|p| p[0].outputs != p[1].inputs) {
+            return Err(TrainError(
+                "the starting model's layer sizes do not fit this data".into(),
+            ));
+        }
+        let last = init.layers.len() - 1;
+        for (i, l) in init.layers.iter().enumerate() {
+            let (mut w, mut b) = (l.weight.clone(), l.bias.clone());
+            if i == last && task == Task::Regression {
+                // Exported regression models fold the target scale into the
+                // last layer; unfold it into this run's target standardisation.
+                for x in &mut w {
+                    *x /= target_std;
+                }
+                for x in &mut b {
+                    *x = (*x - target_mean) / target_std;
+                }
+            }
+            vars.push((
+                Var::from_vec(w, (l.outputs, l.inputs), &dev)?,
+                Var::from_vec(b, l.outputs, &dev)?,
+            ));
+        }
+    }
+    for pair in sizes.windows(2).filter(|_| cfg.init.is_none()) {
         let (fan_in, out) = (pair[0], pair[1]);
         let bound = 1.0 / (fan_in as f32).sqrt();
         let w: Vec<f32> = (0..out * fan_in)
@@ -394,4 +445,59 @@ pub fn train(
         history,
         best_epoch,
     })
+}
+
+impl Init {
+    /// Reads the weights and standardisation of a model hone exported
+    /// (`feature_mean`, `feature_std`, then the Gemm layers in graph order,
+    /// weights in `[out, in]` layout). For regression the last layer still
+    /// carries the folded target scale; [`train`] unfolds it.
+    pub fn from_onnx(model: &hone_onnx::ModelProto) -> Result<Init> {
+        let g = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| TrainError("the model has no graph".into()))?;
+        let get = |name: &str| -> Result<Vec<f32>> {
+            let t = g
+                .initializer
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| TrainError(format!("not a hone MLP: no initializer {name:?}")))?;
+            hone_onnx::to_f32(t).map_err(|e| TrainError(e.0))
+        };
+        let dims = |name: &str| -> Vec<i64> {
+            g.initializer
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.dims.clone())
+                .unwrap_or_default()
+        };
+        let mean = get("feature_mean").unwrap_or_default();
+        let std = get("feature_std").unwrap_or_default();
+        let mut layers = Vec::new();
+        for n in g.node.iter().filter(|n| n.op_type == "Gemm") {
+            let transb = hone_onnx::attr(n, "transB").is_some_and(|a| a.i == 1);
+            if !transb || n.input.len() < 3 {
+                return Err(TrainError(
+                    "not a hone MLP: Gemm without transB=1 and bias".into(),
+                ));
+            }
+            let d = dims(&n.input[1]);
+            if d.len() != 2 {
+                return Err(TrainError(
+                    "not a hone MLP: weights are not matrices".into(),
+                ));
+            }
+            layers.push(Layer {
+                inputs: d[1] as usize,
+                outputs: d[0] as usize,
+                weight: get(&n.input[1])?,
+                bias: get(&n.input[2])?,
+            });
+        }
+        if layers.is_empty() {
+            return Err(TrainError("not a hone MLP: no Gemm layers".into()));
+        }
+        Ok(Init { layers, mean, std })
+    }
 }

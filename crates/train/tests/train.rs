@@ -165,3 +165,31 @@ fn weight_averaging_is_what_gets_exported() {
     assert_eq!(averaged.layers, fit(&t, "label", None, &[], &cfg).layers);
     assert_export_matches(&averaged, &t);
 }
+
+#[test]
+fn fine_tuning_starts_from_the_exported_weights() {
+    for (t, target, cat) in [
+        (breast_cancer(), "label", vec![]),
+        (synthetic(200, true), "y", vec!["color"]),
+    ] {
+        let m = fit(&t, target, None, &cat, &quick(5, 0));
+        let init = hone_train::Init::from_onnx(&m.to_onnx(&[])).unwrap();
+        // One epoch at a negligible learning rate: the model must come back as it went in.
+        let cfg = TrainConfig {
+            init: Some(init),
+            lr: 1e-12,
+            weight_decay: 0.0,
+            ..quick(1, 0)
+        };
+        let again = fit(&t, target, None, &cat, &cfg);
+        let data = m.encoding.apply(&t, false).unwrap();
+        let a = m.predict(&data.x, data.rows).unwrap();
+        let b = again.predict(&data.x, data.rows).unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{target}: {worst}");
+    }
+}
