@@ -1,0 +1,260 @@
+//! `hone optimize` end to end through the real binary on small real models:
+//! a budget that can be met (model, reports and repository version written),
+//! fidelity mode without labels, and a budget that cannot be met (exit 1,
+//! no model written, the report says what was tried).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared() -> PathBuf {
+    let s = workspace().join("../shared/models");
+    assert!(
+        s.join("manifest.json").is_file(),
+        "needs the shared model zoo at {}",
+        s.display()
+    );
+    s
+}
+
+fn hone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hone"))
+        .args(args)
+        .env("HONE_LOG", "warn")
+        .output()
+        .expect("run hone")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = workspace().join("target/tmp/optimize").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn meets_a_budget_and_writes_model_reports_and_version() {
+    let d = tmp("meet");
+    let m = shared();
+    let out_model = d.join("mlp_opt.onnx");
+    let repo = d.join("repo");
+    let out = hone(&[
+        "optimize",
+        s(&m.join("mlp/mlp.onnx")),
+        "--data",
+        s(&m.join("tabular/breast_cancer/test.csv")),
+        "--train-data",
+        s(&m.join("tabular/breast_cancer/train.csv")),
+        "--max-drop",
+        "0.02",
+        "--objective",
+        "size",
+        "--measure-seconds",
+        "0.2",
+        "-o",
+        s(&out_model),
+        "--model-repository",
+        s(&repo),
+        "--name",
+        "mlp",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    let names: Vec<&str> = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "graph-opt",
+        "int8-dynamic",
+        "int8-dynamic-per-channel",
+        "int8-static-minmax",
+        "int8-static-percentile",
+        "int8-static-entropy",
+        "prune-structured",
+        "prune-magnitude",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    // Every candidate was built, loaded in ONNX Runtime and judged.
+    for c in r["candidates"].as_array().unwrap() {
+        assert!(!c["verdict"].as_str().unwrap().starts_with("failed"), "{c}");
+        assert!(c["p50_ms"].as_f64().unwrap() > 0.0);
+    }
+    let chosen = r["chosen"].as_str().unwrap();
+    let best = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == chosen)
+        .unwrap();
+    assert!(best["meets_budget"].as_bool().unwrap());
+    // Objective size: nothing within budget is smaller.
+    let size = best["size_bytes"].as_u64().unwrap();
+    for c in r["candidates"].as_array().unwrap() {
+        if c["meets_budget"].as_bool().unwrap() {
+            assert!(c["size_bytes"].as_u64().unwrap() >= size);
+        }
+    }
+    assert!(
+        size * 2 <= r["baseline"]["size_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
+    // The chosen model is what was written, and it evaluates within budget.
+    assert_eq!(std::fs::read(&out_model).unwrap().len() as u64, size);
+    let html = std::fs::read_to_string(d.join("mlp_opt.report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains(chosen),
+        "html report"
+    );
+    assert!(d.join("mlp_opt.report.json").is_file());
+    for f in ["model.onnx", "report.json", "report.html"] {
+        assert!(repo.join("mlp/1").join(f).is_file(), "{f}");
+    }
+    let e = hone(&[
+        "eval",
+        s(&out_model),
+        "--data",
+        s(&m.join("tabular/breast_cancer/test.csv")),
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert!(e["value"].as_f64().unwrap() >= 0.9737 - 0.02);
+}
+
+#[test]
+fn judges_fidelity_without_labels() {
+    let d = tmp("fidelity");
+    let m = shared();
+    // The digits CNN's reference inputs alone: no labels.npy, so cosine to fp32.
+    let out = hone(&[
+        "optimize",
+        s(&m.join("digits_cnn/digits_cnn.onnx")),
+        "--data",
+        s(&m.join("digits_cnn/ref/digits_cnn")),
+        "--techniques",
+        "dynamic,static",
+        "--max-drop",
+        "0.01",
+        "--measure-seconds",
+        "0.2",
+        "-o",
+        s(&d.join("digits.onnx")),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["judge"], "cosine");
+    assert_eq!(r["baseline"]["metric"].as_f64().unwrap(), 1.0);
+    let st = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "int8-static-minmax")
+        .unwrap();
+    assert!(st["metric"].as_f64().unwrap() > 0.99, "{st}");
+}
+
+#[test]
+fn an_unmeetable_budget_exits_non_zero() {
+    let d = tmp("miss");
+    let m = shared();
+    let out_model = d.join("never.onnx");
+    let out = hone(&[
+        "optimize",
+        s(&m.join("digits_cnn/digits_cnn.onnx")),
+        "--data",
+        s(&m.join("digits_cnn/test.csv")),
+        "--techniques",
+        "static,fallback",
+        "--metric",
+        "maxabs",
+        "--max-drop",
+        "0.000001",
+        "--measure-seconds",
+        "0.2",
+        "-o",
+        s(&out_model),
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let r = report(&out);
+    assert!(r["chosen"].is_null());
+    assert!(
+        r["reason"].as_str().unwrap().contains("no candidate"),
+        "{r}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("int8-static-minmax"));
+    assert!(!out_model.exists());
+    // The report is still written for the person who has to decide.
+    assert!(d.join("never.report.json").is_file());
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let d = tmp("bad");
+    let m = shared();
+    let model = m.join("mlp/mlp.onnx");
+    let csv = m.join("tabular/breast_cancer/test.csv");
+    let refdir = m.join("digits_cnn/ref/digits_cnn");
+    let out_path = d.join("x.onnx");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--data", "/nonexistent.csv"], "nonexistent"),
+        (
+            &["--data", s(&csv), "--techniques", "magic"],
+            "unknown technique",
+        ),
+        (
+            &["--data", s(&refdir), "--metric", "accuracy"],
+            "needs labels",
+        ),
+        (&["--data", s(&csv), "--time-budget", "soon"], "duration"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["optimize", s(&model), "-o", s(&out_path)];
+        args.extend_from_slice(extra);
+        let out = hone(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    let corrupt = d.join("corrupt.onnx");
+    std::fs::write(&corrupt, b"\x08\x07not a model").unwrap();
+    let out = hone(&[
+        "optimize",
+        s(&corrupt),
+        "--data",
+        s(&m.join("tabular/breast_cancer/test.csv")),
+        "-o",
+        s(&d.join("y.onnx")),
+    ]);
+    assert!(!out.status.success());
+}
