@@ -469,7 +469,7 @@ pub struct OptimizeArgs {
     /// Stop trying new candidates after this long (e.g. 90s, 10m).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     time_budget: std::time::Duration,
-    /// Comma-separated: graph, dynamic, static, prune, fallback (default: all that apply).
+    /// Comma-separated: graph, fp16, dynamic, static, prune, fallback (default: all that apply).
     #[arg(long, value_delimiter = ',')]
     techniques: Vec<String>,
     /// Where to write the chosen model; OUT.report.json and OUT.report.html go beside it.
@@ -511,7 +511,7 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
             Some(t) => techniques.push(t),
             None => {
                 eprintln!(
-                    "hone optimize: unknown technique {t:?}: graph, dynamic, static, prune or fallback"
+                    "hone optimize: unknown technique {t:?}: graph, fp16, dynamic, static, prune or fallback"
                 );
                 return ExitCode::FAILURE;
             }

@@ -8,6 +8,7 @@
 
 pub mod calibrate;
 pub mod dynamic;
+pub mod fp16;
 pub mod graph;
 pub mod measure;
 pub mod prune;

@@ -155,3 +155,32 @@ fn magnitude_pruning_zeroes_the_smallest_weights() {
     let d = max_abs(&run(&m, &x), &run(&p, &x));
     assert!(d < 0.2, "{d}");
 }
+
+#[test]
+fn fp16_keeps_fp32_edges_and_stays_close() {
+    use hone_optimize::fp16;
+    for (m, x, bound) in [(mlp().0, mlp().1, 1e-2), (digits().0, digits().1, 5e-2)] {
+        let base = run(&m, &x);
+        let types = fp16::tensor_types(&m, &SessionConfig::default()).unwrap();
+        let h = fp16::convert(&m, &types, &Default::default()).unwrap();
+        // Inputs and outputs keep their fp32 names and types; weights are halves.
+        let g = h.graph.as_ref().unwrap();
+        assert!(
+            g.initializer
+                .iter()
+                .all(|t| t.data_type != hone_onnx::elem::FLOAT)
+        );
+        assert!(ops(&h).iter().filter(|o| *o == "Cast").count() >= 2);
+        let out = run(&h, &x);
+        let spread = base.iter().fold(1f32, |a, v| a.max(v.abs()));
+        assert!(
+            max_abs(&base, &out) / spread < bound,
+            "{}",
+            max_abs(&base, &out)
+        );
+        // A blocked op runs in fp32 between casts and the model still loads.
+        let block = ["Relu".to_string()].into();
+        let h = fp16::convert(&m, &types, &block).unwrap();
+        assert_eq!(run(&h, &x).len(), base.len());
+    }
+}

@@ -30,6 +30,7 @@ pub enum Objective {
 #[serde(rename_all = "lowercase")]
 pub enum Technique {
     Graph,
+    Fp16,
     Dynamic,
     Static,
     Prune,
@@ -37,8 +38,9 @@ pub enum Technique {
 }
 
 impl Technique {
-    pub const ALL: [Technique; 5] = [
+    pub const ALL: [Technique; 6] = [
         Technique::Graph,
+        Technique::Fp16,
         Technique::Dynamic,
         Technique::Static,
         Technique::Prune,
@@ -48,6 +50,7 @@ impl Technique {
     pub fn parse(s: &str) -> Option<Technique> {
         Some(match s {
             "graph" => Technique::Graph,
+            "fp16" => Technique::Fp16,
             "dynamic" | "int8-dynamic" => Technique::Dynamic,
             "static" | "int8-static" | "qdq" => Technique::Static,
             "prune" | "pruning" => Technique::Prune,
@@ -423,6 +426,9 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     if has(Technique::Graph) {
         plan.push(("graph-opt", Technique::Graph));
     }
+    if has(Technique::Fp16) {
+        plan.push(("fp16", Technique::Fp16));
+    }
     if has(Technique::Dynamic) && has_weights {
         plan.push(("int8-dynamic", Technique::Dynamic));
         plan.push(("int8-dynamic-per-channel", Technique::Dynamic));
@@ -483,6 +489,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                     "ONNX Runtime's extended graph optimizations, saved offline".into(),
                 ))
             }
+            "fp16" => fp16_candidate(&fp32, &cfg),
             "int8-dynamic" | "int8-dynamic-per-channel" => {
                 let per_channel = name.ends_with("per-channel");
                 let (m, nodes) = dynamic::quantize_dynamic(
@@ -672,6 +679,15 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                         / c.size_bytes.unwrap_or(1).max(1) as f64
                 ),
             };
+            let slower = opts.objective == Objective::Latency
+                && c.p50_ms.unwrap_or(f64::MAX) > baseline.p50_ms.unwrap_or(0.0);
+            let vs = if slower {
+                format!(
+                    "{vs}; no candidate beats fp32 on this model and machine, keep fp32 if latency is all that matters"
+                )
+            } else {
+                vs
+            };
             format!(
                 "{}: best {:?} of the {} candidates within the budget (drop {:.4} ≤ {}); {vs}",
                 c.name,
@@ -735,9 +751,58 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     Ok(report)
 }
 
+/// fp16 with ORT's CPU kernels: ops ORT cannot run in fp16 are found by
+/// loading the model and moved to the block-list, until it loads.
+fn fp16_candidate(fp32: &ModelProto, cfg: &SessionConfig) -> Result<(Vec<u8>, String)> {
+    use hone_optimize::fp16;
+    let types = fp16::tensor_types(fp32, cfg).map_err(|e| PipelineError(e.0))?;
+    let mut block: std::collections::BTreeSet<String> =
+        fp16::DEFAULT_BLOCK.iter().map(|s| s.to_string()).collect();
+    let mut learned = Vec::new();
+    for _ in 0..24 {
+        let set: std::collections::HashSet<String> = block.iter().cloned().collect();
+        let m = fp16::convert(fp32, &types, &set).map_err(|e| PipelineError(e.0))?;
+        let bytes = hone_onnx::encode(&m);
+        match OrtBackend::from_bytes(&bytes, cfg) {
+            Ok(_) => {
+                let total = m.graph.as_ref().map_or(0, |g| g.node.len());
+                let detail = if learned.is_empty() {
+                    format!("float16 weights and activations, fp32 at the edges ({total} nodes)")
+                } else {
+                    format!(
+                        "float16 weights and activations, fp32 at the edges; kept fp32 because ONNX Runtime's CPU provider has no fp16 kernel: {}",
+                        learned.join(", ")
+                    )
+                };
+                return Ok((bytes, detail));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let op = msg
+                    .split("Could not find an implementation for ")
+                    .nth(1)
+                    .and_then(|r| r.split('(').next())
+                    .map(str::to_string);
+                match op {
+                    Some(op) if block.insert(op.clone()) => learned.push(op),
+                    _ => {
+                        return Err(PipelineError(format!(
+                            "the fp16 graph does not load: {msg}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Err(PipelineError(
+        "the fp16 graph still does not load after 24 ops moved to fp32".into(),
+    ))
+}
+
 fn tech_name(t: Technique) -> &'static str {
     match t {
         Technique::Graph => "graph",
+        Technique::Fp16 => "fp16",
         Technique::Dynamic => "int8 dynamic",
         Technique::Static => "int8 static",
         Technique::Prune => "pruning",
