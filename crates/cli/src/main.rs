@@ -1,6 +1,5 @@
 //! The `hone` binary: parses flags and calls the crates.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,14 +49,8 @@ struct ServeArgs {
     /// Directory laid out as <model>/<version>/model.onnx [+ <model>/config.pbtxt].
     #[arg(long)]
     model_repository: PathBuf,
-    #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
-    #[arg(long, default_value_t = 8000)]
-    http_port: u16,
-    #[arg(long, default_value_t = 8001)]
-    grpc_port: u16,
-    #[arg(long, default_value_t = 8002)]
-    metrics_port: u16,
+    #[command(flatten)]
+    net: pipeline_cmds::ServeFlags,
     /// Turn the gRPC endpoint off.
     #[arg(long)]
     no_grpc: bool,
@@ -120,10 +113,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     rt.block_on(async move {
         let opts = ServerOptions {
             model_repository: args.model_repository,
-            host: args.host,
-            http_port: args.http_port,
-            grpc_port: (!args.no_grpc).then_some(args.grpc_port),
-            metrics_port: (!args.no_metrics).then_some(args.metrics_port),
+            host: args.net.host,
+            http_port: args.net.http_port,
+            grpc_port: (!args.no_grpc).then_some(args.net.grpc_port),
+            metrics_port: (!args.no_metrics).then_some(args.net.metrics_port),
             max_request_bytes: args.max_request_bytes,
         };
         let server = match Server::start(opts).await {

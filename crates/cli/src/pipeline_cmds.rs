@@ -220,13 +220,13 @@ pub fn eval(args: EvalArgs) -> ExitCode {
 #[derive(clap::Args, Clone)]
 pub struct ServeFlags {
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    pub host: IpAddr,
     #[arg(long, default_value_t = 8000)]
-    http_port: u16,
+    pub http_port: u16,
     #[arg(long, default_value_t = 8001)]
-    grpc_port: u16,
+    pub grpc_port: u16,
     #[arg(long, default_value_t = 8002)]
-    metrics_port: u16,
+    pub metrics_port: u16,
 }
 
 #[derive(clap::Args)]

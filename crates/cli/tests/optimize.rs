@@ -3,40 +3,14 @@
 //! fidelity mode without labels, and a budget that cannot be met (exit 1,
 //! no model written, the report says what was tried).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{hone, s, shared};
 
-fn shared() -> PathBuf {
-    let s = workspace().join("../shared/models");
-    assert!(
-        s.join("manifest.json").is_file(),
-        "needs the shared model zoo at {}",
-        s.display()
-    );
-    s
-}
-
-fn hone(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(args)
-        .env("HONE_LOG", "warn")
-        .output()
-        .expect("run hone")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = workspace().join("target/tmp/optimize").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+fn tmp_dir(name: &str) -> PathBuf {
+    common::tmp("optimize", name)
 }
 
 fn report(out: &Output) -> serde_json::Value {
@@ -51,7 +25,7 @@ fn report(out: &Output) -> serde_json::Value {
 
 #[test]
 fn meets_a_budget_and_writes_model_reports_and_version() {
-    let d = tmp("meet");
+    let d = tmp_dir("meet");
     let m = shared();
     let out_model = d.join("mlp_opt.onnx");
     let repo = d.join("repo");
@@ -148,7 +122,7 @@ fn meets_a_budget_and_writes_model_reports_and_version() {
 
 #[test]
 fn judges_fidelity_without_labels() {
-    let d = tmp("fidelity");
+    let d = tmp_dir("fidelity");
     let m = shared();
     // The digits CNN's reference inputs alone: no labels.npy, so cosine to fp32.
     let out = hone(&[
@@ -185,7 +159,7 @@ fn judges_fidelity_without_labels() {
 
 #[test]
 fn an_unmeetable_budget_exits_non_zero() {
-    let d = tmp("miss");
+    let d = tmp_dir("miss");
     let m = shared();
     let out_model = d.join("never.onnx");
     let out = hone(&[
@@ -220,7 +194,7 @@ fn an_unmeetable_budget_exits_non_zero() {
 
 #[test]
 fn bad_arguments_are_refused_clearly() {
-    let d = tmp("bad");
+    let d = tmp_dir("bad");
     let m = shared();
     let model = m.join("mlp/mlp.onnx");
     let csv = m.join("tabular/breast_cancer/test.csv");

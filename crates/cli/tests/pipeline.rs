@@ -3,28 +3,13 @@
 //! errors a user sees for bad data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{hone, s, shared, workspace};
 
-fn shared() -> PathBuf {
-    let s = workspace().join("../shared/models");
-    assert!(
-        s.join("manifest.json").is_file(),
-        "these tests need the shared model zoo at {}",
-        s.display()
-    );
-    s
-}
-
-fn hone(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(args)
-        .env("HONE_LOG", "warn")
-        .output()
-        .expect("run hone")
+fn tmp_dir(name: &str) -> PathBuf {
+    common::tmp("pipeline", name)
 }
 
 fn ok(out: &Output) -> String {
@@ -41,13 +26,6 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("JSON output")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = workspace().join("target/tmp/pipeline").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// The first `rows` data rows of the embedded breast-cancer CSV.
 fn small_csv(dir: &Path, rows: usize) -> PathBuf {
     let text =
@@ -61,13 +39,9 @@ fn small_csv(dir: &Path, rows: usize) -> PathBuf {
     p
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[test]
 fn train_writes_model_and_card_and_eval_scores_it() {
-    let d = tmp("train");
+    let d = tmp_dir("train");
     let bc = shared().join("tabular/breast_cancer");
     let model = d.join("bc.onnx");
     let out = json(&hone(&[
@@ -198,7 +172,7 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
 
 #[test]
 fn eval_reads_a_directory_of_npy_files() {
-    let d = tmp("npy");
+    let d = tmp_dir("npy");
     // The digits CNN's 8 reference rows, labelled with its own predictions
     // except one row flipped, so accuracy is exactly 7/8.
     let reference = shared().join("digits_cnn/ref/digits_cnn");
@@ -229,7 +203,7 @@ fn eval_reads_a_directory_of_npy_files() {
 
 #[test]
 fn bad_training_data_gets_one_clear_error() {
-    let d = tmp("bad");
+    let d = tmp_dir("bad");
     let cases: &[(&str, &str, &[&str], &str)] = &[
         ("empty", "", &[], "empty"),
         ("header_only", "a,b,label\n", &[], "no data rows"),
@@ -350,7 +324,7 @@ fn csv_to_parquet(csv: &Path, out: &Path) {
 
 #[test]
 fn parquet_trains_the_same_model_as_csv() {
-    let d = tmp("parquet");
+    let d = tmp_dir("parquet");
     let bc = shared().join("tabular/breast_cancer");
     csv_to_parquet(&bc.join("train.csv"), &d.join("train.parquet"));
     csv_to_parquet(&bc.join("val.csv"), &d.join("val.parquet"));
@@ -394,7 +368,7 @@ fn parquet_trains_the_same_model_as_csv() {
 
 #[test]
 fn ship_serves_and_verifies_then_gates() {
-    let d = tmp("ship");
+    let d = tmp_dir("ship");
     let csv = small_csv(&d, 200);
     let repo = d.join("repo");
     let ship = |extra: &[&str]| {
@@ -489,7 +463,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 #[test]
 fn demo_ships_the_embedded_data() {
-    let d = tmp("demo");
+    let d = tmp_dir("demo");
     let repo = d.join("repo");
     let r = json(&hone(&[
         "demo",

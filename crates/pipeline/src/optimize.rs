@@ -217,21 +217,8 @@ impl Bench {
 
     /// Judges and measures one model.
     fn candidate(&self, name: &str, technique: &str, detail: String, bytes: Vec<u8>) -> Candidate {
-        let mut c = Candidate {
-            name: name.to_string(),
-            technique: technique.to_string(),
-            detail,
-            metric: None,
-            drop: None,
-            p50_ms: None,
-            p99_ms: None,
-            throughput: None,
-            best_batch: None,
-            size_bytes: Some(bytes.len() as u64),
-            meets_budget: false,
-            verdict: String::new(),
-            bytes: Vec::new(),
-        };
+        let mut c = Candidate::new(name, technique, detail);
+        c.size_bytes = Some(bytes.len() as u64);
         let r = (|| -> Result<()> {
             let mut b = OrtBackend::from_bytes(&bytes, &self.cfg)?;
             let v = self.value(&mut b)?;
@@ -810,21 +797,30 @@ fn tech_name(t: Technique) -> &'static str {
     }
 }
 
+impl Candidate {
+    fn new(name: &str, technique: &str, detail: String) -> Candidate {
+        Candidate {
+            name: name.into(),
+            technique: technique.into(),
+            detail,
+            metric: None,
+            drop: None,
+            p50_ms: None,
+            p99_ms: None,
+            throughput: None,
+            best_batch: None,
+            size_bytes: None,
+            meets_budget: false,
+            verdict: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+}
+
 fn failed(name: &str, t: Technique, why: &str) -> Candidate {
     Candidate {
-        name: name.into(),
-        technique: tech_name(t).into(),
-        detail: String::new(),
-        metric: None,
-        drop: None,
-        p50_ms: None,
-        p99_ms: None,
-        throughput: None,
-        best_batch: None,
-        size_bytes: None,
-        meets_budget: false,
         verdict: format!("failed: {why}"),
-        bytes: Vec::new(),
+        ..Candidate::new(name, tech_name(t), String::new())
     }
 }
 
