@@ -20,6 +20,9 @@ use crate::graph::{self, Names, node, quantize_symmetric, tensor_i8};
 #[derive(Debug, Clone, Default)]
 pub struct DynamicOptions {
     pub per_channel: bool,
+    /// Also store Gather tables (embeddings) as int8 with one scale,
+    /// dequantized after the lookup: a smaller file for a small accuracy cost.
+    pub embeddings: bool,
     /// Node names left in fp32 (the per-node fallback).
     pub exclude: HashSet<String>,
 }
@@ -39,6 +42,38 @@ pub fn quantize_dynamic(
     // One DynamicQuantizeLinear per activation, shared by every consumer.
     let mut dq_cache: HashMap<String, (String, String, String)> = HashMap::new();
     for n in std::mem::take(&mut g.node) {
+        if opts.embeddings
+            && n.op_type == "Gather"
+            && n.domain.is_empty()
+            && !opts.exclude.contains(&n.name)
+            && let Some((dims, table)) = n.input.first().and_then(|w| graph::const_f32(g, &idx, w))
+            && dims.len() == 2
+            && table.len() >= 1024
+        {
+            let (q, scales) = quantize_symmetric(&table, &dims, None);
+            let base = n.input[0].clone();
+            let tq = names.make(&format!("{base}_quantized"));
+            let ts = names.make(&format!("{base}_scale"));
+            let tz = names.make(&format!("{base}_zero_point"));
+            new_inits.push(tensor_i8(&tq, &dims, &q));
+            new_inits.push(hone_onnx::tensor_f32(&ts, &[], &scales));
+            new_inits.push(tensor_i8(&tz, &[], &[0]));
+            let out = n.output[0].clone();
+            let gathered = names.make(&format!("{out}_int8"));
+            let mut gather = n.clone();
+            gather.input[0] = tq;
+            gather.output[0] = gathered.clone();
+            new_nodes.push(gather);
+            new_nodes.push(node(
+                "DequantizeLinear",
+                names.make(&format!("{out}_DequantizeLinear")),
+                &[&gathered, &ts, &tz],
+                &[&out],
+                vec![],
+            ));
+            quantized.push(n.name.clone());
+            continue;
+        }
         let target = matches!(n.op_type.as_str(), "MatMul" | "Gemm")
             && n.domain.is_empty()
             && !opts.exclude.contains(&n.name);

@@ -184,3 +184,36 @@ fn fp16_keeps_fp32_edges_and_stays_close() {
         assert_eq!(run(&h, &x).len(), base.len());
     }
 }
+
+#[test]
+fn embedding_tables_become_int8() {
+    use hone_onnx::{Dim, GraphBuilder, elem};
+    let mut g = GraphBuilder::new("emb");
+    let ids = g.input("ids", elem::INT64, &[Dim::Named("n".into())]);
+    let table: Vec<f32> = (0..1000 * 4)
+        .map(|i| ((i % 97) as f32 - 48.0) / 10.0)
+        .collect();
+    let t = g.initializer(hone_onnx::tensor_f32("table", &[1000, 4], &table));
+    g.node("Gather", &[&t, &ids], Some("out"), vec![]);
+    g.output("out", elem::FLOAT, &[Dim::Named("n".into()), Dim::Fixed(4)]);
+    let m = g.finish("test", &[]);
+    let x = hone_core::Tensor::from_wire_bytes(
+        hone_core::DataType::I64,
+        vec![3],
+        [5i64, 500, 999]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    )
+    .unwrap();
+    let opts = dynamic::DynamicOptions {
+        embeddings: true,
+        ..Default::default()
+    };
+    let (q, nodes) = dynamic::quantize_dynamic(&m, &opts).unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(hone_onnx::encode(&q).len() * 3 < hone_onnx::encode(&m).len());
+    // One scale for the table: max |v| = 4.8, so steps of 4.8 / 127.
+    assert!(max_abs(&run(&m, &x), &run(&q, &x)) <= 4.8 / 127.0 / 2.0 + 1e-6);
+}

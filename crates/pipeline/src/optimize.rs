@@ -419,6 +419,12 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     if has(Technique::Dynamic) && has_weights {
         plan.push(("int8-dynamic", Technique::Dynamic));
         plan.push(("int8-dynamic-per-channel", Technique::Dynamic));
+        let has_tables = g.node.iter().any(|n| {
+            n.op_type == "Gather" && n.input.first().is_some_and(|w| inits.contains(w.as_str()))
+        });
+        if has_tables {
+            plan.push(("int8-dynamic-per-channel+emb", Technique::Dynamic));
+        }
     }
     if has(Technique::Static) && has_qdq_ops {
         plan.push(("int8-static-minmax", Technique::Static));
@@ -477,12 +483,16 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                 ))
             }
             "fp16" => fp16_candidate(&fp32, &cfg),
-            "int8-dynamic" | "int8-dynamic-per-channel" => {
-                let per_channel = name.ends_with("per-channel");
+            n if n.starts_with("int8-dynamic") => {
+                let per_channel = n.contains("per-channel");
+                // Like onnxruntime's quantize_dynamic, the per-tensor variant
+                // also stores embedding tables in int8.
+                let embeddings = n.ends_with("+emb") || !per_channel;
                 let (m, nodes) = dynamic::quantize_dynamic(
                     &fp32,
                     &dynamic::DynamicOptions {
                         per_channel,
+                        embeddings,
                         ..Default::default()
                     },
                 )
@@ -490,9 +500,14 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                 Ok((
                     hone_onnx::encode(&m),
                     format!(
-                        "{} MatMul/Gemm → int8 weights{}, uint8 activations per call",
+                        "{} nodes → int8 weights{}, uint8 activations per call{}",
                         nodes.len(),
-                        if per_channel { " per column" } else { "" }
+                        if per_channel { " per column" } else { "" },
+                        if embeddings {
+                            "; Gather tables int8"
+                        } else {
+                            ""
+                        }
                     ),
                 ))
             }
@@ -844,11 +859,13 @@ fn fallback(
 ) -> Option<Candidate> {
     let build = |exclude: std::collections::HashSet<String>| -> Option<(ModelProto, Vec<String>)> {
         if src.starts_with("int8-dynamic") {
-            let per_channel = src.ends_with("per-channel");
+            let per_channel = src.contains("per-channel");
+            let embeddings = src.ends_with("+emb") || !per_channel;
             dynamic::quantize_dynamic(
                 fp32,
                 &dynamic::DynamicOptions {
                     per_channel,
+                    embeddings,
                     exclude,
                 },
             )
