@@ -436,8 +436,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{s:?}: must be positive"));
+    if !(secs > 0.0 && secs <= 1e9) {
+        return Err(format!("{s:?}: must be positive and below 30 years"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }

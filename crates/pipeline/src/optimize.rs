@@ -389,7 +389,11 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         cfg: cfg.clone(),
         eval_batch,
         perf_batches,
-        measure: Duration::from_secs_f64(opts.measure_seconds.max(0.2)),
+        measure: Duration::from_secs_f64(if opts.measure_seconds.is_finite() {
+            opts.measure_seconds.clamp(0.2, 3600.0)
+        } else {
+            2.0
+        }),
     };
 
     let has = |t: Technique| opts.techniques.contains(&t);
