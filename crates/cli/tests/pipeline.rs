@@ -39,6 +39,21 @@ fn small_csv(dir: &Path, rows: usize) -> PathBuf {
     p
 }
 
+/// `hone train TRAIN --target label --val VAL -o OUT --quiet`.
+fn train_quiet(train: &Path, val: &Path, out: &Path) {
+    ok(&hone(&[
+        "train",
+        s(train),
+        "--target",
+        "label",
+        "--val",
+        s(val),
+        "-o",
+        s(out),
+        "--quiet",
+    ]));
+}
+
 #[test]
 fn train_writes_model_and_card_and_eval_scores_it() {
     let d = tmp_dir("train");
@@ -70,17 +85,7 @@ fn train_writes_model_and_card_and_eval_scores_it() {
 
     // Same seed, same bytes.
     let again = d.join("again.onnx");
-    ok(&hone(&[
-        "train",
-        s(&bc.join("train.csv")),
-        "--target",
-        "label",
-        "--val",
-        s(&bc.join("val.csv")),
-        "-o",
-        s(&again),
-        "--quiet",
-    ]));
+    train_quiet(&bc.join("train.csv"), &bc.join("val.csv"), &again);
     assert_eq!(
         std::fs::read(&model).unwrap(),
         std::fs::read(&again).unwrap()
@@ -330,28 +335,8 @@ fn parquet_trains_the_same_model_as_csv() {
     csv_to_parquet(&bc.join("val.csv"), &d.join("val.parquet"));
     let from_pq = d.join("pq.onnx");
     let from_csv = d.join("csv.onnx");
-    ok(&hone(&[
-        "train",
-        s(&d.join("train.parquet")),
-        "--target",
-        "label",
-        "--val",
-        s(&d.join("val.parquet")),
-        "-o",
-        s(&from_pq),
-        "--quiet",
-    ]));
-    ok(&hone(&[
-        "train",
-        s(&bc.join("train.csv")),
-        "--target",
-        "label",
-        "--val",
-        s(&bc.join("val.csv")),
-        "-o",
-        s(&from_csv),
-        "--quiet",
-    ]));
+    train_quiet(&d.join("train.parquet"), &d.join("val.parquet"), &from_pq);
+    train_quiet(&bc.join("train.csv"), &bc.join("val.csv"), &from_csv);
     assert_eq!(
         std::fs::read(&from_pq).unwrap(),
         std::fs::read(&from_csv).unwrap()
