@@ -252,6 +252,12 @@ pub struct ShipArgs {
     /// Keep serving after the smoke test, until Ctrl-C.
     #[arg(long)]
     serve: bool,
+    /// Search for a faster model (graph, int8 dynamic, int8 static) whose
+    /// held-out metric drops by at most --max-drop, and ship it.
+    #[arg(long)]
+    optimize: bool,
+    #[arg(long, default_value_t = 0.01)]
+    max_drop: f64,
     #[command(flatten)]
     server: ServeFlags,
     /// Print the report as JSON instead of the table.
@@ -287,6 +293,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         &args.server,
         args.serve,
         args.json,
+        args.optimize.then_some(args.max_drop),
     )
 }
 
@@ -335,6 +342,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         &args.server,
         !args.no_serve,
         args.json,
+        None,
     )
 }
 
@@ -352,6 +360,7 @@ fn run_ship(
     server: &ServeFlags,
     serve: bool,
     json: bool,
+    optimize: Option<f64>,
 ) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -387,6 +396,7 @@ fn run_ship(
         smoke_rows: 32,
         cancel: cancel.clone(),
         progress: !json,
+        optimize,
     };
     rt.block_on(async move {
         let flag = cancel.clone();

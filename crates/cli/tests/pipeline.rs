@@ -420,6 +420,14 @@ fn ship_serves_and_verifies_then_gates() {
     let r = json(&ship(&[]));
     assert_eq!(r["version"], 2);
 
+    // With --optimize the optimizer runs on the held-out rows; whatever it
+    // picks is what gets served and checked against offline.
+    let r = json(&ship(&["--optimize", "--max-drop", "0.02"]));
+    assert_eq!(r["version"], 3);
+    assert_eq!(r["stages"][3]["stage"], "optimize");
+    assert_eq!(r["stages"][3]["status"], "ok", "{r}");
+    assert_eq!(r["stages"][6]["status"], "ok", "{r}");
+
     // A gate that cannot be met: non-zero exit, repository untouched.
     let before = listing(&repo);
     let out = ship(&["--min-metric", "1.01"]);

@@ -81,6 +81,18 @@ impl Table {
         })
     }
 
+    /// Writes the table as CSV (header first; fields quoted where needed).
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let bad = |e: &dyn std::fmt::Display| crate::DataError(format!("{}: {e}", path.display()));
+        let mut w = csv::Writer::from_path(path).map_err(|e| bad(&e))?;
+        w.write_record(&self.names).map_err(|e| bad(&e))?;
+        for r in 0..self.rows() {
+            w.write_record(self.columns.iter().map(|c| c[r].as_str()))
+                .map_err(|e| bad(&e))?;
+        }
+        w.flush().map_err(|e| bad(&e))
+    }
+
     /// Keeps only the given rows, in the given order.
     pub fn select(&self, rows: &[usize]) -> Table {
         Table {

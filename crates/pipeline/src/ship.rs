@@ -49,6 +49,10 @@ pub struct ShipOptions {
     pub cancel: Arc<AtomicBool>,
     /// Print each stage as it starts, to stderr.
     pub progress: bool,
+    /// Run `hone optimize` (graph, int8 dynamic and static) on the validated
+    /// model with this largest metric drop, and ship its choice when it is
+    /// faster; `None` skips the stage.
+    pub optimize: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,6 +192,8 @@ struct Data {
     train: Prepared,
     val: Prepared,
     holdout: Prepared,
+    /// The held-out rows as read, for the optimizer's evaluation.
+    holdout_table: Table,
 }
 
 async fn run_stages(
@@ -223,6 +229,7 @@ async fn run_stages(
             train: rest.select(&tr),
             val: rest.select(&va),
             holdout: all.select(&held),
+            holdout_table: table.select(&held),
             encoding,
         };
         let detail = format!(
@@ -306,26 +313,34 @@ async fn run_stages(
     run.report.value = report.get(metric);
     run.report.validation = Some(report.clone());
 
-    run.skipped(
-        "optimize",
-        "hone optimize has not landed yet; the fp32 model ships",
-    );
+    let card = hone_train::card_for(CardInput {
+        model: &model,
+        cfg: &opts.train,
+        train: &data.train,
+        val: Some(&data.holdout),
+        train_report: &model.evaluate(&data.train)?,
+        val_report: Some(&report),
+        data_file: &opts.data_name,
+        val_file: None,
+        data_bytes: &opts.data,
+        seconds: train_seconds,
+    });
+    let card = serde_json::to_vec_pretty(&card)?;
+    let onnx_bytes = match opts.optimize {
+        None => {
+            run.skipped(
+                "optimize",
+                "not asked for (--optimize): the validated fp32 model ships",
+            );
+            onnx_bytes
+        }
+        Some(max_drop) => run.stage("optimize", || {
+            optimize_stage(opts, &data, &onnx_bytes, &card, metric, max_drop)
+        })?,
+    };
 
     let cancel = run.cancel.clone();
     let (version, dir) = run.stage("package", || {
-        let card = hone_train::card_for(CardInput {
-            model: &model,
-            cfg: &opts.train,
-            train: &data.train,
-            val: Some(&data.holdout),
-            train_report: &model.evaluate(&data.train)?,
-            val_report: Some(&report),
-            data_file: &opts.data_name,
-            val_file: None,
-            data_bytes: &opts.data,
-            seconds: train_seconds,
-        });
-        let card = serde_json::to_vec_pretty(&card)?;
         let config = config_pbtxt(&opts.name, &model);
         let (v, dir) = publish(
             &opts.repository,
@@ -451,6 +466,85 @@ async fn run_stages(
         server.shutdown().await;
         Ok(None)
     }
+}
+
+/// The optimize stage: the validated model, its card and the held-out rows
+/// go to a scratch directory, `hone optimize` searches graph / int8 dynamic /
+/// int8 static candidates within `max_drop` of the held-out metric, and its
+/// choice replaces the fp32 model only when it is faster.
+fn optimize_stage(
+    opts: &ShipOptions,
+    data: &Data,
+    onnx: &[u8],
+    card: &[u8],
+    metric: Metric,
+    max_drop: f64,
+) -> Result<(Vec<u8>, String)> {
+    use crate::optimize as opt;
+    let dir = std::env::temp_dir().join(format!("hone-ship-optimize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let model = dir.join("model.onnx");
+        std::fs::write(&model, onnx)?;
+        std::fs::write(crate::card_path(&model), card)?;
+        let held = dir.join("holdout.csv");
+        data.holdout_table.write_csv(&held)?;
+        let o = opt::OptimizeOptions {
+            model,
+            data: held,
+            target: opts.target.clone(),
+            metric: Some(metric.name().to_string()),
+            max_drop,
+            relative: false,
+            calibration: None,
+            calibration_rows: 128,
+            objective: opt::Objective::Latency,
+            time_budget: std::time::Duration::from_secs(60),
+            techniques: vec![
+                opt::Technique::Graph,
+                opt::Technique::Dynamic,
+                opt::Technique::Static,
+            ],
+            output: dir.join("chosen.onnx"),
+            repository: None,
+            name: None,
+            output_name: None,
+            threads: 0,
+            measure_seconds: 0.3,
+            train_data: None,
+            prune_ratio: 0.5,
+            latency_data: None,
+        };
+        let r = opt::optimize(&o, &mut |_, _, _| {})?;
+        let base = r.baseline.p50_ms.unwrap_or(f64::MAX);
+        let chosen = r
+            .chosen
+            .as_ref()
+            .and_then(|c| r.candidates.iter().find(|x| &x.name == c));
+        Ok(match chosen {
+            Some(c) if c.p50_ms.unwrap_or(f64::MAX) < base => (
+                std::fs::read(dir.join("chosen.onnx"))?,
+                format!(
+                    "{}: p50 {:.3} ms vs fp32 {base:.3} ms, held-out {} drop {:.4} (≤ {max_drop}); {} candidates",
+                    c.name,
+                    c.p50_ms.unwrap_or(0.0),
+                    metric.name(),
+                    c.drop.unwrap_or(0.0),
+                    r.candidates.len()
+                ),
+            ),
+            _ => (
+                onnx.to_vec(),
+                format!(
+                    "kept fp32: no candidate within {max_drop} was faster (p50 {base:.3} ms); {} candidates",
+                    r.candidates.len()
+                ),
+            ),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn validate_name(name: &str) -> Result<()> {
