@@ -114,6 +114,16 @@ impl Report {
 
 const EPS: f64 = 1e-15;
 
+/// The report for a task: binary from P(class 1), multiclass from `k`
+/// probabilities per row, regression from values.
+pub fn for_task(task: crate::Task, k: usize, p: &[f32], y: &[f32]) -> Report {
+    match task {
+        crate::Task::Binary => binary(p, y),
+        crate::Task::Multiclass => multiclass(p, k, y),
+        crate::Task::Regression => regression(p, y),
+    }
+}
+
 /// Binary classification: `p[i]` = P(class 1), `y[i]` ∈ {0, 1}.
 pub fn binary(p: &[f32], y: &[f32]) -> Report {
     let n = y.len();

@@ -116,8 +116,7 @@ pub fn calibrate(
     // Pass 1: min and max.
     let mut minmax: HashMap<String, (f32, f32)> = HashMap::new();
     for b in batches {
-        let refs: Vec<Tensor> = b.clone();
-        let outs = backend.infer(&[&refs])?;
+        let outs = backend.infer(&[b.as_slice()])?;
         for (name, t) in out_names.iter().zip(&outs) {
             if !wanted.contains(name) {
                 continue;
@@ -141,7 +140,7 @@ pub fn calibrate(
     // Pass 2: histograms of |x| over [0, max |x|].
     let mut hists: HashMap<String, Vec<f64>> = HashMap::new();
     for b in batches {
-        let outs = backend.infer(&[&b.clone()])?;
+        let outs = backend.infer(&[b.as_slice()])?;
         for (name, t) in out_names.iter().zip(&outs) {
             let Some(&(lo, hi)) = minmax.get(name) else {
                 continue;

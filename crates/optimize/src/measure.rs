@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes_util::repeat_rows;
-use hone_core::{Backend, Tensor};
+use hone_core::{Backend, Tensor, TensorData};
 use hone_runtime::{OrtBackend, SessionConfig};
 
 use crate::Result;
@@ -19,22 +18,18 @@ pub struct Perf {
     pub best_batch: usize,
 }
 
-mod bytes_util {
-    use hone_core::{Tensor, TensorData};
-
-    /// A batch of `n` rows made by repeating a one-row tensor.
-    pub fn repeat_rows(t: &Tensor, n: usize) -> hone_core::Result<Tensor> {
-        let mut shape = t.shape.clone();
-        if shape.is_empty() {
-            return Ok(t.clone());
-        }
-        shape[0] = n as i64;
-        match &t.data {
-            TensorData::Raw(b) => Tensor::from_wire_bytes(t.dtype, shape, b.repeat(n).into()),
-            TensorData::Strings(s) => {
-                let v: Vec<_> = (0..n).flat_map(|_| s.iter().cloned()).collect();
-                Tensor::new(t.dtype, shape, TensorData::Strings(v))
-            }
+/// A batch of `n` rows made by repeating a one-row tensor.
+fn repeat_rows(t: &Tensor, n: usize) -> hone_core::Result<Tensor> {
+    let mut shape = t.shape.clone();
+    if shape.is_empty() {
+        return Ok(t.clone());
+    }
+    shape[0] = n as i64;
+    match &t.data {
+        TensorData::Raw(b) => Tensor::from_wire_bytes(t.dtype, shape, b.repeat(n).into()),
+        TensorData::Strings(s) => {
+            let v: Vec<_> = (0..n).flat_map(|_| s.iter().cloned()).collect();
+            Tensor::new(t.dtype, shape, TensorData::Strings(v))
         }
     }
 }

@@ -103,23 +103,7 @@ pub fn fit(
 
     // Check the export before writing anything: ORT must compute what Rust computed.
     let check = val.as_ref().unwrap_or(&train);
-    hone_runtime::init()?;
-    let mut ort =
-        hone_runtime::OrtBackend::from_bytes(&onnx_bytes, &hone_runtime::SessionConfig::default())?;
-    let input = hone_core::Tensor::from_f32(vec![check.rows as i64, check.cols as i64], &check.x)?;
-    let out = hone_core::Backend::infer(&mut ort, &[&[input]])?;
-    let served = hone_data::npy::to_f32(&out[0]).unwrap_or_default();
-    let rust = model.predict(&check.x, check.rows)?;
-    let diff = served
-        .iter()
-        .zip(&rust)
-        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
-        .fold(0f32, f32::max);
-    if served.len() != rust.len() || diff > 1e-5 {
-        return Err(PipelineError(format!(
-            "internal error: the exported graph disagrees with the trained model (max diff {diff:e})"
-        )));
-    }
+    let (_, diff) = crate::check_export(&model, &onnx_bytes, check)?;
 
     write_atomic(&opts.output, &onnx_bytes)?;
     let card_path = crate::card_path(&opts.output);

@@ -57,3 +57,44 @@ pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard
         Err(e) => Err(PipelineError(format!("cannot read {}: {e}", p.display()))),
     }
 }
+
+/// Runs serialized model `onnx` in ONNX Runtime on encoded rows (one FP32
+/// input) and returns its first output.
+pub fn ort_predict(onnx: &[u8], d: &hone_data::Prepared) -> Result<Vec<f32>> {
+    hone_runtime::init()?;
+    let mut ort =
+        hone_runtime::OrtBackend::from_bytes(onnx, &hone_runtime::SessionConfig::default())?;
+    let input = hone_core::Tensor::from_f32(vec![d.rows as i64, d.cols as i64], &d.x)?;
+    let out = hone_core::Backend::infer(&mut ort, &[&[input]])?;
+    hone_data::npy::to_f32(&out[0])
+        .ok_or_else(|| PipelineError("the model's output is not numeric".into()))
+}
+
+/// Largest difference between two output vectors, relative to |a| where
+/// that is above 1; infinite when their lengths differ.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+/// Checks that the exported graph computes what the trained model does on
+/// `d`; returns the largest difference.
+pub fn check_export(
+    model: &hone_train::Mlp,
+    onnx: &[u8],
+    d: &hone_data::Prepared,
+) -> Result<(Vec<f32>, f32)> {
+    let served = ort_predict(onnx, d)?;
+    let diff = max_rel_diff(&served, &model.predict(&d.x, d.rows)?);
+    if diff > 1e-5 {
+        return Err(PipelineError(format!(
+            "internal error: the exported graph disagrees with the trained model (max diff {diff:e})"
+        )));
+    }
+    Ok((served, diff))
+}

@@ -1010,9 +1010,7 @@ fn write_outputs(
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(&report)?;
     let html = crate::report_html::render(report);
-    let stem = opts.output.with_extension("");
-    let json_path = PathBuf::from(format!("{}.report.json", stem.display()));
-    let html_path = PathBuf::from(format!("{}.report.html", stem.display()));
+    let (json_path, html_path) = report_paths(&opts.output);
     let mut written = Vec::new();
     if let Some(c) = chosen {
         crate::fit::write_atomic(&opts.output, &c.bytes)?;
@@ -1098,7 +1096,7 @@ pub fn render(r: &OptimizeReport) -> String {
     s
 }
 
-/// Exposed for tests: where the report files go for an output path.
+/// Where the report files go for an output path: `OUT.report.json`/`.html`.
 pub fn report_paths(output: &Path) -> (PathBuf, PathBuf) {
     let stem = output.with_extension("");
     (

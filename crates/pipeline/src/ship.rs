@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use hone_core::{Backend, Tensor};
 use hone_data::metrics::{Metric, Report};
-use hone_data::{Encoding, Prepared, Table, Task, npy, split};
-use hone_runtime::{OrtBackend, SessionConfig};
+use hone_data::{Encoding, Prepared, Table, Task, split};
 use hone_server::{Server, ServerOptions};
 use hone_train::{CardInput, Mlp, TrainConfig};
 use serde::Serialize;
@@ -271,16 +269,13 @@ async fn run_stages(
     });
     let (onnx_bytes, report) = run.stage("validate", || {
         let bytes = hone_onnx::encode(&model.to_onnx(&[("hone.task", task.name().to_string())]));
-        let mut ort = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
-        let served = predict(&mut ort, &data.holdout)?;
-        let rust = model.predict(&data.holdout.x, data.holdout.rows)?;
-        let diff = max_diff(&served, &rust);
-        if diff > 1e-5 {
-            return Err(PipelineError(format!(
-                "the exported graph disagrees with the trained model by {diff:e}"
-            )));
-        }
-        let report = report_of(task, data.encoding.output_width(), &served, &data.holdout.y);
+        let (served, diff) = crate::check_export(&model, &bytes, &data.holdout)?;
+        let report = hone_data::metrics::for_task(
+            task,
+            data.encoding.output_width(),
+            &served,
+            &data.holdout.y,
+        );
         let value = report.get(metric).ok_or_else(|| {
             PipelineError(format!(
                 "metric {} does not apply to a {} model",
@@ -562,27 +557,6 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-fn predict(ort: &mut OrtBackend, d: &Prepared) -> Result<Vec<f32>> {
-    let input = Tensor::from_f32(vec![d.rows as i64, d.cols as i64], &d.x)?;
-    let out = ort.infer(&[&[input]])?;
-    npy::to_f32(&out[0]).ok_or_else(|| PipelineError("the model's output is not numeric".into()))
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
-        .fold(0.0, f32::max)
-}
-
-fn report_of(task: Task, k: usize, p: &[f32], y: &[f32]) -> Report {
-    match task {
-        Task::Binary => hone_data::metrics::binary(p, y),
-        Task::Multiclass => hone_data::metrics::multiclass(p, k, y),
-        Task::Regression => hone_data::metrics::regression(p, y),
-    }
-}
-
 /// The Triton config hone writes for a model it trained.
 pub fn config_pbtxt(name: &str, model: &Mlp) -> String {
     let e = &model.encoding;
@@ -712,8 +686,7 @@ async fn smoke_test(
         return Err(PipelineError("no held-out rows to send".into()));
     }
     let sample = holdout.select(&(0..n).collect::<Vec<_>>());
-    let mut ort = OrtBackend::from_bytes(onnx, &SessionConfig::default())?;
-    let offline = predict(&mut ort, &sample)?;
+    let offline = crate::ort_predict(onnx, &sample)?;
     let body = serde_json::json!({
         "id": "hone-ship-smoke",
         "inputs": [{
@@ -752,7 +725,7 @@ async fn smoke_test(
             offline.len()
         )));
     }
-    let diff = max_diff(&served, &offline);
+    let diff = crate::max_rel_diff(&served, &offline);
     if diff > 1e-6 {
         return Err(PipelineError(format!(
             "served predictions differ from offline ones by up to {diff:e}"

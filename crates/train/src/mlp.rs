@@ -139,20 +139,12 @@ impl Mlp {
     /// Metrics of this model on encoded rows with targets.
     pub fn evaluate(&self, data: &Prepared) -> Result<metrics::Report> {
         let p = self.predict(&data.x, data.rows)?;
-        Ok(report(
+        Ok(metrics::for_task(
             self.encoding.target.task,
             self.encoding.output_width(),
             &p,
             &data.y,
         ))
-    }
-}
-
-pub(crate) fn report(task: Task, k: usize, p: &[f32], y: &[f32]) -> metrics::Report {
-    match task {
-        Task::Binary => metrics::binary(p, y),
-        Task::Multiclass => metrics::multiclass(p, k, y),
-        Task::Regression => metrics::regression(p, y),
     }
 }
 
@@ -409,7 +401,7 @@ pub fn train(
                 Task::Regression => logits.affine(target_std as f64, target_mean as f64)?,
             };
             let p = p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            let r = report(task, k, &p, &v.y);
+            let r = metrics::for_task(task, k, &p, &v.y);
             log.val_loss = Some(vl);
             log.val_metric = if task == Task::Regression {
                 r.r2
