@@ -319,6 +319,33 @@ def run_checks(base, http_port, grpc_port, metrics_port, repo, manifest):
             assert f'{name}{{model="mlp100",version="1"' in text, name
     check("statistics and Prometheus metrics per model", stats_and_metrics)
 
+    def repository_control():
+        # A model directory added while serving, loaded and unloaded through
+        # tritonclient's repository API, over both protocols.
+        dst = os.path.join(repo, "mlp_hot")
+        shutil.copytree(os.path.join(repo, "mlp"), dst)
+        try:
+            hc.load_model("mlp_hot")
+            assert hc.is_model_ready("mlp_hot") and gc.is_model_ready("mlp_hot")
+            x = np.linspace(-1, 1, 60, dtype=np.float32).reshape(2, 30)
+            outs = []
+            for m in ("mlp", "mlp_hot"):
+                t = th.InferInput("input", [2, 30], "FP32")
+                t.set_data_from_numpy(x)
+                outs.append(hc.infer(m, [t]).as_numpy("output"))
+            assert np.array_equal(outs[0], outs[1])
+            gc.unload_model("mlp_hot")
+            assert not hc.is_model_ready("mlp_hot")
+            index = {e["name"]: e for e in hc.get_model_repository_index()}
+            assert index["mlp_hot"]["state"] == "UNAVAILABLE", index["mlp_hot"]
+            gc.load_model("mlp_hot")
+            assert gc.is_model_ready("mlp_hot")
+            hc.unload_model("mlp_hot")
+            assert hc.is_server_ready()
+        finally:
+            shutil.rmtree(dst, ignore_errors=True)
+    check("tritonclient load_model/unload_model over HTTP and gRPC", repository_control)
+
 
 if __name__ == "__main__":
     sys.exit(main())

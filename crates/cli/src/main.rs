@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hone_server::{Server, ServerOptions};
+use hone_server::{ModelControl, Server, ServerOptions};
 
 mod pipeline_cmds;
 
@@ -63,6 +63,14 @@ struct ServeArgs {
     /// Tokio worker threads for the network front ends (default: one per core).
     #[arg(long)]
     io_threads: Option<usize>,
+    /// How models change while serving: `explicit` takes the repository
+    /// load/unload API (POST /v2/repository/models/NAME/load); `poll` does
+    /// that and rescans the repository every --repository-poll-secs; `none`
+    /// keeps what loaded at start. Every mode loads the whole repository first.
+    #[arg(long, default_value = "explicit", value_parser = ["none", "explicit", "poll"])]
+    model_control_mode: String,
+    #[arg(long, default_value_t = 15)]
+    repository_poll_secs: u64,
 }
 
 fn init_logging(format: LogFormat) {
@@ -118,6 +126,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             grpc_port: (!args.no_grpc).then_some(args.net.grpc_port),
             metrics_port: (!args.no_metrics).then_some(args.net.metrics_port),
             max_request_bytes: args.max_request_bytes,
+            model_control: match args.model_control_mode.as_str() {
+                "none" => ModelControl::None,
+                "poll" => ModelControl::Poll(std::time::Duration::from_secs(
+                    args.repository_poll_secs.max(1),
+                )),
+                _ => ModelControl::Explicit,
+            },
         };
         let server = match Server::start(opts).await {
             Ok(s) => s,

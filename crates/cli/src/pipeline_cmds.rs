@@ -40,10 +40,12 @@ pub struct ModelFlags {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    #[arg(long, default_value_t = 1e-4)]
-    weight_decay: f64,
+    /// Learning rate [default: 1e-3; 3e-4 for regression].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// AdamW decoupled weight decay [default: 1e-4; 10 for regression].
+    #[arg(long)]
+    weight_decay: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop after this many epochs without a better validation loss (0: never).
@@ -260,9 +262,24 @@ pub struct ShipArgs {
     max_drop: f64,
     #[command(flatten)]
     server: ServeFlags,
+    /// Hot-load into the `hone serve` running at this URL (e.g.
+    /// http://127.0.0.1:8000; it must serve --model-repository) instead of
+    /// starting a server: the new version goes live there and is smoke-tested.
+    #[arg(long, value_name = "URL", conflicts_with = "serve")]
+    into: Option<String>,
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// What happens once the new version is in the repository.
+enum Live {
+    /// Start a server, smoke-test, stop.
+    Check,
+    /// Start a server, smoke-test, keep serving until Ctrl-C.
+    Serve,
+    /// Have the server at this URL load it, smoke-test there.
+    Into(String),
 }
 
 pub fn ship(args: ShipArgs) -> ExitCode {
@@ -291,7 +308,11 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         args.metric,
         args.holdout,
         &args.server,
-        args.serve,
+        match (args.into, args.serve) {
+            (Some(url), _) => Live::Into(url),
+            (None, true) => Live::Serve,
+            (None, false) => Live::Check,
+        },
         args.json,
         args.optimize.then_some(args.max_drop),
     )
@@ -318,8 +339,8 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         hidden: vec![64, 64],
         epochs: 200,
         batch_size: 32,
-        lr: 1e-3,
-        weight_decay: 1e-4,
+        lr: None,
+        weight_decay: None,
         seed: 0,
         early_stopping: 30,
         ema: None,
@@ -340,7 +361,11 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         None,
         0.2,
         &args.server,
-        !args.no_serve,
+        if args.no_serve {
+            Live::Check
+        } else {
+            Live::Serve
+        },
         args.json,
         None,
     )
@@ -358,7 +383,7 @@ fn run_ship(
     metric: Option<Metric>,
     holdout: f64,
     server: &ServeFlags,
-    serve: bool,
+    live: Live,
     json: bool,
     optimize: Option<f64>,
 ) -> ExitCode {
@@ -393,6 +418,10 @@ fn run_ship(
             metrics_port: Some(server.metrics_port),
             ..ServerOptions::new(".")
         },
+        hot_load: match &live {
+            Live::Into(url) => Some(url.clone()),
+            _ => None,
+        },
         smoke_rows: 32,
         cancel: cancel.clone(),
         progress: !json,
@@ -406,7 +435,7 @@ fn run_ship(
                 flag.store(true, Ordering::Relaxed);
             }
         });
-        let shipped = sh::ship(opts, serve).await;
+        let shipped = sh::ship(opts, matches!(live, Live::Serve)).await;
         watcher.abort();
         let r = &shipped.report;
         if json {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{hone, s, shared, workspace};
+use common::{ServeProcess, hone, s, shared, workspace};
 
 fn tmp_dir(name: &str) -> PathBuf {
     common::tmp("pipeline", name)
@@ -436,6 +436,62 @@ fn ship_serves_and_verifies_then_gates() {
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap().contains("--min-metric"), "{r}");
     assert_eq!(listing(&repo), before);
+}
+
+#[test]
+fn ship_hot_loads_into_a_running_server_and_rolls_back_on_failure() {
+    let d = tmp_dir("ship-into");
+    let csv = small_csv(&d, 200);
+    let repo = d.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let server = ServeProcess::start(&repo);
+    let ship = |url: &str| {
+        hone(&[
+            "ship",
+            s(&csv),
+            "--target",
+            "label",
+            "--model-repository",
+            s(&repo),
+            "--name",
+            "bc",
+            "--into",
+            url,
+            "--json",
+        ])
+    };
+    for version in [1, 2] {
+        let r = json(&ship(&server.url));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["version"], version);
+        let serve = &r["stages"][5];
+        assert_eq!(serve["stage"], "serve");
+        assert!(
+            serve["detail"].as_str().unwrap().contains("hot-loaded"),
+            "{serve}"
+        );
+        assert_eq!(r["stages"][6]["status"], "ok", "{r}");
+        // The running server now serves exactly the new version.
+        let (code, body) = server.get("/v2/models/bc");
+        assert_eq!(code, 200, "{body}");
+        let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(meta["versions"], serde_json::json!([version.to_string()]));
+    }
+
+    // A server that cannot be reached: the ship fails after packaging and
+    // takes version 3 back out; the running server keeps serving version 2.
+    let before = listing(&repo);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = ship(&dead);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("cannot reach the server"), "{err}");
+    assert!(err.contains("version 3 was removed"), "{err}");
+    assert_eq!(listing(&repo), before);
+    assert_eq!(server.get("/v2/models/bc/versions/2/ready").0, 200);
 }
 
 fn listing(dir: &Path) -> Vec<String> {

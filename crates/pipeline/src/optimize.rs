@@ -984,7 +984,7 @@ fn fine_tune(
     let init = hone_train::Init::from_onnx(pruned)?;
     let cfg = hone_train::TrainConfig {
         epochs: 100,
-        lr: 5e-4,
+        lr: Some(5e-4),
         early_stopping: Some(20),
         init: Some(init),
         ..Default::default()

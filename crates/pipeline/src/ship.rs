@@ -41,6 +41,10 @@ pub struct ShipOptions {
     pub train: TrainConfig,
     /// Where to serve; its repository path is replaced by `repository`.
     pub server: ServerOptions,
+    /// Base URL of a running server on `repository`: instead of starting
+    /// one, ship has it load the new version (the repository API) and smoke
+    /// tests it there.
+    pub hot_load: Option<String>,
     /// Held-out rows sent to the live endpoint.
     pub smoke_rows: usize,
     /// Set from a Ctrl-C handler: checked between stages.
@@ -335,6 +339,7 @@ async fn run_stages(
     };
 
     let cancel = run.cancel.clone();
+    let new_model = !opts.repository.join(&opts.name).exists();
     let (version, dir) = run.stage("package", || {
         let config = config_pbtxt(&opts.name, &model);
         let (v, dir) = publish(
@@ -355,31 +360,73 @@ async fn run_stages(
     run.report.version = Some(version);
     run.report.path = Some(dir.display().to_string());
 
-    // Serving and the smoke test are async: they talk to a live server.
+    // From here the version is in the repository: a failure takes it out again.
+    match go_live(opts, run, version, &dir, &onnx_bytes, &data, keep_serving).await {
+        Ok(server) => Ok(server),
+        Err(e) => {
+            let undone = roll_back(opts, version, &dir, new_model).await;
+            Err(PipelineError(format!("{}; {undone}", e.0)))
+        }
+    }
+}
+
+/// The serve and smoke-test stages: start a server on the repository (or
+/// have a running one load the new version), then check live answers against
+/// offline ones.
+async fn go_live(
+    opts: &ShipOptions,
+    run: &mut Run,
+    version: u64,
+    dir: &Path,
+    onnx_bytes: &[u8],
+    data: &Data,
+    keep_serving: bool,
+) -> Result<Option<Server>> {
+    fn failed(run: &mut Run, stage: &'static str, t: Instant, msg: String) -> PipelineError {
+        run.report.stages.push(Stage {
+            stage,
+            seconds: t.elapsed().as_secs_f64(),
+            status: Status::Failed,
+            detail: msg.clone(),
+        });
+        PipelineError(msg)
+    }
     run.check_cancel()?;
     if run.progress {
         eprintln!("hone ship: serve ...");
     }
     let t = Instant::now();
-    let mut server_opts = opts.server.clone();
-    server_opts.model_repository = opts.repository.clone();
-    let served = Server::start(server_opts).await;
-    let server = match served {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("cannot start the server: {e}");
-            run.report.stages.push(Stage {
-                stage: "serve",
-                seconds: t.elapsed().as_secs_f64(),
-                status: Status::Failed,
-                detail: msg.clone(),
-            });
-            return Err(PipelineError(msg));
+    let client = reqwest::Client::new();
+    let (base, server) = match &opts.hot_load {
+        Some(url) => {
+            let base = url.trim_end_matches('/').to_string();
+            if let Err(e) = load_into(&client, &base, &opts.name).await {
+                return Err(failed(run, "serve", t, e.0));
+            }
+            (base, None)
+        }
+        None => {
+            let mut server_opts = opts.server.clone();
+            server_opts.model_repository = opts.repository.clone();
+            match Server::start(server_opts).await {
+                Ok(s) => (format!("http://{}", s.http_addr), Some(s)),
+                Err(e) => {
+                    return Err(failed(
+                        run,
+                        "serve",
+                        t,
+                        format!("cannot start the server: {e}"),
+                    ));
+                }
+            }
         }
     };
-    let base = format!("http://{}", server.http_addr);
+    let stop = |server: Option<Server>| async move {
+        if let Some(s) = server {
+            s.shutdown().await;
+        }
+    };
     let endpoint = format!("{base}/v2/models/{}/versions/{version}/infer", opts.name);
-    let client = reqwest::Client::new();
     let ready_url = format!("{base}/v2/models/{}/versions/{version}/ready", opts.name);
     let ready = client
         .get(&ready_url)
@@ -387,29 +434,32 @@ async fn run_stages(
         .await
         .map(|r| r.status().is_success())
         .unwrap_or(false);
-    let serve_secs = t.elapsed().as_secs_f64();
     if !ready {
-        let msg = format!(
+        let mut msg = format!(
             "version {version} of {} is not ready at {ready_url}",
             opts.name
         );
-        run.report.stages.push(Stage {
-            stage: "serve",
-            seconds: serve_secs,
-            status: Status::Failed,
-            detail: msg.clone(),
-        });
-        server.shutdown().await;
-        return Err(PipelineError(msg));
+        if opts.hot_load.is_some() {
+            msg.push_str(&format!(
+                " (is that server serving --model-repository {}?)",
+                opts.repository.display()
+            ));
+        }
+        stop(server).await;
+        return Err(failed(run, "serve", t, msg));
     }
+    let detail = match &server {
+        Some(s) => format!(
+            "{base} (gRPC {}), version {version} ready",
+            s.grpc_addr.map_or("off".into(), |a| a.to_string())
+        ),
+        None => format!("hot-loaded into the running server at {base}: version {version} ready"),
+    };
     run.report.stages.push(Stage {
         stage: "serve",
-        seconds: serve_secs,
+        seconds: t.elapsed().as_secs_f64(),
         status: Status::Ok,
-        detail: format!(
-            "{base} (gRPC {}), version {version} ready",
-            server.grpc_addr.map_or("off".into(), |a| a.to_string())
-        ),
+        detail,
     });
     run.report.endpoint = Some(endpoint.clone());
 
@@ -423,31 +473,24 @@ async fn run_stages(
                 .to_string(),
         );
     }
-    let smoke = smoke_test(
+    match smoke_test(
         &client,
         &endpoint,
-        &onnx_bytes,
+        onnx_bytes,
         &data.holdout,
         opts.smoke_rows,
     )
-    .await;
-    let secs = t.elapsed().as_secs_f64();
-    match smoke {
+    .await
+    {
         Ok(detail) => run.report.stages.push(Stage {
             stage: "smoke test",
-            seconds: secs,
+            seconds: t.elapsed().as_secs_f64(),
             status: Status::Ok,
             detail,
         }),
         Err(e) => {
-            run.report.stages.push(Stage {
-                stage: "smoke test",
-                seconds: secs,
-                status: Status::Failed,
-                detail: e.0.clone(),
-            });
-            server.shutdown().await;
-            return Err(e);
+            stop(server).await;
+            return Err(failed(run, "smoke test", t, e.0));
         }
     }
     let json = serde_json::to_vec_pretty(&run.report)?;
@@ -456,11 +499,68 @@ async fn run_stages(
         tracing::warn!("cannot write {}: {e}", dir.join("ship.json").display());
     }
     if keep_serving {
-        Ok(Some(server))
+        Ok(server)
     } else {
-        server.shutdown().await;
+        stop(server).await;
         Ok(None)
     }
+}
+
+/// Asks a running hone (or Triton) server to load or reload a model from
+/// its repository.
+async fn load_into(client: &reqwest::Client, base: &str, name: &str) -> Result<()> {
+    let url = format!("{base}/v2/repository/models/{name}/load");
+    let resp = client
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| PipelineError(format!("cannot reach the server: POST {url}: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(PipelineError(format!("POST {url}: {status}: {text}")));
+    }
+    Ok(())
+}
+
+/// Takes a published version back out of the repository after a failed
+/// serve or smoke test, and has a running server follow. Says what it did.
+async fn roll_back(opts: &ShipOptions, version: u64, dir: &Path, new_model: bool) -> String {
+    let target = if new_model {
+        opts.repository.join(&opts.name)
+    } else {
+        dir.to_path_buf()
+    };
+    if let Err(e) = std::fs::remove_dir_all(&target) {
+        return format!(
+            "version {version} could not be removed from the repository ({}: {e})",
+            target.display()
+        );
+    }
+    let mut said = format!("version {version} was removed from the repository");
+    if let Some(url) = &opts.hot_load {
+        let base = url.trim_end_matches('/');
+        let client = reqwest::Client::new();
+        let back = if new_model {
+            let url = format!("{base}/v2/repository/models/{}/unload", opts.name);
+            client
+                .post(&url)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| PipelineError(e.to_string()))
+        } else {
+            load_into(&client, base, &opts.name).await
+        };
+        match back {
+            Ok(()) => said.push_str(" and the running server reloaded what it served before"),
+            Err(e) => said.push_str(&format!(
+                ", but the running server could not be told: {}",
+                e.0
+            )),
+        }
+    }
+    said
 }
 
 /// The optimize stage: the validated model, its card and the held-out rows

@@ -444,4 +444,42 @@ impl GrpcInferenceService for GrpcService {
             .collect();
         Ok(Response::new(RepositoryIndexResponse { models }))
     }
+
+    async fn repository_model_load(
+        &self,
+        r: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let r = r.into_inner();
+        check_repository_params(&r.parameters).map_err(status)?;
+        self.state.load_model(&r.model_name).await.map_err(status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        r: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let r = r.into_inner();
+        check_repository_params(&r.parameters).map_err(status)?;
+        self.state
+            .unload_model(&r.model_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// As over HTTP: parameters that would change what gets loaded are refused.
+fn check_repository_params(
+    params: &std::collections::HashMap<String, ModelRepositoryParameter>,
+) -> Result<()> {
+    match params
+        .keys()
+        .find(|k| *k == "config" || k.starts_with("file:"))
+    {
+        Some(k) => Err(Error::invalid(format!(
+            "parameter '{k}' is not supported: hone loads models from the repository directory only"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -80,6 +80,11 @@ pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
         .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .fallback(|| async { ApiError(Error::not_found("no such endpoint")) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -166,6 +171,41 @@ async fn repository_index(State(s): St, body: Bytes) -> ApiResult {
     Ok(json_response(
         &serde_json::to_value(s.repo.index(ready_only)).unwrap_or_default(),
     ))
+}
+
+/// Triton's load/unload bodies are optional; hone takes no parameters from
+/// them, and refuses the ones that would change what gets loaded rather than
+/// ignore them.
+fn check_repository_params(body: &[u8]) -> Result<(), Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let v: Json =
+        serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
+    if let Some(params) = v.get("parameters").and_then(Json::as_object) {
+        for k in params.keys() {
+            if k == "config" || k.starts_with("file:") {
+                return Err(Error::invalid(format!(
+                    "parameter '{k}' is not supported: hone loads models from the repository directory only"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn repository_load(State(s): St, Path(p): Params, body: Bytes) -> ApiResult {
+    check_repository_params(&body)?;
+    let name = p.get("model").map(String::as_str).unwrap_or_default();
+    s.load_model(name).await?;
+    Ok(json_response(&json!({})))
+}
+
+async fn repository_unload(State(s): St, Path(p): Params, body: Bytes) -> ApiResult {
+    check_repository_params(&body)?;
+    let name = p.get("model").map(String::as_str).unwrap_or_default();
+    s.unload_model(name).await?;
+    Ok(json_response(&json!({})))
 }
 
 async fn infer(

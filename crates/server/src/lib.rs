@@ -32,12 +32,28 @@ pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
     "model_configuration",
     "statistics",
-    "model_repository(index)",
+    "model_repository",
 ];
+
+/// How the set of served models may change while running (Triton's
+/// `--model-control-mode`, with one difference: every mode loads the whole
+/// repository at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelControl {
+    /// Fixed at start; the load/unload API is refused.
+    None,
+    /// The repository load/unload API (HTTP and gRPC) loads, reloads and
+    /// unloads models.
+    Explicit,
+    /// As `Explicit`, and the repository is also rescanned this often:
+    /// new or changed model directories load, removed ones unload.
+    Poll(std::time::Duration),
+}
 
 pub struct ServerState {
     pub repo: Arc<Repository>,
     pub max_request_bytes: usize,
+    pub model_control: ModelControl,
     shutting_down: AtomicBool,
 }
 
@@ -46,6 +62,33 @@ impl ServerState {
     /// (Triton's strict readiness).
     pub fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed) && self.repo.all_ready()
+    }
+
+    /// Loads (or reloads) a model through the repository API. Session
+    /// creation blocks, so it runs off the async workers.
+    pub async fn load_model(&self, name: &str) -> Result<repository::Change> {
+        self.allow_changes()?;
+        let (repo, name) = (self.repo.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || repo.load_model(&name))
+            .await
+            .map_err(|e| Error::internal(format!("model loader panicked: {e}")))?
+    }
+
+    pub async fn unload_model(&self, name: &str) -> Result<repository::Change> {
+        self.allow_changes()?;
+        let (repo, name) = (self.repo.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || repo.unload_model(&name))
+            .await
+            .map_err(|e| Error::internal(format!("model unloader panicked: {e}")))?
+    }
+
+    fn allow_changes(&self) -> Result<()> {
+        if self.model_control == ModelControl::None {
+            return Err(Error::unavailable(
+                "model load/unload is off: the server runs with --model-control-mode none",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +101,7 @@ pub struct ServerOptions {
     pub grpc_port: Option<u16>,
     pub metrics_port: Option<u16>,
     pub max_request_bytes: usize,
+    pub model_control: ModelControl,
 }
 
 impl ServerOptions {
@@ -69,6 +113,7 @@ impl ServerOptions {
             grpc_port: Some(8001),
             metrics_port: Some(8002),
             max_request_bytes: 64 << 20,
+            model_control: ModelControl::Explicit,
         }
     }
 
@@ -119,6 +164,7 @@ impl Server {
         let state = Arc::new(ServerState {
             repo: Arc::new(repo),
             max_request_bytes: opts.max_request_bytes,
+            model_control: opts.model_control,
             shutting_down: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -167,6 +213,29 @@ impl Server {
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(l, app).with_graceful_shutdown(wait(rx)).await {
                     tracing::error!("metrics server: {e}");
+                }
+            });
+        }
+        if let ModelControl::Poll(every) = opts.model_control {
+            let repo = state.repo.clone();
+            let mut rx = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = rx.wait_for(|s| *s) => break,
+                    }
+                    let repo = repo.clone();
+                    let changes = tokio::task::spawn_blocking(move || repo.poll()).await;
+                    for (change, err) in changes.unwrap_or_default() {
+                        match err {
+                            Some(e) => tracing::error!("repository poll: {e}"),
+                            None => tracing::info!("repository poll: {change:?}"),
+                        }
+                    }
                 }
             });
         }

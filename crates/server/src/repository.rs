@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
 
 use hone_core::{Backend, Error, ModelMetadata, Result, Tensor, TensorSpec};
 use hone_runtime::OrtBackend;
@@ -121,8 +121,59 @@ pub enum VersionState {
 
 pub struct ModelEntry {
     pub versions: BTreeMap<i64, VersionState>,
-    /// Set when the model as a whole could not load (bad config, no versions).
+    /// Set when the model as a whole could not load (bad config, no versions),
+    /// or was unloaded on request.
     pub error: Option<String>,
+    /// Unloaded through the repository API: listed, but not counted against
+    /// server readiness.
+    pub unloaded: bool,
+    /// What the model directory looked like when this entry was made; the
+    /// poller reloads when it changes.
+    pub stamp: DirStamp,
+}
+
+/// A cheap fingerprint of a model directory: the config text and, per
+/// version directory, the model file's size and modification time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DirStamp {
+    config: Option<String>,
+    files: Vec<(i64, Option<(u64, SystemTime)>)>,
+}
+
+impl DirStamp {
+    fn read(dir: &Path) -> DirStamp {
+        let config = std::fs::read_to_string(dir.join("config.pbtxt")).ok();
+        // The file name can be changed by the config; stamping every file in
+        // the version directory covers that without parsing.
+        let mut files: Vec<(i64, Option<(u64, SystemTime)>)> = Vec::new();
+        if let Ok(d) = std::fs::read_dir(dir) {
+            for e in d.filter_map(|e| e.ok()) {
+                let Some(v) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+                    continue;
+                };
+                if v <= 0 || !e.path().is_dir() {
+                    continue;
+                }
+                let mut newest: Option<(u64, SystemTime)> = None;
+                if let Ok(inner) = std::fs::read_dir(e.path()) {
+                    for f in inner.filter_map(|f| f.ok()) {
+                        if let Ok(m) = f.metadata() {
+                            let t = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                            let (len, at) = newest.unwrap_or((0, SystemTime::UNIX_EPOCH));
+                            newest = Some((len + m.len(), at.max(t)));
+                        }
+                    }
+                }
+                files.push((v, newest));
+            }
+        }
+        files.sort_by_key(|f| f.0);
+        DirStamp { config, files }
+    }
+
+    fn version(&self, v: i64) -> Option<(u64, SystemTime)> {
+        self.files.iter().find(|f| f.0 == v).and_then(|f| f.1)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -138,6 +189,15 @@ pub struct IndexEntry {
 pub struct Repository {
     root: PathBuf,
     models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// Serialises loads and unloads so two of them never race on one model.
+    changing: Mutex<()>,
+}
+
+/// What a load, unload or poll did to one model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Loaded { name: String, versions: Vec<String> },
+    Unloaded { name: String },
 }
 
 impl Repository {
@@ -156,13 +216,193 @@ impl Repository {
         let loaded: Vec<(String, ModelEntry)> = std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .iter()
-                .map(|(name, dir)| s.spawn(move || (name.clone(), load_model(name, dir))))
+                .map(|(name, dir)| s.spawn(move || (name.clone(), load_model(name, dir, None))))
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
         Ok(Self {
             root: root.to_path_buf(),
             models: RwLock::new(loaded.into_iter().collect()),
+            changing: Mutex::new(()),
+        })
+    }
+
+    /// Loads a model, or reloads it from what its directory now holds
+    /// (Triton's repository `load`). Versions whose files and config are
+    /// unchanged keep serving without a pause; a new version is loaded beside
+    /// the old ones and swapped in only once ready, so requests never see a
+    /// gap. Fails, naming the reasons, when the model or any selected version
+    /// failed to load; versions that did load still serve.
+    pub fn load_model(&self, name: &str) -> Result<Change> {
+        let dir = self.model_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!(
+                "no model directory {} in the repository",
+                dir.display()
+            )));
+        }
+        let _one_at_a_time = self
+            .changing
+            .lock()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let previous = self.ready_of(name);
+        let entry = load_model(name, &dir, Some(&previous));
+        let failure = entry.error.clone().or_else(|| {
+            let bad: Vec<String> = entry
+                .versions
+                .iter()
+                .filter_map(|(v, s)| match s {
+                    VersionState::Unavailable(r) => Some(format!("version {v}: {r}")),
+                    VersionState::Ready(_) => None,
+                })
+                .collect();
+            (!bad.is_empty()).then(|| bad.join("; "))
+        });
+        let versions = entry
+            .versions
+            .iter()
+            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+            .map(|(v, _)| v.to_string())
+            .collect();
+        let old = self.replace(name, Some(entry))?;
+        // Dropping the old entry drains and joins its schedulers: outside the lock.
+        drop(old);
+        match failure {
+            Some(reason) => Err(Error::invalid(format!(
+                "failed to load model '{name}': {reason}"
+            ))),
+            None => Ok(Change::Loaded {
+                name: name.to_string(),
+                versions,
+            }),
+        }
+    }
+
+    /// Stops serving a model (Triton's repository `unload`): queued requests
+    /// finish, new ones get 503, and the index lists it as unloaded.
+    pub fn unload_model(&self, name: &str) -> Result<Change> {
+        self.model_dir(name)?;
+        let _one_at_a_time = self
+            .changing
+            .lock()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let stamp = {
+            let models = self
+                .models
+                .read()
+                .map_err(|_| Error::internal("repository lock poisoned"))?;
+            let e = models
+                .get(name)
+                .ok_or_else(|| Error::not_found(format!("unknown model '{name}'")))?;
+            e.stamp.clone()
+        };
+        let old = self.replace(
+            name,
+            Some(ModelEntry {
+                versions: BTreeMap::new(),
+                error: Some("unloaded".into()),
+                unloaded: true,
+                stamp,
+            }),
+        )?;
+        drop(old);
+        tracing::info!(model = name, "unloaded");
+        Ok(Change::Unloaded {
+            name: name.to_string(),
+        })
+    }
+
+    /// One pass of repository polling: loads new model directories, reloads
+    /// changed ones and unloads those that disappeared. Models unloaded
+    /// through the API stay unloaded until their directory changes.
+    pub fn poll(&self) -> Vec<(Change, Option<String>)> {
+        let mut on_disk: Vec<String> = match std::fs::read_dir(&self.root) {
+            Ok(d) => d
+                .filter_map(|d| d.ok())
+                .filter(|d| d.path().is_dir())
+                .filter_map(|d| d.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("repository poll: {}: {e}", self.root.display());
+                return Vec::new();
+            }
+        };
+        on_disk.sort();
+        let known: BTreeMap<String, DirStamp> = match self.models.read() {
+            Ok(m) => m
+                .iter()
+                .map(|(n, e)| (n.clone(), e.stamp.clone()))
+                .collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut changes = Vec::new();
+        for name in &on_disk {
+            let changed = known
+                .get(name)
+                .is_none_or(|stamp| *stamp != DirStamp::read(&self.root.join(name)));
+            if changed {
+                match self.load_model(name) {
+                    Ok(c) => changes.push((c, None)),
+                    Err(e) => changes.push((
+                        Change::Loaded {
+                            name: name.clone(),
+                            versions: self.ready_versions(name),
+                        },
+                        Some(e.message),
+                    )),
+                }
+            }
+        }
+        for name in known.keys().filter(|n| !on_disk.contains(n)) {
+            let gone = match self.changing.lock() {
+                Ok(_one_at_a_time) => self.replace(name, None).ok().flatten(),
+                Err(_) => None,
+            };
+            if gone.is_some() {
+                tracing::info!(model = name.as_str(), "directory removed: unloaded");
+                changes.push((Change::Unloaded { name: name.clone() }, None));
+            }
+        }
+        changes
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        // The name comes from a URL: it must stay inside the repository.
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            return Err(Error::invalid(format!("invalid model name '{name}'")));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// The ready versions of a model and the stamp they were loaded from.
+    fn ready_of(&self, name: &str) -> (BTreeMap<i64, Arc<LoadedModel>>, DirStamp) {
+        let Ok(models) = self.models.read() else {
+            return Default::default();
+        };
+        models.get(name).map_or_else(Default::default, |e| {
+            let ready = e
+                .versions
+                .iter()
+                .filter_map(|(v, s)| match s {
+                    VersionState::Ready(m) => Some((*v, m.clone())),
+                    VersionState::Unavailable(_) => None,
+                })
+                .collect();
+            (ready, e.stamp.clone())
+        })
+    }
+
+    /// Puts `entry` in place of the model's entry (or removes it) and hands
+    /// back the old one for the caller to drop.
+    fn replace(&self, name: &str, entry: Option<ModelEntry>) -> Result<Option<ModelEntry>> {
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        Ok(match entry {
+            Some(e) => models.insert(name.to_string(), e),
+            None => models.remove(name),
         })
     }
 
@@ -227,7 +467,7 @@ impl Repository {
         let Ok(models) = self.models.read() else {
             return false;
         };
-        models.values().all(|e| {
+        models.values().filter(|e| !e.unloaded).all(|e| {
             e.versions
                 .values()
                 .any(|s| matches!(s, VersionState::Ready(_)))
@@ -323,12 +563,20 @@ impl Repository {
     }
 }
 
-fn load_model(name: &str, dir: &Path) -> ModelEntry {
+/// Versions already serving, and the directory stamp they came from.
+type Previous = (BTreeMap<i64, Arc<LoadedModel>>, DirStamp);
+
+/// Loads a model directory. With `previous`, ready versions whose config and
+/// files have not changed are reused as they are.
+fn load_model(name: &str, dir: &Path, previous: Option<&Previous>) -> ModelEntry {
+    let stamp = DirStamp::read(dir);
     let fail = |reason: String| {
         tracing::error!(model = name, "model failed to load: {reason}");
         ModelEntry {
             versions: BTreeMap::new(),
             error: Some(reason),
+            unloaded: false,
+            stamp: stamp.clone(),
         }
     };
     let cfg_path = dir.join("config.pbtxt");
@@ -387,6 +635,14 @@ fn load_model(name: &str, dir: &Path) -> ModelEntry {
     let versions = selected
         .into_iter()
         .map(|v| {
+            if let Some((ready, old)) = previous
+                && let Some(m) = ready.get(&v)
+                && old.config == stamp.config
+                && old.version(v).is_some()
+                && old.version(v) == stamp.version(v)
+            {
+                return (v, VersionState::Ready(m.clone()));
+            }
             let path = dir.join(v.to_string()).join(&config.default_model_filename);
             let state = match load_version(name, v, &path, config.clone()) {
                 Ok(m) => {
@@ -404,6 +660,8 @@ fn load_model(name: &str, dir: &Path) -> ModelEntry {
     ModelEntry {
         versions,
         error: None,
+        unloaded: false,
+        stamp,
     }
 }
 

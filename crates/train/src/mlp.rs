@@ -7,8 +7,10 @@ pub struct TrainConfig {
     pub hidden: Vec<usize>,
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
+    /// `None`: the task's default (see [`TrainConfig::lr_for`]).
+    pub lr: Option<f64>,
+    /// AdamW's decoupled weight decay. `None`: the task's default.
+    pub weight_decay: Option<f64>,
     pub seed: u64,
     /// Stop after this many epochs without a better validation loss, keeping
     /// the best epoch's weights. Needs validation data.
@@ -35,13 +37,38 @@ impl Default for TrainConfig {
             hidden: vec![64, 64],
             epochs: 200,
             batch_size: 32,
-            lr: 1e-3,
-            weight_decay: 1e-4,
+            lr: None,
+            weight_decay: None,
             seed: 0,
             early_stopping: Some(30),
             ema: None,
             init: None,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate: the given one, else 1e-3 for classification and 3e-4
+    /// for regression.
+    pub fn lr_for(&self, task: Task) -> f64 {
+        self.lr.unwrap_or(match task {
+            Task::Regression => 3e-4,
+            _ => 1e-3,
+        })
+    }
+
+    /// Weight decay: the given one, else 1e-4 for classification and 10 for
+    /// regression. Small tabular regressions (a few hundred rows) overfit
+    /// within ten epochs at the classification settings; with AdamW's
+    /// decoupled decay, 10 holds each weight near 1/10 of Adam's step scale,
+    /// which acts as a norm limit. Chosen by 5-fold cross-validation on the
+    /// diabetes train+validation rows (mean R² 0.497 against 0.472 for the
+    /// classification settings; 15 and above underfit).
+    pub fn weight_decay_for(&self, task: Task) -> f64 {
+        self.weight_decay.unwrap_or(match task {
+            Task::Regression => 10.0,
+            _ => 1e-4,
+        })
     }
 }
 
@@ -195,13 +222,21 @@ pub fn train(
     if train.rows == 0 {
         return Err(TrainError("no training rows".into()));
     }
-    if cfg.hidden.contains(&0) || cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr <= 0.0 {
+    let task = encoding.target.task;
+    let (lr, weight_decay) = (cfg.lr_for(task), cfg.weight_decay_for(task));
+    if cfg.hidden.contains(&0)
+        || cfg.batch_size == 0
+        || cfg.epochs == 0
+        || !lr.is_finite()
+        || lr <= 0.0
+        || !weight_decay.is_finite()
+        || weight_decay < 0.0
+    {
         return Err(TrainError(
-            "hidden sizes, batch size, epochs and learning rate must be positive".into(),
+            "hidden sizes, batch size, epochs and learning rate must be positive, weight decay not negative".into(),
         ));
     }
     let dev = Device::Cpu;
-    let task = encoding.target.task;
     let numeric = numeric_columns(encoding);
 
     // Standardisation from the training rows (population std, like scikit-learn).
@@ -291,8 +326,8 @@ pub fn train(
             .flat_map(|(w, b)| [w.clone(), b.clone()])
             .collect(),
         ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
+            lr,
+            weight_decay,
             ..Default::default()
         },
     )?;

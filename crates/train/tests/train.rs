@@ -177,8 +177,8 @@ fn fine_tuning_starts_from_the_exported_weights() {
         // One epoch at a negligible learning rate: the model must come back as it went in.
         let cfg = TrainConfig {
             init: Some(init),
-            lr: 1e-12,
-            weight_decay: 0.0,
+            lr: Some(1e-12),
+            weight_decay: Some(0.0),
             ..quick(1, 0)
         };
         let again = fit(&t, target, None, &cat, &cfg);

@@ -64,21 +64,26 @@ pub struct TestServer {
     pub http: String,
     pub grpc: String,
     pub metrics: String,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+/// As [`start`], with the options adjusted first.
+pub async fn start_with(adjust: impl FnOnce(&mut ServerOptions)) -> TestServer {
     let dir = TempDir::new();
     repository(dir.path());
-    let server = Server::start(ServerOptions::ephemeral(dir.path()))
-        .await
-        .expect("server starts");
+    let mut opts = ServerOptions::ephemeral(dir.path());
+    adjust(&mut opts);
+    let server = Server::start(opts).await.expect("server starts");
     TestServer {
         http: format!("http://{}", server.http_addr),
         grpc: format!("http://{}", server.grpc_addr.unwrap()),
         metrics: format!("http://{}/metrics", server.metrics_addr.unwrap()),
         server,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -103,6 +108,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Copies a shipped example model file to `<repo>/<model>/<version>/model.onnx`.
+pub fn add_version(repo: &Path, example: &str, model: &str, version: u32) {
+    let dir = repo.join(model).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        workspace()
+            .join("examples/repository")
+            .join(example)
+            .join("1/model.onnx"),
+        dir.join("model.onnx"),
+    )
+    .unwrap();
 }
 
 /// mlp100 on an all-ones row, as every reference implementation computes it.
