@@ -1,6 +1,7 @@
-//! Runs tests/conformance/conformance.py: tritonclient over HTTP JSON, HTTP
-//! binary and gRPC against the real `hone` binary, outputs checked against
-//! Python onnxruntime. The venv it needs is made once under target/.
+//! Runs the client suites in tests/conformance against the real `hone`
+//! binary: conformance.py (tritonclient over HTTP JSON, HTTP binary and gRPC,
+//! outputs checked against Python onnxruntime) and kserve_sdk.py (the KServe
+//! Python SDK's V2 REST and gRPC clients). Each venv is made once under target/.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,10 +18,10 @@ fn run(cmd: &mut Command) {
 }
 
 /// A venv with the pinned client packages, rebuilt when the pins change.
-fn venv() -> PathBuf {
-    let reqs = workspace().join("tests/conformance/requirements.txt");
-    let pins = std::fs::read_to_string(&reqs).expect("requirements.txt");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-venv");
+fn venv(requirements: &str, name: &str) -> PathBuf {
+    let reqs = workspace().join("tests/conformance").join(requirements);
+    let pins = std::fs::read_to_string(&reqs).expect("requirements file");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let stamp = dir.join("pins.txt");
     let python = dir.join("bin/python");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) || !python.exists() {
@@ -34,19 +35,34 @@ fn venv() -> PathBuf {
     python
 }
 
-#[test]
-fn tritonclient_conformance() {
+fn shared() -> PathBuf {
     let shared = workspace().join("../shared/models");
     assert!(
         shared.join("manifest.json").is_file(),
-        "the conformance test needs the shared model zoo at {}",
+        "the conformance tests need the shared model zoo at {}",
         shared.display()
     );
-    let python = venv();
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-work");
+    shared
+}
+
+/// `python SCRIPT HONE SHARED WORK` from the given venv.
+fn run_suite(python: PathBuf, script: &str, work: &str) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(work);
     run(Command::new(python)
-        .arg(workspace().join("tests/conformance/conformance.py"))
+        .arg(workspace().join("tests/conformance").join(script))
         .arg(env!("CARGO_BIN_EXE_hone"))
-        .arg(&shared)
+        .arg(shared())
         .arg(&work));
+}
+
+#[test]
+fn tritonclient_conformance() {
+    let python = venv("requirements.txt", "conformance-venv");
+    run_suite(python, "conformance.py", "conformance-work");
+}
+
+#[test]
+fn kserve_sdk_conformance() {
+    let python = venv("kserve-requirements.txt", "kserve-venv");
+    run_suite(python, "kserve_sdk.py", "kserve-work");
 }

@@ -54,6 +54,33 @@ fn train_quiet(train: &Path, val: &Path, out: &Path) {
     ]));
 }
 
+/// The quality bars, with default settings: trained on the shared
+/// train split (val for early stopping), scored on the test split.
+#[test]
+fn default_training_meets_the_quality_bars() {
+    let d = tmp_dir("quality");
+    for (data, metric, bar) in [
+        ("breast_cancer", "accuracy", 0.95),
+        ("wine", "accuracy", 0.93),
+        ("diabetes", "r2", 0.40),
+    ] {
+        let dir = shared().join("tabular").join(data);
+        let model = d.join(format!("{data}.onnx"));
+        train_quiet(&dir.join("train.csv"), &dir.join("val.csv"), &model);
+        let e = json(&hone(&[
+            "eval",
+            s(&model),
+            "--data",
+            s(&dir.join("test.csv")),
+            "--metric",
+            metric,
+            "--json",
+        ]));
+        let v = e["value"].as_f64().unwrap();
+        assert!(v >= bar, "{data}: test {metric} {v} is below {bar}");
+    }
+}
+
 #[test]
 fn train_writes_model_and_card_and_eval_scores_it() {
     let d = tmp_dir("train");
