@@ -674,6 +674,10 @@ fn load_version(
     if !path.is_file() {
         return Err(Error::invalid(format!("{} does not exist", path.display())));
     }
+    if config.instance_count == 0 {
+        let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        config.instance_count = crate::config::default_instances(bytes);
+    }
     let session_cfg = config.session_config()?;
     let instances = config.instance_count.max(1) as usize;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
