@@ -10,11 +10,7 @@ usage: conformance.py HONE_BIN SHARED_MODELS_DIR WORK_DIR
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import traceback
 import urllib.request
 
@@ -23,6 +19,8 @@ import onnx
 import onnxruntime as ort
 import tritonclient.grpc as tg
 import tritonclient.http as th
+
+from hone_process import HoneServer, summary
 from onnx import TensorProto, helper
 
 HONE, SHARED, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -101,14 +99,6 @@ def link_shared(repo):
     return manifest
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def close(a, b, what):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
@@ -127,38 +117,13 @@ def main():
     os.makedirs(repo)
     build_models(repo)
     manifest = link_shared(repo)
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    log = open(os.path.join(WORK, "hone.log"), "w")
-    proc = subprocess.Popen(
-        [HONE, "serve", "--model-repository", repo, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--metrics-port", str(metrics_port)],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http_port}"
+    server = HoneServer(HONE, repo, WORK)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/v2/health/live", timeout=1)
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"hone did not start; log:\n{open(log.name).read()}")
-                time.sleep(0.05)
-        run_checks(base, http_port, grpc_port, metrics_port, repo, manifest)
+        run_checks(server.base, server.http_port, server.grpc_port, server.metrics_port, repo, manifest)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = "killed"
+        code = server.stop()
         RESULTS.append(("SIGTERM exits 0", None if code == 0 else AssertionError(f"exit {code}")))
-    failed = [n for n, e in RESULTS if e]
-    print(f"{len(RESULTS) - len(failed)} passed, {len(failed)} failed")
-    if failed:
-        print("failed:", ", ".join(failed))
-        print(open(os.path.join(WORK, "hone.log")).read()[-4000:])
-    return 1 if failed else 0
+    return summary(RESULTS, server)
 
 
 def run_checks(base, http_port, grpc_port, metrics_port, repo, manifest):

@@ -13,11 +13,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import traceback
 import urllib.request
 
@@ -25,6 +21,8 @@ import grpc
 import httpx
 import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+from hone_process import HoneServer, summary
 
 HONE, SHARED, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = ["mlp", "mlp_wine", "digits_cnn"]
@@ -40,14 +38,6 @@ async def check(name, fn):
         RESULTS.append((name, e))
         print(f"FAIL  {name}: {e!r}", flush=True)
         traceback.print_exc()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def reference(manifest, name):
@@ -136,36 +126,12 @@ def main():
         d = os.path.join(repo, n, "1")
         os.makedirs(d)
         os.symlink(os.path.abspath(os.path.join(SHARED, manifest["models"][n]["path"])), os.path.join(d, "model.onnx"))
-    http_port, grpc_port = free_port(), free_port()
-    log = open(os.path.join(WORK, "hone.log"), "w")
-    proc = subprocess.Popen(
-        [HONE, "serve", "--model-repository", repo, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--no-metrics"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http_port}"
+    server = HoneServer(HONE, repo, WORK, metrics=False, wait_path="/v2/health/ready")
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/v2/health/ready", timeout=1)
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"hone did not become ready; log:\n{open(log.name).read()}")
-                time.sleep(0.05)
-        asyncio.run(run_checks(base, grpc_port, manifest))
+        asyncio.run(run_checks(server.base, server.grpc_port, manifest))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    failed = [n for n, e in RESULTS if e]
-    print(f"{len(RESULTS) - len(failed)} passed, {len(failed)} failed")
-    if failed:
-        print("failed:", ", ".join(failed))
-        print(open(os.path.join(WORK, "hone.log")).read()[-4000:])
-    return 1 if failed or not RESULTS else 0
+        server.stop()
+    return summary(RESULTS, server)
 
 
 if __name__ == "__main__":

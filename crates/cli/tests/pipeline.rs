@@ -385,24 +385,15 @@ fn ship_serves_and_verifies_then_gates() {
     let repo = d.join("repo");
     let ship = |extra: &[&str]| {
         let mut args = vec![
-            "ship",
-            s(&csv),
-            "--target",
-            "label",
-            "--model-repository",
-            s(&repo),
-            "--name",
-            "bc",
             "--http-port",
             "0",
             "--grpc-port",
             "0",
             "--metrics-port",
             "0",
-            "--json",
         ];
         args.extend_from_slice(extra);
-        hone(&args)
+        ship_bc(&csv, &repo, &args)
     };
     let r = json(&ship(&["--min-metric", "0.8"]));
     assert_eq!(r["ok"], true, "{r}");
@@ -472,21 +463,7 @@ fn ship_hot_loads_into_a_running_server_and_rolls_back_on_failure() {
     let repo = d.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let server = ServeProcess::start(&repo);
-    let ship = |url: &str| {
-        hone(&[
-            "ship",
-            s(&csv),
-            "--target",
-            "label",
-            "--model-repository",
-            s(&repo),
-            "--name",
-            "bc",
-            "--into",
-            url,
-            "--json",
-        ])
-    };
+    let ship = |url: &str| ship_bc(&csv, &repo, &["--into", url]);
     for version in [1, 2] {
         let r = json(&ship(&server.url));
         assert_eq!(r["ok"], true, "{r}");
@@ -519,6 +496,23 @@ fn ship_hot_loads_into_a_running_server_and_rolls_back_on_failure() {
     assert!(err.contains("version 3 was removed"), "{err}");
     assert_eq!(listing(&repo), before);
     assert_eq!(server.get("/v2/models/bc/versions/2/ready").0, 200);
+}
+
+/// `hone ship CSV --target label --model-repository REPO --name bc --json EXTRA...`
+fn ship_bc(csv: &Path, repo: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "ship",
+        s(csv),
+        "--target",
+        "label",
+        "--model-repository",
+        s(repo),
+        "--name",
+        "bc",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    hone(&args)
 }
 
 fn listing(dir: &Path) -> Vec<String> {
