@@ -246,8 +246,8 @@ impl Repository {
             .lock()
             .map_err(|_| Error::internal("repository lock poisoned"))?;
         let previous = self.ready_of(name);
-        let entry = load_model(name, &dir, Some(&previous));
-        let failure = entry.error.clone().or_else(|| {
+        let mut entry = load_model(name, &dir, Some(&previous));
+        let mut failure = entry.error.clone().or_else(|| {
             let bad: Vec<String> = entry
                 .versions
                 .iter()
@@ -258,12 +258,32 @@ impl Repository {
                 .collect();
             (!bad.is_empty()).then(|| bad.join("; "))
         });
-        let versions = entry
-            .versions
-            .iter()
-            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
-            .map(|(v, _)| v.to_string())
-            .collect();
+        let ready = |e: &ModelEntry| {
+            e.versions
+                .iter()
+                .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+                .map(|(v, _)| v.to_string())
+                .collect::<Vec<_>>()
+        };
+        // A reload never takes a serving model out of service: when nothing
+        // new is ready (a broken config, a corrupt new version under a
+        // `latest 1` policy), what served goes on serving beside the failure.
+        if ready(&entry).is_empty() && !previous.0.is_empty() {
+            let kept: Vec<String> = previous.0.keys().map(i64::to_string).collect();
+            tracing::warn!(
+                model = name,
+                "reload failed; version(s) {} keep serving",
+                kept.join(", ")
+            );
+            entry.error = None;
+            for (v, m) in previous.0 {
+                entry.versions.insert(v, VersionState::Ready(m));
+            }
+            if let Some(f) = &mut failure {
+                f.push_str(&format!("; version(s) {} keep serving", kept.join(", ")));
+            }
+        }
+        let versions = ready(&entry);
         let old = self.replace(name, Some(entry))?;
         // Dropping the old entry drains and joins its schedulers: outside the lock.
         drop(old);

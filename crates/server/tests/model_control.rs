@@ -129,6 +129,33 @@ async fn http_load_reload_and_unload() {
     assert_eq!(index_state(&index, "mlp100", "3").unwrap().0, "UNAVAILABLE");
     assert_eq!(index_state(&index, "mlp100", "2").unwrap().0, "READY");
 
+    // Under `latest 1` a corrupt newest version would leave nothing to
+    // serve: the version that was serving keeps serving instead.
+    std::fs::create_dir_all(repo.join("mlp/3")).unwrap();
+    std::fs::write(repo.join("mlp/3/model.onnx"), b"truncated").unwrap();
+    let (code, body) = post(&format!("{base}/v2/repository/models/mlp/load"), None).await;
+    assert_eq!(code, 400, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("version 3") && msg.contains("2 keep serving"),
+        "{msg}"
+    );
+    assert!(infer_ones(&base, "mlp", 30).await.is_ok());
+    let (_, meta) = get(&format!("{base}/v2/models/mlp")).await;
+    assert_eq!(meta["versions"], json!(["2"]));
+    std::fs::remove_dir_all(repo.join("mlp/3")).unwrap();
+    // A config that no longer parses: the load fails, the model still serves.
+    let cfg = std::fs::read_to_string(repo.join("mlp100/config.pbtxt")).unwrap();
+    std::fs::write(repo.join("mlp100/config.pbtxt"), "max_batch_size: [oops").unwrap();
+    let (code, body) = post(&format!("{base}/v2/repository/models/mlp100/load"), None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("keep serving"),
+        "{body}"
+    );
+    assert!(infer_ones(&base, "mlp100", 100).await.is_ok());
+    std::fs::write(repo.join("mlp100/config.pbtxt"), cfg).unwrap();
+
     // Unload: new requests get 503, the index says why, others still serve.
     let (code, _) = post(
         &format!("{base}/v2/repository/models/fresh/unload"),
