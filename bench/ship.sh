@@ -29,6 +29,26 @@ for s in r["stages"]:
     print(f"{s['stage']:<12} {s['seconds']*1e3:8.1f} ms  {s['status']}: {s['detail']}")
 print(f"{'total':<12} {r['total_seconds']*1e3:8.1f} ms")
 PY
+echo "== hone ship --into a running hone serve (3 versions hot-loaded, no restart)"
+mkdir -p "$WORK/live"
+$HONE serve --model-repository "$WORK/live" --http-port 8790 --grpc-port 8791 --metrics-port 8792 2>/dev/null &
+SERVE=$!
+until curl -sf http://127.0.0.1:8790/v2/health/live >/dev/null; do sleep 0.05; done
+for run in 1 2 3; do
+  start=$(date +%s%N)
+  $HONE ship "$DATA" --target label --model-repository "$WORK/live" --name bc --into http://127.0.0.1:8790 \
+    --min-metric 0.9 --json > "$WORK/into$run.json"
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  python3 - "$WORK/into$run.json" "$ms" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+st = {s["stage"]: s for s in r["stages"]}
+print(f"version {r['version']}: {sys.argv[2]} ms wall; serve (hot-load) {st['serve']['seconds']*1e3:.1f} ms, "
+      f"smoke test {st['smoke test']['seconds']*1e3:.1f} ms: {st['serve']['detail']}")
+PY
+done
+curl -s http://127.0.0.1:8790/v2/models/bc | python3 -c 'import json,sys; print("serving versions:", json.load(sys.stdin)["versions"])'
+kill $SERVE; wait $SERVE 2>/dev/null || true
 echo "== quality (hone train on train.csv with val.csv, hone eval on test.csv)"
 for d in breast_cancer wine diabetes; do
   S=$MODELS/tabular/$d
