@@ -5,7 +5,8 @@
 # its LuaJIT, mlp100, MiniLM with its weights stored as fp16 (restored to
 # fp32 there; resnet18 is rebuilt there from torchvision with the same seed).
 # Then, through the device tool: carry [".dev"], command `bash .dev/run.sh`
-# (SKIP_SERVE=1 THREADS=1 for the single-thread optimize run).
+# (SKIP_SERVE=1 THREADS=1 for the single-thread optimize run; `bash .dev/run_variants.sh`
+# for the resnet18 int8 profile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELS=${MODELS:-../shared/models}
@@ -30,5 +31,5 @@ for t in m.graph.initializer:
 onnx.save(m, sys.argv[2])
 PYEOF
 xz -T2 -6 .dev/minilm16.onnx
-cp bench/device/run.sh bench/device/make_resnet.py bench/device/restore_minilm.py .dev/
+cp bench/device/run.sh bench/device/run_variants.sh bench/device/variants.py bench/device/make_resnet.py bench/device/restore_minilm.py .dev/
 du -sh .dev
