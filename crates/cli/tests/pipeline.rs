@@ -39,6 +39,13 @@ fn small_csv(dir: &Path, rows: usize) -> PathBuf {
     p
 }
 
+/// `hone eval MODEL --data DATA --json EXTRA...`, parsed.
+fn eval_json(model: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["eval", s(model), "--data", s(data), "--json"];
+    args.extend_from_slice(extra);
+    json(&hone(&args))
+}
+
 /// `hone train TRAIN --target label --val VAL -o OUT --quiet`.
 fn train_quiet(train: &Path, val: &Path, out: &Path) {
     ok(&hone(&[
@@ -67,15 +74,7 @@ fn default_training_meets_the_quality_bars() {
         let dir = shared().join("tabular").join(data);
         let model = d.join(format!("{data}.onnx"));
         train_quiet(&dir.join("train.csv"), &dir.join("val.csv"), &model);
-        let e = json(&hone(&[
-            "eval",
-            s(&model),
-            "--data",
-            s(&dir.join("test.csv")),
-            "--metric",
-            metric,
-            "--json",
-        ]));
+        let e = eval_json(&model, &dir.join("test.csv"), &["--metric", metric]);
         let v = e["value"].as_f64().unwrap();
         assert!(v >= bar, "{data}: test {metric} {v} is below {bar}");
     }
@@ -118,13 +117,7 @@ fn train_writes_model_and_card_and_eval_scores_it() {
         std::fs::read(&again).unwrap()
     );
 
-    let e = json(&hone(&[
-        "eval",
-        s(&model),
-        "--data",
-        s(&bc.join("test.csv")),
-        "--json",
-    ]));
+    let e = eval_json(&model, &bc.join("test.csv"), &[]);
     assert_eq!(e["report"]["rows"], 114);
     assert!(e["report"]["accuracy"].as_f64().unwrap() >= 0.95, "{e}");
     assert_eq!(e["report"]["confusion"].as_array().unwrap().len(), 2);
@@ -151,28 +144,18 @@ fn eval_matches_the_shared_manifest() {
         ("digits_cnn/digits_cnn.onnx", "digits_cnn/test.csv", 0.975),
     ];
     for (model, data, acc) in cases {
-        let e = json(&hone(&[
-            "eval",
-            s(&m.join(model)),
-            "--data",
-            s(&m.join(data)),
-            "--json",
-        ]));
+        let e = eval_json(&m.join(model), &m.join(data), &[]);
         let got = e["report"]["accuracy"].as_f64().unwrap();
         assert!(
             (got - acc).abs() < 1e-5,
             "{model}: accuracy {got}, manifest {acc}"
         );
     }
-    let e = json(&hone(&[
-        "eval",
-        s(&m.join("mlp/mlp_diabetes.onnx")),
-        "--data",
-        s(&m.join("tabular/diabetes/test.csv")),
-        "--metric",
-        "r2",
-        "--json",
-    ]));
+    let e = eval_json(
+        &m.join("mlp/mlp_diabetes.onnx"),
+        &m.join("tabular/diabetes/test.csv"),
+        &["--metric", "r2"],
+    );
     assert!((e["value"].as_f64().unwrap() - 0.360).abs() < 1e-3, "{e}");
 }
 
@@ -222,13 +205,7 @@ fn eval_reads_a_directory_of_npy_files() {
     labels[0] = (labels[0] + 1) % 10;
     let bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_npy(&d.join("labels.npy"), "<i8", &[8], &bytes);
-    let e = json(&hone(&[
-        "eval",
-        s(&shared().join("digits_cnn/digits_cnn.onnx")),
-        "--data",
-        s(&d),
-        "--json",
-    ]));
+    let e = eval_json(&shared().join("digits_cnn/digits_cnn.onnx"), &d, &[]);
     assert_eq!(e["report"]["accuracy"].as_f64().unwrap(), 7.0 / 8.0);
     assert_eq!(e["softmax_applied"], true);
 }
@@ -368,13 +345,7 @@ fn parquet_trains_the_same_model_as_csv() {
         std::fs::read(&from_pq).unwrap(),
         std::fs::read(&from_csv).unwrap()
     );
-    let e = json(&hone(&[
-        "eval",
-        s(&from_pq),
-        "--data",
-        s(&d.join("val.parquet")),
-        "--json",
-    ]));
+    let e = eval_json(&from_pq, &d.join("val.parquet"), &[]);
     assert_eq!(e["report"]["rows"], 114);
 }
 
