@@ -262,7 +262,7 @@ pub struct ShipArgs {
     max_drop: f64,
     #[command(flatten)]
     server: ServeFlags,
-    /// Hot-load into the `hone serve` running at this URL (e.g.
+    /// Hot-load into the `hone serve` running at this URL (or host:port, e.g.
     /// http://127.0.0.1:8000; it must serve --model-repository) instead of
     /// starting a server: the new version goes live there and is smoke-tested.
     #[arg(long, value_name = "URL", conflicts_with = "serve")]
@@ -419,7 +419,9 @@ fn run_ship(
             ..ServerOptions::new(".")
         },
         hot_load: match &live {
-            Live::Into(url) => Some(url.clone()),
+            // `host:port` is taken to mean plain HTTP, as curl does.
+            Live::Into(url) if url.contains("://") => Some(url.clone()),
+            Live::Into(url) => Some(format!("http://{url}")),
             _ => None,
         },
         smoke_rows: 32,
