@@ -7,7 +7,7 @@ use hone_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData};
 use tonic::{Request, Response, Status};
 
 use crate::config::{ModelConfig, VersionPolicy};
-use crate::repository::{NamedTensor, Repository};
+use crate::repository::{NamedTensor, Repository, check_load_parameters};
 use crate::{SERVER_NAME, ServerState};
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -450,7 +450,7 @@ impl GrpcInferenceService for GrpcService {
         r: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let r = r.into_inner();
-        check_repository_params(&r.parameters).map_err(status)?;
+        check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
         self.state.load_model(&r.model_name).await.map_err(status)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
@@ -460,26 +460,11 @@ impl GrpcInferenceService for GrpcService {
         r: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         let r = r.into_inner();
-        check_repository_params(&r.parameters).map_err(status)?;
+        check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
         self.state
             .unload_model(&r.model_name)
             .await
             .map_err(status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
-    }
-}
-
-/// As over HTTP: parameters that would change what gets loaded are refused.
-fn check_repository_params(
-    params: &std::collections::HashMap<String, ModelRepositoryParameter>,
-) -> Result<()> {
-    match params
-        .keys()
-        .find(|k| *k == "config" || k.starts_with("file:"))
-    {
-        Some(k) => Err(Error::invalid(format!(
-            "parameter '{k}' is not supported: hone loads models from the repository directory only"
-        ))),
-        None => Ok(()),
     }
 }

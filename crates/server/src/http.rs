@@ -15,7 +15,7 @@ use hone_core::{Error, ErrorKind};
 use serde_json::{Value as Json, json};
 
 use crate::codec::{self, RequestedOutput};
-use crate::repository::LoadedModel;
+use crate::repository::{LoadedModel, check_load_parameters};
 use crate::{EXTENSIONS, SERVER_NAME, ServerState};
 
 const HEADER_LEN: &str = "inference-header-content-length";
@@ -173,25 +173,17 @@ async fn repository_index(State(s): St, body: Bytes) -> ApiResult {
     ))
 }
 
-/// Triton's load/unload bodies are optional; hone takes no parameters from
-/// them, and refuses the ones that would change what gets loaded rather than
-/// ignore them.
+/// Triton's load/unload bodies are optional: `{"parameters": {...}}`.
 fn check_repository_params(body: &[u8]) -> Result<(), Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
     let v: Json =
         serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
-    if let Some(params) = v.get("parameters").and_then(Json::as_object) {
-        for k in params.keys() {
-            if k == "config" || k.starts_with("file:") {
-                return Err(Error::invalid(format!(
-                    "parameter '{k}' is not supported: hone loads models from the repository directory only"
-                )));
-            }
-        }
+    match v.get("parameters").and_then(Json::as_object) {
+        Some(params) => check_load_parameters(params.keys().map(String::as_str)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 async fn repository_load(State(s): St, Path(p): Params, body: Bytes) -> ApiResult {

@@ -230,10 +230,10 @@ impl Server {
                     }
                     let repo = repo.clone();
                     let changes = tokio::task::spawn_blocking(move || repo.poll()).await;
-                    for (change, err) in changes.unwrap_or_default() {
-                        match err {
-                            Some(e) => tracing::error!("repository poll: {e}"),
-                            None => tracing::info!("repository poll: {change:?}"),
+                    for change in changes.unwrap_or_default() {
+                        match change {
+                            Ok(c) => tracing::info!("repository poll: {c:?}"),
+                            Err(e) => tracing::error!("repository poll: {e}"),
                         }
                     }
                 }

@@ -193,6 +193,19 @@ pub struct Repository {
     changing: Mutex<()>,
 }
 
+/// Refuses load/unload parameters that would change what gets loaded
+/// (Triton's `config` and `file:` overrides) rather than ignore them; hone
+/// loads from the repository directory only. Others (`unload_dependents`)
+/// have nothing to act on and are accepted.
+pub fn check_load_parameters<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<()> {
+    match keys.find(|k| *k == "config" || k.starts_with("file:")) {
+        Some(k) => Err(Error::invalid(format!(
+            "parameter '{k}' is not supported: hone loads models from the repository directory only"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What a load, unload or poll did to one model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -335,7 +348,7 @@ impl Repository {
     /// One pass of repository polling: loads new model directories, reloads
     /// changed ones and unloads those that disappeared. Models unloaded
     /// through the API stay unloaded until their directory changes.
-    pub fn poll(&self) -> Vec<(Change, Option<String>)> {
+    pub fn poll(&self) -> Vec<Result<Change>> {
         let mut on_disk: Vec<String> = match std::fs::read_dir(&self.root) {
             Ok(d) => d
                 .filter_map(|d| d.ok())
@@ -362,16 +375,7 @@ impl Repository {
                 .get(name)
                 .is_none_or(|stamp| *stamp != DirStamp::read(&self.root.join(name)));
             if changed {
-                match self.load_model(name) {
-                    Ok(c) => changes.push((c, None)),
-                    Err(e) => changes.push((
-                        Change::Loaded {
-                            name: name.clone(),
-                            versions: self.ready_versions(name),
-                        },
-                        Some(e.message),
-                    )),
-                }
+                changes.push(self.load_model(name));
             }
         }
         for name in known.keys().filter(|n| !on_disk.contains(n)) {
@@ -381,7 +385,7 @@ impl Repository {
             };
             if gone.is_some() {
                 tracing::info!(model = name.as_str(), "directory removed: unloaded");
-                changes.push((Change::Unloaded { name: name.clone() }, None));
+                changes.push(Ok(Change::Unloaded { name: name.clone() }));
             }
         }
         changes
