@@ -400,7 +400,7 @@ async fn go_live(
     let (base, server) = match &opts.hot_load {
         Some(url) => {
             let base = url.trim_end_matches('/').to_string();
-            if let Err(e) = load_into(&client, &base, &opts.name).await {
+            if let Err(e) = repository_call(&client, &base, &opts.name, "load").await {
                 return Err(failed(run, "serve", t, e.0));
             }
             (base, None)
@@ -506,10 +506,15 @@ async fn go_live(
     }
 }
 
-/// Asks a running hone (or Triton) server to load or reload a model from
-/// its repository.
-async fn load_into(client: &reqwest::Client, base: &str, name: &str) -> Result<()> {
-    let url = format!("{base}/v2/repository/models/{name}/load");
+/// Asks a running hone (or Triton) server to `load` (or reload) or `unload`
+/// a model of its repository; a refusal comes back with the server's reason.
+async fn repository_call(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    action: &str,
+) -> Result<()> {
+    let url = format!("{base}/v2/repository/models/{name}/{action}");
     let resp = client
         .post(&url)
         .send()
@@ -541,17 +546,10 @@ async fn roll_back(opts: &ShipOptions, version: u64, dir: &Path, new_model: bool
     if let Some(url) = &opts.hot_load {
         let base = url.trim_end_matches('/');
         let client = reqwest::Client::new();
-        let back = if new_model {
-            let url = format!("{base}/v2/repository/models/{}/unload", opts.name);
-            client
-                .post(&url)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| PipelineError(e.to_string()))
-        } else {
-            load_into(&client, base, &opts.name).await
-        };
+        // A model that did not exist before goes away; otherwise the server
+        // reloads the directory as it now is.
+        let action = if new_model { "unload" } else { "load" };
+        let back = repository_call(&client, base, &opts.name, action).await;
         match back {
             Ok(()) => said.push_str(" and the running server reloaded what it served before"),
             Err(e) => said.push_str(&format!(
