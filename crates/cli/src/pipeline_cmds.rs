@@ -2,6 +2,8 @@
 //! in the pipeline crate.
 
 use std::net::IpAddr;
+
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -331,19 +333,21 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// Only there to give the demo ModelFlags' own defaults.
+#[derive(clap::Parser)]
+struct DemoModel {
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
 pub fn demo(args: DemoArgs) -> ExitCode {
-    let model = ModelFlags {
-        target: "label".into(),
-        task: "auto".into(),
-        categorical: Vec::new(),
-        hidden: vec![64, 64],
-        epochs: 200,
-        batch_size: 32,
-        lr: None,
-        weight_decay: None,
-        seed: 0,
-        early_stopping: 30,
-        ema: None,
+    // The training flags exactly as `hone ship --target label` would take them.
+    let model = match DemoModel::try_parse_from(["demo", "--target", "label"]) {
+        Ok(d) => d.model,
+        Err(e) => {
+            eprintln!("hone demo: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     if !args.json {
         println!(
