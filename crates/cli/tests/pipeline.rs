@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{ServeProcess, hone, s, shared, workspace};
+use common::{EPHEMERAL_PORTS, ServeProcess, assert_same_bytes, hone, s, shared, workspace};
 
 fn tmp_dir(name: &str) -> PathBuf {
     common::tmp("pipeline", name)
@@ -112,10 +112,7 @@ fn train_writes_model_and_card_and_eval_scores_it() {
     // Same seed, same bytes.
     let again = d.join("again.onnx");
     train_quiet(&bc.join("train.csv"), &bc.join("val.csv"), &again);
-    assert_eq!(
-        std::fs::read(&model).unwrap(),
-        std::fs::read(&again).unwrap()
-    );
+    assert_same_bytes(&model, &again);
 
     let e = eval_json(&model, &bc.join("test.csv"), &[]);
     assert_eq!(e["report"]["rows"], 114);
@@ -341,10 +338,7 @@ fn parquet_trains_the_same_model_as_csv() {
     let from_csv = d.join("csv.onnx");
     train_quiet(&d.join("train.parquet"), &d.join("val.parquet"), &from_pq);
     train_quiet(&bc.join("train.csv"), &bc.join("val.csv"), &from_csv);
-    assert_eq!(
-        std::fs::read(&from_pq).unwrap(),
-        std::fs::read(&from_csv).unwrap()
-    );
+    assert_same_bytes(&from_pq, &from_csv);
     let e = eval_json(&from_pq, &d.join("val.parquet"), &[]);
     assert_eq!(e["report"]["rows"], 114);
 }
@@ -355,14 +349,7 @@ fn ship_serves_and_verifies_then_gates() {
     let csv = small_csv(&d, 200);
     let repo = d.join("repo");
     let ship = |extra: &[&str]| {
-        let mut args = vec![
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ];
+        let mut args = EPHEMERAL_PORTS.to_vec();
         args.extend_from_slice(extra);
         ship_bc(&csv, &repo, &args)
     };
@@ -506,19 +493,15 @@ fn listing(dir: &Path) -> Vec<String> {
 fn demo_ships_the_embedded_data() {
     let d = tmp_dir("demo");
     let repo = d.join("repo");
-    let r = json(&hone(&[
+    let mut args = vec![
         "demo",
         "--model-repository",
         s(&repo),
         "--no-serve",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
         "--json",
-    ]));
+    ];
+    args.extend_from_slice(&EPHEMERAL_PORTS);
+    let r = json(&hone(&args));
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["value"].as_f64().unwrap() >= 0.95, "{r}");
     assert!(repo.join("breast_cancer/1/model.onnx").is_file());

@@ -35,6 +35,26 @@ pub fn tmp(group: &str, name: &str) -> PathBuf {
     d
 }
 
+/// Every server port chosen by the OS.
+pub const EPHEMERAL_PORTS: [&str; 6] = [
+    "--http-port",
+    "0",
+    "--grpc-port",
+    "0",
+    "--metrics-port",
+    "0",
+];
+
+/// The two files hold the same bytes.
+pub fn assert_same_bytes(a: &Path, b: &Path) {
+    assert!(
+        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -51,14 +71,7 @@ impl ServeProcess {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_hone"))
             .args(["serve", "--model-repository", s(repo)])
-            .args([
-                "--http-port",
-                "0",
-                "--grpc-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
+            .args(EPHEMERAL_PORTS)
             .env("HONE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
