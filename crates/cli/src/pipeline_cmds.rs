@@ -75,6 +75,7 @@ impl ModelFlags {
             early_stopping: (self.early_stopping > 0).then_some(self.early_stopping),
             ema: self.ema.filter(|d| (0.0..1.0).contains(d)),
             init: None,
+            teacher: None,
         }
     }
 }

@@ -21,6 +21,13 @@ pub struct TrainConfig {
     /// Start from these weights and standardisation instead of a random
     /// initialisation (fine-tuning a pruned model). `hidden` is ignored.
     pub init: Option<Init>,
+    /// A teacher's outputs for each training row, in the exported model's
+    /// form: P(class 1), the class probabilities, or the regression value.
+    /// When given, training fits these instead of the labels (knowledge
+    /// distillation): a pruned model fine-tuned this way learns to behave
+    /// like the model it was cut from, which a few hundred labels alone do
+    /// not pin down. Validation and early stopping still use the labels.
+    pub teacher: Option<Vec<f32>>,
 }
 
 /// Starting point for fine-tuning, as read from an exported model.
@@ -43,6 +50,7 @@ impl Default for TrainConfig {
             early_stopping: Some(30),
             ema: None,
             init: None,
+            teacher: None,
         }
     }
 }
@@ -272,6 +280,22 @@ pub fn train(
     }
     let width = encoding.expanded_width();
     let k = encoding.output_width();
+    // Values per row of the training targets: the label, or the teacher's k outputs.
+    let per_row = match (&cfg.teacher, task) {
+        (Some(_), Task::Multiclass) => k,
+        _ => 1,
+    };
+    if let Some(t) = &cfg.teacher
+        && (t.len() != train.rows * per_row || t.iter().any(|v| !v.is_finite()))
+    {
+        return Err(TrainError(format!(
+            "the teacher gave {} finite outputs for {} rows; {} expected",
+            t.len(),
+            train.rows,
+            train.rows * per_row
+        )));
+    }
+    let targets: &[f32] = cfg.teacher.as_deref().unwrap_or(&train.y);
     let xs = expand(encoding, &mean, &std, &train.x, train.rows);
     let val_x = val.map(|v| expand(encoding, &mean, &std, &v.x, v.rows));
 
@@ -347,8 +371,13 @@ pub fn train(
             .map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone()))
             .collect()
     };
-    let loss_fn = |logits: &Tensor, y: &[f32]| -> Result<Tensor> {
-        let n = y.len();
+    // `soft`: y holds k probabilities per row (a teacher's) instead of class indices.
+    let loss_fn = |logits: &Tensor, y: &[f32], soft: bool| -> Result<Tensor> {
+        let n = if soft && task == Task::Multiclass {
+            y.len() / k
+        } else {
+            y.len()
+        };
         Ok(match task {
             Task::Binary => {
                 let y = Tensor::from_slice(y, (n, 1), &dev)?;
@@ -357,6 +386,11 @@ pub fn train(
                 (z.relu()? - (z * &y)?)?
                     .add(&((z.abs()?.neg()?.exp()? + 1.0)?.log()?))?
                     .mean_all()?
+            }
+            Task::Multiclass if soft => {
+                let p = Tensor::from_slice(y, (n, k), &dev)?;
+                let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+                (p * logp)?.sum(D::Minus1)?.mean_all()?.neg()?
             }
             Task::Multiclass => {
                 let y: Vec<u32> = y.iter().map(|&v| v as u32).collect();
@@ -391,7 +425,8 @@ pub fn train(
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Vec<Layer>)> = None;
     let mut batch_x = Vec::with_capacity(cfg.batch_size * width);
-    let mut batch_y = Vec::with_capacity(cfg.batch_size);
+    let mut batch_y = Vec::with_capacity(cfg.batch_size * per_row);
+    let soft = cfg.teacher.is_some();
     for epoch in 1..=cfg.epochs {
         rng.shuffle(&mut order);
         let mut total = 0.0;
@@ -400,10 +435,10 @@ pub fn train(
             batch_y.clear();
             for &r in chunk {
                 batch_x.extend_from_slice(&xs[r * width..(r + 1) * width]);
-                batch_y.push(train.y[r]);
+                batch_y.extend_from_slice(&targets[r * per_row..(r + 1) * per_row]);
             }
             let x = Tensor::from_slice(&batch_x, (chunk.len(), width), &dev)?;
-            let loss = loss_fn(&forward_with(&current(&vars), &x)?, &batch_y)?;
+            let loss = loss_fn(&forward_with(&current(&vars), &x)?, &batch_y, soft)?;
             opt.backward_step(&loss)?;
             if let (Some(decay), Some(avg)) = (cfg.ema, ema.as_mut()) {
                 for ((aw, ab), (w, b)) in avg.iter_mut().zip(&vars) {
@@ -429,7 +464,7 @@ pub fn train(
             let x = Tensor::from_slice(vx, (v.rows, width), &dev)?;
             let params = ema.clone().unwrap_or_else(|| current(&vars));
             let logits = forward_with(&params, &x)?;
-            let vl = loss_fn(&logits, &v.y)?.to_scalar::<f32>()? as f64;
+            let vl = loss_fn(&logits, &v.y, false)?.to_scalar::<f32>()? as f64;
             let p = match task {
                 Task::Binary => candle_nn::ops::sigmoid(&logits)?,
                 Task::Multiclass => candle_nn::ops::softmax(&logits, D::Minus1)?,

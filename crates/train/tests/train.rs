@@ -193,3 +193,59 @@ fn fine_tuning_starts_from_the_exported_weights() {
         assert!(worst < 1e-4, "{target}: {worst}");
     }
 }
+
+#[test]
+fn distillation_fits_the_teacher_not_the_labels() {
+    // A teacher that disagrees with every label: a student that fitted the
+    // labels would score high against them, one that fitted the teacher low.
+    for (t, target, cat) in [
+        (breast_cancer(), "label", vec![]),
+        (synthetic(300, false), "y", vec!["color".to_string()]),
+    ] {
+        let enc = Encoding::fit(&t, target, None, &cat).unwrap();
+        let data = enc.apply(&t, true).unwrap();
+        let k = enc.output_width();
+        let (teacher, flipped): (Vec<f32>, Vec<f32>) = match enc.target.task {
+            Task::Binary => (
+                data.y.iter().map(|y| 1.0 - y).collect(),
+                data.y.iter().map(|y| 1.0 - y).collect(),
+            ),
+            _ => {
+                // Class c's rows are taught to be class c+1.
+                let shifted: Vec<f32> = data
+                    .y
+                    .iter()
+                    .map(|&y| ((y as usize + 1) % k) as f32)
+                    .collect();
+                let probs = shifted
+                    .iter()
+                    .flat_map(|&c| (0..k).map(move |j| (j == c as usize) as u8 as f32))
+                    .collect();
+                (probs, shifted)
+            }
+        };
+        let cfg = TrainConfig {
+            teacher: Some(teacher),
+            ..quick(40, 0)
+        };
+        let m = train(&enc, &data, None, &cfg, |_| {}).unwrap();
+        let p = m.predict(&data.x, data.rows).unwrap();
+        let vs_labels = hone_data::metrics::for_task(enc.target.task, k, &p, &data.y);
+        let vs_teacher = hone_data::metrics::for_task(enc.target.task, k, &p, &flipped);
+        assert!(
+            vs_teacher.accuracy.unwrap() > 0.9,
+            "{target}: {vs_teacher:?}"
+        );
+        assert!(vs_labels.accuracy.unwrap() < 0.1, "{target}: {vs_labels:?}");
+    }
+    // Outputs that do not fit the rows are refused, not silently misread.
+    let t = breast_cancer();
+    let enc = Encoding::fit(&t, "label", None, &[]).unwrap();
+    let data = enc.apply(&t, true).unwrap();
+    let cfg = TrainConfig {
+        teacher: Some(vec![0.5; data.rows - 1]),
+        ..quick(1, 0)
+    };
+    let err = train(&enc, &data, None, &cfg, |_| {}).unwrap_err();
+    assert!(err.0.contains("teacher"), "{}", err.0);
+}
