@@ -3,8 +3,8 @@
 For each case, builds onnxruntime's own quantized model (quantize_dynamic or
 quantize_static QDQ with the same calibration rows hone used), then judges
 fp32, hone's choice and onnxruntime's in this one Python harness: the same
-metric code, the same session options and the same batch-1 timing loop, so
-the rows are comparable. Prints one table per case.
+metric code, the same session options and the same batch-1 timing loop, run
+interleaved, so the rows are comparable. Prints one table per case.
 """
 import json
 import sys
@@ -27,17 +27,29 @@ def session(path):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def latency(path, feed, seconds=3.0):
-    s = session(path)
-    for _ in range(5):
-        s.run(None, feed)
-    t, start = [], time.perf_counter()
-    while len(t) < 20 or (time.perf_counter() - start < seconds and len(t) < 2000):
-        a = time.perf_counter()
-        s.run(None, feed)
-        t.append(time.perf_counter() - a)
-    t.sort()
-    return t[len(t) // 2] * 1e3, t[min(len(t) - 1, int(len(t) * 0.99))] * 1e3
+def latencies(paths, feed, seconds=3.0):
+    """Batch-1 p50/p99 of several models, measured in interleaved turns of
+    ~0.5 s each, so machine drift during the run lands on all rows alike
+    instead of on whichever ran last. Turns are that long because ORT's
+    spinning workers of the session just left keep a core busy for a while:
+    with 20 ms turns, resnet18 fp32 measured 41 ms instead of 21 ms."""
+    sessions = [session(p) for p in paths]
+    times = [[] for _ in paths]
+    start = time.perf_counter()
+    while len(times[-1]) < 20 or time.perf_counter() - start < seconds * len(paths):
+        for s, t in zip(sessions, times):
+            turn = time.perf_counter()
+            for _ in range(3):
+                s.run(None, feed)
+            while len(t) < 2000 and time.perf_counter() - turn < 0.5:
+                a = time.perf_counter()
+                s.run(None, feed)
+                t.append(time.perf_counter() - a)
+    out = []
+    for t in times:
+        t.sort()
+        out.append((t[len(t) // 2] * 1e3, t[min(len(t) - 1, int(len(t) * 0.99))] * 1e3))
+    return out
 
 
 def cosine(a, b):
@@ -115,10 +127,9 @@ def main():
 
             feed1 = {in_name: x[:1]}
             metric = "test accuracy"
-        rows = []
-        for label, p in [("fp32", fp32), (f"hone: {c['chosen']}", hone), (c["ort_label"], out)]:
-            p50, p99 = latency(p, feed1)
-            rows.append((label, judge(p), p50, p99, os.path.getsize(p)))
+        trio = [("fp32", fp32), (f"hone: {c['chosen']}", hone), (c["ort_label"], out)]
+        timed = latencies([p for _, p in trio], feed1)
+        rows = [(label, judge(p), p50, p99, os.path.getsize(p)) for (label, p), (p50, p99) in zip(trio, timed)]
         table(c["title"], rows, metric)
 
 

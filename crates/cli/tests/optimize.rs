@@ -155,6 +155,17 @@ fn judges_fidelity_without_labels() {
         .find(|c| c["name"] == "int8-static-minmax")
         .unwrap();
     assert!(st["metric"].as_f64().unwrap() > 0.99, "{st}");
+    // Objective latency: the final p50s of fp32 and the chosen model come
+    // from one interleaved run.
+    let sbs: Vec<&str> = r["side_by_side"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(sbs[0], "fp32", "{sbs:?}");
+    assert!(sbs.contains(&r["chosen"].as_str().unwrap()), "{sbs:?}");
+    assert!(r["side_by_side"]["rounds"].as_u64().unwrap() >= 5);
 }
 
 #[test]

@@ -85,3 +85,55 @@ pub fn measure(
         best_batch: best.1,
     })
 }
+
+/// Batch-1 latency (p50, p99 in ms) of several models measured side by
+/// side: each round runs every model a few times in turn, for about
+/// `budget` in all. Timed one after another, seconds apart, models on a
+/// shared machine see different neighbours and clock speeds, and that drift
+/// is as large as the differences being decided; interleaved, it lands on
+/// all of them alike. Returns the figures and the number of rounds.
+pub fn side_by_side(
+    models: &[&[u8]],
+    row: &[Tensor],
+    cfg: &SessionConfig,
+    budget: Duration,
+) -> Result<(Vec<(f64, f64)>, usize)> {
+    let mut sessions = Vec::with_capacity(models.len());
+    let mut reps = Vec::with_capacity(models.len());
+    for m in models {
+        let mut b = OrtBackend::from_bytes(m, cfg)?;
+        for _ in 0..3 {
+            b.infer(&[row])?;
+        }
+        let t = Instant::now();
+        b.infer(&[row])?;
+        // About 100 ms of one model per turn, so what a switch costs (caches
+        // refilled; with spinning on, the last session's workers still
+        // holding a core) is a small share of each turn; medians ignore it.
+        let once = t.elapsed().as_secs_f64().max(1e-6);
+        reps.push(((0.1 / once) as usize).clamp(3, 2000));
+        sessions.push(b);
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 5 || (start.elapsed() < budget && rounds < 10_000) {
+        for ((b, t), &n) in sessions.iter_mut().zip(&mut times).zip(&reps) {
+            for _ in 0..n {
+                let s = Instant::now();
+                b.infer(&[row])?;
+                t.push(s.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        rounds += 1;
+    }
+    let figures = times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            let pct = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+            (pct(0.5), pct(0.99))
+        })
+        .collect();
+    Ok((figures, rounds))
+}
