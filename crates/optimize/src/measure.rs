@@ -93,14 +93,13 @@ pub fn measure(
 /// is as large as the differences being decided; interleaved, it lands on
 /// all of them alike. Returns the figures and the number of rounds.
 pub fn side_by_side(
-    models: &[&[u8]],
+    models: &[(&[u8], SessionConfig)],
     row: &[Tensor],
-    cfg: &SessionConfig,
     budget: Duration,
 ) -> Result<(Vec<(f64, f64)>, usize)> {
     let mut sessions = Vec::with_capacity(models.len());
     let mut reps = Vec::with_capacity(models.len());
-    for m in models {
+    for (m, cfg) in models {
         let mut b = OrtBackend::from_bytes(m, cfg)?;
         for _ in 0..3 {
             b.infer(&[row])?;

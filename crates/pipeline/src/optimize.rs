@@ -104,6 +104,8 @@ pub struct Candidate {
     pub throughput: Option<f64>,
     pub best_batch: Option<usize>,
     pub size_bytes: Option<u64>,
+    /// Intra-op threads of the session it was timed in.
+    pub intra_op_threads: Option<usize>,
     pub meets_budget: bool,
     pub verdict: String,
     #[serde(skip)]
@@ -177,6 +179,8 @@ pub struct OptimizeReport {
     pub seconds: f64,
     /// The models whose batch-1 p50/p99 come from one interleaved run.
     pub side_by_side: Option<SideBySide>,
+    /// How timing sessions were set up.
+    pub timing: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +226,8 @@ struct Bench {
     max_drop: f64,
     relative: bool,
     cfg: SessionConfig,
+    /// --threads; 0: time each model as hone serve runs it by default.
+    threads: usize,
     eval_batch: usize,
     row: Vec<Tensor>,
     perf_batches: Vec<usize>,
@@ -272,6 +278,18 @@ impl Bench {
         }
     }
 
+    /// The session a model is timed in: --threads when given, else the one
+    /// hone serve gives a file of its size by default (on 2 cores a 1 MiB-1 GiB
+    /// model runs as 2 instances of 1 thread), so reported speed-ups are the
+    /// ones the server delivers.
+    fn speed_cfg(&self, bytes: &[u8]) -> SessionConfig {
+        if self.threads > 0 {
+            self.cfg.clone()
+        } else {
+            hone_server::config::default_session_config(bytes.len() as u64)
+        }
+    }
+
     /// Judges and measures one model.
     fn candidate(&self, name: &str, technique: &str, detail: String, bytes: Vec<u8>) -> Candidate {
         let mut c = Candidate::new(name, technique, detail);
@@ -284,14 +302,10 @@ impl Bench {
             c.metric = Some(v);
             c.drop = Some(d);
             c.meets_budget = d <= self.max_drop + 1e-12;
-            let p = measure::measure(
-                &bytes,
-                &self.row,
-                &self.cfg,
-                self.measure,
-                &self.perf_batches,
-            )
-            .map_err(|e| PipelineError(e.0))?;
+            let speed = self.speed_cfg(&bytes);
+            c.intra_op_threads = Some(speed.intra_op_threads);
+            let p = measure::measure(&bytes, &self.row, &speed, self.measure, &self.perf_batches)
+                .map_err(|e| PipelineError(e.0))?;
             c.p50_ms = Some(p.p50_ms);
             c.p99_ms = Some(p.p99_ms);
             c.throughput = Some(p.throughput);
@@ -444,6 +458,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         max_drop: opts.max_drop,
         relative: opts.relative && judge != Judge::MaxAbs,
         cfg: cfg.clone(),
+        threads: opts.threads,
         eval_batch,
         perf_batches,
         measure: Duration::from_secs_f64(if opts.measure_seconds.is_finite() {
@@ -692,7 +707,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     if let Ok(p) = measure::measure(
         &fp32_bytes,
         &bench.row,
-        &bench.cfg,
+        &bench.speed_cfg(&fp32_bytes),
         bench.measure,
         &bench.perf_batches,
     ) {
@@ -726,13 +741,12 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                 .chain(order.iter().map(|&i| candidates[i].name.clone()))
                 .collect();
             progress(total, total, &format!("side by side: {}", names.join(", ")));
-            let models: Vec<&[u8]> = std::iter::once(fp32_bytes.as_slice())
+            let models: Vec<(&[u8], SessionConfig)> = std::iter::once(fp32_bytes.as_slice())
                 .chain(order.iter().map(|&i| candidates[i].bytes.as_slice()))
+                .map(|b| (b, bench.speed_cfg(b)))
                 .collect();
             let budget = bench.measure / 2 * models.len() as u32;
-            if let Ok((figures, rounds)) =
-                measure::side_by_side(&models, &bench.row, &bench.cfg, budget)
-            {
+            if let Ok((figures, rounds)) = measure::side_by_side(&models, &bench.row, budget) {
                 let mut figs = figures.into_iter();
                 if let Some((p50, p99)) = figs.next() {
                     baseline.p50_ms = Some(p50);
@@ -856,6 +870,11 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         written: Vec::new(),
         seconds: 0.0,
         side_by_side,
+        timing: if opts.threads > 0 {
+            format!("every model timed with --threads {}", opts.threads)
+        } else {
+            "each model timed in the session hone serve gives a file of its size by default (intra-op threads: cores / default instances)".into()
+        },
     };
     report.seconds = start.elapsed().as_secs_f64();
     write_outputs(opts, &mut report, chosen.as_ref(), card.as_ref())?;
@@ -934,6 +953,7 @@ impl Candidate {
             throughput: None,
             best_batch: None,
             size_bytes: None,
+            intra_op_threads: None,
             meets_budget: false,
             verdict: String::new(),
             bytes: Vec::new(),
@@ -1208,6 +1228,12 @@ pub fn render(r: &OptimizeReport) -> String {
         );
     }
     s += &format!("\n{}\n", r.reason);
+    let threads: std::collections::BTreeSet<usize> = std::iter::once(&r.baseline)
+        .chain(&r.candidates)
+        .filter_map(|c| c.intra_op_threads)
+        .collect();
+    let threads: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
+    s += &format!("{}: {} thread(s)\n", r.timing, threads.join(" or "));
     if let Some(sbs) = &r.side_by_side {
         s += &format!(
             "p50/p99 of {} measured side by side ({} interleaved rounds)\n",
@@ -1243,6 +1269,7 @@ mod tests {
             throughput: Some(tp),
             best_batch: Some(1),
             size_bytes: Some(size),
+            intra_op_threads: Some(1),
             meets_budget: true,
             verdict: String::new(),
             bytes: Vec::new(),

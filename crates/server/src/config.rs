@@ -81,6 +81,19 @@ pub fn default_instances(model_bytes: u64) -> u32 {
     }
 }
 
+/// The session a model file of this size gets from `hone serve` when its
+/// config sets nothing: the default instance count, and the cores shared out
+/// between the instances. `hone optimize` times candidates with it, so the
+/// speed it reports is the speed the server will deliver.
+pub fn default_session_config(model_bytes: u64) -> SessionConfig {
+    let c = ModelConfig {
+        instance_count: default_instances(model_bytes),
+        ..ModelConfig::default()
+    };
+    // No parameters are set, so nothing can fail to parse.
+    c.session_config().unwrap_or_default()
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
@@ -570,6 +583,14 @@ mod tests {
         );
         assert_eq!(default_instances(45 << 20), if many { 2 } else { 1 });
         assert_eq!(default_instances(2 << 30), 1, "huge models keep one copy");
+        // What hone optimize times with: the same split as a served model.
+        let mid = default_session_config(45 << 20);
+        assert_eq!(
+            mid.intra_op_threads,
+            (cores() / default_instances(45 << 20) as usize).max(1)
+        );
+        assert_eq!(default_session_config(40 << 10).intra_op_threads, cores());
+        assert!(!mid.allow_spinning);
     }
 
     #[test]
