@@ -261,7 +261,7 @@ pub struct ShipArgs {
     /// held-out metric drops by at most --max-drop, and ship it.
     #[arg(long)]
     optimize: bool,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = parse_drop)]
     max_drop: f64,
     #[command(flatten)]
     server: ServeFlags,
@@ -471,6 +471,14 @@ fn run_ship(
     })
 }
 
+/// A metric budget: any finite number (negative asks for an improvement).
+fn parse_drop(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?}: give a finite number, e.g. 0.01")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
     let v: f64 = num
@@ -501,7 +509,7 @@ pub struct OptimizeArgs {
     #[arg(long)]
     metric: Option<String>,
     /// Largest allowed drop of the metric (absolute unless --relative).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = parse_drop)]
     max_drop: f64,
     #[arg(long)]
     relative: bool,

@@ -222,6 +222,7 @@ fn bad_arguments_are_refused_clearly() {
             "needs labels",
         ),
         (&["--data", s(&csv), "--time-budget", "soon"], "duration"),
+        (&["--data", s(&csv), "--max-drop", "nan"], "finite number"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["optimize", s(&model), "-o", s(&out_path)];
