@@ -70,10 +70,25 @@ fn meets_a_budget_and_writes_model_reports_and_version() {
         "int8-static-percentile",
         "int8-static-entropy",
         "prune-structured",
+        "prune-structured+int8-dynamic",
         "prune-magnitude",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+    // Stacking int8 on the pruned model shrinks it further.
+    let size_of = |name: &str| {
+        r["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["size_bytes"].as_u64())
+            .unwrap()
+    };
+    assert!(
+        size_of("prune-structured+int8-dynamic") < size_of("prune-structured"),
+        "{r}"
+    );
     // Every candidate was built, loaded in ONNX Runtime and judged.
     for c in r["candidates"].as_array().unwrap() {
         assert!(!c["verdict"].as_str().unwrap().starts_with("failed"), "{c}");
