@@ -514,7 +514,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     if has(Technique::Prune) {
         plan.push(("prune-structured", Technique::Prune));
         // Stacked: the pruned model's remaining weights in int8, for the
-        // smallest file (breast-cancer MLP: 25 KB → 9 KB pruned → 4 KB).
+        // smallest file (breast-cancer MLP: 25 KB → 9 KB pruned → 5 KB).
         if has(Technique::Dynamic) && has_weights {
             plan.push((PRUNED_INT8, Technique::Prune));
         }

@@ -289,10 +289,15 @@ pub fn train(
         && (t.len() != train.rows * per_row || t.iter().any(|v| !v.is_finite()))
     {
         return Err(TrainError(format!(
-            "the teacher gave {} finite outputs for {} rows; {} expected",
+            "the teacher's outputs do not fit the data: {} values for {} rows ({} expected){}",
             t.len(),
             train.rows,
-            train.rows * per_row
+            train.rows * per_row,
+            if t.iter().all(|v| v.is_finite()) {
+                ""
+            } else {
+                ", some not finite"
+            }
         )));
     }
     let targets: &[f32] = cfg.teacher.as_deref().unwrap_or(&train.y);
