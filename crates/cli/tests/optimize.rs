@@ -117,7 +117,7 @@ fn meets_a_budget_and_writes_model_reports_and_version() {
     assert_eq!(std::fs::read(&out_model).unwrap().len() as u64, size);
     let html = std::fs::read_to_string(d.join("mlp_opt.report.html")).unwrap();
     assert!(
-        html.contains("<svg") && html.contains(chosen) && html.contains("session hone serve gives"),
+        html.contains("<svg") && html.contains(chosen) && html.contains("as hone serve runs"),
         "html report"
     );
     assert!(d.join("mlp_opt.report.json").is_file());

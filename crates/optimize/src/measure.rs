@@ -35,10 +35,13 @@ fn repeat_rows(t: &Tensor, n: usize) -> hone_core::Result<Tensor> {
 }
 
 /// Measures `model`. `row` holds one example (batch 1) per model input.
+/// Latency is one session's; throughput is that of `instances` sessions
+/// running at once, as a server with that many instances would run them.
 pub fn measure(
     model: &[u8],
     row: &[Tensor],
     cfg: &SessionConfig,
+    instances: usize,
     budget: Duration,
     batches: &[usize],
 ) -> Result<Perf> {
@@ -61,6 +64,21 @@ pub fn measure(
 
     let mut best = (1000.0 / p50.max(1e-9), 1usize);
     let per = budget / 2 / batches.len().max(1) as u32;
+    if instances > 1 {
+        drop(b);
+        best = (0.0, 1);
+        for (n, rate) in concurrent_rates(model, row, cfg, instances, per, batches)? {
+            if rate > best.0 {
+                best = (rate, n);
+            }
+        }
+        return Ok(Perf {
+            p50_ms: p50,
+            p99_ms: p99,
+            throughput: best.0,
+            best_batch: best.1,
+        });
+    }
     for &n in batches.iter().filter(|&&n| n > 1) {
         let inputs: Vec<Tensor> = row
             .iter()
@@ -84,6 +102,79 @@ pub fn measure(
         throughput: best.0,
         best_batch: best.1,
     })
+}
+
+/// Rows per second of `instances` sessions running batches of each size at
+/// once. Each session runs on its own thread in the same time windows, set
+/// by the clock rather than a barrier, so one that fails cannot strand the
+/// others.
+fn concurrent_rates(
+    model: &[u8],
+    row: &[Tensor],
+    cfg: &SessionConfig,
+    instances: usize,
+    per: Duration,
+    batches: &[usize],
+) -> Result<Vec<(usize, f64)>> {
+    let inputs = batches
+        .iter()
+        .map(|&n| {
+            let x = row
+                .iter()
+                .map(|t| repeat_rows(t, n))
+                .collect::<hone_core::Result<Vec<Tensor>>>()?;
+            Ok((n, x))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sessions = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        let mut b = OrtBackend::from_bytes(model, cfg)?;
+        for (_, x) in &inputs {
+            b.infer(&[x])?;
+        }
+        sessions.push(b);
+    }
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let windows: Vec<Instant> = (0..inputs.len() as u32)
+        .map(|k| t0 + (per + Duration::from_millis(20)) * k)
+        .collect();
+    let per_thread: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = sessions
+            .into_iter()
+            .map(|mut b| {
+                let (inputs, windows) = (&inputs, &windows);
+                s.spawn(move || -> Result<Vec<f64>> {
+                    let mut rates = Vec::with_capacity(inputs.len());
+                    for ((n, x), &start) in inputs.iter().zip(windows) {
+                        std::thread::sleep(start.saturating_duration_since(Instant::now()));
+                        let (begin, end) = (Instant::now(), start + per);
+                        let mut runs = 0;
+                        while runs == 0 || Instant::now() < end {
+                            b.infer(&[x])?;
+                            runs += 1;
+                        }
+                        rates.push((runs * n) as f64 / begin.elapsed().as_secs_f64());
+                    }
+                    Ok(rates)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(hone_core::Error::internal("a measuring thread panicked").into())
+                })
+            })
+            .collect()
+    });
+    let mut total = vec![0.0; inputs.len()];
+    for rates in per_thread {
+        for (t, r) in total.iter_mut().zip(rates?) {
+            *t += r;
+        }
+    }
+    Ok(inputs.iter().map(|(n, _)| *n).zip(total).collect())
 }
 
 /// Batch-1 latency (p50, p99 in ms) of several models measured side by

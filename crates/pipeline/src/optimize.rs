@@ -106,6 +106,8 @@ pub struct Candidate {
     pub size_bytes: Option<u64>,
     /// Intra-op threads of the session it was timed in.
     pub intra_op_threads: Option<usize>,
+    /// Sessions run at once for the throughput figure.
+    pub instances: Option<usize>,
     pub meets_budget: bool,
     pub verdict: String,
     #[serde(skip)]
@@ -285,11 +287,16 @@ impl Bench {
     /// hone serve gives a file of its size by default (on 2 cores a 1 MiB-1 GiB
     /// model runs as 2 instances of 1 thread), so reported speed-ups are the
     /// ones the server delivers.
-    fn speed_cfg(&self, bytes: &[u8]) -> SessionConfig {
+    /// Also returns the instances such a server runs, which throughput counts.
+    fn speed_cfg(&self, bytes: &[u8]) -> (SessionConfig, usize) {
         if self.threads > 0 {
-            self.cfg.clone()
+            (self.cfg.clone(), 1)
         } else {
-            hone_server::config::default_session_config(bytes.len() as u64)
+            let n = bytes.len() as u64;
+            (
+                hone_server::config::default_session_config(n),
+                hone_server::config::default_instances(n) as usize,
+            )
         }
     }
 
@@ -305,10 +312,18 @@ impl Bench {
             c.metric = Some(v);
             c.drop = Some(d);
             c.meets_budget = d <= self.max_drop + 1e-12;
-            let speed = self.speed_cfg(&bytes);
+            let (speed, instances) = self.speed_cfg(&bytes);
             c.intra_op_threads = Some(speed.intra_op_threads);
-            let p = measure::measure(&bytes, &self.row, &speed, self.measure, &self.perf_batches)
-                .map_err(|e| PipelineError(e.0))?;
+            c.instances = Some(instances);
+            let p = measure::measure(
+                &bytes,
+                &self.row,
+                &speed,
+                instances,
+                self.measure,
+                &self.perf_batches,
+            )
+            .map_err(|e| PipelineError(e.0))?;
             c.p50_ms = Some(p.p50_ms);
             c.p99_ms = Some(p.p99_ms);
             c.throughput = Some(p.throughput);
@@ -741,10 +756,12 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
     // Measure the baseline again now that the machine is warm; keep its
     // faster run, so speed-ups are never flattered by a cold first measurement.
     let mut baseline = baseline;
+    let (fp32_speed, fp32_instances) = bench.speed_cfg(&fp32_bytes);
     if let Ok(p) = measure::measure(
         &fp32_bytes,
         &bench.row,
-        &bench.speed_cfg(&fp32_bytes),
+        &fp32_speed,
+        fp32_instances,
         bench.measure,
         &bench.perf_batches,
     ) {
@@ -780,7 +797,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
             progress(total, total, &format!("side by side: {}", names.join(", ")));
             let models: Vec<(&[u8], SessionConfig)> = std::iter::once(fp32_bytes.as_slice())
                 .chain(order.iter().map(|&i| candidates[i].bytes.as_slice()))
-                .map(|b| (b, bench.speed_cfg(b)))
+                .map(|b| (b, bench.speed_cfg(b).0))
                 .collect();
             let budget = bench.measure / 2 * models.len() as u32;
             if let Ok((figures, rounds)) = measure::side_by_side(&models, &bench.row, budget) {
@@ -920,7 +937,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         timing: if opts.threads > 0 {
             format!("every model timed with --threads {}", opts.threads)
         } else {
-            "each model timed in the session hone serve gives a file of its size by default (intra-op threads: cores / default instances)".into()
+            "each model timed as hone serve runs a file of its size by default: latency in one session of cores / instances intra-op threads, throughput with all instances at once".into()
         },
     };
     report.seconds = start.elapsed().as_secs_f64();
@@ -1001,6 +1018,7 @@ impl Candidate {
             best_batch: None,
             size_bytes: None,
             intra_op_threads: None,
+            instances: None,
             meets_budget: false,
             verdict: String::new(),
             bytes: Vec::new(),
@@ -1275,12 +1293,15 @@ pub fn render(r: &OptimizeReport) -> String {
         );
     }
     s += &format!("\n{}\n", r.reason);
-    let threads: std::collections::BTreeSet<usize> = std::iter::once(&r.baseline)
+    let setups: std::collections::BTreeSet<(usize, usize)> = std::iter::once(&r.baseline)
         .chain(&r.candidates)
-        .filter_map(|c| c.intra_op_threads)
+        .filter_map(|c| Some((c.intra_op_threads?, c.instances?)))
         .collect();
-    let threads: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
-    s += &format!("{}: {} thread(s)\n", r.timing, threads.join(" or "));
+    let setups: Vec<String> = setups
+        .iter()
+        .map(|(t, i)| format!("{t} thread(s) × {i} instance(s)"))
+        .collect();
+    s += &format!("{}: {}\n", r.timing, setups.join(" or "));
     if let Some(sbs) = &r.side_by_side {
         s += &format!(
             "p50/p99 of {} measured side by side ({} interleaved rounds)\n",
@@ -1317,6 +1338,7 @@ mod tests {
             best_batch: Some(1),
             size_bytes: Some(size),
             intra_op_threads: Some(1),
+            instances: Some(1),
             meets_budget: true,
             verdict: String::new(),
             bytes: Vec::new(),
