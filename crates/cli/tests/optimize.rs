@@ -259,3 +259,31 @@ fn bad_arguments_are_refused_clearly() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn nothing_to_prune_is_a_failed_candidate_not_a_winner() {
+    // A tree ensemble has no weight matrix: re-encoding it alone makes a
+    // smaller file (packed repeated fields), which must not pass as pruning.
+    let d = tmp_dir("trees");
+    let m = shared();
+    let out = hone(&[
+        "optimize",
+        s(&m.join("trees/gb.onnx")),
+        "--data",
+        s(&m.join("tabular/breast_cancer/test.csv")),
+        "--techniques",
+        "prune",
+        "--objective",
+        "size",
+        "--measure-seconds",
+        "0.2",
+        "-o",
+        s(&d.join("gb.onnx")),
+        "--json",
+    ]);
+    assert!(!out.status.success(), "nothing can meet the budget");
+    let r = report(&out);
+    for c in r["candidates"].as_array().unwrap() {
+        assert!(c["verdict"].as_str().unwrap().starts_with("failed"), "{c}");
+    }
+}

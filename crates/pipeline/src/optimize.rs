@@ -702,6 +702,12 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
             "prune-magnitude" => {
                 let (m, zeroed) =
                     prune::magnitude(&fp32, opts.prune_ratio).map_err(|e| PipelineError(e.0))?;
+                if zeroed == 0 {
+                    // Else a re-encoded but unchanged model would compete.
+                    return Err(PipelineError(
+                        "no Gemm, MatMul or Conv weight to prune".into(),
+                    ));
+                }
                 Ok((
                     hone_onnx::encode(&m),
                     format!(
