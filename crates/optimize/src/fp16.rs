@@ -214,6 +214,30 @@ pub fn convert(
         nodes.push(n);
         nodes.extend(casts);
     }
+    // Casts nobody reads (an input cast down for a reader that turned out
+    // to be block-listed) go, and so may the casts that fed them.
+    loop {
+        let read: HashSet<&str> = nodes
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .chain(outputs.iter().map(String::as_str))
+            .collect();
+        let dead: HashSet<usize> = (0..nodes.len())
+            .filter(|&i| {
+                nodes[i].op_type == "Cast"
+                    && nodes[i].output.iter().all(|o| !read.contains(o.as_str()))
+            })
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        nodes = nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !dead.contains(i))
+            .map(|(_, n)| n)
+            .collect();
+    }
     g.node = nodes;
     g.initializer.extend(new_inits);
     g.value_info.clear();

@@ -182,6 +182,20 @@ fn fp16_keeps_fp32_edges_and_stays_close() {
         let block = ["Relu".to_string()].into();
         let h = fp16::convert(&m, &types, &block).unwrap();
         assert_eq!(run(&h, &x).len(), base.len());
+        // With the input's only reader blocked (mlp: Sub, digits: Conv), the
+        // input is read in fp32 and no cast of it is left dangling.
+        let first = m.graph.as_ref().unwrap().node[0].op_type.clone();
+        let h = fp16::convert(&m, &types, &[first].into()).unwrap();
+        let g = h.graph.as_ref().unwrap();
+        for n in g.node.iter().filter(|n| n.op_type == "Cast") {
+            let o = &n.output[0];
+            assert!(
+                g.node.iter().any(|r| r.input.contains(o)) || g.output.iter().any(|v| &v.name == o),
+                "{} is never read",
+                n.name
+            );
+        }
+        assert_eq!(run(&h, &x).len(), base.len());
     }
 }
 
