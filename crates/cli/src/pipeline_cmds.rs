@@ -537,7 +537,9 @@ pub struct OptimizeArgs {
     /// The model output to judge (default: the first floating-point one).
     #[arg(long = "output-name")]
     output_name: Option<String>,
-    /// Intra-op threads for every measurement (0: ONNX Runtime's default).
+    /// Intra-op threads for every measurement, one session (0: as hone serve
+    /// runs each file by default: cores / default instances, all instances
+    /// counted in throughput).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Seconds of speed measurement per candidate.
