@@ -181,6 +181,11 @@ fn judges_fidelity_without_labels() {
     assert_eq!(sbs[0], "fp32", "{sbs:?}");
     assert!(sbs.contains(&r["chosen"].as_str().unwrap()), "{sbs:?}");
     assert!(r["side_by_side"]["rounds"].as_u64().unwrap() >= 5);
+    // The CPU the timings come from travels with them.
+    assert!(r["machine"]["cores"].as_u64().unwrap() >= 1, "{}", r["machine"]);
+    assert!(!r["machine"]["int8_isa"].as_str().unwrap().is_empty());
+    let html = std::fs::read_to_string(d.join("digits.report.html")).unwrap();
+    assert!(html.contains("measured on "), "no machine line in the HTML");
 }
 
 #[test]

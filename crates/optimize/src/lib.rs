@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod dynamic;
 pub mod fp16;
 pub mod graph;
+pub mod machine;
 pub mod measure;
 pub mod prune;
 pub mod qdq;

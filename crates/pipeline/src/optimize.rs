@@ -186,6 +186,8 @@ pub struct OptimizeReport {
     pub side_by_side: Option<SideBySide>,
     /// How timing sessions were set up.
     pub timing: String,
+    /// The CPU the timings come from.
+    pub machine: hone_optimize::machine::Machine,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -945,6 +947,7 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         } else {
             "each model timed as hone serve runs a file of its size by default: latency in one session of cores / instances intra-op threads, throughput with all instances at once".into()
         },
+        machine: hone_optimize::machine::Machine::detect(),
     };
     report.seconds = start.elapsed().as_secs_f64();
     write_outputs(opts, &mut report, chosen.as_ref(), card.as_ref())?;
@@ -1308,6 +1311,7 @@ pub fn render(r: &OptimizeReport) -> String {
         .map(|(t, i)| format!("{t} thread(s) × {i} instance(s)"))
         .collect();
     s += &format!("{}: {}\n", r.timing, setups.join(" or "));
+    s += &format!("{}\n", r.machine.describe());
     if let Some(sbs) = &r.side_by_side {
         s += &format!(
             "p50/p99 of {} measured side by side ({} interleaved rounds)\n",

@@ -148,8 +148,9 @@ pub fn render(r: &OptimizeReport) -> String {
 <h1>hone optimize</h1><p>Model <code>{model}</code>, judged by <b>{judge}</b> on <code>{data}</code> (output <code>{out}</code>); budget: drop ≤ {budget}{rel}; objective: {obj:?}.</p>\
 <p><b>{reason}</b></p>{svg}<p>Blue: fp32; green: within budget; grey: over budget; red: chosen. The dashed line is the Pareto front.</p>\
 <table><tr><th>candidate</th><th>technique</th><th>{judge}</th><th>drop</th><th>p50 ms</th><th>p99 ms</th><th>rows/s</th><th>size KB</th><th>verdict</th><th>detail</th></tr>{rows}</table>\
-<p>{timing}. {sbs}{secs:.1} s in all.</p></body></html>",
+<p>{timing}. {sbs}{secs:.1} s in all.</p><p>{machine}.</p></body></html>",
         timing = esc(&r.timing),
+        machine = esc(&r.machine.describe()),
         sbs = r.side_by_side.as_ref().map_or(String::new(), |s| format!(
             "p50/p99 of {} measured side by side ({} interleaved rounds). ",
             esc(&s.models.join(", ")),
