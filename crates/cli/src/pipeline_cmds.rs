@@ -180,19 +180,25 @@ pub fn train(args: TrainArgs) -> ExitCode {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
+    /// The ONNX model to score.
     model: PathBuf,
     /// A CSV, or a directory of <input>.npy files plus labels.npy.
     #[arg(long)]
     data: PathBuf,
+    /// The label column of a CSV.
     #[arg(long, default_value = "label")]
     target: String,
+    /// The headline metric, marked in the table and given in --json: accuracy, auc, f1,
+    /// logloss, mse, mae or r2 (default: accuracy, or r2 for regression). All that fit are printed.
     #[arg(long, value_parser = parse_metric)]
     metric: Option<Metric>,
     /// The output to judge (default: the first floating-point output).
     #[arg(long)]
     output: Option<String>,
+    /// Rows per inference call.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -498,11 +504,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(clap::Args)]
 pub struct OptimizeArgs {
+    /// The fp32 ONNX model to compress.
     model: PathBuf,
     /// EVAL: a CSV/Parquet with labels, a directory of <input>.npy (+ labels.npy),
     /// or data without labels (judged by fidelity to the fp32 outputs).
     #[arg(long)]
     data: PathBuf,
+    /// The label column of a CSV.
     #[arg(long, default_value = "label")]
     target: String,
     /// accuracy, auc, f1, logloss, mse, mae, r2 (with labels), cosine or maxabs (fidelity).
@@ -511,13 +519,16 @@ pub struct OptimizeArgs {
     /// Largest allowed drop of the metric (absolute unless --relative).
     #[arg(long, default_value_t = 0.01, value_parser = parse_drop)]
     max_drop: f64,
+    /// Read --max-drop as a fraction of the fp32 metric.
     #[arg(long)]
     relative: bool,
     /// Calibration inputs for static int8 (default: the first rows of EVAL).
     #[arg(long)]
     calibration: Option<PathBuf>,
+    /// Rows of calibration data used to find activation ranges.
     #[arg(long, default_value_t = 128)]
     calibration_rows: usize,
+    /// What the chosen candidate is best at among those within budget.
     #[arg(long, default_value = "latency", value_parser = ["latency", "throughput", "size"])]
     objective: String,
     /// Stop trying new candidates after this long (e.g. 90s, 10m).
@@ -532,6 +543,7 @@ pub struct OptimizeArgs {
     /// Also publish the chosen model as the next version in this repository.
     #[arg(long)]
     model_repository: Option<PathBuf>,
+    /// The model's name in --model-repository (default: the input file's stem).
     #[arg(long)]
     name: Option<String>,
     /// The model output to judge (default: the first floating-point one).
@@ -554,8 +566,10 @@ pub struct OptimizeArgs {
     /// Time batch-1 latency on the first row of this data (default: EVAL's first row).
     #[arg(long)]
     latency_data: Option<PathBuf>,
+    /// Print the report as JSON instead of the table (no progress bar).
     #[arg(long)]
     json: bool,
+    /// No progress bar and no table; the report files are still written.
     #[arg(long)]
     quiet: bool,
 }
