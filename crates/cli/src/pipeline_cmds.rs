@@ -38,8 +38,10 @@ pub struct ModelFlags {
     /// Hidden layer sizes.
     #[arg(long, default_value = "64,64", value_delimiter = ',')]
     hidden: Vec<usize>,
+    /// Most passes over the training rows (early stopping may end sooner).
     #[arg(long, default_value_t = 200)]
     epochs: usize,
+    /// Rows per gradient step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Learning rate [default: 1e-3; 3e-4 for regression].
@@ -48,6 +50,7 @@ pub struct ModelFlags {
     /// AdamW decoupled weight decay [default: 1e-4; 10 for regression].
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Seed for weight initialisation, shuffling and data splits: same seed and data, same model.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop after this many epochs without a better validation loss (0: never).
@@ -230,12 +233,16 @@ pub fn eval(args: EvalArgs) -> ExitCode {
 
 #[derive(clap::Args, Clone)]
 pub struct ServeFlags {
+    /// Address the server listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
+    /// KServe V2 REST port.
     #[arg(long, default_value_t = 8000)]
     pub http_port: u16,
+    /// KServe V2 gRPC port.
     #[arg(long, default_value_t = 8001)]
     pub grpc_port: u16,
+    /// Prometheus /metrics port.
     #[arg(long, default_value_t = 8002)]
     pub metrics_port: u16,
 }
@@ -246,6 +253,7 @@ pub struct ShipArgs {
     data: PathBuf,
     #[command(flatten)]
     model: ModelFlags,
+    /// The Triton-style model repository the model is published to as its next version.
     #[arg(long)]
     model_repository: PathBuf,
     /// Model name in the repository (default: the data file's name).
@@ -267,6 +275,7 @@ pub struct ShipArgs {
     /// held-out metric drops by at most --max-drop, and ship it.
     #[arg(long)]
     optimize: bool,
+    /// Largest allowed drop of the gate's metric for --optimize (absolute).
     #[arg(long, default_value_t = 0.01, value_parser = parse_drop)]
     max_drop: f64,
     #[command(flatten)]
@@ -329,6 +338,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
+    /// Where the demo's model repository is written.
     #[arg(long, default_value = "hone-repository")]
     model_repository: PathBuf,
     /// Exit after the stage table instead of serving.
@@ -336,6 +346,7 @@ pub struct DemoArgs {
     no_serve: bool,
     #[command(flatten)]
     server: ServeFlags,
+    /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
 }
