@@ -14,6 +14,7 @@ pub mod machine;
 pub mod measure;
 pub mod prune;
 pub mod qdq;
+pub mod s2d;
 
 /// A pass failure, worded for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -361,6 +361,8 @@ fn fold_relu(
             && !exclude.contains(&p.name)
             && uses.get(x) == Some(&1)
             && !outputs.contains(x)
+            // Graph outputs stay float (no QuantizeLinear to clamp them).
+            && !outputs.contains(&r.output[0])
             && ranges.get(&r.output[0]).is_some_and(|&(lo, _)| lo >= 0.0);
         if folds {
             drop.insert(ri);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use hone_core::{Backend, Tensor};
 use hone_data::npy;
 use hone_onnx::proto::ModelProto;
-use hone_optimize::{calibrate, dynamic, prune, qdq};
+use hone_optimize::{calibrate, dynamic, prune, qdq, s2d};
 use hone_runtime::{OrtBackend, SessionConfig};
 
 fn shared() -> PathBuf {
@@ -230,4 +230,114 @@ fn embedding_tables_become_int8() {
     assert!(hone_onnx::encode(&q).len() * 3 < hone_onnx::encode(&m).len());
     // One scale for the table: max |v| = 4.8, so steps of 4.8 / 127.
     assert!(max_abs(&run(&m, &x), &run(&q, &x)) <= 4.8 / 127.0 / 2.0 + 1e-6);
+}
+
+/// A stem: input [1, c, h, w] → Conv(k×k, stride, pad) + bias → Relu.
+fn stem(c: i64, h: i64, w: i64, k: i64, stride: i64, pad: i64) -> ModelProto {
+    use hone_onnx::{Attr, Dim, GraphBuilder, elem};
+    let mut g = GraphBuilder::new("stem");
+    let x = g.input(
+        "input",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
+    );
+    let n = (8 * c * k * k) as usize;
+    // Mostly small weights with a few large ones, as in trained convs, and
+    // (in `image`) pixels in [0, 1]: full-range weights against uint8 inputs
+    // near 255 saturate the int16 pair sums of ORT's u8×s8 kernel on CPUs
+    // without VNNI (VPMADDUBSW), and the test would measure that instead.
+    let wv: Vec<f32> = (0..n)
+        .map(|i| (((i * 37 % 101) as f32 - 50.0) / 50.0).powi(3))
+        .collect();
+    let wt = g.initializer(hone_onnx::tensor_f32("w", &[8, c, k, k], &wv));
+    let b = g.initializer(hone_onnx::tensor_f32("b", &[8], &[0.1; 8]));
+    let y = g.node(
+        "Conv",
+        &[&x, &wt, &b],
+        None,
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![stride, stride])),
+            ("pads", Attr::Ints(vec![pad; 4])),
+        ],
+    );
+    let out = g.node("Relu", &[&y], Some("output"), vec![]);
+    g.output(&out, elem::FLOAT, &[]);
+    g.finish("test", &[])
+}
+
+fn image(c: i64, h: i64, w: i64) -> Tensor {
+    let v: Vec<f32> = (0..(c * h * w) as usize)
+        .map(|i| ((i * 7919 % 211) as f32 / 210.0).powi(3))
+        .collect();
+    Tensor::from_f32(vec![1, c, h, w], &v).unwrap()
+}
+
+#[test]
+fn space_to_depth_stems_are_exact_and_skip_what_they_cannot_rewrite() {
+    // resnet's 7×7/2 pad 3 at even and odd sizes, a 3×3/2 stem, and an even
+    // kernel on an even padded size.
+    for (c, h, w, k, pad) in [
+        (3, 16, 16, 7, 3),
+        (3, 17, 15, 7, 3),
+        (3, 12, 13, 3, 1),
+        (1, 10, 10, 4, 1),
+    ] {
+        let m = stem(c, h, w, k, 2, pad);
+        let (r, stems) = s2d::space_to_depth_stems(&m)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{c}×{h}×{w} k{k} not rewritten"));
+        assert_eq!(stems.len(), 1);
+        assert_eq!(stems[0].source, "input");
+        assert!(ops(&r).contains(&"SpaceToDepth".to_string()));
+        let x = image(c, h, w);
+        let (a, b) = (run(&m, &x), run(&r, &x));
+        let d = max_abs(&a, &b);
+        assert!(d < 1e-4, "{c}×{h}×{w} k{k}: {d}");
+    }
+    // Not stems: stride 1, many channels, an even kernel whose padded size
+    // is odd (growing it would add an output row).
+    for m in [
+        stem(3, 16, 16, 7, 1, 3),
+        stem(16, 16, 16, 3, 2, 1),
+        stem(3, 11, 11, 4, 2, 1),
+    ] {
+        assert!(s2d::space_to_depth_stems(&m).unwrap().is_none());
+    }
+}
+
+#[test]
+fn a_space_to_depth_stem_quantizes_like_the_original() {
+    let m = stem(3, 32, 32, 7, 2, 3);
+    let x = image(3, 32, 32);
+    let base = run(&m, &x);
+    let tensors = calibrate::activation_tensors(&m).unwrap();
+    let cfg = SessionConfig::default();
+    let ranges = calibrate::calibrate(
+        &m,
+        &tensors,
+        &[vec![x.clone()]],
+        calibrate::Method::MinMax,
+        &cfg,
+    )
+    .unwrap();
+    let (r, stems) = s2d::space_to_depth_stems(&m).unwrap().unwrap();
+    let mut r_ranges = ranges.clone();
+    r_ranges.insert(stems[0].packed.clone(), ranges[&stems[0].source]);
+    let opts = qdq::StaticOptions::default();
+    let (q, _) = qdq::quantize_static(&m, &ranges, &opts).unwrap();
+    let (qs, nodes) = qdq::quantize_static(&r, &r_ranges, &opts).unwrap();
+    assert!(nodes.contains(&stems[0].conv), "{nodes:?}");
+    let spread = base.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (dq, ds) = (max_abs(&base, &run(&q, &x)), max_abs(&base, &run(&qs, &x)));
+    // A Relu that ends the graph stays (folded into a QuantizeLinear there
+    // would be none to clamp it).
+    assert!(ops(&q).contains(&"Relu".to_string()), "{:?}", ops(&q));
+    assert!(dq < 0.05 * spread, "plain int8: {dq} of {spread}");
+    // The same int8 weights and input grid (in another order): the error
+    // stays that of plain int8.
+    assert!(
+        ds < 0.05 * spread && ds < 2.0 * dq + 1e-3,
+        "{ds} vs {dq} of {spread}"
+    );
 }

@@ -11,7 +11,7 @@ use hone_core::{Backend, Tensor};
 use hone_data::metrics::Metric;
 use hone_data::{Encoding, Table, Task, split};
 use hone_onnx::proto::ModelProto;
-use hone_optimize::{calibrate, dynamic, measure, prune, qdq};
+use hone_optimize::{calibrate, dynamic, measure, prune, qdq, s2d};
 use hone_runtime::{GraphOptimization, OrtBackend, SessionConfig};
 use serde::Serialize;
 
@@ -635,27 +635,17 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
                 ))
             }
             n if n.starts_with("int8-static") => {
-                let method = if n.contains("percentile") {
-                    calibrate::Method::Percentile(99.999)
-                } else if n.contains("entropy") {
-                    calibrate::Method::Entropy
-                } else {
-                    calibrate::Method::MinMax
-                };
+                let method = static_method(n);
                 let key = method.name();
                 if !ranges.contains_key(&key) {
                     let r = calibrate::calibrate(&fp32, &act_tensors, &cal_batches, method, &cfg)
                         .map_err(|e| PipelineError(e.0))?;
                     ranges.insert(key.clone(), r);
                 }
-                let s8 = n.ends_with("s8s8");
+                let s8 = static_acts(n) == qdq::ActType::S8;
                 let so = qdq::StaticOptions {
                     per_channel: true,
-                    activations: if s8 {
-                        qdq::ActType::S8
-                    } else {
-                        qdq::ActType::U8
-                    },
+                    activations: static_acts(n),
                     ..Default::default()
                 };
                 let (m, nodes) = qdq::quantize_static(&fp32, &ranges[&key], &so)
@@ -758,6 +748,28 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<Optimi
         progress(total, total, &format!("fallback from {src}"));
         if let Some(c) = fallback(&bench, &fp32, &src, &ranges, opts, start) {
             candidates.push(c);
+        }
+    }
+
+    // Image stems (hone_optimize::s2d): the static candidate chosen so far,
+    // again on the rewritten graph. The rewrite is exact in fp32, so speed
+    // decides; it adds weights, so a size objective has no use for it.
+    if has(Technique::Static)
+        && opts.objective != Objective::Size
+        && start.elapsed() < opts.time_budget
+    {
+        let statics: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| {
+                c.meets_budget && c.name.starts_with("int8-static") && !c.name.contains('+')
+            })
+            .collect();
+        if let (Some(src), _) = choose(&statics, opts.objective) {
+            let src = src.name.clone();
+            progress(total, total, &format!("{src}+s2d"));
+            if let Some(c) = s2d_candidate(&bench, &fp32, &src, &ranges) {
+                candidates.push(c);
+            }
         }
     }
 
@@ -1049,6 +1061,69 @@ fn skipped(name: &str, t: Technique, why: &str) -> Candidate {
     }
 }
 
+/// Static candidate `src` rebuilt on the graph with its image stems
+/// rewritten to space-to-depth; None when the model has no such stem.
+fn s2d_candidate(
+    bench: &Bench,
+    fp32: &ModelProto,
+    src: &str,
+    ranges: &std::collections::HashMap<String, calibrate::Ranges>,
+) -> Option<Candidate> {
+    let name = format!("{src}+s2d");
+    let (m, stems) = match s2d::space_to_depth_stems(fp32) {
+        Ok(Some(x)) => x,
+        Ok(None) => return None,
+        Err(e) => return Some(failed(&name, Technique::Static, &e.0)),
+    };
+    // The packed image holds the stem input's values (and pad zeros, which
+    // every activation range includes), so its range is the input's.
+    let mut r = ranges.get(&static_method(src).name())?.clone();
+    for st in &stems {
+        let v = *r.get(&st.source)?;
+        r.insert(st.packed.clone(), v);
+    }
+    let so = qdq::StaticOptions {
+        per_channel: true,
+        activations: static_acts(src),
+        ..Default::default()
+    };
+    Some(match qdq::quantize_static(&m, &r, &so) {
+        Ok((q, _)) => {
+            let convs: Vec<&str> = stems.iter().map(|s| s.conv.as_str()).collect();
+            bench.candidate(
+                &name,
+                tech_name(Technique::Static),
+                format!(
+                    "{src} with stem conv(s) {} run as space-to-depth then a stride-1 conv over 4× the channels",
+                    convs.join(", ")
+                ),
+                hone_onnx::encode(&q),
+            )
+        }
+        Err(e) => failed(&name, Technique::Static, &e.0),
+    })
+}
+
+/// The calibration method a static candidate's name asks for.
+fn static_method(name: &str) -> calibrate::Method {
+    if name.contains("percentile") {
+        calibrate::Method::Percentile(99.999)
+    } else if name.contains("entropy") {
+        calibrate::Method::Entropy
+    } else {
+        calibrate::Method::MinMax
+    }
+}
+
+/// The activation type a static candidate's name asks for.
+fn static_acts(name: &str) -> qdq::ActType {
+    if name.contains("s8s8") {
+        qdq::ActType::S8
+    } else {
+        qdq::ActType::U8
+    }
+}
+
 /// Greedy per-node fallback: rank the quantized nodes of candidate `src` by
 /// how much leaving each alone in fp32 recovers, then return the top 1, 2,
 /// 4, ... to fp32 until the budget holds.
@@ -1074,24 +1149,12 @@ fn fallback(
             )
             .ok()
         } else {
-            let key = if src.contains("percentile") {
-                calibrate::Method::Percentile(99.999).name()
-            } else if src.contains("entropy") {
-                calibrate::Method::Entropy.name()
-            } else {
-                calibrate::Method::MinMax.name()
-            };
-            let activations = if src.ends_with("s8s8") {
-                qdq::ActType::S8
-            } else {
-                qdq::ActType::U8
-            };
             qdq::quantize_static(
                 fp32,
-                ranges.get(&key)?,
+                ranges.get(&static_method(src).name())?,
                 &qdq::StaticOptions {
                     per_channel: true,
-                    activations,
+                    activations: static_acts(src),
                     exclude,
                 },
             )
