@@ -264,6 +264,9 @@ fn an_image_stem_gets_a_space_to_depth_candidate() {
         .map(|i| ((i * 7919 % 211) as f32 / 210.0).powi(3))
         .collect();
     write_npy(&data.join("input.npy"), &[8, 3, 32, 32], &px);
+    // A budget only uint8 activations meet (int8 ones lose about 0.004 of
+    // cosine here, through a kernel whose losses depend on summation order),
+    // so the source of the s2d candidate is a uint8 one whatever the timings.
     let out = hone(&[
         "optimize",
         s(&model),
@@ -272,7 +275,7 @@ fn an_image_stem_gets_a_space_to_depth_candidate() {
         "--techniques",
         "static",
         "--max-drop",
-        "0.05",
+        "0.001",
         "--measure-seconds",
         "0.2",
         "-o",
@@ -298,13 +301,8 @@ fn an_image_stem_gets_a_space_to_depth_candidate() {
         s2d["metric"].as_f64().unwrap(),
         src["metric"].as_f64().unwrap(),
     );
-    assert!(a > 0.98, "{a}");
-    // With uint8 activations both run the same integer sums, reordered.
-    // With int8 ones ORT's AVX2 kernel loses far more on this stem (max
-    // error 1.6 against 0.13), by an amount that depends on that order.
-    if !src["name"].as_str().unwrap().contains("s8s8") {
-        assert!((a - b).abs() < 0.005, "{a} vs {b}");
-    }
+    // Both run the same integer sums, reordered.
+    assert!(a > 0.99 && (a - b).abs() < 0.005, "{a} vs {b}");
     assert!(s2d["detail"].as_str().unwrap().contains("space-to-depth"));
 }
 
