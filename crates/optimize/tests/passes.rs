@@ -341,3 +341,62 @@ fn a_space_to_depth_stem_quantizes_like_the_original() {
         "{ds} vs {dq} of {spread}"
     );
 }
+
+#[test]
+fn static_qdq_leaves_attention_masks_in_float() {
+    use hone_onnx::{Attr, Dim, GraphBuilder, elem};
+    // scores = x·W + mask, where the mask holds 0 or the lowest float, as
+    // transformer exports do; then Softmax and a second MatMul.
+    let mut g = GraphBuilder::new("masked");
+    let x = g.input("x", elem::FLOAT, &[Dim::Fixed(1), Dim::Fixed(4)]);
+    let mask = g.input("mask", elem::FLOAT, &[Dim::Fixed(1), Dim::Fixed(4)]);
+    let w: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 8.0).collect();
+    let w1 = g.initializer(hone_onnx::tensor_f32("w1", &[4, 4], &w));
+    let w2 = g.initializer(hone_onnx::tensor_f32("w2", &[4, 4], &w));
+    let s = g.node("MatMul", &[&x, &w1], Some("scores"), vec![]);
+    let s = g.node("Add", &[&s, &mask], Some("masked"), vec![]);
+    let p = g.node(
+        "Softmax",
+        &[&s],
+        Some("probs"),
+        vec![("axis", Attr::Int(-1))],
+    );
+    let y = g.node("MatMul", &[&p, &w2], Some("y"), vec![]);
+    g.output(&y, elem::FLOAT, &[Dim::Fixed(1), Dim::Fixed(4)]);
+    let m = g.finish("test", &[]);
+    let ranges: calibrate::Ranges = [
+        ("x", (-1.0, 1.0)),
+        ("mask", (f32::MIN, 0.0)),
+        ("scores", (-2.0, 2.0)),
+        ("masked", (f32::MIN, 2.0)),
+        ("probs", (0.0, 1.0)),
+        ("y", (-1.0, 1.0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (q, _) = qdq::quantize_static(&m, &ranges, &qdq::StaticOptions::default()).unwrap();
+    let g = q.graph.as_ref().unwrap();
+    let quantized: Vec<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .map(|n| n.input[0].as_str())
+        .collect();
+    assert!(quantized.contains(&"x"), "{quantized:?}");
+    for t in ["mask", "masked"] {
+        assert!(!quantized.contains(&t), "{t} quantized: {quantized:?}");
+    }
+    // And the masked position stays masked.
+    hone_runtime::init().unwrap();
+    let xs = Tensor::from_f32(vec![1, 4], &[0.5, -0.25, 1.0, 0.0]).unwrap();
+    let ms = Tensor::from_f32(vec![1, 4], &[0.0, f32::MIN, 0.0, 0.0]).unwrap();
+    let infer = |m: &ModelProto| {
+        let mut b =
+            OrtBackend::from_bytes(&hone_onnx::encode(m), &SessionConfig::default()).unwrap();
+        let out = b.infer(&[&[xs.clone(), ms.clone()][..]]).unwrap();
+        npy::to_f32(&out[0]).unwrap()
+    };
+    let d = max_abs(&infer(&m), &infer(&q));
+    assert!(d < 0.05, "{d}");
+}
