@@ -233,26 +233,6 @@ fn stem_model(path: &std::path::Path) {
     std::fs::write(path, hone_onnx::encode(&g.finish("test", &[]))).unwrap();
 }
 
-/// A float32 .npy file (format 1.0).
-fn write_npy(path: &std::path::Path, shape: &[usize], v: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
-    for x in v {
-        b.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
-}
-
 #[test]
 fn an_image_stem_gets_a_space_to_depth_candidate() {
     let d = tmp_dir("s2d");
@@ -263,7 +243,8 @@ fn an_image_stem_gets_a_space_to_depth_candidate() {
     let px: Vec<f32> = (0..8 * 3 * 32 * 32)
         .map(|i| ((i * 7919 % 211) as f32 / 210.0).powi(3))
         .collect();
-    write_npy(&data.join("input.npy"), &[8, 3, 32, 32], &px);
+    let bytes: Vec<u8> = px.iter().flat_map(|x| x.to_le_bytes()).collect();
+    common::write_npy(&data.join("input.npy"), "<f4", &[8, 3, 32, 32], &bytes);
     // A budget only uint8 activations meet (int8 ones lose about 0.004 of
     // cosine here, through a kernel whose losses depend on summation order),
     // so the source of the s2d candidate is a uint8 one whatever the timings.

@@ -156,32 +156,6 @@ fn eval_matches_the_shared_manifest() {
     assert!((e["value"].as_f64().unwrap() - 0.360).abs() < 1e-3, "{e}");
 }
 
-/// Writes a float32 or int64 `.npy` (format 1.0).
-fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let shape_s = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
-}
-
 #[test]
 fn eval_reads_a_directory_of_npy_files() {
     let d = tmp_dir("npy");
@@ -201,7 +175,7 @@ fn eval_reads_a_directory_of_npy_files() {
         .collect();
     labels[0] = (labels[0] + 1) % 10;
     let bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_npy(&d.join("labels.npy"), "<i8", &[8], &bytes);
+    common::write_npy(&d.join("labels.npy"), "<i8", &[8], &bytes);
     let e = eval_json(&shared().join("digits_cnn/digits_cnn.onnx"), &d, &[]);
     assert_eq!(e["report"]["accuracy"].as_f64().unwrap(), 7.0 / 8.0);
     assert_eq!(e["softmax_applied"], true);
