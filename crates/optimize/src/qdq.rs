@@ -376,6 +376,8 @@ fn fold_relu(
             && !outputs.contains(x)
             // Graph outputs stay float (no QuantizeLinear to clamp them).
             && !outputs.contains(&r.output[0])
+            // Only where a QuantizeLinear will follow to do the clamping.
+            && quantizable_range(ranges, &r.output[0])
             && ranges.get(&r.output[0]).is_some_and(|&(lo, _)| lo >= 0.0);
         if folds {
             drop.insert(ri);

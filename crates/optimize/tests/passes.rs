@@ -387,6 +387,25 @@ fn static_qdq_leaves_attention_masks_in_float() {
     for t in ["mask", "masked"] {
         assert!(!quantized.contains(&t), "{t} quantized: {quantized:?}");
     }
+    // A Relu whose output is too wide to quantize keeps its clamp: folding
+    // it needs the QuantizeLinear that such a tensor does not get.
+    let mut wide = ranges.clone();
+    wide.insert("scores".into(), (-2.0, 2.0e4));
+    wide.insert("relu".into(), (0.0, 2.0e4));
+    let mut mr = m.clone();
+    let gr = mr.graph.as_mut().unwrap();
+    for n in &mut gr.node {
+        if n.op_type == "Add" {
+            // scores → Relu → (Add reads the Relu's output)
+            n.input[0] = "relu".into();
+        }
+    }
+    gr.node.insert(
+        1,
+        hone_optimize::graph::node("Relu", "relu_node".into(), &["scores"], &["relu"], vec![]),
+    );
+    let (qr, _) = qdq::quantize_static(&mr, &wide, &qdq::StaticOptions::default()).unwrap();
+    assert!(ops(&qr).contains(&"Relu".to_string()), "{:?}", ops(&qr));
     // And the masked position stays masked.
     hone_runtime::init().unwrap();
     let xs = Tensor::from_f32(vec![1, 4], &[0.5, -0.25, 1.0, 0.0]).unwrap();

@@ -1079,7 +1079,10 @@ fn s2d_candidate(
     // every activation range includes), so its range is the input's.
     let mut r = ranges.get(&static_method(src).name())?.clone();
     for st in &stems {
-        let v = *r.get(&st.source)?;
+        let Some(&v) = r.get(&st.source) else {
+            let why = format!("stem input {:?} has no calibrated range", st.source);
+            return Some(failed(&name, Technique::Static, &why));
+        };
         r.insert(st.packed.clone(), v);
     }
     let so = qdq::StaticOptions {
