@@ -151,7 +151,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(line) = try_line(&server) {
             println!("hone is serving. Try:\n  {line}");
         }
-        for e in server.state.repo.index(false) {
+        for e in server.state.repo.models().index(false) {
             if e.state != "READY" {
                 tracing::warn!(
                     "model {} {} is {}: {}",
@@ -173,7 +173,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// A curl command that runs the first ready model on a row of ones, so a
 /// person can see the server answer without writing a request.
 fn try_line(server: &Server) -> Option<String> {
-    let model = server.state.repo.loaded().into_iter().next()?;
+    let model = server.state.repo.models().loaded().into_iter().next()?;
     let mut inputs = Vec::new();
     for spec in &model.input_specs {
         if spec.dtype == hone_core::DataType::Bytes || spec.dtype == hone_core::DataType::Bool {

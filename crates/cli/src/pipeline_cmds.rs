@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hone_data::Task;
 use hone_data::metrics::Metric;
-use hone_pipeline::{eval as ev, fit, optimize as opt, ship as sh};
+use hone_pipeline::{eval as ev, fit, search as opt, ship as sh};
 use hone_server::ServerOptions;
 use hone_train::TrainConfig;
 
@@ -641,7 +641,7 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
         );
         b
     };
-    let result = opt::optimize(&opts, &mut |i, n, what| {
+    let result = opt::run(&opts, &mut |i, n, what| {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
         bar.set_message(what.to_string());

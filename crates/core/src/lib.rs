@@ -12,6 +12,10 @@ pub use dtype::DataType;
 pub use error::{Error, ErrorKind, Result};
 pub use tensor::{Tensor, TensorData, element_count};
 
+/// A request input as a protocol decoded it, before validation: the name
+/// the client gave, and the tensor (dtype, shape, payload).
+pub type NamedTensor = (String, Tensor);
+
 /// Name, element type and shape of one model input or output.
 /// A dimension of `-1` is dynamic.
 #[derive(Debug, Clone, PartialEq, Eq)]

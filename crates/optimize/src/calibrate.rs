@@ -14,7 +14,8 @@ use hone_core::{Backend, DataType, Tensor, TensorData};
 use hone_onnx::proto::{ModelProto, ValueInfoProto};
 use hone_runtime::{OrtBackend, SessionConfig};
 
-use crate::{OptError, Result, graph, qdq};
+use crate::ops::{data_inputs, is_quantizable};
+use crate::{OptError, Result, graph};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
@@ -51,10 +52,10 @@ pub fn activation_tensors(model: &ModelProto) -> Result<Vec<String>> {
         }
     };
     for n in &g.node {
-        if !qdq::is_quantizable(&n.op_type) || !n.domain.is_empty() {
+        if !is_quantizable(&n.op_type) || !n.domain.is_empty() {
             continue;
         }
-        for i in qdq::data_inputs(n) {
+        for i in data_inputs(n) {
             add(i);
         }
         if let Some(o) = n.output.first() {

@@ -12,6 +12,7 @@ pub mod fp16;
 pub mod graph;
 pub mod machine;
 pub mod measure;
+pub mod ops;
 pub mod prune;
 pub mod qdq;
 pub mod s2d;

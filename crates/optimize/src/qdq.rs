@@ -16,6 +16,7 @@ use hone_onnx::{Attr, tensor_f32};
 use crate::Result;
 use crate::calibrate::Ranges;
 use crate::graph::{self, Names, node, quantize_symmetric, tensor_i8, tensor_i32, tensor_u8};
+use crate::ops::{data_inputs, is_quantizable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActType {
@@ -41,43 +42,6 @@ impl Default for StaticOptions {
             exclude: HashSet::new(),
         }
     }
-}
-
-/// Ops whose float tensors the pass quantizes.
-pub fn is_quantizable(op: &str) -> bool {
-    matches!(
-        op,
-        "Conv"
-            | "Gemm"
-            | "MatMul"
-            | "Add"
-            | "MaxPool"
-            | "AveragePool"
-            | "GlobalAveragePool"
-            | "Relu"
-            | "Clip"
-            | "Flatten"
-            | "Reshape"
-            | "Transpose"
-            | "Concat"
-            | "Squeeze"
-            | "Unsqueeze"
-    )
-}
-
-/// The inputs of a node that carry activations (not shapes, axes or bounds).
-pub fn data_inputs(n: &NodeProto) -> Vec<&str> {
-    let k = match n.op_type.as_str() {
-        "Conv" | "Gemm" | "MatMul" | "Add" => 2,
-        "Concat" => n.input.len(),
-        _ => 1,
-    };
-    n.input
-        .iter()
-        .take(k)
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 fn act_params(range: (f32, f32), t: ActType) -> (f32, i32) {

@@ -1,6 +1,6 @@
 //! `hone train`: read the data, train, export the ONNX model and its card.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use hone_data::metrics::Report;
@@ -8,6 +8,7 @@ use hone_data::{Encoding, Table, Task, split};
 use hone_train::{CardInput, EpochLog, Mlp, ModelCard, TrainConfig};
 use serde::Serialize;
 
+use crate::publish::write_atomic;
 use crate::{PipelineError, Result};
 
 #[derive(Debug, Clone)]
@@ -122,22 +123,4 @@ pub fn fit(
         export_max_diff: diff,
     };
     Ok((outcome, model, card))
-}
-
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| PipelineError(format!("cannot create {}: {e}", dir.display())))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            PipelineError(format!("cannot write {}: {e}", path.display()))
-        })
 }

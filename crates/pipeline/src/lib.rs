@@ -4,8 +4,8 @@
 
 pub mod eval;
 pub mod fit;
-pub mod optimize;
-mod report_html;
+pub mod publish;
+pub mod search;
 pub mod ship;
 
 /// A pipeline failure, already worded for the user.

@@ -573,7 +573,7 @@ fn optimize_stage(
     metric: Metric,
     max_drop: f64,
 ) -> Result<(Vec<u8>, String)> {
-    use crate::optimize as opt;
+    use crate::search as opt;
     let dir = std::env::temp_dir().join(format!("hone-ship-optimize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -609,7 +609,7 @@ fn optimize_stage(
             prune_ratio: 0.5,
             latency_data: None,
         };
-        let r = opt::optimize(&o, &mut |_, _, _| {})?;
+        let r = opt::run(&o, &mut |_, _, _| {})?;
         let base = r.baseline.p50_ms.unwrap_or(f64::MAX);
         let chosen = r
             .chosen
@@ -671,20 +671,6 @@ pub fn config_pbtxt(name: &str, model: &Mlp) -> String {
     )
 }
 
-/// The next version number of a model: one past the largest numeric version
-/// directory (1 for a new model).
-pub fn next_version(model_dir: &Path) -> u64 {
-    std::fs::read_dir(model_dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-        + 1
-}
-
 /// Writes model, card and config into a hidden staging directory inside the
 /// repository (same file system, so the final rename is atomic) and renames
 /// the version (or, for a new model, the whole model directory) into place.
@@ -696,78 +682,13 @@ fn publish(
     config: &str,
     cancel: &AtomicBool,
 ) -> Result<(u64, PathBuf)> {
-    publish_files(
+    crate::publish::publish_files(
         repo,
         name,
         &[("model.onnx", onnx), ("model.card.json", card)],
         Some(config),
         cancel,
     )
-}
-
-/// Publishes `files` as the next version of `name` (see [`publish`]); the
-/// config is written only when the model has none.
-pub fn publish_files(
-    repo: &Path,
-    name: &str,
-    files: &[(&str, &[u8])],
-    config: Option<&str>,
-    cancel: &AtomicBool,
-) -> Result<(u64, PathBuf)> {
-    std::fs::create_dir_all(repo)
-        .map_err(|e| PipelineError(format!("cannot create {}: {e}", repo.display())))?;
-    let model_dir = repo.join(name);
-    let version = next_version(&model_dir);
-    let staging = repo.join(format!(".hone-ship-{}-{}", name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let result = (|| -> Result<PathBuf> {
-        let new_model = !model_dir.exists();
-        let vdir = if new_model {
-            let dir = staging_dir(&staging)?;
-            if let Some(config) = config {
-                std::fs::write(dir.join("config.pbtxt"), config)?;
-            }
-            staging.join(version.to_string())
-        } else {
-            staging.join("version")
-        };
-        std::fs::create_dir_all(&vdir)?;
-        for (file, bytes) in files {
-            std::fs::write(vdir.join(file), bytes)?;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(PipelineError(
-                "interrupted; the repository was not changed".into(),
-            ));
-        }
-        let dest = model_dir.join(version.to_string());
-        if new_model {
-            std::fs::rename(&staging, &model_dir)?;
-        } else {
-            if let Some(config) = config
-                && !model_dir.join("config.pbtxt").exists()
-            {
-                let tmp = staging.join("config.pbtxt");
-                std::fs::write(&tmp, config)?;
-                std::fs::rename(&tmp, model_dir.join("config.pbtxt"))?;
-            }
-            std::fs::rename(&vdir, &dest)?;
-        }
-        Ok(dest)
-    })();
-    let _ = std::fs::remove_dir_all(&staging);
-    result.map(|d| (version, d)).map_err(|e| {
-        PipelineError(format!(
-            "cannot write the model into {}: {}",
-            repo.display(),
-            e.0
-        ))
-    })
-}
-
-fn staging_dir(p: &Path) -> Result<&Path> {
-    std::fs::create_dir_all(p)?;
-    Ok(p)
 }
 
 /// Sends held-out rows to the live endpoint over V2 JSON and checks the

@@ -1,8 +1,10 @@
 //! The ONNX Runtime backend: locating (or fetching) `libonnxruntime`, building
-//! sessions from a model file, and running batched calls.
+//! sessions from a model file, running batched calls, and the default
+//! sizing of sessions per model.
 
 mod backend;
 mod library;
+pub mod sizing;
 
 pub use backend::{GraphOptimization, OrtBackend, SessionConfig};
 pub use library::{ORT_VERSION, init, library_path};

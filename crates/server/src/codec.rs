@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::repository::NamedTensor;
+use hone_core::NamedTensor;
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {

@@ -6,14 +6,13 @@ use bytes::Bytes;
 use hone_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData};
 use tonic::{Request, Response, Status};
 
-use crate::config::{ModelConfig, VersionPolicy};
-use crate::repository::{NamedTensor, Repository, check_load_parameters};
-use crate::{SERVER_NAME, ServerState};
+use hone_core::NamedTensor;
 
-#[allow(clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("inference");
-}
+use crate::SERVER_NAME;
+use crate::repository::{Registry, check_load_parameters};
+use crate::state::ServerState;
+
+pub use crate::proto;
 
 use proto::grpc_inference_service_server::GrpcInferenceService;
 use proto::*;
@@ -33,8 +32,8 @@ fn status(e: Error) -> Status {
     }
 }
 
-fn repo(s: &GrpcService) -> &Repository {
-    &s.state.repo
+fn repo(s: &GrpcService) -> &Registry {
+    s.state.repo.models()
 }
 
 fn pack<T: Copy>(name: &str, values: &[T], f: impl Fn(T, &mut Vec<u8>) -> bool) -> Result<Bytes> {
@@ -195,79 +194,6 @@ fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<NamedTensor>> {
     Ok(out)
 }
 
-fn to_proto_config(c: &ModelConfig) -> proto::ModelConfig {
-    let dt = |d: DataType| proto::DataType::from_str_name(d.as_triton()).map_or(0, |x| x as i32);
-    proto::ModelConfig {
-        name: c.name.clone(),
-        platform: c.platform.clone(),
-        backend: c.backend.clone(),
-        version_policy: Some(ModelVersionPolicy {
-            policy_choice: Some(match &c.version_policy {
-                VersionPolicy::Latest(n) => {
-                    model_version_policy::PolicyChoice::Latest(model_version_policy::Latest {
-                        num_versions: *n,
-                    })
-                }
-                VersionPolicy::All => {
-                    model_version_policy::PolicyChoice::All(model_version_policy::All {})
-                }
-                VersionPolicy::Specific(v) => {
-                    model_version_policy::PolicyChoice::Specific(model_version_policy::Specific {
-                        versions: v.clone(),
-                    })
-                }
-            }),
-        }),
-        max_batch_size: c.max_batch_size() as i32,
-        input: c
-            .inputs
-            .iter()
-            .map(|i| ModelInput {
-                name: i.name.clone(),
-                data_type: dt(i.dtype),
-                dims: i.dims.clone(),
-            })
-            .collect(),
-        output: c
-            .outputs
-            .iter()
-            .map(|i| ModelOutput {
-                name: i.name.clone(),
-                data_type: dt(i.dtype),
-                dims: i.dims.clone(),
-            })
-            .collect(),
-        instance_group: vec![ModelInstanceGroup {
-            name: format!("{}_0", c.name),
-            count: c.instance_count as i32,
-            kind: model_instance_group::Kind::Cpu as i32,
-        }],
-        default_model_filename: c.default_model_filename.clone(),
-        dynamic_batching: c.dynamic_batching.as_ref().map(|d| ModelDynamicBatching {
-            preferred_batch_size: d.preferred_batch_size.iter().map(|&p| p as i32).collect(),
-            max_queue_delay_microseconds: d.max_queue_delay_us,
-            default_queue_policy: Some(ModelQueuePolicy {
-                max_queue_size: d.effective_queue_size(),
-            }),
-        }),
-        optimization: c.optimization_level.map(|l| ModelOptimizationPolicy {
-            graph: Some(model_optimization_policy::Graph { level: l as i32 }),
-        }),
-        parameters: c
-            .parameters
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    ModelParameter {
-                        string_value: v.clone(),
-                    },
-                )
-            })
-            .collect(),
-    }
-}
-
 #[tonic::async_trait]
 impl GrpcInferenceService for GrpcService {
     async fn server_live(
@@ -386,7 +312,7 @@ impl GrpcInferenceService for GrpcService {
         let r = r.into_inner();
         let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
         Ok(Response::new(ModelConfigResponse {
-            config: Some(to_proto_config(&m.config)),
+            config: Some(m.config.to_proto()),
         }))
     }
 

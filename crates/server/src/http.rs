@@ -15,8 +15,10 @@ use hone_core::{Error, ErrorKind};
 use serde_json::{Value as Json, json};
 
 use crate::codec::{self, RequestedOutput};
-use crate::repository::{LoadedModel, check_load_parameters};
-use crate::{EXTENSIONS, SERVER_NAME, ServerState};
+use crate::model::LoadedModel;
+use crate::repository::check_load_parameters;
+use crate::state::ServerState;
+use crate::{EXTENSIONS, SERVER_NAME};
 
 const HEADER_LEN: &str = "inference-header-content-length";
 
@@ -92,7 +94,10 @@ pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
 
 fn model(state: &ServerState, p: &HashMap<String, String>) -> Result<Arc<LoadedModel>, ApiError> {
     let name = p.get("model").map(String::as_str).unwrap_or_default();
-    Ok(state.repo.get(name, p.get("version").map(String::as_str))?)
+    Ok(state
+        .repo
+        .models()
+        .get(name, p.get("version").map(String::as_str))?)
 }
 
 async fn server_metadata() -> Response {
@@ -134,7 +139,7 @@ async fn model_metadata(State(s): St, Path(p): Params) -> ApiResult {
     let t = |t: &hone_core::TensorSpec| json!({"name": t.name, "datatype": t.dtype.as_v2(), "shape": t.dims});
     Ok(json_response(&json!({
         "name": m.name,
-        "versions": s.repo.ready_versions(&m.name),
+        "versions": s.repo.models().ready_versions(&m.name),
         "platform": m.config.platform,
         "inputs": m.input_specs.iter().map(t).collect::<Vec<_>>(),
         "outputs": m.metadata.outputs.iter().map(t).collect::<Vec<_>>(),
@@ -150,7 +155,7 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     let models = if p.contains_key("model") {
         vec![model(&s, &p)?]
     } else {
-        s.repo.loaded()
+        s.repo.models().loaded()
     };
     let list: Vec<Json> = models
         .iter()
@@ -169,7 +174,7 @@ async fn repository_index(State(s): St, body: Bytes) -> ApiResult {
         v.get("ready").and_then(Json::as_bool).unwrap_or(false)
     };
     Ok(json_response(
-        &serde_json::to_value(s.repo.index(ready_only)).unwrap_or_default(),
+        &serde_json::to_value(s.repo.models().index(ready_only)).unwrap_or_default(),
     ))
 }
 
@@ -289,7 +294,7 @@ pub fn metrics_router(state: Arc<ServerState>) -> Router {
             get(|State(s): St| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.repo.render_metrics(),
+                    s.repo.models().render_metrics(),
                 )
             }),
         )

@@ -7,12 +7,17 @@
 
 pub mod codec;
 pub mod config;
+pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod pbtxt;
+pub mod proto;
 pub mod repository;
 pub mod scheduler;
+pub mod state;
+pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,7 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use engine::{EngineLoader, OrtLoader};
 pub use repository::Repository;
+pub use state::{ModelControl, ServerState};
 
 pub const SERVER_NAME: &str = "hone";
 /// Protocol extensions announced in server metadata.
@@ -34,63 +41,6 @@ pub const EXTENSIONS: &[&str] = &[
     "statistics",
     "model_repository",
 ];
-
-/// How the set of served models may change while running (Triton's
-/// `--model-control-mode`, with one difference: every mode loads the whole
-/// repository at start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelControl {
-    /// Fixed at start; the load/unload API is refused.
-    None,
-    /// The repository load/unload API (HTTP and gRPC) loads, reloads and
-    /// unloads models.
-    Explicit,
-    /// As `Explicit`, and the repository is also rescanned this often:
-    /// new or changed model directories load, removed ones unload.
-    Poll(std::time::Duration),
-}
-
-pub struct ServerState {
-    pub repo: Arc<Repository>,
-    pub max_request_bytes: usize,
-    pub model_control: ModelControl,
-    shutting_down: AtomicBool,
-}
-
-impl ServerState {
-    /// Ready while not shutting down and every model has a ready version
-    /// (Triton's strict readiness).
-    pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.repo.all_ready()
-    }
-
-    /// Loads (or reloads) a model through the repository API. Session
-    /// creation blocks, so it runs off the async workers.
-    pub async fn load_model(&self, name: &str) -> Result<repository::Change> {
-        self.allow_changes()?;
-        let (repo, name) = (self.repo.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || repo.load_model(&name))
-            .await
-            .map_err(|e| Error::internal(format!("model loader panicked: {e}")))?
-    }
-
-    pub async fn unload_model(&self, name: &str) -> Result<repository::Change> {
-        self.allow_changes()?;
-        let (repo, name) = (self.repo.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || repo.unload_model(&name))
-            .await
-            .map_err(|e| Error::internal(format!("model unloader panicked: {e}")))?
-    }
-
-    fn allow_changes(&self) -> Result<()> {
-        if self.model_control == ModelControl::None {
-            return Err(Error::unavailable(
-                "model load/unload is off: the server runs with --model-control-mode none",
-            ));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -145,8 +95,14 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
 }
 
 impl Server {
-    /// Loads the repository, binds the ports and starts serving.
+    /// Loads the repository into ONNX Runtime sessions, binds the ports and
+    /// starts serving.
     pub async fn start(opts: ServerOptions) -> Result<Server> {
+        Self::start_with(opts, Arc::new(OrtLoader)).await
+    }
+
+    /// As [`Server::start`], with engines from `engines` (tests use a fake).
+    pub async fn start_with(opts: ServerOptions, engines: Arc<dyn EngineLoader>) -> Result<Server> {
         let http = bind(opts.host, opts.http_port, "HTTP").await?;
         let grpc = match opts.grpc_port {
             Some(p) => Some(bind(opts.host, p, "gRPC").await?),
@@ -156,9 +112,9 @@ impl Server {
             Some(p) => Some(bind(opts.host, p, "metrics").await?),
             None => None,
         };
-        hone_runtime::init()?;
+        engines.init()?;
         let root = opts.model_repository.clone();
-        let repo = tokio::task::spawn_blocking(move || Repository::load(&root))
+        let repo = tokio::task::spawn_blocking(move || Repository::open(&root, engines))
             .await
             .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))??;
         let state = Arc::new(ServerState {

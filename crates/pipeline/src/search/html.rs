@@ -2,7 +2,7 @@
 //! Pareto plot (metric against batch-1 latency) drawn as inline SVG, so it
 //! opens anywhere without scripts or network.
 
-use crate::optimize::{Candidate, OptimizeReport};
+use super::report::{Candidate, OptimizeReport};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -1,0 +1,94 @@
+//! Calibration for the static int8 candidates: the batches it runs on, the
+//! activation ranges per method (computed once, shared by every candidate
+//! that uses the method), and how a candidate's name maps to its options.
+
+use std::collections::{HashMap, HashSet};
+
+use hone_core::Tensor;
+use hone_onnx::proto::ModelProto;
+use hone_optimize::{calibrate, qdq};
+use hone_runtime::SessionConfig;
+
+use super::options::OptimizeOptions;
+use super::setup::Setup;
+use crate::eval;
+use crate::{PipelineError, Result};
+
+pub(crate) struct Calibration {
+    /// Rows calibrated on.
+    pub rows: usize,
+    batches: Vec<Vec<Tensor>>,
+    act_tensors: Vec<String>,
+    ranges: HashMap<String, calibrate::Ranges>,
+}
+
+impl Calibration {
+    /// Batches from --calibration, else the first rows of EVAL.
+    pub fn new(s: &Setup, opts: &OptimizeOptions) -> Result<Calibration> {
+        let cal_ds = match &opts.calibration {
+            Some(p) => eval::load_dataset(p, &opts.target, &s.meta, s.card.as_ref())?,
+            None => s.scorer.ds.clone(),
+        };
+        let rows = cal_ds.rows.min(opts.calibration_rows.max(1));
+        let cal_batch = ((8 << 20) / s.row_bytes).clamp(1, 32);
+        let batches = (0..rows)
+            .step_by(cal_batch)
+            .map(|st| cal_ds.slice(st, (st + cal_batch).min(rows)))
+            .collect();
+        let act_tensors = calibrate::activation_tensors(&s.fp32).map_err(|e| PipelineError(e.0))?;
+        Ok(Calibration {
+            rows,
+            batches,
+            act_tensors,
+            ranges: HashMap::new(),
+        })
+    }
+
+    /// The ranges of `method`, calibrating on first use.
+    pub fn ranges(
+        &mut self,
+        fp32: &ModelProto,
+        method: calibrate::Method,
+        cfg: &SessionConfig,
+    ) -> Result<&calibrate::Ranges> {
+        let key = method.name();
+        if !self.ranges.contains_key(&key) {
+            let r = calibrate::calibrate(fp32, &self.act_tensors, &self.batches, method, cfg)
+                .map_err(|e| PipelineError(e.0))?;
+            self.ranges.insert(key.clone(), r);
+        }
+        self.ranges
+            .get(&key)
+            .ok_or_else(|| PipelineError(format!("no {key} ranges")))
+    }
+
+    /// The ranges a static candidate was built with, if already calibrated.
+    pub fn computed(&self, candidate: &str) -> Option<&calibrate::Ranges> {
+        self.ranges.get(&static_method(candidate).name())
+    }
+}
+
+/// The calibration method a static candidate's name asks for.
+pub(crate) fn static_method(name: &str) -> calibrate::Method {
+    if name.contains("percentile") {
+        calibrate::Method::Percentile(99.999)
+    } else if name.contains("entropy") {
+        calibrate::Method::Entropy
+    } else {
+        calibrate::Method::MinMax
+    }
+}
+
+/// The QDQ options a static candidate's name asks for: per-channel weights,
+/// and int8 activations for `-s8s8`, uint8 otherwise.
+pub(crate) fn static_options(name: &str, exclude: HashSet<String>) -> qdq::StaticOptions {
+    qdq::StaticOptions {
+        per_channel: true,
+        activations: if name.contains("s8s8") {
+            qdq::ActType::S8
+        } else {
+            qdq::ActType::U8
+        },
+        exclude,
+    }
+}

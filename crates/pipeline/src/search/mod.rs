@@ -1,0 +1,181 @@
+//! `hone optimize`'s search: build compressed candidates of a model (the
+//! passes live in `hone_optimize`), judge each on EVAL (a metric against
+//! labels, or fidelity to the fp32 model's own outputs), measure each
+//! in-process as it would be served, and pick the best one for the
+//! objective whose drop stays inside the budget.
+//!
+//! [`run`] reads as the list of stages; each stage has its own module.
+
+mod build;
+mod calibration;
+mod choose;
+mod fallback;
+mod html;
+mod judge;
+mod options;
+mod output;
+mod plan;
+mod prune;
+mod report;
+mod setup;
+mod stem;
+mod timing;
+
+use std::time::Instant;
+
+pub use choose::{TIE, choose};
+pub use options::{Objective, OptimizeOptions, Technique};
+pub use report::{Candidate, OptimizeReport, SideBySide, render, report_paths};
+
+use crate::Result;
+use calibration::Calibration;
+use report::Candidate as C;
+
+/// Progress: (step, total, what).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &str);
+
+/// Runs the search. The report is returned even when nothing met the
+/// budget (then `chosen` is `None`).
+pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeReport> {
+    let start = Instant::now();
+    let within_budget = || start.elapsed() < opts.time_budget;
+
+    // 1. The fp32 model, EVAL, the judge, and the fp32 figures.
+    let s = setup::setup(opts)?;
+    let plan = plan::plan(&s.fp32, opts)?;
+    let total = plan.len() + 1;
+    progress(0, total, "fp32 baseline");
+    let mut baseline = s.scorer.candidate(
+        "fp32",
+        "none",
+        "the input model".into(),
+        s.fp32_bytes.clone(),
+    );
+    if let Some(v) = baseline.verdict.strip_prefix("failed: ") {
+        return Err(crate::PipelineError(format!(
+            "the fp32 model itself cannot be judged: {v}"
+        )));
+    }
+
+    // 2. Every planned candidate, built, judged and measured in turn.
+    let mut cal = Calibration::new(&s, opts)?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (i, (name, tech)) in plan.iter().enumerate() {
+        progress(i + 1, total, name);
+        if !within_budget() {
+            candidates.push(C::skipped(name, *tech, "time budget spent"));
+            continue;
+        }
+        candidates.push(match build::build(name, &s, &mut cal, opts, &candidates) {
+            Ok((bytes, detail)) => {
+                let technique = if *name == plan::PRUNED_INT8 {
+                    "pruning + int8 dynamic"
+                } else {
+                    tech.label()
+                };
+                s.scorer.candidate(name, technique, detail, bytes)
+            }
+            Err(e) => C::failed(name, *tech, &e.0),
+        });
+    }
+
+    // 3. Per-node fallback from the fastest int8 model over budget.
+    if opts.has(Technique::Fallback)
+        && within_budget()
+        && let Some(src) = fallback::source(&candidates)
+    {
+        progress(total, total, &format!("fallback from {src}"));
+        if let Some(c) = fallback::fallback(&s.scorer, &s.fp32, &src, &cal, opts, start) {
+            candidates.push(c);
+        }
+    }
+
+    // 4. Image stems: the static candidate chosen so far, again on the
+    // rewritten graph. The rewrite is exact in fp32, so speed decides; it
+    // adds weights, so a size objective has no use for it.
+    if opts.has(Technique::Static) && opts.objective != Objective::Size && within_budget() {
+        let statics: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| {
+                c.meets_budget && c.name.starts_with("int8-static") && !c.name.contains('+')
+            })
+            .collect();
+        if let (Some(src), _) = choose(&statics, opts.objective) {
+            let src = src.name.clone();
+            progress(total, total, &format!("{src}+s2d"));
+            if let Some(c) = stem::s2d_candidate(&s.scorer, &s.fp32, &src, &cal) {
+                candidates.push(c);
+            }
+        }
+    }
+
+    // 5. Final timing: the baseline again, then latency contenders side by side.
+    timing::remeasure_baseline(&s.scorer, &s.fp32_bytes, &mut baseline);
+    let side_by_side = if opts.objective == Objective::Latency {
+        timing::side_by_side(
+            &s.scorer,
+            &s.fp32_bytes,
+            &mut baseline,
+            &mut candidates,
+            &mut |names| progress(total, total, &format!("side by side: {}", names.join(", "))),
+        )
+    } else {
+        None
+    };
+
+    // 6. The choice. After a side-by-side run only its figures are compared:
+    // the others were over 1.3× the fastest when timed alone, and solo
+    // figures taken at another moment are not comparable with paired ones.
+    let passing: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.meets_budget)
+        .filter(|c| {
+            side_by_side
+                .as_ref()
+                .is_none_or(|sbs| sbs.models.contains(&c.name))
+        })
+        .collect();
+    let (chosen, fastest) = choose(&passing, opts.objective);
+    let reason = choose::reason(
+        chosen,
+        fastest,
+        &baseline,
+        &candidates,
+        opts.objective,
+        opts.max_drop,
+    );
+    let chosen = chosen.cloned();
+
+    // 7. The report, and the files.
+    let mut report = OptimizeReport {
+        model: opts.model.display().to_string(),
+        data: opts.data.display().to_string(),
+        output_judged: s
+            .meta
+            .outputs
+            .get(s.scorer.out_index)
+            .map(|o| o.name.clone())
+            .unwrap_or_default(),
+        judge: s.scorer.judge.name().to_string(),
+        higher_is_better: s.scorer.judge.higher_is_better(),
+        max_drop: opts.max_drop,
+        relative: s.scorer.relative,
+        objective: opts.objective,
+        baseline,
+        candidates,
+        chosen: chosen.as_ref().map(|c| c.name.clone()),
+        reason,
+        written: Vec::new(),
+        seconds: 0.0,
+        side_by_side,
+        timing: if opts.threads > 0 {
+            format!("every model timed with --threads {}", opts.threads)
+        } else {
+            "each model timed as hone serve runs a file of its size by default: latency in one session of cores / instances intra-op threads, throughput with all instances at once".into()
+        },
+        machine: hone_optimize::machine::Machine::detect(),
+    };
+    report.seconds = start.elapsed().as_secs_f64();
+    output::write_outputs(opts, &mut report, chosen.as_ref(), s.card.as_ref())?;
+    Ok(report)
+}

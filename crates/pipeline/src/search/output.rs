@@ -1,0 +1,61 @@
+//! Writing what a search chose: the model file (and its card), the report
+//! as JSON and HTML beside it, and optionally a new version in a model
+//! repository.
+
+use std::sync::atomic::AtomicBool;
+
+use super::options::OptimizeOptions;
+use super::report::{Candidate, OptimizeReport, report_paths};
+use crate::Result;
+use crate::publish::{publish_files, write_atomic};
+
+pub(crate) fn write_outputs(
+    opts: &OptimizeOptions,
+    report: &mut OptimizeReport,
+    chosen: Option<&Candidate>,
+    card: Option<&hone_train::ModelCard>,
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(&report)?;
+    let html = super::html::render(report);
+    let (json_path, html_path) = report_paths(&opts.output);
+    let mut written = Vec::new();
+    if let Some(c) = chosen {
+        write_atomic(&opts.output, &c.bytes)?;
+        written.push(opts.output.display().to_string());
+        if let Some(card) = card {
+            // The chosen model answers the same questions; its card travels with it.
+            write_atomic(
+                &crate::card_path(&opts.output),
+                &serde_json::to_vec_pretty(card)?,
+            )?;
+        }
+        if let Some(repo) = &opts.repository {
+            let name = opts.name.clone().unwrap_or_else(|| {
+                opts.model
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("model")
+                    .to_string()
+            });
+            let card_bytes = card.map(serde_json::to_vec_pretty).transpose()?;
+            let mut files: Vec<(&str, &[u8])> = vec![
+                ("model.onnx", &c.bytes),
+                ("report.json", &json),
+                ("report.html", html.as_bytes()),
+            ];
+            if let Some(cb) = &card_bytes {
+                files.push(("model.card.json", cb));
+            }
+            let (_, dir) = publish_files(repo, &name, &files, None, &AtomicBool::new(false))?;
+            written.push(dir.display().to_string());
+        }
+    }
+    write_atomic(&json_path, &json)?;
+    write_atomic(&html_path, html.as_bytes())?;
+    written.push(json_path.display().to_string());
+    written.push(html_path.display().to_string());
+    report.written = written;
+    // The report on disk lists where things went too.
+    write_atomic(&json_path, &serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}

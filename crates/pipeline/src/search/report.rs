@@ -1,0 +1,165 @@
+//! What a search produces: the candidates as judged and measured, the
+//! report around them, and its text rendering. The HTML page (`html`) and
+//! the JSON file read the same types.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::options::{Objective, Technique};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub name: String,
+    pub technique: String,
+    pub detail: String,
+    pub metric: Option<f64>,
+    pub drop: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub throughput: Option<f64>,
+    pub best_batch: Option<usize>,
+    pub size_bytes: Option<u64>,
+    /// Intra-op threads of the session it was timed in.
+    pub intra_op_threads: Option<usize>,
+    /// Sessions run at once for the throughput figure.
+    pub instances: Option<usize>,
+    pub meets_budget: bool,
+    pub verdict: String,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+impl Candidate {
+    pub(crate) fn new(name: &str, technique: &str, detail: String) -> Candidate {
+        Candidate {
+            name: name.into(),
+            technique: technique.into(),
+            detail,
+            metric: None,
+            drop: None,
+            p50_ms: None,
+            p99_ms: None,
+            throughput: None,
+            best_batch: None,
+            size_bytes: None,
+            intra_op_threads: None,
+            instances: None,
+            meets_budget: false,
+            verdict: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn failed(name: &str, t: Technique, why: &str) -> Candidate {
+        Candidate {
+            verdict: format!("failed: {why}"),
+            ..Candidate::new(name, t.label(), String::new())
+        }
+    }
+
+    pub(crate) fn skipped(name: &str, t: Technique, why: &str) -> Candidate {
+        Candidate {
+            verdict: format!("skipped: {why}"),
+            ..Candidate::failed(name, t, "")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeReport {
+    pub model: String,
+    pub data: String,
+    pub output_judged: String,
+    pub judge: String,
+    pub higher_is_better: bool,
+    pub max_drop: f64,
+    pub relative: bool,
+    pub objective: Objective,
+    pub baseline: Candidate,
+    pub candidates: Vec<Candidate>,
+    pub chosen: Option<String>,
+    pub reason: String,
+    pub written: Vec<String>,
+    pub seconds: f64,
+    /// The models whose batch-1 p50/p99 come from one interleaved run.
+    pub side_by_side: Option<SideBySide>,
+    /// How timing sessions were set up.
+    pub timing: String,
+    /// The CPU the timings come from.
+    pub machine: hone_optimize::machine::Machine,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    pub models: Vec<String>,
+    pub rounds: usize,
+}
+
+/// The candidate table a person reads.
+pub fn render(r: &OptimizeReport) -> String {
+    let mut s = format!(
+        "judged by {} on {} (output {:?}); budget: drop ≤ {}{}; objective: {:?}\n\n",
+        r.judge,
+        r.data,
+        r.output_judged,
+        r.max_drop,
+        if r.relative { " (relative)" } else { "" },
+        r.objective
+    );
+    s += &format!(
+        "{:<32} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}  verdict\n",
+        "candidate", r.judge, "drop", "p50 ms", "p99 ms", "rows/s", "size KB"
+    );
+    let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    for c in std::iter::once(&r.baseline).chain(&r.candidates) {
+        let mark = if r.chosen.as_deref() == Some(&c.name) {
+            "* "
+        } else {
+            "  "
+        };
+        s += &format!(
+            "{mark}{:<30} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}  {}\n",
+            c.name,
+            fmt(c.metric, 4),
+            fmt(c.drop, 4),
+            fmt(c.p50_ms, 3),
+            fmt(c.p99_ms, 3),
+            fmt(c.throughput, 0),
+            fmt(c.size_bytes.map(|b| b as f64 / 1024.0), 1),
+            if c.name == "fp32" {
+                "baseline"
+            } else {
+                &c.verdict
+            }
+        );
+    }
+    s += &format!("\n{}\n", r.reason);
+    let setups: std::collections::BTreeSet<(usize, usize)> = std::iter::once(&r.baseline)
+        .chain(&r.candidates)
+        .filter_map(|c| Some((c.intra_op_threads?, c.instances?)))
+        .collect();
+    let setups: Vec<String> = setups
+        .iter()
+        .map(|(t, i)| format!("{t} thread(s) × {i} instance(s)"))
+        .collect();
+    s += &format!("{}: {}\n", r.timing, setups.join(" or "));
+    s += &format!("{}\n", r.machine.describe());
+    if let Some(sbs) = &r.side_by_side {
+        s += &format!(
+            "p50/p99 of {} measured side by side ({} interleaved rounds)\n",
+            sbs.models.join(", "),
+            sbs.rounds
+        );
+    }
+    s
+}
+
+/// Where the report files go for an output path: `OUT.report.json`/`.html`.
+pub fn report_paths(output: &Path) -> (PathBuf, PathBuf) {
+    let stem = output.with_extension("");
+    (
+        PathBuf::from(format!("{}.report.json", stem.display())),
+        PathBuf::from(format!("{}.report.html", stem.display())),
+    )
+}

@@ -1,0 +1,155 @@
+//! The start of a search: load the fp32 model and EVAL, pick the judge, and
+//! score the fp32 model, which every candidate's drop is measured against.
+
+use std::time::Duration;
+
+use hone_core::{Backend, ModelMetadata};
+use hone_data::Task;
+use hone_data::metrics::Metric;
+use hone_onnx::proto::ModelProto;
+use hone_runtime::{OrtBackend, SessionConfig};
+
+use super::judge::{Judge, Scorer};
+use super::options::OptimizeOptions;
+use crate::eval;
+use crate::{PipelineError, Result};
+
+/// The input model and what it is judged with.
+pub(crate) struct Setup {
+    pub fp32: ModelProto,
+    pub fp32_bytes: Vec<u8>,
+    pub meta: ModelMetadata,
+    pub card: Option<hone_train::ModelCard>,
+    pub cfg: SessionConfig,
+    /// Wire bytes of one EVAL row, which sizes eval and calibration batches.
+    pub row_bytes: usize,
+    pub scorer: Scorer,
+}
+
+pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
+    hone_runtime::init()?;
+    let fp32 = hone_onnx::load(&opts.model)?;
+    let fp32_bytes = std::fs::read(&opts.model)?;
+    let cfg = SessionConfig {
+        intra_op_threads: opts.threads,
+        ..Default::default()
+    };
+    let mut base_backend = OrtBackend::from_bytes(&fp32_bytes, &cfg)?;
+    let meta = base_backend.metadata().clone();
+    let card = crate::read_card(&opts.model)?;
+    let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+    if ds.rows == 0 {
+        return Err(PipelineError(format!("{}: no rows", opts.data.display())));
+    }
+    let out_index = eval::pick_output(&meta, opts.output_name.as_deref())?;
+    let task_hint = ds.encoding.as_ref().map(|e| e.target.task);
+    let judge = pick_judge(opts, ds.labels.is_some())?;
+    // Eval batches of at most ~16 MB of input.
+    let row_bytes: usize = ds
+        .slice(0, 1)
+        .iter()
+        .map(|t| t.to_wire_bytes().len())
+        .sum::<usize>()
+        .max(1);
+    let eval_batch = ((16 << 20) / row_bytes).clamp(1, 256);
+    let (base_values, base_width) =
+        eval::run_output(&mut base_backend, &ds, out_index, eval_batch)?;
+    drop(base_backend);
+    let mut judge = judge;
+    let base_metric = match judge {
+        Judge::Labels(m) => {
+            let labels = ds.labels.as_deref().unwrap_or(&[]);
+            let (task, r, _) =
+                eval::score(task_hint, Some(m), base_values.clone(), base_width, labels).or_else(
+                    |_| {
+                        // Regression models default to R² rather than accuracy.
+                        eval::score(
+                            task_hint,
+                            Some(Metric::R2),
+                            base_values.clone(),
+                            base_width,
+                            labels,
+                        )
+                    },
+                )?;
+            if r.get(m).is_none() || (opts.metric.is_none() && task == Task::Regression) {
+                judge = Judge::Labels(Metric::R2);
+                r.r2.unwrap_or(f64::NAN)
+            } else {
+                r.get(m).unwrap_or(f64::NAN)
+            }
+        }
+        Judge::Cosine => 1.0,
+        Judge::MaxAbs => 0.0,
+    };
+    let perf_batches: Vec<usize> = [1usize, 4, 16, 64]
+        .into_iter()
+        .filter(|&b| b == 1 || b * row_bytes <= (32 << 20))
+        .collect();
+    let row = match &opts.latency_data {
+        Some(p) => {
+            let l = eval::load_dataset(p, &opts.target, &meta, card.as_ref())?;
+            if l.rows == 0 {
+                return Err(PipelineError(format!("{}: no rows", p.display())));
+            }
+            l.slice(0, 1)
+        }
+        None => ds.slice(0, 1),
+    };
+    let scorer = Scorer {
+        row,
+        ds,
+        judge,
+        task_hint,
+        out_index,
+        base_values,
+        base_width,
+        base_metric,
+        max_drop: opts.max_drop,
+        relative: opts.relative && judge != Judge::MaxAbs,
+        cfg: cfg.clone(),
+        threads: opts.threads,
+        eval_batch,
+        perf_batches,
+        measure: Duration::from_secs_f64(if opts.measure_seconds.is_finite() {
+            opts.measure_seconds.clamp(0.2, 3600.0)
+        } else {
+            2.0
+        }),
+    };
+    Ok(Setup {
+        fp32,
+        fp32_bytes,
+        meta,
+        card,
+        cfg,
+        row_bytes,
+        scorer,
+    })
+}
+
+/// --metric as a judge; without it, the task's metric with labels, cosine
+/// without.
+fn pick_judge(opts: &OptimizeOptions, has_labels: bool) -> Result<Judge> {
+    Ok(match opts.metric.as_deref() {
+        Some("cosine") => Judge::Cosine,
+        Some("maxabs") | Some("max-abs") => Judge::MaxAbs,
+        Some(m) => {
+            let m = Metric::parse(m).ok_or_else(|| {
+                PipelineError(format!(
+                    "unknown metric {m:?}: accuracy, auc, f1, logloss, mse, mae, r2, cosine or maxabs"
+                ))
+            })?;
+            if !has_labels {
+                return Err(PipelineError(format!(
+                    "--metric {} needs labels; {} has none (use --metric cosine for fidelity to fp32)",
+                    m.name(),
+                    opts.data.display()
+                )));
+            }
+            Judge::Labels(m)
+        }
+        None if has_labels => Judge::Labels(Metric::Accuracy),
+        None => Judge::Cosine,
+    })
+}

@@ -1,0 +1,331 @@
+//! Triton model configuration: the subset users write, read from
+//! `config.pbtxt` (`parse`, one small parser per section), completed from
+//! the ONNX file, and rendered back as JSON and protobuf (`render`).
+
+mod parse;
+mod render;
+
+use std::collections::BTreeMap;
+
+use hone_core::{DataType, Error, ModelMetadata, Result, TensorSpec};
+use hone_runtime::{GraphOptimization, SessionConfig};
+
+/// Batch size used when a model has a dynamic first dimension and no config
+/// says otherwise.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+/// Queue bound when the config gives none; Triton's is unbounded, but an
+/// unbounded queue turns overload into memory growth instead of a fast 503.
+pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoConfig {
+    pub name: String,
+    pub dtype: DataType,
+    /// Without the batch dimension when `max_batch_size > 0` (Triton's rule).
+    pub dims: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DynamicBatching {
+    pub preferred_batch_size: Vec<u32>,
+    pub max_queue_delay_us: u64,
+    /// 0 means [`DEFAULT_MAX_QUEUE_SIZE`].
+    pub max_queue_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionPolicy {
+    Latest(u32),
+    All,
+    Specific(Vec<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub name: String,
+    pub platform: String,
+    pub backend: String,
+    /// `None` when the file did not say; filled in by [`ModelConfig::complete`].
+    pub max_batch_size: Option<u32>,
+    pub inputs: Vec<IoConfig>,
+    pub outputs: Vec<IoConfig>,
+    pub dynamic_batching: Option<DynamicBatching>,
+    /// 0 until resolved: the config did not say (see
+    /// [`hone_runtime::sizing::default_instances`]).
+    pub instance_count: u32,
+    pub instance_kind: String,
+    pub version_policy: VersionPolicy,
+    pub parameters: BTreeMap<String, String>,
+    pub optimization_level: Option<i64>,
+    pub default_model_filename: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            platform: "onnxruntime_onnx".into(),
+            backend: "onnxruntime".into(),
+            max_batch_size: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            dynamic_batching: None,
+            instance_count: 0,
+            instance_kind: "KIND_CPU".into(),
+            version_policy: VersionPolicy::Latest(1),
+            parameters: BTreeMap::new(),
+            optimization_level: None,
+            default_model_filename: "model.onnx".into(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Fills what the file left out from the engine's view of the model, and
+    /// checks that what it did say matches the model.
+    pub fn complete(&mut self, name: &str, meta: &ModelMetadata) -> Result<()> {
+        if self.name.is_empty() {
+            self.name = name.to_string();
+        }
+        let batchable = meta.batchable();
+        let mbs =
+            *self
+                .max_batch_size
+                .get_or_insert(if batchable { DEFAULT_MAX_BATCH_SIZE } else { 0 });
+        if mbs > 0 && !batchable {
+            return Err(Error::invalid(format!(
+                "max_batch_size is {mbs} but not every input and output of the model has a dynamic first dimension"
+            )));
+        }
+        if mbs > 0 && self.dynamic_batching.is_none() && self.inputs.is_empty() {
+            // No config to speak of: batch what is already queued, adding no delay.
+            self.dynamic_batching = Some(DynamicBatching::default());
+        }
+        let skip = usize::from(mbs > 0);
+        for (kind, given, actual) in [
+            ("input", &mut self.inputs, &meta.inputs),
+            ("output", &mut self.outputs, &meta.outputs),
+        ] {
+            if given.is_empty() {
+                *given = actual
+                    .iter()
+                    .map(|t| IoConfig {
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        dims: t.dims.iter().skip(skip).copied().collect(),
+                    })
+                    .collect();
+                continue;
+            }
+            for g in given.iter() {
+                let a = actual.iter().find(|a| a.name == g.name).ok_or_else(|| {
+                    let names: Vec<&str> = actual.iter().map(|a| a.name.as_str()).collect();
+                    Error::invalid(format!(
+                        "config {kind} '{}' is not in the model (it has {names:?})",
+                        g.name
+                    ))
+                })?;
+                let model_dims = &a.dims[skip.min(a.dims.len())..];
+                let fits = g.dtype == a.dtype
+                    && g.dims.len() == model_dims.len()
+                    && g.dims
+                        .iter()
+                        .zip(model_dims)
+                        .all(|(&c, &m)| m < 0 || c == m || c == -1);
+                if !fits {
+                    return Err(Error::invalid(format!(
+                        "config {kind} '{}' is {} {:?}, the model has {} {:?}{}",
+                        g.name,
+                        g.dtype.as_triton(),
+                        g.dims,
+                        a.dtype.as_triton(),
+                        model_dims,
+                        if skip == 1 {
+                            " (after the batch dimension)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+            if kind == "input" && given.len() != actual.len() {
+                return Err(Error::invalid(format!(
+                    "config lists {} inputs, the model has {}",
+                    given.len(),
+                    actual.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn max_batch_size(&self) -> u32 {
+        self.max_batch_size.unwrap_or(0)
+    }
+
+    /// The shape every request must fit, per model input in model order: the
+    /// model's own dims, narrowed where the config names a size the model
+    /// leaves dynamic. Call after [`ModelConfig::complete`].
+    pub fn input_specs(&self, meta: &ModelMetadata) -> Vec<TensorSpec> {
+        let skip = usize::from(self.max_batch_size() > 0);
+        meta.inputs
+            .iter()
+            .map(|m| {
+                let mut dims = m.dims.clone();
+                if let Some(c) = self.inputs.iter().find(|c| c.name == m.name) {
+                    for (d, &cd) in dims.iter_mut().skip(skip).zip(&c.dims) {
+                        if *d < 0 {
+                            *d = cd;
+                        }
+                    }
+                }
+                TensorSpec {
+                    name: m.name.clone(),
+                    dtype: m.dtype,
+                    dims,
+                }
+            })
+            .collect()
+    }
+
+    pub fn session_config(&self) -> Result<SessionConfig> {
+        let get = |k: &str| -> Result<usize> {
+            match self.parameters.get(k) {
+                None => Ok(0),
+                Some(v) => v.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "parameter {k}: '{v}' is not a non-negative integer"
+                    ))
+                }),
+            }
+        };
+        let intra = match get("intra_op_thread_count")? {
+            // Not given: the cores are shared out between the instances, so
+            // N sessions never start N × cores threads.
+            0 => hone_runtime::sizing::threads_per_instance(self.instance_count),
+            n => n,
+        };
+        Ok(SessionConfig {
+            intra_op_threads: intra,
+            inter_op_threads: get("inter_op_thread_count")?,
+            optimization: self
+                .optimization_level
+                .map_or(GraphOptimization::All, GraphOptimization::from_triton_level),
+            allow_spinning: matches!(
+                self.parameters.get("allow_spinning").map(String::as_str),
+                Some("1" | "true")
+            ),
+        })
+    }
+}
+
+impl DynamicBatching {
+    pub fn effective_queue_size(&self) -> u32 {
+        if self.max_queue_size == 0 {
+            DEFAULT_MAX_QUEUE_SIZE
+        } else {
+            self.max_queue_size
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ModelMetadata {
+        ModelMetadata {
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype: DataType::F32,
+                dims: vec![-1, 30],
+            }],
+            outputs: vec![TensorSpec {
+                name: "output".into(),
+                dtype: DataType::F32,
+                dims: vec![-1, 1],
+            }],
+        }
+    }
+
+    #[test]
+    fn full_config_is_read() {
+        let (c, w) = ModelConfig::parse(
+            r#"name: "mlp" platform: "onnxruntime_onnx" max_batch_size: 16
+            input [{ name: "input" data_type: TYPE_FP32 dims: [30] }]
+            output [{ name: "output" data_type: TYPE_FP32 dims: [1] }]
+            dynamic_batching { preferred_batch_size: [4, 8] max_queue_delay_microseconds: 200
+              default_queue_policy { max_queue_size: 7 } }
+            instance_group [{ count: 2 kind: KIND_CPU }]
+            version_policy: { specific: { versions: [1, 3] } }
+            parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+            model_warmup [{ name: "w" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, Some(16));
+        assert_eq!(c.instance_count, 2);
+        assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 3]));
+        let d = c.dynamic_batching.clone().unwrap();
+        assert_eq!(
+            (
+                d.preferred_batch_size,
+                d.max_queue_delay_us,
+                d.max_queue_size
+            ),
+            (vec![4, 8], 200, 7)
+        );
+        assert_eq!(c.session_config().unwrap().intra_op_threads, 1);
+        assert_eq!(w, vec!["unknown field 'model_warmup' ignored".to_string()]);
+        let mut c2 = c.clone();
+        c2.complete("mlp", &meta()).unwrap();
+        assert_eq!(c2.input_specs(&meta())[0].dims, vec![-1, 30]);
+    }
+
+    #[test]
+    fn threads_not_given_are_shared_between_instances() {
+        let cores = hone_runtime::sizing::cores();
+        let (c, _) = ModelConfig::parse("instance_group [{ count: 2 kind: KIND_CPU }]").unwrap();
+        let intra = c.session_config().unwrap().intra_op_threads;
+        assert_eq!(intra, (cores / 2).max(1));
+        assert!(intra * 2 <= cores.max(2));
+        let (c, _) = ModelConfig::parse("").unwrap();
+        assert_eq!(c.instance_count, 0, "unset until the model file is seen");
+        // What hone optimize times with is what a config that sets nothing gets.
+        let served = ModelConfig {
+            instance_count: hone_runtime::sizing::default_instances(45 << 20),
+            ..ModelConfig::default()
+        };
+        assert_eq!(
+            served.session_config().unwrap(),
+            hone_runtime::sizing::default_session_config(45 << 20)
+        );
+    }
+
+    #[test]
+    fn mismatches_are_load_errors() {
+        let (mut c, _) = ModelConfig::parse(
+            r#"max_batch_size: 4 input [{ name: "input" data_type: TYPE_FP32 dims: [31] }]"#,
+        )
+        .unwrap();
+        let e = c.complete("m", &meta()).unwrap_err();
+        assert!(
+            e.message
+                .contains("config input 'input' is TYPE_FP32 [31], the model has TYPE_FP32 [30]"),
+            "{e}"
+        );
+        assert!(ModelConfig::parse("platform: \"tensorflow_savedmodel\"").is_err());
+        assert!(ModelConfig::parse("input [{ name: \"x\" data_type: TYPE_BF17 }]").is_err());
+        assert!(ModelConfig::parse("max_batch_size: lots").is_err());
+    }
+
+    #[test]
+    fn derived_config_batches_without_delay() {
+        let mut c = ModelConfig::default();
+        c.complete("m", &meta()).unwrap();
+        assert_eq!(c.max_batch_size(), DEFAULT_MAX_BATCH_SIZE);
+        assert_eq!(c.dynamic_batching, Some(DynamicBatching::default()));
+        assert_eq!(c.inputs[0].dims, vec![30]);
+        assert_eq!(c.to_json()["input"][0]["data_type"], "TYPE_FP32");
+    }
+}

@@ -1,0 +1,230 @@
+//! Reading `config.pbtxt`: one small parser per top-level section, each
+//! turning its part of the text-format message into [`ModelConfig`] fields
+//! and collecting warnings for what hone does not act on.
+
+use hone_core::{DataType, Error, Result};
+
+use super::{DynamicBatching, IoConfig, ModelConfig, VersionPolicy};
+use crate::pbtxt::{self, Message, Value};
+
+/// Warnings about fields hone reads past.
+type Warnings = Vec<String>;
+
+impl ModelConfig {
+    /// Parses `config.pbtxt` text. Unknown fields are returned as warnings.
+    pub fn parse(text: &str) -> Result<(Self, Vec<String>)> {
+        let root = pbtxt::parse(text).map_err(|e| Error::invalid(format!("config.pbtxt {e}")))?;
+        let mut c = ModelConfig::default();
+        let mut w = Vec::new();
+        let mut instances = 0u32;
+        for (k, v) in &root.fields {
+            match k.as_str() {
+                "name" => c.name = scalar(v, k)?.to_string(),
+                "platform" => c.platform = served(v, k, "onnxruntime_onnx", "platform")?,
+                "backend" => c.backend = served(v, k, "onnxruntime", "backend")?,
+                "max_batch_size" => c.max_batch_size = Some(number(v, k)?),
+                "input" => c.inputs.push(io(message(v, k)?, "input", &mut w)?),
+                "output" => c.outputs.push(io(message(v, k)?, "output", &mut w)?),
+                "default_model_filename" => c.default_model_filename = scalar(v, k)?.to_string(),
+                "dynamic_batching" => {
+                    c.dynamic_batching = Some(dynamic_batching(message(v, k)?, &mut w)?)
+                }
+                // Several groups add up; hone runs every instance on the CPU.
+                "instance_group" => {
+                    instances = instances.saturating_add(instance_group(message(v, k)?, &mut w)?)
+                }
+                "version_policy" => c.version_policy = version_policy(message(v, k)?)?,
+                "parameters" => {
+                    let (key, value) = parameter(message(v, k)?, &mut w)?;
+                    c.parameters.insert(key, value);
+                }
+                "optimization" => {
+                    if let Some(level) = optimization(message(v, k)?, &mut w)? {
+                        c.optimization_level = Some(level);
+                    }
+                }
+                "sequence_batching" | "ensemble_scheduling" => {
+                    return Err(Error::invalid(format!("{k} is not supported by hone")));
+                }
+                _ => w.push(format!("unknown field '{k}' ignored")),
+            }
+        }
+        if instances > 0 {
+            c.instance_count = instances;
+        }
+        Ok((c, w))
+    }
+}
+
+/// `platform` / `backend`: only what hone serves is accepted.
+fn served(v: &Value, path: &str, only: &str, what: &str) -> Result<String> {
+    let s = scalar(v, path)?;
+    if s != only {
+        return Err(Error::invalid(format!(
+            "{what} '{s}' is not served by hone (only {only})"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+fn io(m: &Message, path: &str, warnings: &mut Warnings) -> Result<IoConfig> {
+    let mut name = None;
+    let mut dtype = None;
+    let mut dims = Vec::new();
+    for (k, v) in &m.fields {
+        let p = format!("{path}.{k}");
+        match k.as_str() {
+            "name" => name = Some(scalar(v, &p)?.to_string()),
+            "data_type" => {
+                let s = scalar(v, &p)?;
+                dtype = Some(DataType::from_triton(s).ok_or_else(|| {
+                    Error::invalid(format!("{p}: unknown or unsupported data type '{s}'"))
+                })?)
+            }
+            "dims" => dims.push(number::<i64>(v, &p)?),
+            "format" | "reshape" | "label_filename" | "optional" | "is_shape_tensor"
+            | "allow_ragged_batch" => {
+                warnings.push(format!("{p} is not supported by hone and is ignored"))
+            }
+            _ => warnings.push(format!("unknown field {p} ignored")),
+        }
+    }
+    let name = name.ok_or_else(|| Error::invalid(format!("{path}: missing 'name'")))?;
+    let dtype =
+        dtype.ok_or_else(|| Error::invalid(format!("{path} '{name}': missing 'data_type'")))?;
+    Ok(IoConfig { name, dtype, dims })
+}
+
+fn dynamic_batching(m: &Message, w: &mut Warnings) -> Result<DynamicBatching> {
+    let mut d = DynamicBatching::default();
+    for (k, v) in &m.fields {
+        let p = format!("dynamic_batching.{k}");
+        match k.as_str() {
+            "preferred_batch_size" => d.preferred_batch_size.push(number(v, &p)?),
+            "max_queue_delay_microseconds" => d.max_queue_delay_us = number(v, &p)?,
+            "default_queue_policy" => {
+                for (k3, v3) in &message(v, &p)?.fields {
+                    let p3 = format!("{p}.{k3}");
+                    match k3.as_str() {
+                        "max_queue_size" => d.max_queue_size = number(v3, &p3)?,
+                        _ => w.push(format!("{p3} is not supported by hone and is ignored")),
+                    }
+                }
+            }
+            _ => w.push(format!("{p} is not supported by hone and is ignored")),
+        }
+    }
+    Ok(d)
+}
+
+/// One `instance_group` entry; returns its count.
+fn instance_group(m: &Message, w: &mut Warnings) -> Result<u32> {
+    let mut count = 0;
+    for (k, v) in &m.fields {
+        let p = format!("instance_group.{k}");
+        match k.as_str() {
+            "count" => count = number::<u32>(v, &p)?,
+            "kind" => {
+                let kind = scalar(v, &p)?;
+                if kind != "KIND_CPU" && kind != "KIND_AUTO" {
+                    w.push(format!("{p} {kind}: hone runs on the CPU"));
+                }
+            }
+            _ => w.push(format!("{p} is not supported by hone and is ignored")),
+        }
+    }
+    Ok(count.max(1))
+}
+
+fn version_policy(m: &Message) -> Result<VersionPolicy> {
+    let Some((kind, body)) = m.fields.first() else {
+        return Err(Error::invalid("version_policy: empty"));
+    };
+    let body = message(body, kind)?;
+    Ok(match kind.as_str() {
+        "latest" => VersionPolicy::Latest(match body.fields.first() {
+            Some((n, v)) if n == "num_versions" => number(v, "version_policy.latest.num_versions")?,
+            _ => 1,
+        }),
+        "all" => VersionPolicy::All,
+        "specific" => VersionPolicy::Specific(
+            body.fields
+                .iter()
+                .map(|(_, v)| number(v, "version_policy.specific.versions"))
+                .collect::<Result<_>>()?,
+        ),
+        other => {
+            return Err(Error::invalid(format!(
+                "version_policy: unknown policy '{other}'"
+            )));
+        }
+    })
+}
+
+/// One `parameters { key, value { string_value } }` entry.
+fn parameter(m: &Message, w: &mut Warnings) -> Result<(String, String)> {
+    let mut key = None;
+    let mut value = None;
+    for (k, v) in &m.fields {
+        match k.as_str() {
+            "key" => key = Some(scalar(v, "parameters.key")?.to_string()),
+            "value" => {
+                for (k3, v3) in &message(v, "parameters.value")?.fields {
+                    if k3 == "string_value" {
+                        value = Some(scalar(v3, "parameters.value.string_value")?.to_string());
+                    }
+                }
+            }
+            _ => w.push(format!("unknown field parameters.{k} ignored")),
+        }
+    }
+    match (key, value) {
+        (Some(k), Some(v)) => Ok((k, v)),
+        _ => Err(Error::invalid(
+            "parameters: each entry needs a key and value { string_value }",
+        )),
+    }
+}
+
+/// `optimization { graph { level } }`; returns the level when given.
+fn optimization(m: &Message, w: &mut Warnings) -> Result<Option<i64>> {
+    let mut level = None;
+    for (k, v) in &m.fields {
+        if k == "graph" {
+            for (k3, v3) in &message(v, "optimization.graph")?.fields {
+                if k3 == "level" {
+                    level = Some(number(v3, "optimization.graph.level")?);
+                }
+            }
+        } else {
+            w.push(format!(
+                "optimization.{k} is not supported by hone and is ignored"
+            ));
+        }
+    }
+    Ok(level)
+}
+
+fn scalar<'a>(v: &'a Value, path: &str) -> Result<&'a str> {
+    match v {
+        Value::Scalar(s) => Ok(s),
+        Value::Message(_) => Err(Error::invalid(format!(
+            "{path}: expected a value, found a message"
+        ))),
+    }
+}
+
+fn message<'a>(v: &'a Value, path: &str) -> Result<&'a Message> {
+    match v {
+        Value::Message(m) => Ok(m),
+        Value::Scalar(s) => Err(Error::invalid(format!(
+            "{path}: expected a message, found '{s}'"
+        ))),
+    }
+}
+
+fn number<T: std::str::FromStr>(v: &Value, path: &str) -> Result<T> {
+    let s = scalar(v, path)?;
+    s.parse()
+        .map_err(|_| Error::invalid(format!("{path}: '{s}' is not a valid number here")))
+}

@@ -1,0 +1,126 @@
+//! The configuration as Triton renders it: JSON for
+//! `/v2/models/{m}/config`, protobuf for gRPC `ModelConfig`, side by side so
+//! the two stay the same.
+
+use hone_core::DataType;
+use serde_json::{Value as Json, json};
+
+use super::{IoConfig, ModelConfig, VersionPolicy};
+use crate::proto::{self, *};
+
+impl ModelConfig {
+    /// Triton's JSON form of the configuration.
+    pub fn to_json(&self) -> Json {
+        let io = |v: &[IoConfig]| -> Vec<Json> {
+            v.iter()
+                .map(|t| json!({"name": t.name, "data_type": t.dtype.as_triton(), "dims": t.dims}))
+                .collect()
+        };
+        let mut o = json!({
+            "name": self.name,
+            "platform": self.platform,
+            "backend": self.backend,
+            "version_policy": match &self.version_policy {
+                VersionPolicy::Latest(n) => json!({"latest": {"num_versions": n}}),
+                VersionPolicy::All => json!({"all": {}}),
+                VersionPolicy::Specific(v) => json!({"specific": {"versions": v}}),
+            },
+            "max_batch_size": self.max_batch_size(),
+            "input": io(&self.inputs),
+            "output": io(&self.outputs),
+            "instance_group": [{"name": format!("{}_0", self.name), "kind": self.instance_kind, "count": self.instance_count}],
+            "default_model_filename": self.default_model_filename,
+            "parameters": self.parameters.iter().map(|(k, v)| (k.clone(), json!({"string_value": v}))).collect::<serde_json::Map<_, _>>(),
+        });
+        if let (Some(d), Json::Object(m)) = (&self.dynamic_batching, &mut o) {
+            m.insert(
+                "dynamic_batching".into(),
+                json!({
+                    "preferred_batch_size": d.preferred_batch_size,
+                    "max_queue_delay_microseconds": d.max_queue_delay_us,
+                    "default_queue_policy": {"max_queue_size": d.effective_queue_size()},
+                }),
+            );
+        }
+        if let (Some(level), Json::Object(m)) = (self.optimization_level, &mut o) {
+            m.insert("optimization".into(), json!({"graph": {"level": level}}));
+        }
+        o
+    }
+
+    /// Triton's protobuf form, for gRPC `ModelConfig`.
+    pub fn to_proto(&self) -> proto::ModelConfig {
+        let c = self;
+        let dt =
+            |d: DataType| proto::DataType::from_str_name(d.as_triton()).map_or(0, |x| x as i32);
+        proto::ModelConfig {
+            name: c.name.clone(),
+            platform: c.platform.clone(),
+            backend: c.backend.clone(),
+            version_policy: Some(ModelVersionPolicy {
+                policy_choice: Some(match &c.version_policy {
+                    VersionPolicy::Latest(n) => {
+                        model_version_policy::PolicyChoice::Latest(model_version_policy::Latest {
+                            num_versions: *n,
+                        })
+                    }
+                    VersionPolicy::All => {
+                        model_version_policy::PolicyChoice::All(model_version_policy::All {})
+                    }
+                    VersionPolicy::Specific(v) => model_version_policy::PolicyChoice::Specific(
+                        model_version_policy::Specific {
+                            versions: v.clone(),
+                        },
+                    ),
+                }),
+            }),
+            max_batch_size: c.max_batch_size() as i32,
+            input: c
+                .inputs
+                .iter()
+                .map(|i| ModelInput {
+                    name: i.name.clone(),
+                    data_type: dt(i.dtype),
+                    dims: i.dims.clone(),
+                })
+                .collect(),
+            output: c
+                .outputs
+                .iter()
+                .map(|i| ModelOutput {
+                    name: i.name.clone(),
+                    data_type: dt(i.dtype),
+                    dims: i.dims.clone(),
+                })
+                .collect(),
+            instance_group: vec![ModelInstanceGroup {
+                name: format!("{}_0", c.name),
+                count: c.instance_count as i32,
+                kind: model_instance_group::Kind::Cpu as i32,
+            }],
+            default_model_filename: c.default_model_filename.clone(),
+            dynamic_batching: c.dynamic_batching.as_ref().map(|d| ModelDynamicBatching {
+                preferred_batch_size: d.preferred_batch_size.iter().map(|&p| p as i32).collect(),
+                max_queue_delay_microseconds: d.max_queue_delay_us,
+                default_queue_policy: Some(ModelQueuePolicy {
+                    max_queue_size: d.effective_queue_size(),
+                }),
+            }),
+            optimization: c.optimization_level.map(|l| ModelOptimizationPolicy {
+                graph: Some(model_optimization_policy::Graph { level: l as i32 }),
+            }),
+            parameters: c
+                .parameters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        ModelParameter {
+                            string_value: v.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}

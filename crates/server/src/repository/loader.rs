@@ -1,0 +1,181 @@
+//! The loader: one model directory's files → its config → the versions its
+//! policy selects → engine instances → a running scheduler per version.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use hone_core::{Backend, Error, Result};
+
+use super::registry::{ModelEntry, Previous, VersionState};
+use super::stamp::DirStamp;
+use crate::config::{ModelConfig, VersionPolicy};
+use crate::engine::EngineLoader;
+use crate::metrics::ModelStats;
+use crate::model::LoadedModel;
+use crate::scheduler::{BatchPolicy, Scheduler};
+
+/// Builds the registry entry of a model directory. With `previous`, ready
+/// versions whose config and files have not changed are reused as they are.
+pub fn build_entry(
+    name: &str,
+    dir: &Path,
+    previous: Option<&Previous>,
+    engines: &dyn EngineLoader,
+) -> ModelEntry {
+    let stamp = DirStamp::read(dir);
+    let fail = |reason: String| {
+        tracing::error!(model = name, "model failed to load: {reason}");
+        ModelEntry {
+            versions: BTreeMap::new(),
+            error: Some(reason),
+            unloaded: false,
+            stamp: stamp.clone(),
+        }
+    };
+    let config = match read_config(name, dir) {
+        Ok(c) => c,
+        Err(e) => return fail(e.message),
+    };
+    let mut found: Vec<i64> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+            .filter(|v| *v > 0)
+            .collect(),
+        Err(e) => return fail(format!("cannot list {}: {e}", dir.display())),
+    };
+    found.sort_unstable();
+    let selected: Vec<i64> = match &config.version_policy {
+        VersionPolicy::Latest(n) => found
+            .iter()
+            .rev()
+            .take((*n).max(1) as usize)
+            .rev()
+            .copied()
+            .collect(),
+        VersionPolicy::All => found.clone(),
+        VersionPolicy::Specific(v) => found.iter().filter(|f| v.contains(f)).copied().collect(),
+    };
+    if selected.is_empty() {
+        return fail(format!(
+            "no version directory (e.g. {}/1/{}) matches the version policy",
+            dir.display(),
+            config.default_model_filename
+        ));
+    }
+    let versions = selected
+        .into_iter()
+        .map(|v| {
+            if let Some((ready, old)) = previous
+                && let Some(m) = ready.get(&v)
+                && old.config == stamp.config
+                && old.version(v).is_some()
+                && old.version(v) == stamp.version(v)
+            {
+                return (v, VersionState::Ready(m.clone()));
+            }
+            let path = dir.join(v.to_string()).join(&config.default_model_filename);
+            let state = match start_version(name, v, &path, config.clone(), engines) {
+                Ok(m) => {
+                    tracing::info!(model = name, version = v, "ready");
+                    VersionState::Ready(Arc::new(m))
+                }
+                Err(e) => {
+                    tracing::error!(model = name, version = v, "failed to load: {e}");
+                    VersionState::Unavailable(e.message)
+                }
+            };
+            (v, state)
+        })
+        .collect();
+    ModelEntry {
+        versions,
+        error: None,
+        unloaded: false,
+        stamp,
+    }
+}
+
+/// The model's `config.pbtxt`, or the default config when it has none.
+fn read_config(name: &str, dir: &Path) -> Result<ModelConfig> {
+    let cfg_path = dir.join("config.pbtxt");
+    if !cfg_path.is_file() {
+        return Ok(ModelConfig::default());
+    }
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", cfg_path.display())))?;
+    let (c, warnings) = ModelConfig::parse(&text)?;
+    for w in warnings {
+        tracing::warn!(model = name, "config.pbtxt: {w}");
+    }
+    if !c.name.is_empty() && c.name != name {
+        tracing::warn!(
+            model = name,
+            "config.pbtxt names the model '{}'; serving it as '{name}' (its directory)",
+            c.name
+        );
+    }
+    Ok(c)
+}
+
+/// Loads one version's engines and starts its scheduler.
+fn start_version(
+    name: &str,
+    version: i64,
+    path: &Path,
+    mut config: ModelConfig,
+    engines: &dyn EngineLoader,
+) -> Result<LoadedModel> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!("{} does not exist", path.display())));
+    }
+    if config.instance_count == 0 {
+        let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        config.instance_count = hone_runtime::sizing::default_instances(bytes);
+    }
+    let session_cfg = config.session_config()?;
+    let instances = config.instance_count.max(1) as usize;
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        backends.push(engines.load(path, &session_cfg)?);
+    }
+    let metadata = backends
+        .first()
+        .map(|b| b.metadata().clone())
+        .ok_or_else(|| Error::internal("no engine instance"))?;
+    config.complete(name, &metadata)?;
+    let input_specs = config.input_specs(&metadata);
+    let policy = match &config.dynamic_batching {
+        Some(d) => BatchPolicy {
+            max_batch_size: config.max_batch_size() as usize,
+            dynamic: true,
+            preferred: d.preferred_batch_size.iter().map(|&p| p as usize).collect(),
+            max_delay: std::time::Duration::from_micros(d.max_queue_delay_us),
+            max_queue: d.effective_queue_size() as usize,
+        },
+        None => BatchPolicy {
+            max_batch_size: config.max_batch_size() as usize,
+            dynamic: false,
+            max_queue: crate::config::DEFAULT_MAX_QUEUE_SIZE as usize,
+            ..Default::default()
+        },
+    };
+    let stats = Arc::new(ModelStats::default());
+    let scheduler = Scheduler::start(
+        &format!("{name}:{version}"),
+        backends,
+        policy,
+        stats.clone(),
+    );
+    Ok(LoadedModel {
+        name: name.to_string(),
+        version: version.to_string(),
+        config,
+        metadata,
+        input_specs,
+        stats,
+        scheduler,
+    })
+}

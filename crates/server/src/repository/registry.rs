@@ -1,0 +1,271 @@
+//! The registry of models: what each model directory became (ready versions,
+//! failures, unloaded), and every read of it the front ends make (lookup,
+//! readiness, index, metrics).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use hone_core::{Error, Result};
+
+use super::stamp::DirStamp;
+use crate::metrics::MetricSource;
+use crate::model::LoadedModel;
+
+/// One version directory and what became of it.
+pub enum VersionState {
+    Ready(Arc<LoadedModel>),
+    Unavailable(String),
+}
+
+pub struct ModelEntry {
+    pub versions: BTreeMap<i64, VersionState>,
+    /// Set when the model as a whole could not load (bad config, no versions),
+    /// or was unloaded on request.
+    pub error: Option<String>,
+    /// Unloaded through the repository API: listed, but not counted against
+    /// server readiness.
+    pub unloaded: bool,
+    /// What the model directory looked like when this entry was made; the
+    /// poller reloads when it changes.
+    pub stamp: DirStamp,
+}
+
+impl ModelEntry {
+    /// The ready versions, by number.
+    pub fn ready(&self) -> BTreeMap<i64, Arc<LoadedModel>> {
+        self.versions
+            .iter()
+            .filter_map(|(v, s)| match s {
+                VersionState::Ready(m) => Some((*v, m.clone())),
+                VersionState::Unavailable(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Versions already serving, and the directory stamp they came from.
+pub type Previous = (BTreeMap<i64, Arc<LoadedModel>>, DirStamp);
+
+#[derive(Default)]
+pub struct Registry {
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+}
+
+impl Registry {
+    pub(crate) fn new(entries: impl IntoIterator<Item = (String, ModelEntry)>) -> Registry {
+        Registry {
+            models: RwLock::new(entries.into_iter().collect()),
+        }
+    }
+
+    /// The model version to serve: the one asked for, or the newest ready one.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let entry = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("unknown model '{name}'")))?;
+        let state = match version {
+            Some(v) if !v.is_empty() => {
+                let n: i64 = v.parse().map_err(|_| {
+                    Error::not_found(format!("model '{name}' has no version '{v}'"))
+                })?;
+                entry.versions.get(&n).ok_or_else(|| {
+                    Error::not_found(format!("model '{name}' has no version '{v}'"))
+                })?
+            }
+            _ => entry
+                .versions
+                .values()
+                .rev()
+                .find(|s| matches!(s, VersionState::Ready(_)))
+                .or_else(|| entry.versions.values().next_back())
+                .ok_or_else(|| {
+                    Error::unavailable(format!(
+                        "model '{name}' is not available: {}",
+                        entry.error.as_deref().unwrap_or("no version loaded")
+                    ))
+                })?,
+        };
+        match state {
+            VersionState::Ready(m) => Ok(m.clone()),
+            VersionState::Unavailable(reason) => Err(Error::unavailable(format!(
+                "model '{name}' is not available: {reason}"
+            ))),
+        }
+    }
+
+    /// Ready version numbers of a model, newest last.
+    pub fn ready_versions(&self, name: &str) -> Vec<String> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models
+            .get(name)
+            .map_or_else(Vec::new, |e| e.ready().keys().map(i64::to_string).collect())
+    }
+
+    /// Every model not unloaded on request has a ready version.
+    pub fn all_ready(&self) -> bool {
+        let Ok(models) = self.models.read() else {
+            return false;
+        };
+        models.values().filter(|e| !e.unloaded).all(|e| {
+            e.versions
+                .values()
+                .any(|s| matches!(s, VersionState::Ready(_)))
+        })
+    }
+
+    /// Every ready version of every model.
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models
+            .values()
+            .flat_map(|e| e.versions.values())
+            .filter_map(|s| match s {
+                VersionState::Ready(m) => Some(m.clone()),
+                VersionState::Unavailable(_) => None,
+            })
+            .collect()
+    }
+
+    /// Triton's repository index: one row per version (or per model when it
+    /// failed as a whole).
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, e) in models.iter() {
+            if let Some(err) = &e.error {
+                if !ready_only {
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state: "UNAVAILABLE".into(),
+                        reason: err.clone(),
+                    });
+                }
+                continue;
+            }
+            for (v, s) in &e.versions {
+                let (state, reason) = match s {
+                    VersionState::Ready(_) => ("READY", String::new()),
+                    VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                };
+                if ready_only && state != "READY" {
+                    continue;
+                }
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: state.into(),
+                    reason,
+                });
+            }
+        }
+        out
+    }
+
+    /// The Prometheus text of every version's statistics.
+    pub fn render_metrics(&self) -> String {
+        let Ok(models) = self.models.read() else {
+            return String::new();
+        };
+        let versions: Vec<(String, String, Option<Arc<LoadedModel>>)> = models
+            .iter()
+            .flat_map(|(name, e)| {
+                e.versions.iter().map(move |(v, s)| {
+                    let m = match s {
+                        VersionState::Ready(m) => Some(m.clone()),
+                        VersionState::Unavailable(_) => None,
+                    };
+                    (name.clone(), v.to_string(), m)
+                })
+            })
+            .collect();
+        drop(models);
+        let sources: Vec<MetricSource<'_>> = versions
+            .iter()
+            .map(|(n, v, m)| MetricSource {
+                model: n,
+                version: v,
+                ready: m.is_some(),
+                stats: m.as_ref().map(|m| &*m.stats),
+            })
+            .collect();
+        crate::metrics::render(&sources)
+    }
+
+    /// The ready versions of a model and the stamp they were loaded from.
+    pub(crate) fn previous(&self, name: &str) -> Previous {
+        let Ok(models) = self.models.read() else {
+            return Default::default();
+        };
+        models
+            .get(name)
+            .map_or_else(Default::default, |e| (e.ready(), e.stamp.clone()))
+    }
+
+    /// The stamp of every known model.
+    pub(crate) fn stamps(&self) -> Option<BTreeMap<String, DirStamp>> {
+        let m = self.models.read().ok()?;
+        Some(
+            m.iter()
+                .map(|(n, e)| (n.clone(), e.stamp.clone()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn stamp(&self, name: &str) -> Result<DirStamp> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let e = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("unknown model '{name}'")))?;
+        Ok(e.stamp.clone())
+    }
+
+    /// Puts `entry` in place of the model's entry (or removes it) and hands
+    /// back the old one for the caller to drop.
+    pub(crate) fn replace(
+        &self,
+        name: &str,
+        entry: Option<ModelEntry>,
+    ) -> Result<Option<ModelEntry>> {
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        Ok(match entry {
+            Some(e) => models.insert(name.to_string(), e),
+            None => models.remove(name),
+        })
+    }
+
+    /// Removes every model; dropping them drains and stops their schedulers.
+    pub(crate) fn clear(&self) {
+        let old = match self.models.write() {
+            Ok(mut models) => std::mem::take(&mut *models),
+            Err(_) => return,
+        };
+        drop(old);
+    }
+}

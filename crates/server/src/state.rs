@@ -1,0 +1,66 @@
+//! The state every front end shares: the repository, the server-wide
+//! limits and switches, and the shutdown flag readiness reads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hone_core::{Error, Result};
+
+use crate::repository::{self, Repository};
+
+/// How the set of served models may change while running (Triton's
+/// `--model-control-mode`, with one difference: every mode loads the whole
+/// repository at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelControl {
+    /// Fixed at start; the load/unload API is refused.
+    None,
+    /// The repository load/unload API (HTTP and gRPC) loads, reloads and
+    /// unloads models.
+    Explicit,
+    /// As `Explicit`, and the repository is also rescanned this often:
+    /// new or changed model directories load, removed ones unload.
+    Poll(std::time::Duration),
+}
+
+pub struct ServerState {
+    pub repo: Arc<Repository>,
+    pub max_request_bytes: usize,
+    pub model_control: ModelControl,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+impl ServerState {
+    /// Ready while not shutting down and every model has a ready version
+    /// (Triton's strict readiness).
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed) && self.repo.models().all_ready()
+    }
+
+    /// Loads (or reloads) a model through the repository API. Session
+    /// creation blocks, so it runs off the async workers.
+    pub async fn load_model(&self, name: &str) -> Result<repository::Change> {
+        self.allow_changes()?;
+        let (repo, name) = (self.repo.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || repo.load(&name))
+            .await
+            .map_err(|e| Error::internal(format!("model loader panicked: {e}")))?
+    }
+
+    pub async fn unload_model(&self, name: &str) -> Result<repository::Change> {
+        self.allow_changes()?;
+        let (repo, name) = (self.repo.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || repo.unload(&name))
+            .await
+            .map_err(|e| Error::internal(format!("model unloader panicked: {e}")))?
+    }
+
+    fn allow_changes(&self) -> Result<()> {
+        if self.model_control == ModelControl::None {
+            return Err(Error::unavailable(
+                "model load/unload is off: the server runs with --model-control-mode none",
+            ));
+        }
+        Ok(())
+    }
+}
