@@ -1,5 +1,8 @@
 // Generates the gRPC server for proto/inference.proto with a vendored protoc,
 // so building needs no system protobuf compiler.
+// Setting PROTOC is unsafe under edition 2024; a build script runs one thread.
+#![allow(unsafe_code)]
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded.

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{ModelControl, Server, ServerOptions};
 
 mod pipeline_cmds;
+mod signal;
+
+use signal::shutdown_signal;
 
 #[derive(Parser)]
 #[command(
@@ -83,27 +86,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -7,17 +7,14 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use hone_data::Task;
 use hone_data::metrics::Metric;
-use hone_pipeline::{eval as ev, fit, search as opt, ship as sh};
+use hone_pipeline::ship::{self as sh, Live};
+use hone_pipeline::{demo, eval as ev, fit, search as opt};
 use hone_server::ServerOptions;
 use hone_train::TrainConfig;
-
-/// The embedded default data set: Breast Cancer Wisconsin (Diagnostic), all
-/// 569 rows of the shared train/val/test splits.
-const DEMO_CSV: &[u8] = include_bytes!("../../../examples/data/breast_cancer.csv");
 
 fn parse_metric(s: &str) -> Result<Metric, String> {
     Metric::parse(s)
@@ -290,16 +287,6 @@ pub struct ShipArgs {
     json: bool,
 }
 
-/// What happens once the new version is in the repository.
-enum Live {
-    /// Start a server, smoke-test, stop.
-    Check,
-    /// Start a server, smoke-test, keep serving until Ctrl-C.
-    Serve,
-    /// Have the server at this URL load it, smoke-test there.
-    Into(String),
-}
-
 pub fn ship(args: ShipArgs) -> ExitCode {
     let data = match std::fs::read(&args.data) {
         Ok(b) => b,
@@ -360,7 +347,7 @@ struct DemoModel {
 
 pub fn demo(args: DemoArgs) -> ExitCode {
     // The training flags exactly as `hone ship --target label` would take them.
-    let model = match DemoModel::try_parse_from(["demo", "--target", "label"]) {
+    let model = match DemoModel::try_parse_from(["demo", "--target", demo::TARGET]) {
         Ok(d) => d.model,
         Err(e) => {
             eprintln!("hone demo: {e}");
@@ -368,20 +355,18 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         }
     };
     if !args.json {
-        println!(
-            "hone demo: shipping the reference MLP on the embedded Breast Cancer Wisconsin data (569 rows, 30 features)"
-        );
+        println!("{}", demo::BANNER);
     }
     run_ship(
-        "embedded:breast_cancer.csv".into(),
-        DEMO_CSV.to_vec(),
+        demo::DATA_NAME.into(),
+        demo::DATA.to_vec(),
         None,
         &model,
-        "breast_cancer".into(),
+        demo::NAME.into(),
         args.model_repository,
-        Some(0.9),
+        Some(demo::MIN_ACCURACY),
         None,
-        0.2,
+        demo::HOLDOUT,
         &args.server,
         if args.no_serve {
             Live::Check
@@ -440,27 +425,14 @@ fn run_ship(
             metrics_port: Some(server.metrics_port),
             ..ServerOptions::new(".")
         },
-        hot_load: match &live {
-            // `host:port` is taken to mean plain HTTP, as curl does.
-            Live::Into(url) if url.contains("://") => Some(url.clone()),
-            Live::Into(url) => Some(format!("http://{url}")),
-            _ => None,
-        },
+        hot_load: live.hot_load_url(),
         smoke_rows: 32,
         cancel: cancel.clone(),
         progress: !json,
         optimize,
     };
     rt.block_on(async move {
-        let flag = cancel.clone();
-        // Ctrl-C before the model is live: stop between stages and leave the repository alone.
-        let watcher = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
-        let shipped = sh::ship(opts, matches!(live, Live::Serve)).await;
-        watcher.abort();
+        let shipped = sh::ship_interruptible(opts, &live).await;
         let r = &shipped.report;
         if json {
             println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
@@ -481,7 +453,7 @@ fn run_ship(
                 println!("  curl -s -X POST {endpoint} -d '{body}'");
                 println!("Ctrl-C stops it.");
             }
-            crate::shutdown_signal().await;
+            crate::signal::shutdown_signal().await;
             server.shutdown().await;
         }
         ExitCode::SUCCESS

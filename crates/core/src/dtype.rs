@@ -1,3 +1,5 @@
+//! Element types as the KServe V2 protocol and Triton's config name them.
+
 use std::fmt;
 
 /// Element types of the KServe V2 protocol (and of ONNX tensors hone serves).

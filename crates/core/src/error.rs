@@ -1,3 +1,5 @@
+//! hone's error: a kind a protocol front end maps to a status, and a message.
+
 use std::fmt;
 
 /// What went wrong, coarsely enough for a protocol front end to pick a status.

@@ -1,3 +1,5 @@
+//! Tensors: a dtype, a shape, and packed little-endian bytes (or strings).
+
 use bytes::Bytes;
 
 use crate::{DataType, Error, Result};

@@ -6,6 +6,11 @@ use crate::proto::{
     TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_shape_proto, type_proto,
 };
 
+/// The IR version hone writes: 8 is read by every ONNX Runtime since 1.10.
+pub const IR_VERSION: i64 = 8;
+/// The default-domain opset hone writes.
+pub const OPSET: i64 = 17;
+
 /// One dimension of a graph input or output.
 #[derive(Debug, Clone)]
 pub enum Dim {
@@ -143,7 +148,7 @@ impl GraphBuilder {
     /// Wraps the graph into a model with hone's IR version and opset.
     pub fn finish(self, producer_version: &str, metadata: &[(&str, String)]) -> ModelProto {
         ModelProto {
-            ir_version: crate::IR_VERSION,
+            ir_version: IR_VERSION,
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
                 version: crate::OPSET,

@@ -9,13 +9,11 @@ use prost::Message;
 
 mod builder;
 
-pub use builder::{Attr, Dim, GraphBuilder, attribute as builder_attribute, value_info};
+pub use builder::{
+    Attr, Dim, GraphBuilder, IR_VERSION, OPSET, attribute as builder_attribute, value_info,
+};
 
-/// The generated ONNX protobuf types.
-#[allow(clippy::all, missing_docs)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
-}
+pub mod proto;
 
 pub use proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -33,11 +31,6 @@ pub mod elem {
     pub const FLOAT16: i32 = 10;
     pub const DOUBLE: i32 = 11;
 }
-
-/// The IR version hone writes: 8 is read by every ONNX Runtime since 1.10.
-pub const IR_VERSION: i64 = 8;
-/// The default-domain opset hone writes.
-pub const OPSET: i64 = 17;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnnxError(pub String);

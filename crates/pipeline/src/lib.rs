@@ -2,6 +2,7 @@
 //! model on labelled data (`eval`), and `ship`, the whole path from a CSV to
 //! a verified serving endpoint with every stage timed.
 
+pub mod demo;
 pub mod eval;
 pub mod fit;
 pub mod publish;

@@ -1,3 +1,7 @@
+//! One ONNX Runtime session as a hone [`Backend`]: building it from a model
+//! file with the session knobs, its signature, and batched calls that write
+//! every request straight into one ORT-allocated input tensor.
+
 use std::path::Path;
 
 use bytes::Bytes;

@@ -88,7 +88,8 @@ pub fn decode_request(body: Bytes, header_len: Option<usize>) -> Result<DecodedR
             body.len()
         )));
     }
-    let req: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
+    let json = body.get(..json_len).unwrap_or_default();
+    let req: RequestJson<'_> = serde_json::from_slice(json)
         .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
     let params = req.parameters.unwrap_or_default();
     if params.classification.is_some() {
@@ -421,7 +422,7 @@ fn write_data(out: &mut Vec<u8>, t: &Tensor) {
                 };
             }
             match t.dtype {
-                DataType::Bool => each!(1, |c| out.extend_from_slice(if c[0] != 0 {
+                DataType::Bool => each!(1, |c| out.extend_from_slice(if c != [0] {
                     b"true"
                 } else {
                     b"false"
@@ -436,11 +437,11 @@ fn write_data(out: &mut Vec<u8>, t: &Tensor) {
                 DataType::I64 => ints!(i64),
                 DataType::F16 => each!(2, |c| write_f64(
                     out,
-                    half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+                    half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f64(),
                     &mut rb
                 )),
                 DataType::F32 => each!(4, |c| {
-                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    let v = f32::from_le_bytes(c.try_into().unwrap_or_default());
                     // Shortest f32 text, so the client's float32 is exact.
                     if v.is_finite() {
                         out.extend_from_slice(rb.format_finite(v).as_bytes())

@@ -8,9 +8,9 @@ use tonic::{Request, Response, Status};
 
 use hone_core::NamedTensor;
 
-use crate::SERVER_NAME;
 use crate::repository::{Registry, check_load_parameters};
 use crate::state::ServerState;
+use crate::state::{EXTENSIONS, SERVER_NAME};
 
 pub use crate::proto;
 
@@ -233,7 +233,7 @@ impl GrpcInferenceService for GrpcService {
         Ok(Response::new(ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: crate::EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
         }))
     }
 

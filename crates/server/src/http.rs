@@ -17,8 +17,7 @@ use serde_json::{Value as Json, json};
 use crate::codec::{self, RequestedOutput};
 use crate::model::LoadedModel;
 use crate::repository::check_load_parameters;
-use crate::state::ServerState;
-use crate::{EXTENSIONS, SERVER_NAME};
+use crate::state::{EXTENSIONS, SERVER_NAME, ServerState};
 
 const HEADER_LEN: &str = "inference-header-content-length";
 

@@ -31,16 +31,7 @@ use tokio::task::JoinSet;
 
 pub use engine::{EngineLoader, OrtLoader};
 pub use repository::Repository;
-pub use state::{ModelControl, ServerState};
-
-pub const SERVER_NAME: &str = "hone";
-/// Protocol extensions announced in server metadata.
-pub const EXTENSIONS: &[&str] = &[
-    "binary_tensor_data",
-    "model_configuration",
-    "statistics",
-    "model_repository",
-];
+pub use state::{EXTENSIONS, ModelControl, SERVER_NAME, ServerState};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

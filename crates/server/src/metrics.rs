@@ -28,7 +28,9 @@ impl Histogram {
             .iter()
             .position(|&b| s <= b)
             .unwrap_or(BUCKETS.len());
-        self.buckets[i].fetch_add(1, Relaxed);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Relaxed);
+        }
         self.count.fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
@@ -43,11 +45,12 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
         }
-        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        // The last bucket counts what exceeded every bound.
+        cumulative += self.buckets.last().map_or(0, |n| n.load(Relaxed));
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ns() as f64 / 1e9);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
@@ -102,7 +105,9 @@ pub struct ModelStats {
 
 impl ModelStats {
     pub fn fail(&self, reason: FailReason, elapsed: Duration) {
-        self.failures[reason as usize].fetch_add(1, Relaxed);
+        if let Some(f) = self.failures.get(reason as usize) {
+            f.fetch_add(1, Relaxed);
+        }
         self.fail_ns.fetch_add(elapsed.as_nanos() as u64, Relaxed);
     }
 
@@ -125,7 +130,9 @@ impl ModelStats {
     }
 
     pub fn failures(&self, reason: FailReason) -> u64 {
-        self.failures[reason as usize].load(Relaxed)
+        self.failures
+            .get(reason as usize)
+            .map_or(0, |f| f.load(Relaxed))
     }
 
     pub fn succeed(&self, elapsed: Duration) {

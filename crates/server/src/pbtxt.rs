@@ -70,7 +70,9 @@ impl Lexer<'_> {
             }
         }
         let line = self.line;
-        let c = self.src[self.pos];
+        let Some(&c) = self.src.get(self.pos) else {
+            return Ok(None);
+        };
         match c {
             b'{' | b'}' | b'[' | b']' | b'<' | b'>' | b':' | b',' | b';' => {
                 self.pos += 1;
@@ -114,7 +116,8 @@ impl Lexer<'_> {
                 }) {
                     self.pos += 1;
                 }
-                let s = String::from_utf8_lossy(&self.src[start..self.pos]).into_owned();
+                let s = String::from_utf8_lossy(self.src.get(start..self.pos).unwrap_or_default())
+                    .into_owned();
                 Ok(Some((Tok::Ident(s), line)))
             }
             other => self.err(format!("unexpected character '{}'", other as char)),

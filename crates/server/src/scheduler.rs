@@ -155,14 +155,19 @@ fn run_instance(
             },
         };
         let mut rows = first.rows;
+        let enqueued = first.enqueued;
         let mut jobs = vec![first];
         if policy.dynamic && policy.max_batch_size > 0 {
+            // Every job joins a batch compatible with its first job.
             let fits = |jobs: &[Job], rows: usize, j: &Job| {
-                compatible(&jobs[0], j) && rows + j.rows <= policy.max_batch_size
+                jobs.first().is_some_and(|f| compatible(f, j))
+                    && rows + j.rows <= policy.max_batch_size
             };
             let mut i = 0;
-            while i < set_aside.len() && rows < policy.max_batch_size {
-                if fits(&jobs, rows, &set_aside[i]) {
+            while let Some(candidate) = set_aside.get(i)
+                && rows < policy.max_batch_size
+            {
+                if fits(&jobs, rows, candidate) {
                     if let Some(j) = set_aside.remove(i) {
                         rows += j.rows;
                         jobs.push(j);
@@ -171,7 +176,7 @@ fn run_instance(
                     i += 1;
                 }
             }
-            let deadline = jobs[0].enqueued + policy.max_delay;
+            let deadline = enqueued + policy.max_delay;
             // Bounded so one thread never hoards a queue's worth of requests.
             while rows < policy.max_batch_size && set_aside.len() < policy.max_batch_size {
                 if policy.preferred.contains(&rows) && rx.is_empty() {
@@ -189,7 +194,7 @@ fn run_instance(
                     rows += job.rows;
                     jobs.push(job);
                 } else {
-                    let full = compatible(&jobs[0], &job);
+                    let full = jobs.first().is_some_and(|f| compatible(f, &job));
                     set_aside.push_back(job);
                     if full {
                         break;

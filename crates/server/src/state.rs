@@ -8,6 +8,16 @@ use hone_core::{Error, Result};
 
 use crate::repository::{self, Repository};
 
+/// The server name announced in server metadata.
+pub const SERVER_NAME: &str = "hone";
+/// Protocol extensions announced in server metadata.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+];
+
 /// How the set of served models may change while running (Triton's
 /// `--model-control-mode`, with one difference: every mode loads the whole
 /// repository at start).

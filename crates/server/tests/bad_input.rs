@@ -1,6 +1,9 @@
 //! Malformed requests get a 4xx with a useful message, and the server keeps
 //! serving afterwards.
 
+// Tests may unwrap and index: a panic here is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use common::{ONES_OUTPUT, ones_request, start};

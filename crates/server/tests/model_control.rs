@@ -1,6 +1,9 @@
 //! Models loaded, reloaded and unloaded while the server runs: Triton's
 //! repository API over HTTP and gRPC, and repository polling.
 
+// Tests may unwrap and index: a panic here is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! The real server on loopback ports, spoken to over HTTP and gRPC.
 
+// Tests may unwrap and index: a panic here is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use common::{ONES_OUTPUT, ones_request, start};

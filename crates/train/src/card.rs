@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 
 use crate::Mlp;
 
+/// hone's version, written into exported models and cards.
+pub const HONE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {
     pub format: String,
@@ -122,7 +125,7 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
     let to_json = |r: &Report| serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
     ModelCard {
         format: "hone.model-card/1".into(),
-        hone_version: crate::HONE_VERSION.into(),
+        hone_version: HONE_VERSION.into(),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -11,8 +11,5 @@ mod card;
 pub mod export;
 mod mlp;
 
-pub use card::{CardInput, ModelCard, card_for, sha256_hex};
+pub use card::{CardInput, HONE_VERSION, ModelCard, card_for, sha256_hex};
 pub use mlp::{EpochLog, Init, Layer, Mlp, TrainConfig, TrainError, train};
-
-/// hone's version, written into exported models and cards.
-pub const HONE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,3 +1,6 @@
+//! The reference MLP in candle: its layers, the training loop (AdamW,
+//! early stopping, EMA, distillation targets) and the trained model.
+
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use hone_data::{Encoding, FeatureKind, Prepared, Task, metrics, rng::Rng};

@@ -125,7 +125,7 @@ impl ModelConfig {
                         g.name
                     ))
                 })?;
-                let model_dims = &a.dims[skip.min(a.dims.len())..];
+                let model_dims = a.dims.get(skip..).unwrap_or_default();
                 let fits = g.dtype == a.dtype
                     && g.dims.len() == model_dims.len()
                     && g.dims

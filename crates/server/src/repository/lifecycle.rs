@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use hone_core::{Error, Result};
 
+use super::loader;
 use super::registry::{ModelEntry, VersionState};
+use super::repo::{Repository, model_dirs};
 use super::stamp::DirStamp;
-use super::{Repository, loader, model_dirs};
 
 /// What a load, unload or poll did to one model.
 #[derive(Debug, Clone, PartialEq)]

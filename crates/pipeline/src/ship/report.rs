@@ -1,0 +1,189 @@
+//! What a ship is asked to do and what it reports: the options, the timed
+//! stage table (and its text rendering), and the run that fills it in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use hone_data::metrics::{Metric, Report};
+use hone_data::{Encoding, Prepared, Table, Task};
+use hone_server::{Server, ServerOptions};
+use hone_train::TrainConfig;
+use serde::Serialize;
+
+use crate::{PipelineError, Result};
+
+#[derive(Debug, Clone)]
+pub struct ShipOptions {
+    /// Name of the data for messages and the card (a path, or "embedded:...").
+    pub data_name: String,
+    /// The data file's bytes (hashed into the card; parsed as CSV unless
+    /// `data_path` names a Parquet file).
+    pub data: Vec<u8>,
+    pub data_path: Option<PathBuf>,
+    pub target: String,
+    pub task: Option<Task>,
+    pub categorical: Vec<String>,
+    pub name: String,
+    pub repository: PathBuf,
+    /// Fail the ship when the held-out metric is worse than this.
+    pub min_metric: Option<f64>,
+    /// The gate's metric; accuracy for classification and R² for regression by default.
+    pub metric: Option<Metric>,
+    /// Fraction of rows held out for validation; never trained on.
+    pub holdout: f64,
+    pub train: TrainConfig,
+    /// Where to serve; its repository path is replaced by `repository`.
+    pub server: ServerOptions,
+    /// Base URL of a running server on `repository`: instead of starting
+    /// one, ship has it load the new version (the repository API) and smoke
+    /// tests it there.
+    pub hot_load: Option<String>,
+    /// Held-out rows sent to the live endpoint.
+    pub smoke_rows: usize,
+    /// Set from a Ctrl-C handler: checked between stages.
+    pub cancel: Arc<AtomicBool>,
+    /// Print each stage as it starts, to stderr.
+    pub progress: bool,
+    /// Run `hone optimize` (graph, int8 dynamic and static) on the validated
+    /// model with this largest metric drop, and ship its choice when it is
+    /// faster; `None` skips the stage.
+    pub optimize: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShipReport {
+    pub name: String,
+    pub version: Option<u64>,
+    pub path: Option<String>,
+    pub endpoint: Option<String>,
+    pub metric: Option<String>,
+    pub value: Option<f64>,
+    pub validation: Option<Report>,
+    pub stages: Vec<Stage>,
+    pub total_seconds: f64,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// A V2 JSON request body with one held-out row, for a curl example.
+    pub example_request: Option<String>,
+}
+
+pub struct Shipped {
+    pub report: ShipReport,
+    /// The live server, when the ship got that far and serving was kept.
+    pub server: Option<Server>,
+}
+
+pub(super) struct Run {
+    pub(super) report: ShipReport,
+    pub(super) start: Instant,
+    pub(super) progress: bool,
+    pub(super) cancel: Arc<AtomicBool>,
+}
+
+/// The rows a ship works on, encoded, split three ways.
+pub(super) struct Data {
+    pub(super) encoding: Encoding,
+    pub(super) train: Prepared,
+    pub(super) val: Prepared,
+    pub(super) holdout: Prepared,
+    /// The held-out rows as read, for the optimizer's evaluation.
+    pub(super) holdout_table: Table,
+}
+
+impl Run {
+    /// Times one stage and records its outcome.
+    pub(super) fn stage<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<(T, String)>,
+    ) -> Result<T> {
+        self.check_cancel()?;
+        if self.progress {
+            eprintln!("hone ship: {name} ...");
+        }
+        let t = Instant::now();
+        let r = f();
+        let seconds = t.elapsed().as_secs_f64();
+        match r {
+            Ok((v, detail)) => {
+                self.report.stages.push(Stage {
+                    stage: name,
+                    seconds,
+                    status: Status::Ok,
+                    detail,
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                self.report.stages.push(Stage {
+                    stage: name,
+                    seconds,
+                    status: Status::Failed,
+                    detail: e.0.clone(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn skipped(&mut self, name: &'static str, why: &str) {
+        self.report.stages.push(Stage {
+            stage: name,
+            seconds: 0.0,
+            status: Status::Skipped,
+            detail: why.to_string(),
+        });
+    }
+
+    pub(super) fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(PipelineError(
+                "interrupted; the repository was not changed".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The stage table a person reads.
+pub fn render(r: &ShipReport) -> String {
+    let mut s = String::from("stage        time       result\n");
+    for st in &r.stages {
+        let status = match st.status {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Failed => "FAILED",
+        };
+        s += &format!(
+            "{:<12} {:>7.0} ms  {status}: {}\n",
+            st.stage,
+            st.seconds * 1e3,
+            st.detail
+        );
+    }
+    s += &format!(
+        "{:<12} {:>7.0} ms  {}\n",
+        "total",
+        r.total_seconds * 1e3,
+        if r.ok { "shipped" } else { "not shipped" }
+    );
+    s
+}
