@@ -1,4 +1,8 @@
-"""File-level `use` graph per crate: reports cycles between source files."""
+"""File-level `use` graph of every crate under crates/: reports each cycle
+between source files (a `crate::`/`super::` path, a re-export followed to
+the file that defines the item, or a crate root's use of its own child).
+Usage: python3 .ci/module_cycles.py REPO_ROOT; exits 1 when there is one.
+DBG=<crate> prints that crate's edges."""
 import os, re, sys
 root = sys.argv[1]
 bad = 0

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 mod common;
-use common::{hone, s, shared};
+use common::{hone, s};
 
 fn tmp_dir(name: &str) -> PathBuf {
     common::tmp("optimize", name)
@@ -25,8 +25,10 @@ fn report(out: &Output) -> serde_json::Value {
 
 #[test]
 fn meets_a_budget_and_writes_model_reports_and_version() {
+    let Some(m) = common::shared("meets_a_budget_and_writes_model_reports_and_version") else {
+        return;
+    };
     let d = tmp_dir("meet");
-    let m = shared();
     let out_model = d.join("mlp_opt.onnx");
     let repo = d.join("repo");
     let out = hone(&[
@@ -137,8 +139,10 @@ fn meets_a_budget_and_writes_model_reports_and_version() {
 
 #[test]
 fn judges_fidelity_without_labels() {
+    let Some(m) = common::shared("judges_fidelity_without_labels") else {
+        return;
+    };
     let d = tmp_dir("fidelity");
-    let m = shared();
     // The digits CNN's reference inputs alone: no labels.npy, so cosine to fp32.
     let out = hone(&[
         "optimize",
@@ -289,8 +293,10 @@ fn an_image_stem_gets_a_space_to_depth_candidate() {
 
 #[test]
 fn an_unmeetable_budget_exits_non_zero() {
+    let Some(m) = common::shared("an_unmeetable_budget_exits_non_zero") else {
+        return;
+    };
     let d = tmp_dir("miss");
-    let m = shared();
     let out_model = d.join("never.onnx");
     let out = hone(&[
         "optimize",
@@ -324,8 +330,10 @@ fn an_unmeetable_budget_exits_non_zero() {
 
 #[test]
 fn bad_arguments_are_refused_clearly() {
+    let Some(m) = common::shared("bad_arguments_are_refused_clearly") else {
+        return;
+    };
     let d = tmp_dir("bad");
-    let m = shared();
     let model = m.join("mlp/mlp.onnx");
     let csv = m.join("tabular/breast_cancer/test.csv");
     let refdir = m.join("digits_cnn/ref/digits_cnn");
@@ -366,10 +374,12 @@ fn bad_arguments_are_refused_clearly() {
 
 #[test]
 fn nothing_to_prune_is_a_failed_candidate_not_a_winner() {
+    let Some(m) = common::shared("nothing_to_prune_is_a_failed_candidate_not_a_winner") else {
+        return;
+    };
     // A tree ensemble has no weight matrix: re-encoding it alone makes a
     // smaller file (packed repeated fields), which must not pass as pruning.
     let d = tmp_dir("trees");
-    let m = shared();
     let out = hone(&[
         "optimize",
         s(&m.join("trees/gb.onnx")),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{EPHEMERAL_PORTS, ServeProcess, assert_same_bytes, hone, s, shared, workspace};
+use common::{EPHEMERAL_PORTS, ServeProcess, assert_same_bytes, hone, s, workspace};
 
 fn tmp_dir(name: &str) -> PathBuf {
     common::tmp("pipeline", name)
@@ -65,13 +65,16 @@ fn train_quiet(train: &Path, val: &Path, out: &Path) {
 /// train split (val for early stopping), scored on the test split.
 #[test]
 fn default_training_meets_the_quality_bars() {
+    let Some(shared) = common::shared("default_training_meets_the_quality_bars") else {
+        return;
+    };
     let d = tmp_dir("quality");
     for (data, metric, bar) in [
         ("breast_cancer", "accuracy", 0.95),
         ("wine", "accuracy", 0.93),
         ("diabetes", "r2", 0.40),
     ] {
-        let dir = shared().join("tabular").join(data);
+        let dir = shared.join("tabular").join(data);
         let model = d.join(format!("{data}.onnx"));
         train_quiet(&dir.join("train.csv"), &dir.join("val.csv"), &model);
         let e = eval_json(&model, &dir.join("test.csv"), &["--metric", metric]);
@@ -82,8 +85,11 @@ fn default_training_meets_the_quality_bars() {
 
 #[test]
 fn train_writes_model_and_card_and_eval_scores_it() {
+    let Some(shared) = common::shared("train_writes_model_and_card_and_eval_scores_it") else {
+        return;
+    };
     let d = tmp_dir("train");
-    let bc = shared().join("tabular/breast_cancer");
+    let bc = shared.join("tabular/breast_cancer");
     let model = d.join("bc.onnx");
     let out = json(&hone(&[
         "train",
@@ -132,7 +138,10 @@ fn train_writes_model_and_card_and_eval_scores_it() {
 
 #[test]
 fn eval_matches_the_shared_manifest() {
-    let m = shared();
+    let Some(shared) = common::shared("eval_matches_the_shared_manifest") else {
+        return;
+    };
+    let m = shared.clone();
     // The reference MLP, a tree ensemble (probabilities output) and a CNN fed
     // from 64 pixel columns reshaped to [1, 8, 8].
     let cases = [
@@ -158,10 +167,13 @@ fn eval_matches_the_shared_manifest() {
 
 #[test]
 fn eval_reads_a_directory_of_npy_files() {
+    let Some(shared) = common::shared("eval_reads_a_directory_of_npy_files") else {
+        return;
+    };
     let d = tmp_dir("npy");
     // The digits CNN's 8 reference rows, labelled with its own predictions
     // except one row flipped, so accuracy is exactly 7/8.
-    let reference = shared().join("digits_cnn/ref/digits_cnn");
+    let reference = shared.join("digits_cnn/ref/digits_cnn");
     std::fs::copy(reference.join("input_input.npy"), d.join("input.npy")).unwrap();
     let out = std::fs::read(reference.join("output_logits.npy")).unwrap();
     let header_len = u16::from_le_bytes([out[8], out[9]]) as usize;
@@ -176,7 +188,7 @@ fn eval_reads_a_directory_of_npy_files() {
     labels[0] = (labels[0] + 1) % 10;
     let bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
     common::write_npy(&d.join("labels.npy"), "<i8", &[8], &bytes);
-    let e = eval_json(&shared().join("digits_cnn/digits_cnn.onnx"), &d, &[]);
+    let e = eval_json(&shared.join("digits_cnn/digits_cnn.onnx"), &d, &[]);
     assert_eq!(e["report"]["accuracy"].as_f64().unwrap(), 7.0 / 8.0);
     assert_eq!(e["softmax_applied"], true);
 }
@@ -304,8 +316,11 @@ fn csv_to_parquet(csv: &Path, out: &Path) {
 
 #[test]
 fn parquet_trains_the_same_model_as_csv() {
+    let Some(shared) = common::shared("parquet_trains_the_same_model_as_csv") else {
+        return;
+    };
     let d = tmp_dir("parquet");
-    let bc = shared().join("tabular/breast_cancer");
+    let bc = shared.join("tabular/breast_cancer");
     csv_to_parquet(&bc.join("train.csv"), &d.join("train.parquet"));
     csv_to_parquet(&bc.join("val.csv"), &d.join("val.parquet"));
     let from_pq = d.join("pq.onnx");

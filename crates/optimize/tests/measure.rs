@@ -10,9 +10,9 @@ use hone_runtime::SessionConfig;
 
 fn mlp() -> (Vec<u8>, Vec<Tensor>) {
     hone_runtime::init().unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/mlp");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let bytes = std::fs::read(dir.join("mlp.onnx")).unwrap();
-    let x = hone_data::npy::read(&dir.join("ref/mlp/input_input.npy")).unwrap();
+    let x = hone_data::npy::read(&dir.join("mlp_input.npy")).unwrap();
     let first: Vec<f32> = hone_data::npy::to_f32(&x).unwrap()[..30].to_vec();
     (bytes, vec![Tensor::from_f32(vec![1, 30], &first).unwrap()])
 }

@@ -22,6 +22,15 @@ pub struct LoadedModel {
     pub(crate) scheduler: Scheduler,
 }
 
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LoadedModel {
     /// Checks names, dtypes and shapes against the model and returns the
     /// tensors in model input order.

@@ -9,14 +9,29 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn shared() -> PathBuf {
+/// The shared model set beside the checkout (`../shared/models`). In a
+/// clone without it, the tests that need it say once what they skip and why,
+/// then each returns early; `HONE_REQUIRE_SHARED=1` (set by `.ci/run`) makes
+/// its absence a failure instead, so CI never skips them.
+pub fn shared(test: &str) -> Option<PathBuf> {
+    static SAID: std::sync::Once = std::sync::Once::new();
     let s = workspace().join("../shared/models");
+    if s.join("manifest.json").is_file() {
+        return Some(s);
+    }
     assert!(
-        s.join("manifest.json").is_file(),
-        "these tests need the shared model zoo at {}",
+        std::env::var_os("HONE_REQUIRE_SHARED").is_none(),
+        "HONE_REQUIRE_SHARED is set but the shared model set is not at {}",
         s.display()
     );
-    s
+    SAID.call_once(|| {
+        eprintln!(
+            "SKIPPED: tests that use the shared model set (trained reference models, their data, resnet18, MiniLM, the digits CNN) need it at {}; it is not there, so they do not run. CI runs them.",
+            s.display()
+        );
+    });
+    eprintln!("skipped {test}: no shared model set");
+    None
 }
 
 pub fn hone(args: &[&str]) -> Output {

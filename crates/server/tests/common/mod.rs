@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod fake;
+
 use hone_server::{Server, ServerOptions};
 
 pub fn workspace() -> PathBuf {

@@ -1,0 +1,104 @@
+//! A fake engine for registry, reload and shutdown tests: no ONNX Runtime.
+//! A model file holds `scale=K` (the engine multiplies its input by K) or
+//! `fail` (loading fails). Every engine shares one gate that tests can close
+//! to hold calls inside the engine.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use hone_core::{Backend, DataType, Error, ModelMetadata, Result, Tensor, TensorData, TensorSpec};
+use hone_runtime::SessionConfig;
+use hone_server::EngineLoader;
+
+#[derive(Default)]
+pub struct FakeLoader {
+    /// Engine instances built so far.
+    pub loads: AtomicUsize,
+    /// Engine calls entered so far.
+    pub calls: Arc<AtomicUsize>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl FakeLoader {
+    /// Engine calls wait inside the engine until [`FakeLoader::open`].
+    pub fn close(&self) {
+        *self.gate.0.lock().unwrap() = true;
+    }
+
+    pub fn open(&self) {
+        *self.gate.0.lock().unwrap() = false;
+        self.gate.1.notify_all();
+    }
+}
+
+struct FakeEngine {
+    meta: ModelMetadata,
+    scale: f32,
+    calls: Arc<AtomicUsize>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl EngineLoader for FakeLoader {
+    fn load(&self, path: &Path, _cfg: &SessionConfig) -> Result<Box<dyn Backend>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::invalid(e.to_string()))?;
+        let scale: f32 = text
+            .trim()
+            .strip_prefix("scale=")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::invalid(format!("fake engine cannot load {text:?}")))?;
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype: DataType::F32,
+            dims: vec![-1, 2],
+        };
+        Ok(Box::new(FakeEngine {
+            meta: ModelMetadata {
+                inputs: vec![spec("x")],
+                outputs: vec![spec("y")],
+            },
+            scale,
+            calls: self.calls.clone(),
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+impl Backend for FakeEngine {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.meta
+    }
+
+    fn infer(&mut self, batch: &[&[Tensor]]) -> Result<Vec<Tensor>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (closed, cv) = &*self.gate;
+        let mut g = closed.lock().unwrap();
+        while *g {
+            g = cv.wait(g).unwrap();
+        }
+        drop(g);
+        let mut out = Vec::new();
+        let mut rows = 0;
+        for req in batch {
+            let t = &req[0];
+            rows += t.batch();
+            let TensorData::Raw(b) = &t.data else {
+                return Err(Error::invalid("fake engine: f32 only"));
+            };
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) * self.scale),
+            );
+        }
+        Ok(vec![Tensor::from_f32(vec![rows as i64, 2], &out)?])
+    }
+}
+
+/// Writes version `v` of model `name` holding `content`, with `config`.
+pub fn write_model(root: &Path, name: &str, v: u32, content: &str, config: &str) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join(v.to_string())).unwrap();
+    std::fs::write(dir.join(v.to_string()).join("model.onnx"), content).unwrap();
+    std::fs::write(dir.join("config.pbtxt"), config).unwrap();
+}

@@ -1,0 +1,204 @@
+//! The repository's lifecycle and the server's shutdown with a fake engine:
+//! which versions load, reload, keep serving or unload, and that every
+//! request in flight at shutdown is answered.
+
+// Tests may unwrap and index: a panic here is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::fake::{FakeLoader, write_model};
+use hone_core::{ErrorKind, Tensor};
+use hone_server::repository::Change;
+use hone_server::{Repository, Server, ServerOptions};
+
+const ONE: &str = "instance_group [{ count: 1 kind: KIND_CPU }]\n";
+
+fn x() -> Vec<(String, Tensor)> {
+    vec![(
+        "x".into(),
+        Tensor::from_f32(vec![1, 2], &[1.0, 2.0]).unwrap(),
+    )]
+}
+
+async fn answer(repo: &Repository, name: &str) -> Vec<u8> {
+    let m = repo.models().get(name, None).unwrap();
+    let out = m.infer(x()).await.unwrap();
+    out[0].to_wire_bytes().to_vec()
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+#[tokio::test]
+async fn reload_reuses_unchanged_versions_and_keeps_serving_on_failure() {
+    let dir = tempdir("reload");
+    write_model(&dir, "m", 1, "scale=1", ONE);
+    write_model(&dir, "broken", 1, "fail", ONE);
+    let loader = Arc::new(FakeLoader::default());
+    let repo = Repository::open(&dir, loader.clone()).unwrap();
+    assert_eq!(loader.loads.load(Ordering::SeqCst), 1, "only m loads");
+    assert_eq!(answer(&repo, "m").await, f32s(&[1.0, 2.0]));
+    // A model that fails as a whole is listed with its reason; readiness says so.
+    assert!(!repo.models().all_ready());
+    let idx = repo.models().index(false);
+    let broken = idx.iter().find(|e| e.name == "broken").unwrap();
+    assert_eq!(broken.state, "UNAVAILABLE");
+    assert!(
+        broken.reason.contains("fake engine cannot load"),
+        "{broken:?}"
+    );
+
+    // Nothing changed: a reload builds no engine.
+    assert_eq!(
+        repo.load("m").unwrap(),
+        Change::Loaded {
+            name: "m".into(),
+            versions: vec!["1".into()]
+        }
+    );
+    assert_eq!(loader.loads.load(Ordering::SeqCst), 1);
+
+    // A new version (latest 1) replaces the old one.
+    write_model(&dir, "m", 2, "scale=2", ONE);
+    repo.load("m").unwrap();
+    assert_eq!(loader.loads.load(Ordering::SeqCst), 2);
+    assert_eq!(answer(&repo, "m").await, f32s(&[2.0, 4.0]));
+    assert_eq!(repo.models().ready_versions("m"), vec!["2".to_string()]);
+
+    // A broken newer version: the reload fails, version 2 keeps serving.
+    write_model(&dir, "m", 3, "fail", ONE);
+    let e = repo.load("m").unwrap_err();
+    assert!(e.message.contains("version(s) 2 keep serving"), "{e}");
+    assert_eq!(answer(&repo, "m").await, f32s(&[2.0, 4.0]));
+}
+
+#[tokio::test]
+async fn unload_and_poll_follow_the_directory() {
+    let dir = tempdir("poll");
+    write_model(&dir, "a", 1, "scale=3", ONE);
+    write_model(&dir, "b", 1, "scale=1", ONE);
+    let loader = Arc::new(FakeLoader::default());
+    let repo = Repository::open(&dir, loader.clone()).unwrap();
+    assert!(repo.models().all_ready());
+
+    repo.unload("a").unwrap();
+    let e = repo.models().get("a", None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(repo.models().all_ready(), "unloaded models do not count");
+    // Unchanged on disk: polling leaves it unloaded.
+    assert!(repo.poll().is_empty());
+    assert!(repo.models().get("a", None).is_err());
+
+    // A new directory loads; a removed one unloads.
+    write_model(&dir, "c", 1, "scale=5", ONE);
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    let mut changes = repo.poll();
+    changes.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        changes.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        vec![
+            Change::Loaded {
+                name: "c".into(),
+                versions: vec!["1".into()]
+            },
+            Change::Unloaded { name: "b".into() },
+        ]
+    );
+    assert_eq!(answer(&repo, "c").await, f32s(&[5.0, 10.0]));
+    assert_eq!(
+        repo.models().get("b", None).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    // Names from URLs stay inside the repository.
+    assert_eq!(repo.load("../a").unwrap_err().kind, ErrorKind::InvalidInput);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests() {
+    let dir = tempdir("shutdown");
+    // One engine, no batching: one request in the engine, the rest queued.
+    write_model(
+        &dir,
+        "m",
+        1,
+        "scale=2",
+        &format!("max_batch_size: 0\n{ONE}"),
+    );
+    let loader = Arc::new(FakeLoader::default());
+    loader.close();
+    let server = Server::start_with(ServerOptions::ephemeral(&dir), loader.clone())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v2/models/m/infer", server.http_addr);
+    let body = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
+    const N: usize = 6;
+    let client = reqwest::Client::new();
+    let in_flight: Vec<_> = (0..N)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = client.post(&url).body(body).send().await?;
+                Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+            })
+        })
+        .collect();
+    // Wait until every request is inside the server: one in the engine,
+    // N - 1 in the queue.
+    let stats = server
+        .state
+        .repo
+        .models()
+        .get("m", None)
+        .unwrap()
+        .stats
+        .clone();
+    let t = Instant::now();
+    while loader.calls.load(Ordering::SeqCst) < 1
+        || stats.pending.load(Ordering::SeqCst) < N as i64 - 1
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let http = server.http_addr;
+    let shutdown = tokio::spawn(server.shutdown());
+    // The listener closes at once; accepted requests still wait on the engine.
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(http).await.is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    loader.open();
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown hung")
+        .unwrap();
+    for f in in_flight {
+        let (status, text) = tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("a request was never answered")
+            .unwrap()
+            .expect("a request was cut off");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("[2.0,4.0]"), "{text}");
+    }
+    assert_eq!(loader.calls.load(Ordering::SeqCst), N);
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("hone-lifecycle-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
