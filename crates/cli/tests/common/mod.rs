@@ -24,13 +24,16 @@ pub fn shared(test: &str) -> Option<PathBuf> {
         "HONE_REQUIRE_SHARED is set but the shared model set is not at {}",
         s.display()
     );
+    // Straight to stderr: libtest captures eprintln! of passing tests.
+    use std::io::Write;
     SAID.call_once(|| {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: tests that use the shared model set (trained reference models, their data, resnet18, MiniLM, the digits CNN) need it at {}; it is not there, so they do not run. CI runs them.",
             s.display()
         );
     });
-    eprintln!("skipped {test}: no shared model set");
+    let _ = writeln!(std::io::stderr(), "skipped {test}: no shared model set");
     None
 }
 
