@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hone_server::{ModelControl, Server, ServerOptions};
+use hone_server::{Keys, ModelControl, Server, ServerOptions};
 
 mod pipeline_cmds;
 mod signal;
@@ -74,6 +74,28 @@ struct ServeArgs {
     model_control_mode: String,
     #[arg(long, default_value_t = 15)]
     repository_poll_secs: u64,
+    /// File of inference keys, one per line: inference and read routes then
+    /// need `Authorization: Bearer KEY` (gRPC: `authorization` metadata).
+    /// Health routes stay open.
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// File of admin keys, one per line: repository load/unload need one
+    /// (an inference key gets 403); an admin key also opens every other route.
+    #[arg(long, value_name = "FILE")]
+    admin_key_file: Option<PathBuf>,
+    /// Triton's flag: with `false`, /v2/health/ready is 200 as soon as the
+    /// server is up, even if a model failed to load.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    strict_readiness: bool,
+    /// On SIGTERM or Ctrl-C, report not-ready but keep serving this long
+    /// before closing the ports, so endpoints are removed first (in
+    /// Kubernetes, match the pod's preStop sleep). 0 outside Kubernetes.
+    #[arg(long, default_value_t = 0)]
+    drain_secs: u64,
+    /// After the drain, how long in-flight work may take to finish before
+    /// the server exits anyway (Triton's flag).
+    #[arg(long, default_value_t = 30)]
+    exit_timeout_secs: u64,
 }
 
 fn init_logging(format: LogFormat) {
@@ -100,6 +122,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let keys = match Keys::from_files(args.api_key_file.as_deref(), args.admin_key_file.as_deref())
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("hone serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     rt.block_on(async move {
         let opts = ServerOptions {
             model_repository: args.model_repository,
@@ -115,6 +145,8 @@ fn serve(args: ServeArgs) -> ExitCode {
                 )),
                 _ => ModelControl::Explicit,
             },
+            keys,
+            strict_readiness: args.strict_readiness,
         };
         let server = match Server::start(opts).await {
             Ok(s) => s,
@@ -145,9 +177,24 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
         shutdown_signal().await;
+        server.drain();
+        if args.drain_secs > 0 {
+            tracing::info!(
+                "draining: not ready, still serving for {} s",
+                args.drain_secs
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(args.drain_secs)).await;
+        }
         tracing::info!("shutting down: finishing in-flight requests");
-        server.shutdown().await;
-        tracing::info!("stopped");
+        let limit = std::time::Duration::from_secs(args.exit_timeout_secs);
+        if server.shutdown_within(limit).await {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!(
+                "exit timeout: in-flight work did not finish within {} s; exiting anyway",
+                args.exit_timeout_secs
+            );
+        }
         ExitCode::SUCCESS
     })
 }

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use hone_core::NamedTensor;
 
+use crate::auth::{Access, Denied};
 use crate::repository::{Registry, check_load_parameters};
 use crate::state::ServerState;
 use crate::state::{EXTENSIONS, SERVER_NAME};
@@ -29,6 +30,17 @@ fn status(e: Error) -> Status {
         ErrorKind::NotFound => Status::not_found(e.message),
         ErrorKind::Unavailable => Status::unavailable(e.message),
         ErrorKind::Internal => Status::internal(e.message),
+    }
+}
+
+impl GrpcService {
+    /// The key check of [`crate::auth`], from the `authorization` metadata.
+    fn authorize<T>(&self, r: &Request<T>, need: Access) -> Result<(), Status> {
+        let given = r.metadata().get("authorization").map(|v| v.as_bytes());
+        self.state.keys.check(need, given).map_err(|d| match d {
+            Denied::Unauthenticated(m) => Status::unauthenticated(m),
+            Denied::Forbidden => Status::permission_denied(d.message()),
+        })
     }
 }
 
@@ -198,15 +210,17 @@ fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<NamedTensor>> {
 impl GrpcInferenceService for GrpcService {
     async fn server_live(
         &self,
-        _: Request<ServerLiveRequest>,
+        r: Request<ServerLiveRequest>,
     ) -> Result<Response<ServerLiveResponse>, Status> {
+        self.authorize(&r, Access::Health)?;
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
     async fn server_ready(
         &self,
-        _: Request<ServerReadyRequest>,
+        r: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
+        self.authorize(&r, Access::Health)?;
         Ok(Response::new(ServerReadyResponse {
             ready: self.state.ready(),
         }))
@@ -216,20 +230,19 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        self.authorize(&r, Access::Health)?;
         let r = r.into_inner();
-        match repo(self).get(&r.name, Some(&r.version)) {
-            Ok(_) => Ok(Response::new(ModelReadyResponse { ready: true })),
-            Err(e) if e.kind == ErrorKind::Unavailable => {
-                Ok(Response::new(ModelReadyResponse { ready: false }))
-            }
-            Err(e) => Err(status(e)),
-        }
+        // Triton answers an unknown model or version with ready: false, not
+        // an error, and tritonclient's is_model_ready relies on it.
+        let ready = repo(self).get(&r.name, Some(&r.version)).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(
         &self,
-        _: Request<ServerMetadataRequest>,
+        r: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         Ok(Response::new(ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -241,6 +254,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
         let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
         let tm = |t: &hone_core::TensorSpec| model_metadata_response::TensorMetadata {
@@ -261,6 +275,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         let mut req = r.into_inner();
         let model = repo(self)
             .get(&req.model_name, Some(&req.model_version))
@@ -309,6 +324,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
         let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
         Ok(Response::new(ModelConfigResponse {
@@ -320,6 +336,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
         let models = if r.name.is_empty() {
             repo(self).loaded()
@@ -357,6 +374,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
         let models = repo(self)
             .index(r.ready)
@@ -375,6 +393,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        self.authorize(&r, Access::Admin)?;
         let r = r.into_inner();
         check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
         self.state.load_model(&r.model_name).await.map_err(status)?;
@@ -385,6 +404,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         r: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.authorize(&r, Access::Admin)?;
         let r = r.into_inner();
         check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
         self.state

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use hone_core::{Error, ErrorKind};
 use serde_json::{Value as Json, json};
 
+use crate::auth::{self, Denied};
 use crate::codec::{self, RequestedOutput};
 use crate::model::LoadedModel;
 use crate::repository::check_load_parameters;
@@ -24,23 +25,46 @@ const HEADER_LEN: &str = "inference-header-content-length";
 type St = State<Arc<ServerState>>;
 type Params = Path<HashMap<String, String>>;
 
-pub struct ApiError(Error);
+/// An error as the client sees it: a status and `{"error": message}`.
+pub struct ApiError(Error, Option<StatusCode>);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self(e)
+        Self(e, None)
+    }
+}
+
+impl ApiError {
+    /// A status the error kind alone does not say (405, 413).
+    fn with_status(code: StatusCode, message: impl Into<String>) -> Self {
+        Self(Error::invalid(message), Some(code))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = match self.0.kind {
+        let code = self.1.unwrap_or(match self.0.kind {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        });
         (code, json_response(&json!({"error": self.0.message}))).into_response()
+    }
+}
+
+/// A body that could not be read, as a JSON error: 413 over the limit.
+fn body_error(r: BytesRejection, limit: usize) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the {limit} byte limit (--max-request-bytes)"),
+        )
+    } else {
+        ApiError::with_status(
+            r.status(),
+            format!("cannot read request body: {}", r.body_text()),
+        )
     }
 }
 
@@ -59,7 +83,8 @@ fn json_response(v: &Json) -> Response {
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
-    Router::new()
+    let open = state.keys.is_open();
+    let r = Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -86,13 +111,63 @@ pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
         )
-        .fallback(|| async { ApiError(Error::not_found("no such endpoint")) })
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .fallback(|| async { ApiError::from(Error::not_found("no such endpoint")) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::with_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body));
+    // Without keys the check is skipped entirely: no cost on the open path.
+    let r = if open {
+        r
+    } else {
+        r.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+    };
+    r.with_state(state)
+}
+
+/// Refuses a request without the key its route needs, before its body is read.
+async fn authorize(
+    State(s): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let need = auth::http_access(req.uri().path());
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match s.keys.check(need, given) {
+        Ok(()) => next.run(req).await,
+        Err(d) => {
+            let code = match d {
+                Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Denied::Forbidden => StatusCode::FORBIDDEN,
+            };
+            let mut r = (code, json_response(&json!({"error": d.message()}))).into_response();
+            if code == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            r
+        }
+    }
 }
 
 fn model(state: &ServerState, p: &HashMap<String, String>) -> Result<Arc<LoadedModel>, ApiError> {
     let name = p.get("model").map(String::as_str).unwrap_or_default();
+    // `/versions//infer` names no version: an error, not the default version.
+    if p.get("version").is_some_and(String::is_empty) {
+        return Err(Error::invalid(
+            "empty version in the URL: give a version number, or leave out /versions/",
+        )
+        .into());
+    }
     Ok(state
         .repo
         .models()
@@ -124,7 +199,7 @@ async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
         Ok(_) => Ok(json_response(
             &json!({"name": p.get("model"), "ready": true}),
         )),
-        Err(ApiError(e)) if e.kind == ErrorKind::Unavailable => Ok((
+        Err(ApiError(e, _)) if e.kind == ErrorKind::Unavailable => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
             json_response(&json!({"name": p.get("model"), "ready": false, "error": e.message})),
         )
@@ -163,7 +238,8 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     Ok(json_response(&json!({"model_stats": list})))
 }
 
-async fn repository_index(State(s): St, body: Bytes) -> ApiResult {
+async fn repository_index(State(s): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
     // Body is optional: `{"ready": true}` limits the list to ready models.
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -190,14 +266,24 @@ fn check_repository_params(body: &[u8]) -> Result<(), Error> {
     }
 }
 
-async fn repository_load(State(s): St, Path(p): Params, body: Bytes) -> ApiResult {
+async fn repository_load(
+    State(s): St,
+    Path(p): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.load_model(name).await?;
     Ok(json_response(&json!({})))
 }
 
-async fn repository_unload(State(s): St, Path(p): Params, body: Bytes) -> ApiResult {
+async fn repository_unload(
+    State(s): St,
+    Path(p): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.unload_model(name).await?;
@@ -211,17 +297,7 @@ async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let m = model(&s, &p)?;
-    let body = body.map_err(|r| {
-        let msg = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "request body exceeds the {} byte limit (--max-request-bytes)",
-                s.max_request_bytes
-            )
-        } else {
-            format!("cannot read request body: {}", r.body_text())
-        };
-        Error::invalid(msg)
-    })?;
+    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
         Some(v) => Some(

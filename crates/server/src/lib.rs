@@ -5,6 +5,7 @@
 //! (`repository`) → validation → batcher queue (`scheduler`) → engine →
 //! split → encode.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod engine;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use auth::Keys;
 pub use engine::{EngineLoader, OrtLoader};
 pub use repository::Repository;
 pub use state::{EXTENSIONS, ModelControl, SERVER_NAME, ServerState};
@@ -43,6 +45,10 @@ pub struct ServerOptions {
     pub metrics_port: Option<u16>,
     pub max_request_bytes: usize,
     pub model_control: ModelControl,
+    /// `--api-key-file` / `--admin-key-file`, read; default open.
+    pub keys: Keys,
+    /// Triton's `--strict-readiness` (default true).
+    pub strict_readiness: bool,
 }
 
 impl ServerOptions {
@@ -55,6 +61,8 @@ impl ServerOptions {
             metrics_port: Some(8002),
             max_request_bytes: 64 << 20,
             model_control: ModelControl::Explicit,
+            keys: Keys::default(),
+            strict_readiness: true,
         }
     }
 
@@ -103,6 +111,15 @@ impl Server {
             Some(p) => Some(bind(opts.host, p, "metrics").await?),
             None => None,
         };
+        if !opts.host.is_loopback()
+            && opts.model_control != ModelControl::None
+            && !opts.keys.admin_protected()
+        {
+            tracing::warn!(
+                "listening on {} with repository load/unload open to anyone who reaches the port: set --admin-key-file, or --model-control-mode none",
+                opts.host
+            );
+        }
         engines.init()?;
         let root = opts.model_repository.clone();
         let repo = tokio::task::spawn_blocking(move || Repository::open(&root, engines))
@@ -110,8 +127,10 @@ impl Server {
             .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))??;
         let state = Arc::new(ServerState {
             repo: Arc::new(repo),
+            keys: opts.keys.clone(),
             max_request_bytes: opts.max_request_bytes,
             model_control: opts.model_control,
+            strict_readiness: opts.strict_readiness,
             shutting_down: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -194,6 +213,21 @@ impl Server {
             stop,
             tasks,
         })
+    }
+
+    /// The start of a graceful stop: readiness turns false (so a load
+    /// balancer or Kubernetes stops sending new work) while everything keeps
+    /// serving. `hone serve` holds this for `--drain-secs` before
+    /// [`Server::shutdown_within`].
+    pub fn drain(&self) {
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// [`Server::shutdown`], given up after `limit` (Triton's
+    /// `--exit-timeout-secs`): a client that never finishes its request, or a
+    /// stuck engine call, cannot keep the process alive. False when it gave up.
+    pub async fn shutdown_within(self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, self.shutdown()).await.is_ok()
     }
 
     /// Stops accepting connections, lets in-flight requests finish, then

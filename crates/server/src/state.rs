@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hone_core::{Error, Result};
 
+use crate::auth::Keys;
 use crate::repository::{self, Repository};
 
 /// The server name announced in server metadata.
@@ -35,16 +36,22 @@ pub enum ModelControl {
 
 pub struct ServerState {
     pub repo: Arc<Repository>,
+    /// API and admin keys; empty means open.
+    pub keys: Keys,
     pub max_request_bytes: usize,
     pub model_control: ModelControl,
+    /// `--strict-readiness`: ready only when every model is.
+    pub strict_readiness: bool,
     pub(crate) shutting_down: AtomicBool,
 }
 
 impl ServerState {
-    /// Ready while not shutting down and every model has a ready version
-    /// (Triton's strict readiness).
+    /// Ready while not shutting down and, under strict readiness (Triton's
+    /// default), every model has a ready version; without it, as soon as
+    /// the server is up, even if a model failed.
     pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.repo.models().all_ready()
+        !self.shutting_down.load(Ordering::Relaxed)
+            && (!self.strict_readiness || self.repo.models().all_ready())
     }
 
     /// Loads (or reloads) a model through the repository API. Session

@@ -45,6 +45,14 @@ pub fn prepare_inputs(
                 )));
             }
         }
+        // Some engines cannot run an empty tensor and fail with a server
+        // error; what the client sent is the cause, so say so.
+        if t.shape.contains(&0) {
+            return Err(Error::invalid(format!(
+                "input '{name}' has shape {:?}: a zero-sized dimension means no data to infer",
+                t.shape
+            )));
+        }
         *slot = Some(t);
     }
     let mut out: Vec<Tensor> = Vec::with_capacity(slots.len());
@@ -58,4 +66,29 @@ pub fn prepare_inputs(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use hone_core::DataType;
+
+    use super::*;
+
+    #[test]
+    fn a_zero_sized_dimension_is_the_clients_error() {
+        let spec = TensorSpec {
+            name: "ids".into(),
+            dtype: DataType::I64,
+            dims: vec![-1, -1],
+        };
+        let t = Tensor::new(
+            DataType::I64,
+            vec![1, 0],
+            hone_core::TensorData::Raw(Default::default()),
+        )
+        .unwrap();
+        let e = prepare_inputs("m", &[spec], 8, vec![("ids".into(), t)]).unwrap_err();
+        assert_eq!(e.kind, hone_core::ErrorKind::InvalidInput);
+        assert!(e.message.contains("zero-sized dimension"), "{e}");
+    }
 }

@@ -334,8 +334,36 @@ fn cases() -> Vec<Case> {
             path: "/v2/models/mlp100/infer",
             headers: vec![],
             body: vec![b' '; (64 << 20) + 1],
-            status: 400,
+            status: 413,
             needle: "exceeds the 67108864 byte limit",
+        },
+        Case {
+            what: "repository index body over the size limit",
+            method: "POST",
+            path: "/v2/repository/index",
+            headers: vec![],
+            body: vec![b' '; (64 << 20) + 1],
+            status: 413,
+            needle: "exceeds the 67108864 byte limit",
+        },
+        Case {
+            what: "empty version segment",
+            method: "POST",
+            path: "/v2/models/mlp100/versions//infer",
+            headers: vec![],
+            body: br#"{"inputs":[{"name":"input","shape":[1,100],"datatype":"FP32","data":[0]}]}"#
+                .to_vec(),
+            status: 400,
+            needle: "empty version",
+        },
+        Case {
+            what: "POST on a health route",
+            method: "POST",
+            path: "/v2/health/live",
+            headers: vec![],
+            body: vec![],
+            status: 405,
+            needle: "method not allowed",
         },
         Case {
             what: "repository index with bad JSON",
@@ -353,7 +381,7 @@ fn cases() -> Vec<Case> {
             headers: vec![],
             body: vec![],
             status: 405,
-            needle: "",
+            needle: "method not allowed",
         },
     ]
 }

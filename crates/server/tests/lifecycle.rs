@@ -91,6 +91,12 @@ async fn unload_and_poll_follow_the_directory() {
     let e = repo.models().get("a", None).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unavailable);
     assert!(repo.models().all_ready(), "unloaded models do not count");
+    // A model with no version left still has a readiness series.
+    let metrics = repo.models().render_metrics();
+    assert!(
+        metrics.contains("hone_model_ready{model=\"a\",version=\"\"} 0"),
+        "{metrics}"
+    );
     // Unchanged on disk: polling leaves it unloaded.
     assert!(repo.poll().is_empty());
     assert!(repo.models().get("a", None).is_err());
@@ -201,4 +207,89 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_reports_not_ready_and_exit_timeout_bounds_a_stuck_shutdown() {
+    let dir = tempdir("drain");
+    write_model(
+        &dir,
+        "m",
+        1,
+        "scale=2",
+        &format!("max_batch_size: 0\n{ONE}"),
+    );
+    let loader = Arc::new(FakeLoader::default());
+    let server = Server::start_with(ServerOptions::ephemeral(&dir), loader.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.http_addr);
+    let body = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
+    let c = reqwest::Client::new();
+    let get = |p: &str| c.get(format!("{base}{p}")).send();
+    assert_eq!(get("/v2/health/ready").await.unwrap().status(), 200);
+    // Draining: not ready, still live, still serving.
+    server.drain();
+    assert_eq!(get("/v2/health/ready").await.unwrap().status(), 503);
+    assert_eq!(get("/v2/health/live").await.unwrap().status(), 200);
+    let r = c
+        .post(format!("{base}/v2/models/m/infer"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A client that sends half its headers and then nothing, and an engine
+    // call that never returns: shutdown gives up at the limit.
+    let mut slow = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut slow,
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n",
+    )
+    .await
+    .unwrap();
+    loader.close();
+    let stuck = tokio::spawn(
+        c.post(format!("{base}/v2/models/m/infer"))
+            .body(body)
+            .send(),
+    );
+    let t = Instant::now();
+    while loader.calls.load(Ordering::SeqCst) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    let finished = server.shutdown_within(Duration::from_millis(500)).await;
+    assert!(
+        !finished,
+        "shutdown cannot finish while the engine is stuck"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    loader.open();
+    let _ = stuck.await;
+    drop(slow);
+}
+
+#[tokio::test]
+async fn readiness_is_strict_unless_asked_otherwise() {
+    let dir = tempdir("strict");
+    write_model(&dir, "good", 1, "scale=1", ONE);
+    write_model(&dir, "bad", 1, "fail", ONE);
+    for (strict, want) in [(true, 503), (false, 200)] {
+        let opts = ServerOptions {
+            strict_readiness: strict,
+            ..ServerOptions::ephemeral(&dir)
+        };
+        let server = Server::start_with(opts, Arc::new(FakeLoader::default()))
+            .await
+            .unwrap();
+        let r = reqwest::get(format!("http://{}/v2/health/ready", server.http_addr))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "strict {strict}");
+        server.shutdown().await;
+    }
 }

@@ -187,18 +187,22 @@ impl Registry {
         let Ok(models) = self.models.read() else {
             return String::new();
         };
-        let versions: Vec<(String, String, Option<Arc<LoadedModel>>)> = models
-            .iter()
-            .flat_map(|(name, e)| {
-                e.versions.iter().map(move |(v, s)| {
-                    let m = match s {
-                        VersionState::Ready(m) => Some(m.clone()),
-                        VersionState::Unavailable(_) => None,
-                    };
-                    (name.clone(), v.to_string(), m)
-                })
-            })
-            .collect();
+        let mut versions: Vec<(String, String, Option<Arc<LoadedModel>>)> = Vec::new();
+        for (name, e) in models.iter() {
+            // A model that failed as a whole (or was unloaded) has no
+            // versions; it still gets a `hone_model_ready ... 0` series, with
+            // an empty version label, so an alert on it can fire.
+            if e.versions.is_empty() {
+                versions.push((name.clone(), String::new(), None));
+            }
+            for (v, s) in &e.versions {
+                let m = match s {
+                    VersionState::Ready(m) => Some(m.clone()),
+                    VersionState::Unavailable(_) => None,
+                };
+                versions.push((name.clone(), v.to_string(), m));
+            }
+        }
         drop(models);
         let sources: Vec<MetricSource<'_>> = versions
             .iter()
