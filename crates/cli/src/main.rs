@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hone_server::{Keys, ModelControl, Server, ServerOptions};
+use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions};
 
 mod pipeline_cmds;
 mod signal;
@@ -96,6 +96,14 @@ struct ServeArgs {
     /// the server exits anyway (Triton's flag).
     #[arg(long, default_value_t = 30)]
     exit_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers on the HTTP port;
+    /// the same bound closes idle keep-alive connections (slow-loris defence).
+    #[arg(long, default_value_t = 10)]
+    http_header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are
+    /// in; past it the request gets 408.
+    #[arg(long, default_value_t = 60)]
+    http_body_timeout_secs: u64,
 }
 
 fn init_logging(format: LogFormat) {
@@ -147,6 +155,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
             keys,
             strict_readiness: args.strict_readiness,
+            http_limits: HttpLimits {
+                header_read: std::time::Duration::from_secs(args.http_header_timeout_secs.max(1)),
+                body_read: std::time::Duration::from_secs(args.http_body_timeout_secs.max(1)),
+            },
         };
         let server = match Server::start(opts).await {
             Ok(s) => s,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,18 +52,31 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A body that could not be read, as a JSON error: 413 over the limit.
-fn body_error(r: BytesRejection, limit: usize) -> ApiError {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::with_status(
+/// Reads a request body within the size limit and the body-read timeout,
+/// so a client that sends its headers and then trickles (or never sends)
+/// the body cannot hold a connection and memory: 413 over the limit, 408
+/// past the timeout, both as JSON.
+async fn read_body(s: &ServerState, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = s.max_request_bytes;
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(s.http_limits.body_read, collect).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds the {limit} byte limit (--max-request-bytes)"),
-        )
-    } else {
-        ApiError::with_status(
-            r.status(),
-            format!("cannot read request body: {}", r.body_text()),
-        )
+        )),
+        Ok(Err(e)) => Err(ApiError::with_status(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read request body: {e}"),
+        )),
+        Err(_) => Err(ApiError::with_status(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                s.http_limits.body_read.as_secs_f64()
+            ),
+        )),
     }
 }
 
@@ -238,8 +250,8 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     Ok(json_response(&json!({"model_stats": list})))
 }
 
-async fn repository_index(State(s): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
+async fn repository_index(State(s): St, body: Body) -> ApiResult {
+    let body = read_body(&s, body).await?;
     // Body is optional: `{"ready": true}` limits the list to ready models.
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -266,38 +278,25 @@ fn check_repository_params(body: &[u8]) -> Result<(), Error> {
     }
 }
 
-async fn repository_load(
-    State(s): St,
-    Path(p): Params,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
+async fn repository_load(State(s): St, Path(p): Params, body: Body) -> ApiResult {
+    let body = read_body(&s, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.load_model(name).await?;
     Ok(json_response(&json!({})))
 }
 
-async fn repository_unload(
-    State(s): St,
-    Path(p): Params,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
+async fn repository_unload(State(s): St, Path(p): Params, body: Body) -> ApiResult {
+    let body = read_body(&s, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.unload_model(name).await?;
     Ok(json_response(&json!({})))
 }
 
-async fn infer(
-    State(s): St,
-    Path(p): Params,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
     let m = model(&s, &p)?;
-    let body = body.map_err(|r| body_error(r, s.max_request_bytes))?;
+    let body = read_body(&s, body).await?;
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
         Some(v) => Some(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod pbtxt;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 
 pub use auth::Keys;
 pub use engine::{EngineLoader, OrtLoader};
+pub use listen::HttpLimits;
 pub use repository::Repository;
 pub use state::{EXTENSIONS, ModelControl, SERVER_NAME, ServerState};
 
@@ -49,6 +51,8 @@ pub struct ServerOptions {
     pub keys: Keys,
     /// Triton's `--strict-readiness` (default true).
     pub strict_readiness: bool,
+    /// Header and body read timeouts of the HTTP port.
+    pub http_limits: HttpLimits,
 }
 
 impl ServerOptions {
@@ -63,6 +67,7 @@ impl ServerOptions {
             model_control: ModelControl::Explicit,
             keys: Keys::default(),
             strict_readiness: true,
+            http_limits: HttpLimits::default(),
         }
     }
 
@@ -131,6 +136,7 @@ impl Server {
             max_request_bytes: opts.max_request_bytes,
             model_control: opts.model_control,
             strict_readiness: opts.strict_readiness,
+            http_limits: opts.http_limits,
             shutting_down: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -143,14 +149,7 @@ impl Server {
         };
         let app = http::router(state.clone(), opts.max_request_bytes);
         let rx = stop_rx.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(wait(rx))
-                .await
-            {
-                tracing::error!("HTTP server: {e}");
-            }
-        });
+        tasks.spawn(listen::serve(http, app, opts.http_limits, rx));
         let mut grpc_addr = None;
         if let Some(l) = grpc {
             grpc_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hone_core::{Error, Result};
 
 use crate::auth::Keys;
+use crate::listen::HttpLimits;
 use crate::repository::{self, Repository};
 
 /// The server name announced in server metadata.
@@ -40,6 +41,8 @@ pub struct ServerState {
     pub keys: Keys,
     pub max_request_bytes: usize,
     pub model_control: ModelControl,
+    /// Header and body read timeouts of the HTTP port.
+    pub http_limits: HttpLimits,
     /// `--strict-readiness`: ready only when every model is.
     pub strict_readiness: bool,
     pub(crate) shutting_down: AtomicBool,

@@ -1,0 +1,100 @@
+//! The HTTP listener: accepts connections and serves each with hyper under
+//! the limits a server exposed to real clients needs: a header-read timeout
+//! (which also closes idle keep-alive connections, so slow-loris clients
+//! cannot pile up), HTTP/1.1 and cleartext HTTP/2 (h2c) on one port, and a
+//! graceful stop that lets requests in flight finish.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Connection-level limits of the HTTP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's headers, counted from when the
+    /// connection starts waiting for them (so it also bounds an idle
+    /// keep-alive connection).
+    pub header_read: Duration,
+    /// Time a client has to send a request's body once its headers are in.
+    pub body_read: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true; then stops accepting,
+/// asks every connection to finish what it is doing, and returns once they
+/// have.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Each connection holds a receiver; `closed` resolves when all are gone.
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("HTTP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut b = Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(true);
+            b.http2().timer(TokioTimer::new());
+            let mut conn = pin!(b.serve_connection_with_upgrades(TokioIo::new(stream), svc));
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!("HTTP connection: {e}");
+                        }
+                        break;
+                    }
+                    _ = stopped(&mut stop), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone). The guard
+/// `wait_for` returns is dropped here, before any await of the caller.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
