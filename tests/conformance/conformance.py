@@ -273,6 +273,26 @@ def run_checks(base, http_port, grpc_port, metrics_port, repo, manifest):
             assert "received FP32 [1, 29]" in str(e), str(e)
     check("shape errors reach tritonclient with the expected and received shapes", errors)
 
+    def compression():
+        # tritonclient's own compression options, both ways, JSON and binary.
+        x = np.full((3, 2), 1.5, dtype=np.float32)
+        for algo in ("gzip", "deflate"):
+            for binary in (False, True):
+                t = th.InferInput("x", [3, 2], "FP32")
+                t.set_data_from_numpy(x, binary_data=binary)
+                out = th.InferRequestedOutput("y", binary_data=binary)
+                r = hc.infer("double", [t], outputs=[out],
+                             request_compression_algorithm=algo,
+                             response_compression_algorithm=algo)
+                assert np.array_equal(r.as_numpy("y"), 2 * x), (algo, binary)
+        g = tg.InferInput("x", [3, 2], "FP32")
+        g.set_data_from_numpy(x)
+        r = gc.infer("double", [g], compression_algorithm="gzip")
+        assert np.array_equal(r.as_numpy("y"), 2 * x)
+        # Triton answers ModelReady for an unknown model with false.
+        assert not gc.is_model_ready("no_such_model")
+    check("request and response compression (gzip, deflate) and gRPC gzip with tritonclient", compression)
+
     def stats_and_metrics():
         s = hc.get_inference_statistics("mlp100")["model_stats"][0]
         assert int(s["inference_stats"]["success"]["count"]) >= 3, s

@@ -15,11 +15,14 @@ use serde_json::{Value as Json, json};
 
 use crate::auth::{self, Denied};
 use crate::codec::{self, RequestedOutput};
+use crate::compress;
 use crate::model::LoadedModel;
 use crate::repository::check_load_parameters;
 use crate::state::{EXTENSIONS, SERVER_NAME, ServerState};
 
 const HEADER_LEN: &str = "inference-header-content-length";
+/// Bodies larger than this are (de)compressed on a blocking thread.
+const OFF_THREAD_BYTES: usize = 256 << 10;
 
 type St = State<Arc<ServerState>>;
 type Params = Path<HashMap<String, String>>;
@@ -56,16 +59,33 @@ impl IntoResponse for ApiError {
 /// so a client that sends its headers and then trickles (or never sends)
 /// the body cannot hold a connection and memory: 413 over the limit, 408
 /// past the timeout, both as JSON.
-async fn read_body(s: &ServerState, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(s: &ServerState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
+    let coding = compress::request_coding(headers)
+        .map_err(|m| ApiError::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
     let limit = s.max_request_bytes;
     let collect = http_body_util::Limited::new(body, limit).collect();
-    match tokio::time::timeout(s.http_limits.body_read, collect).await {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::with_status(
+    let too_large = || {
+        ApiError::with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds the {limit} byte limit (--max-request-bytes)"),
-        )),
+        )
+    };
+    match tokio::time::timeout(s.http_limits.body_read, collect).await {
+        Ok(Ok(c)) if coding == compress::Coding::Identity => Ok(c.to_bytes()),
+        Ok(Ok(c)) => {
+            // Inflating megabytes is CPU work: off the async threads.
+            let raw = c.to_bytes();
+            let decoded = if raw.len() > OFF_THREAD_BYTES {
+                tokio::task::spawn_blocking(move || compress::decode(coding, raw, limit))
+                    .await
+                    .map_err(|e| Error::internal(format!("body decoder panicked: {e}")))?
+            } else {
+                compress::decode(coding, raw, limit)
+            };
+            decoded?.ok_or_else(too_large)
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(ApiError::with_status(
             StatusCode::BAD_REQUEST,
             format!("cannot read request body: {e}"),
@@ -250,8 +270,8 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     Ok(json_response(&json!({"model_stats": list})))
 }
 
-async fn repository_index(State(s): St, body: Body) -> ApiResult {
-    let body = read_body(&s, body).await?;
+async fn repository_index(State(s): St, headers: HeaderMap, body: Body) -> ApiResult {
+    let body = read_body(&s, &headers, body).await?;
     // Body is optional: `{"ready": true}` limits the list to ready models.
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -278,16 +298,26 @@ fn check_repository_params(body: &[u8]) -> Result<(), Error> {
     }
 }
 
-async fn repository_load(State(s): St, Path(p): Params, body: Body) -> ApiResult {
-    let body = read_body(&s, body).await?;
+async fn repository_load(
+    State(s): St,
+    Path(p): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let body = read_body(&s, &headers, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.load_model(name).await?;
     Ok(json_response(&json!({})))
 }
 
-async fn repository_unload(State(s): St, Path(p): Params, body: Body) -> ApiResult {
-    let body = read_body(&s, body).await?;
+async fn repository_unload(
+    State(s): St,
+    Path(p): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let body = read_body(&s, &headers, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     s.unload_model(name).await?;
@@ -296,7 +326,7 @@ async fn repository_unload(State(s): St, Path(p): Params, body: Body) -> ApiResu
 
 async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
     let m = model(&s, &p)?;
-    let body = read_body(&s, body).await?;
+    let body = read_body(&s, &headers, body).await?;
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
         Some(v) => Some(
@@ -340,8 +370,25 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         })
         .collect();
     let enc = codec::encode_response(&m.name, &m.version, req.id.as_deref(), &selected);
-    let mut resp = Response::new(Body::from(enc.body));
+    let (coding, body) = match compress::response_coding(&headers) {
+        compress::Coding::Identity => (compress::Coding::Identity, enc.body),
+        c if enc.body.len() > OFF_THREAD_BYTES => {
+            let body = enc.body;
+            tokio::task::spawn_blocking(move || compress::encode(c, body))
+                .await
+                .map_err(|e| Error::internal(format!("response encoder panicked: {e}")))?
+        }
+        c => compress::encode(c, enc.body),
+    };
+    let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if coding != compress::Coding::Identity {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.name()),
+        );
+    }
     match enc.header_len {
         Some(n) => {
             h.insert(

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod compress;
 pub mod config;
 pub mod engine;
 pub mod grpc;
@@ -156,6 +157,8 @@ impl Server {
             let svc = grpc::GrpcInferenceServiceServer::new(grpc::GrpcService {
                 state: state.clone(),
             })
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(opts.max_request_bytes)
             .max_encoding_message_size(usize::MAX);
             let rx = stop_rx.clone();
