@@ -37,6 +37,9 @@ struct Parameters {
     binary_data_output: Option<bool>,
     #[serde(default)]
     classification: Option<serde::de::IgnoredAny>,
+    /// Triton's request timeout, in microseconds.
+    #[serde(default)]
+    timeout: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +74,8 @@ pub struct DecodedRequest {
     /// Empty: every output, each binary if `binary_default`.
     pub outputs: Vec<RequestedOutput>,
     pub binary_default: bool,
+    /// The request's `timeout` parameter (µs), if it gave one.
+    pub timeout_us: Option<u64>,
 }
 
 /// Decodes a V2 infer body. `header_len` is the value of the
@@ -168,6 +173,7 @@ pub fn decode_request(body: Bytes, header_len: Option<usize>) -> Result<DecodedR
         inputs,
         outputs,
         binary_default,
+        timeout_us: params.timeout,
     })
 }
 

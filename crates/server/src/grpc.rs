@@ -44,6 +44,34 @@ impl GrpcService {
     }
 }
 
+/// The deadline a gRPC client set (`grpc-timeout: 100m`, ...), as an instant.
+fn client_deadline<T>(r: &Request<T>) -> Option<std::time::Instant> {
+    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let split = v.len().checked_sub(1)?;
+    let (n, unit) = (v.get(..split)?, v.get(split..)?);
+    let n: u64 = n.parse().ok()?;
+    let d = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    std::time::Instant::now().checked_add(d)
+}
+
+/// Triton's `timeout` request parameter (microseconds).
+fn request_timeout_us(req: &ModelInferRequest) -> Option<u64> {
+    use infer_parameter::ParameterChoice;
+    match req.parameters.get("timeout")?.parameter_choice.as_ref()? {
+        ParameterChoice::Int64Param(v) => u64::try_from(*v).ok(),
+        ParameterChoice::Uint64Param(v) => Some(*v),
+        _ => None,
+    }
+}
+
 fn repo(s: &GrpcService) -> &Registry {
     s.state.repo.models()
 }
@@ -276,10 +304,15 @@ impl GrpcInferenceService for GrpcService {
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&r, Access::Read)?;
+        let client = client_deadline(&r);
         let mut req = r.into_inner();
         let model = repo(self)
             .get(&req.model_name, Some(&req.model_version))
             .map_err(status)?;
+        let deadline = crate::model::Deadline {
+            timeout_us: request_timeout_us(&req),
+            client,
+        };
         let inputs = match decode_inputs(&mut req) {
             Ok(i) => i,
             Err(e) => {
@@ -298,7 +331,7 @@ impl GrpcInferenceService for GrpcService {
                 )));
             }
         }
-        let outputs = model.infer(inputs).await.map_err(status)?;
+        let outputs = model.infer(inputs, deadline).await.map_err(status)?;
         let mut resp = ModelInferResponse {
             model_name: model.name.clone(),
             model_version: model.version.clone(),

@@ -353,7 +353,11 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
             return Err(Error::invalid(format!("unknown output '{}' requested", o.name)).into());
         }
     }
-    let outputs = m.infer(req.inputs).await?;
+    let deadline = crate::model::Deadline {
+        timeout_us: req.timeout_us,
+        client: None,
+    };
+    let outputs = m.infer(req.inputs, deadline).await?;
     let selected: Vec<(&str, &hone_core::Tensor, bool)> = m
         .metadata
         .outputs

@@ -66,19 +66,27 @@ pub enum FailReason {
     Rejected,
     /// The engine failed.
     Backend,
+    /// Its deadline passed while it waited in the queue; never run.
+    Timeout,
+    /// The client went away while it waited; never run.
+    Cancelled,
 }
 
 impl FailReason {
-    const ALL: [FailReason; 3] = [
+    const ALL: [FailReason; 5] = [
         FailReason::Invalid,
         FailReason::Rejected,
         FailReason::Backend,
+        FailReason::Timeout,
+        FailReason::Cancelled,
     ];
     fn label(self) -> &'static str {
         match self {
             FailReason::Invalid => "INVALID",
             FailReason::Rejected => "REJECTED",
             FailReason::Backend => "BACKEND",
+            FailReason::Timeout => "TIMEOUT",
+            FailReason::Cancelled => "CANCELLED",
         }
     }
 }
@@ -86,7 +94,7 @@ impl FailReason {
 #[derive(Default)]
 pub struct ModelStats {
     pub success: AtomicU64,
-    failures: [AtomicU64; 3],
+    failures: [AtomicU64; 5],
     pub fail_ns: AtomicU64,
     /// Rows inferred (sum of batch sizes).
     pub inference_count: AtomicU64,

@@ -11,6 +11,17 @@ use crate::metrics::{FailReason, ModelStats};
 use crate::scheduler::Scheduler;
 use crate::validate::prepare_inputs;
 
+/// How long a request may wait before the engine takes it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Deadline {
+    /// Triton's request `timeout` parameter, in microseconds; the model's
+    /// queue policy decides whether it counts (see
+    /// [`crate::config::DynamicBatching::queue_timeout_us`]).
+    pub timeout_us: Option<u64>,
+    /// A deadline the client set on the call itself (gRPC `grpc-timeout`).
+    pub client: Option<Instant>,
+}
+
 pub struct LoadedModel {
     pub name: String,
     pub version: String,
@@ -44,8 +55,17 @@ impl LoadedModel {
     }
 
     /// Validates, queues and runs one request; failures are counted.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
+    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline) -> Result<Vec<Tensor>> {
         let start = Instant::now();
+        let queue_us = match &self.config.dynamic_batching {
+            Some(b) => b.queue_timeout_us(d.timeout_us),
+            None => d.timeout_us.filter(|&t| t > 0),
+        };
+        let policy = queue_us.map(|us| start + std::time::Duration::from_micros(us));
+        let deadline = match (policy, d.client) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let prepared = match self.prepare(inputs) {
             Ok(p) => p,
             Err(e) => {
@@ -53,7 +73,7 @@ impl LoadedModel {
                 return Err(e);
             }
         };
-        match self.scheduler.infer(prepared).await {
+        match self.scheduler.infer(prepared, deadline).await {
             Ok(out) => {
                 self.stats.succeed(start.elapsed());
                 Ok(out)

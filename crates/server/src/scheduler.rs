@@ -34,6 +34,8 @@ struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
     enqueued: Instant,
+    /// Past this the request is answered with a timeout instead of run.
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Vec<Tensor>>>,
 }
 
@@ -74,14 +76,22 @@ impl Scheduler {
     }
 
     /// Queues one request (inputs already validated, in model order) and waits
-    /// for its outputs. A full queue fails at once rather than waiting.
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    /// for its outputs. A full queue fails at once rather than waiting. A
+    /// request still queued at its `deadline`, or whose caller has gone (the
+    /// future was dropped), is never run: it is answered (or dropped) and
+    /// counted as TIMEOUT or CANCELLED.
+    pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>> {
         let rows = inputs.first().map_or(1, Tensor::batch);
         let (reply, rx) = oneshot::channel();
         let job = Job {
             inputs,
             rows,
             enqueued: Instant::now(),
+            deadline,
             reply,
         };
         let tx = self
@@ -209,6 +219,29 @@ fn run_instance(
 fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &ModelStats) {
     let start = Instant::now();
     stats.pending.fetch_sub(jobs.len() as i64, Relaxed);
+    // Work nobody will read, or that is already late, never reaches the engine.
+    let mut live = Vec::with_capacity(jobs.len());
+    let mut rows = rows;
+    for j in jobs {
+        if j.reply.is_closed() {
+            rows -= j.rows;
+            stats.fail(FailReason::Cancelled, start - j.enqueued);
+        } else if j.deadline.is_some_and(|d| d <= start) {
+            rows -= j.rows;
+            let waited = start - j.enqueued;
+            stats.fail(FailReason::Timeout, waited);
+            let _ = j.reply.send(Err(Error::unavailable(format!(
+                "request timeout expired: it waited {} µs in the queue",
+                waited.as_micros()
+            ))));
+        } else {
+            live.push(j);
+        }
+    }
+    let jobs = live;
+    if jobs.is_empty() {
+        return;
+    }
     for j in &jobs {
         stats.queue.observe(start - j.enqueued);
     }
@@ -329,9 +362,13 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 let cols = if i % 2 == 0 { 3 } else { 4 };
-                tokio::spawn(
-                    async move { (i, cols, s.infer(rows(i as f32, 1 + i % 2, cols)).await) },
-                )
+                tokio::spawn(async move {
+                    (
+                        i,
+                        cols,
+                        s.infer(rows(i as f32, 1 + i % 2, cols), None).await,
+                    )
+                })
             })
             .collect();
         for t in tasks {
@@ -363,7 +400,7 @@ mod tests {
         let tasks: Vec<_> = (0..6)
             .map(|i| {
                 let s = s.clone();
-                tokio::spawn(async move { s.infer(rows(i as f32, 2, 3)).await })
+                tokio::spawn(async move { s.infer(rows(i as f32, 2, 3), None).await })
             })
             .collect();
         for t in tasks {
@@ -385,7 +422,7 @@ mod tests {
                 let s = s.clone();
                 tokio::spawn(async move {
                     let start = Instant::now();
-                    (s.infer(rows(i as f32, 1, 1)).await, start.elapsed())
+                    (s.infer(rows(i as f32, 1, 1), None).await, start.elapsed())
                 })
             })
             .collect();

@@ -31,6 +31,13 @@ pub struct DynamicBatching {
     pub max_queue_delay_us: u64,
     /// 0 means [`DEFAULT_MAX_QUEUE_SIZE`].
     pub max_queue_size: u32,
+    /// `default_queue_policy.default_timeout_microseconds`; 0: none.
+    pub default_timeout_us: u64,
+    /// `default_queue_policy.allow_timeout_override`: a request's own
+    /// `timeout` may shorten the default.
+    pub allow_timeout_override: bool,
+    /// `default_queue_policy.timeout_action: DELAY`: late requests still run.
+    pub delay_on_timeout: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +227,22 @@ impl ModelConfig {
 }
 
 impl DynamicBatching {
+    /// How long a request may wait in the queue, in microseconds, given what
+    /// the request asked for (Triton's rule): the request's own timeout when
+    /// there is no default, the shorter of the two when overriding is
+    /// allowed, else the default; None when nothing limits it.
+    pub fn queue_timeout_us(&self, requested: Option<u64>) -> Option<u64> {
+        if self.delay_on_timeout {
+            return None;
+        }
+        let requested = requested.filter(|&r| r > 0);
+        match (self.default_timeout_us, requested) {
+            (0, r) => r,
+            (d, Some(r)) if self.allow_timeout_override => Some(r.min(d)),
+            (d, _) => Some(d),
+        }
+    }
+
     pub fn effective_queue_size(&self) -> u32 {
         if self.max_queue_size == 0 {
             DEFAULT_MAX_QUEUE_SIZE

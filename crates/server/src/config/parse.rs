@@ -107,6 +107,22 @@ fn dynamic_batching(m: &Message, w: &mut Warnings) -> Result<DynamicBatching> {
                     let p3 = format!("{p}.{k3}");
                     match k3.as_str() {
                         "max_queue_size" => d.max_queue_size = number(v3, &p3)?,
+                        "default_timeout_microseconds" => d.default_timeout_us = number(v3, &p3)?,
+                        "allow_timeout_override" => d.allow_timeout_override = boolean(v3, &p3)?,
+                        "timeout_action" => match scalar(v3, &p3)? {
+                            "REJECT" => d.delay_on_timeout = false,
+                            "DELAY" => {
+                                // Triton runs late requests after the others;
+                                // hone runs them in order, without a limit.
+                                w.push(format!("{p3} DELAY: late requests run in arrival order"));
+                                d.delay_on_timeout = true;
+                            }
+                            other => {
+                                return Err(Error::invalid(format!(
+                                    "{p3}: '{other}' is not REJECT or DELAY"
+                                )));
+                            }
+                        },
                         _ => w.push(format!("{p3} is not supported by hone and is ignored")),
                     }
                 }
@@ -219,6 +235,16 @@ fn message<'a>(v: &'a Value, path: &str) -> Result<&'a Message> {
         Value::Message(m) => Ok(m),
         Value::Scalar(s) => Err(Error::invalid(format!(
             "{path}: expected a message, found '{s}'"
+        ))),
+    }
+}
+
+fn boolean(v: &Value, path: &str) -> Result<bool> {
+    match scalar(v, path)? {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        s => Err(Error::invalid(format!(
+            "{path}: '{s}' is not true or false"
         ))),
     }
 }

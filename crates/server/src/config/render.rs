@@ -38,7 +38,12 @@ impl ModelConfig {
                 json!({
                     "preferred_batch_size": d.preferred_batch_size,
                     "max_queue_delay_microseconds": d.max_queue_delay_us,
-                    "default_queue_policy": {"max_queue_size": d.effective_queue_size()},
+                    "default_queue_policy": {
+                        "max_queue_size": d.effective_queue_size(),
+                        "default_timeout_microseconds": d.default_timeout_us,
+                        "allow_timeout_override": d.allow_timeout_override,
+                        "timeout_action": if d.delay_on_timeout { "DELAY" } else { "REJECT" },
+                    },
                 }),
             );
         }
@@ -104,6 +109,13 @@ impl ModelConfig {
                 max_queue_delay_microseconds: d.max_queue_delay_us,
                 default_queue_policy: Some(ModelQueuePolicy {
                     max_queue_size: d.effective_queue_size(),
+                    default_timeout_microseconds: d.default_timeout_us,
+                    allow_timeout_override: d.allow_timeout_override,
+                    timeout_action: if d.delay_on_timeout {
+                        model_queue_policy::TimeoutAction::Delay as i32
+                    } else {
+                        model_queue_policy::TimeoutAction::Reject as i32
+                    },
                 }),
             }),
             optimization: c.optimization_level.map(|l| ModelOptimizationPolicy {
