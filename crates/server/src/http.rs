@@ -338,7 +338,16 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
                 })?,
         ),
     };
-    let req = match codec::decode_request(body, header_len) {
+    // Parsing megabytes of JSON takes milliseconds of CPU: off the async
+    // threads, so health checks and small requests keep their latency.
+    let decoded = if body.len() > OFF_THREAD_BYTES {
+        tokio::task::spawn_blocking(move || codec::decode_request(body, header_len))
+            .await
+            .map_err(|e| Error::internal(format!("request decoder panicked: {e}")))?
+    } else {
+        codec::decode_request(body, header_len)
+    };
+    let req = match decoded {
         Ok(r) => r,
         Err(e) => {
             m.stats.fail(
@@ -358,22 +367,23 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         client: None,
     };
     let outputs = m.infer(req.inputs, deadline).await?;
-    let selected: Vec<(&str, &hone_core::Tensor, bool)> = m
-        .metadata
-        .outputs
+    let out_bytes: usize = outputs
         .iter()
-        .zip(&outputs)
-        .filter_map(|(spec, t)| {
-            if req.outputs.is_empty() {
-                return Some((spec.name.as_str(), t, req.binary_default));
-            }
-            req.outputs
-                .iter()
-                .find(|o: &&RequestedOutput| o.name == spec.name)
-                .map(|o| (spec.name.as_str(), t, o.binary))
-        })
-        .collect();
-    let enc = codec::encode_response(&m.name, &m.version, req.id.as_deref(), &selected);
+        .map(|t| t.element_count() * t.dtype.size().unwrap_or(16))
+        .sum();
+    let encode = {
+        let m = m.clone();
+        let (wanted, binary_default, id) = (req.outputs, req.binary_default, req.id);
+        move || encode_outputs(&m, &outputs, &wanted, binary_default, id.as_deref())
+    };
+    let enc = if out_bytes > OFF_THREAD_BYTES / 4 {
+        // JSON text of a large output is several times its binary size.
+        tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|e| Error::internal(format!("response encoder panicked: {e}")))?
+    } else {
+        encode()
+    };
     let (coding, body) = match compress::response_coding(&headers) {
         compress::Coding::Identity => (compress::Coding::Identity, enc.body),
         c if enc.body.len() > OFF_THREAD_BYTES => {
@@ -409,6 +419,32 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         }
     }
     Ok(resp)
+}
+
+/// The response for the outputs a request asked for (all when it named none).
+fn encode_outputs(
+    m: &LoadedModel,
+    outputs: &[hone_core::Tensor],
+    wanted: &[RequestedOutput],
+    binary_default: bool,
+    id: Option<&str>,
+) -> codec::EncodedResponse {
+    let selected: Vec<(&str, &hone_core::Tensor, bool)> = m
+        .metadata
+        .outputs
+        .iter()
+        .zip(outputs)
+        .filter_map(|(spec, t)| {
+            if wanted.is_empty() {
+                return Some((spec.name.as_str(), t, binary_default));
+            }
+            wanted
+                .iter()
+                .find(|o| o.name == spec.name)
+                .map(|o| (spec.name.as_str(), t, o.binary))
+        })
+        .collect();
+    codec::encode_response(&m.name, &m.version, id, &selected)
 }
 
 /// The metrics port's router: `/metrics` only.

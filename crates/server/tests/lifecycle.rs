@@ -293,3 +293,47 @@ async fn readiness_is_strict_unless_asked_otherwise() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn paths_stay_inside_the_repository_and_out_of_errors() {
+    let dir = tempdir("paths");
+    write_model(
+        &dir,
+        "escape",
+        1,
+        "scale=1",
+        &format!("default_model_filename: \"../../../etc/passwd\"\n{ONE}"),
+    );
+    write_model(&dir, "broken", 1, "fail", ONE);
+    write_model(
+        &dir,
+        "missing",
+        1,
+        "scale=1",
+        &format!("default_model_filename: \"other.onnx\"\n{ONE}"),
+    );
+    let repo = Repository::open(&dir, Arc::new(FakeLoader::default())).unwrap();
+    let idx = repo.models().index(false);
+    let reason = |n: &str| idx.iter().find(|e| e.name == n).unwrap().reason.clone();
+    assert!(
+        reason("escape").contains("plain file name"),
+        "{}",
+        reason("escape")
+    );
+    assert!(
+        reason("broken").contains("broken/1/model.onnx"),
+        "{}",
+        reason("broken")
+    );
+    assert!(
+        reason("missing").contains("missing/1/other.onnx does not exist"),
+        "{}",
+        reason("missing")
+    );
+    let abs = dir.display().to_string();
+    for e in &idx {
+        assert!(!e.reason.contains(&abs), "{e:?} reveals the server path");
+    }
+    let e = repo.load("nope").unwrap_err();
+    assert!(!e.message.contains(&abs), "{e}");
+}

@@ -25,7 +25,7 @@ impl ModelConfig {
                 "max_batch_size" => c.max_batch_size = Some(number(v, k)?),
                 "input" => c.inputs.push(io(message(v, k)?, "input", &mut w)?),
                 "output" => c.outputs.push(io(message(v, k)?, "output", &mut w)?),
-                "default_model_filename" => c.default_model_filename = scalar(v, k)?.to_string(),
+                "default_model_filename" => c.default_model_filename = file_name(v, k)?,
                 "dynamic_batching" => {
                     c.dynamic_batching = Some(dynamic_batching(message(v, k)?, &mut w)?)
                 }
@@ -53,6 +53,24 @@ impl ModelConfig {
             c.instance_count = instances;
         }
         Ok((c, w))
+    }
+}
+
+/// A file name inside the version directory: no separators, no `..`, so a
+/// config cannot point the server at a file outside the repository.
+fn file_name(v: &Value, path: &str) -> Result<String> {
+    let s = scalar(v, path)?;
+    let ok = !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains(['/', '\\', '\0'])
+        && !s.starts_with('~');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::invalid(format!(
+            "{path} '{s}' must be a plain file name inside the version directory"
+        )))
     }
 }
 

@@ -42,8 +42,7 @@ impl Repository {
         let dir = self.model_dir(name)?;
         if !dir.is_dir() {
             return Err(Error::not_found(format!(
-                "no model directory {} in the repository",
-                dir.display()
+                "no model directory '{name}' in the repository"
             )));
         }
         let _one_at_a_time = self

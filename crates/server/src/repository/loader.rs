@@ -25,6 +25,7 @@ pub fn build_entry(
 ) -> ModelEntry {
     let stamp = DirStamp::read(dir);
     let fail = |reason: String| {
+        let reason = redact(&reason, dir, name);
         tracing::error!(model = name, "model failed to load: {reason}");
         ModelEntry {
             versions: BTreeMap::new(),
@@ -44,7 +45,7 @@ pub fn build_entry(
             .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
             .filter(|v| *v > 0)
             .collect(),
-        Err(e) => return fail(format!("cannot list {}: {e}", dir.display())),
+        Err(e) => return fail(format!("cannot list {name}/: {e}")),
     };
     found.sort_unstable();
     let selected: Vec<i64> = match &config.version_policy {
@@ -60,8 +61,7 @@ pub fn build_entry(
     };
     if selected.is_empty() {
         return fail(format!(
-            "no version directory (e.g. {}/1/{}) matches the version policy",
-            dir.display(),
+            "no version directory (e.g. {name}/1/{}) matches the version policy",
             config.default_model_filename
         ));
     }
@@ -83,8 +83,9 @@ pub fn build_entry(
                     VersionState::Ready(Arc::new(m))
                 }
                 Err(e) => {
-                    tracing::error!(model = name, version = v, "failed to load: {e}");
-                    VersionState::Unavailable(e.message)
+                    let reason = redact(&e.message, dir, name);
+                    tracing::error!(model = name, version = v, "failed to load: {reason}");
+                    VersionState::Unavailable(reason)
                 }
             };
             (v, state)
@@ -98,6 +99,17 @@ pub fn build_entry(
     }
 }
 
+/// Reasons reach clients (the repository index, 503 bodies): they name
+/// files relative to the repository, never by the server's absolute path,
+/// even when ONNX Runtime's own message quotes it.
+fn redact(reason: &str, dir: &Path, name: &str) -> String {
+    let abs = dir.display().to_string();
+    if abs.is_empty() {
+        return reason.to_string();
+    }
+    reason.replace(&abs, name)
+}
+
 /// The model's `config.pbtxt`, or the default config when it has none.
 fn read_config(name: &str, dir: &Path) -> Result<ModelConfig> {
     let cfg_path = dir.join("config.pbtxt");
@@ -105,7 +117,7 @@ fn read_config(name: &str, dir: &Path) -> Result<ModelConfig> {
         return Ok(ModelConfig::default());
     }
     let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", cfg_path.display())))?;
+        .map_err(|e| Error::invalid(format!("cannot read {name}/config.pbtxt: {e}")))?;
     let (c, warnings) = ModelConfig::parse(&text)?;
     for w in warnings {
         tracing::warn!(model = name, "config.pbtxt: {w}");
@@ -129,7 +141,10 @@ fn start_version(
     engines: &dyn EngineLoader,
 ) -> Result<LoadedModel> {
     if !path.is_file() {
-        return Err(Error::invalid(format!("{} does not exist", path.display())));
+        return Err(Error::invalid(format!(
+            "{name}/{version}/{} does not exist",
+            config.default_model_filename
+        )));
     }
     if config.instance_count == 0 {
         let bytes = std::fs::metadata(path).map_or(0, |m| m.len());

@@ -46,7 +46,13 @@ impl EngineLoader for FakeLoader {
             .trim()
             .strip_prefix("scale=")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::invalid(format!("fake engine cannot load {text:?}")))?;
+            // Like ONNX Runtime's, the message quotes the absolute path.
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "fake engine cannot load {}: {text:?}",
+                    path.display()
+                ))
+            })?;
         self.loads.fetch_add(1, Ordering::SeqCst);
         let spec = |name: &str| TensorSpec {
             name: name.into(),
