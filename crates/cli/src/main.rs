@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions};
+use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
 mod pipeline_cmds;
 mod signal;
@@ -104,6 +104,16 @@ struct ServeArgs {
     /// in; past it the request gets 408.
     #[arg(long, default_value_t = 60)]
     http_body_timeout_secs: u64,
+    /// PEM certificate chain: the HTTP and gRPC ports then speak TLS only.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate that chains
+    /// to one of them (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -155,6 +165,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
             keys,
             strict_readiness: args.strict_readiness,
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: args.tls_client_ca,
+                }),
+                _ => None,
+            },
             http_limits: HttpLimits {
                 header_read: std::time::Duration::from_secs(args.http_header_timeout_secs.max(1)),
                 body_read: std::time::Duration::from_secs(args.http_body_timeout_secs.max(1)),

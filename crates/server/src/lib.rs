@@ -20,6 +20,7 @@ pub mod proto;
 pub mod repository;
 pub mod scheduler;
 pub mod state;
+pub mod tls;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,7 @@ pub use engine::{EngineLoader, OrtLoader};
 pub use listen::HttpLimits;
 pub use repository::Repository;
 pub use state::{EXTENSIONS, ModelControl, SERVER_NAME, ServerState};
+pub use tls::TlsFiles;
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -54,6 +56,9 @@ pub struct ServerOptions {
     pub strict_readiness: bool,
     /// Header and body read timeouts of the HTTP port.
     pub http_limits: HttpLimits,
+    /// TLS on the HTTP and gRPC ports (`--tls-cert`, `--tls-key`,
+    /// `--tls-client-ca`); None: plain.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServerOptions {
@@ -69,6 +74,7 @@ impl ServerOptions {
             keys: Keys::default(),
             strict_readiness: true,
             http_limits: HttpLimits::default(),
+            tls: None,
         }
     }
 
@@ -126,6 +132,12 @@ impl Server {
                 opts.host
             );
         }
+        // Bad certificate files stop the start before any model loads.
+        let acceptor = match &opts.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(t.rustls_config()?)),
+            None => None,
+        };
+        let grpc_tls = opts.tls.as_ref().map(TlsFiles::tonic_config).transpose()?;
         engines.init()?;
         let root = opts.model_repository.clone();
         let repo = tokio::task::spawn_blocking(move || Repository::open(&root, engines))
@@ -150,7 +162,7 @@ impl Server {
         };
         let app = http::router(state.clone(), opts.max_request_bytes);
         let rx = stop_rx.clone();
-        tasks.spawn(listen::serve(http, app, opts.http_limits, rx));
+        tasks.spawn(listen::serve(http, app, opts.http_limits, acceptor, rx));
         let mut grpc_addr = None;
         if let Some(l) = grpc {
             grpc_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
@@ -163,8 +175,14 @@ impl Server {
             .max_encoding_message_size(usize::MAX);
             let rx = stop_rx.clone();
             let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(t) = grpc_tls {
+                builder = builder
+                    .tls_config(t)
+                    .map_err(|e| Error::invalid(format!("gRPC TLS: {e}")))?;
+            }
             tasks.spawn(async move {
-                let r = tonic::transport::Server::builder()
+                let r = builder
                     .add_service(svc)
                     .serve_with_incoming_shutdown(incoming, wait(rx))
                     .await;

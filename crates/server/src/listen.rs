@@ -1,8 +1,8 @@
 //! The HTTP listener: accepts connections and serves each with hyper under
 //! the limits a server exposed to real clients needs: a header-read timeout
 //! (which also closes idle keep-alive connections, so slow-loris clients
-//! cannot pile up), HTTP/1.1 and cleartext HTTP/2 (h2c) on one port, and a
-//! graceful stop that lets requests in flight finish.
+//! cannot pile up), HTTP/1.1 and HTTP/2 on one port (h2c in the clear, ALPN
+//! over TLS), and a graceful stop that lets requests in flight finish.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// Connection-level limits of the HTTP port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Each connection holds a receiver; `closed` resolves when all are gone.
@@ -60,28 +62,16 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
-        let mut stop = stop.clone();
-        let open = open_rx.clone();
+        let (stop, open, tls) = (stop.clone(), open_rx.clone(), tls.clone());
         tokio::spawn(async move {
-            let mut b = Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .keep_alive(true);
-            b.http2().timer(TokioTimer::new());
-            let mut conn = pin!(b.serve_connection_with_upgrades(TokioIo::new(stream), svc));
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!("HTTP connection: {e}");
-                        }
-                        break;
-                    }
-                    _ = stopped(&mut stop), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
+            match tls {
+                None => connection(stream, svc, limits, stop).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header-read time.
+                    match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => connection(s, svc, limits, stop).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -91,6 +81,39 @@ pub async fn serve(
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
+}
+
+/// Serves one connection until it closes; on `stop`, asks it to finish.
+async fn connection<I>(
+    io: I,
+    svc: TowerToHyperService<Router>,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new());
+    let mut conn = pin!(b.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("HTTP connection: {e}");
+                }
+                break;
+            }
+            _ = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone). The guard
