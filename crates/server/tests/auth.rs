@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::fake::{FakeLoader, write_model};
+use common::fake::fake_server;
 use hone_server::grpc::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
 use hone_server::{Keys, Server, ServerOptions};
 use tonic::Code;
@@ -16,30 +14,19 @@ use tonic::Code;
 const INFER: &str = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
 
 async fn server(tag: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("hone-auth-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=1",
-        "instance_group [{ count: 1 kind: KIND_CPU }]\n",
-    );
-    std::fs::write(
-        dir.join("api.keys"),
-        "# inference\ninf-key-1\n\ninf-key-2\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("admin.keys"), "adm-key\n").unwrap();
-    let keys =
-        Keys::from_files(Some(&dir.join("api.keys")), Some(&dir.join("admin.keys"))).unwrap();
-    let opts = ServerOptions {
-        keys,
-        ..ServerOptions::ephemeral(&dir)
-    };
-    Server::start_with(opts, Arc::new(FakeLoader::default()))
-        .await
-        .unwrap()
+    let (s, _, _) = fake_server(&format!("auth-{tag}"), "scale=1", "", |dir, opts| {
+        std::fs::write(
+            dir.join("api.keys"),
+            "# inference\ninf-key-1\n\ninf-key-2\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("admin.keys"), "adm-key\n").unwrap();
+        let keys =
+            Keys::from_files(Some(&dir.join("api.keys")), Some(&dir.join("admin.keys"))).unwrap();
+        ServerOptions { keys, ..opts }
+    })
+    .await;
+    s
 }
 
 #[tokio::test]

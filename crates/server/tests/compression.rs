@@ -8,10 +8,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
-use common::fake::{FakeLoader, write_model};
-use hone_server::grpc::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
+use common::fake::{fake_server, grpc_request_x};
+use hone_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use hone_server::{Server, ServerOptions};
 
 const INFER: &str = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
@@ -29,22 +28,14 @@ fn zlib(b: &[u8]) -> Vec<u8> {
 }
 
 async fn server(tag: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("hone-gz-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=3",
-        "instance_group [{ count: 1 kind: KIND_CPU }]\n",
-    );
-    let opts = ServerOptions {
-        max_request_bytes: 1 << 20,
-        ..ServerOptions::ephemeral(&dir)
-    };
-    Server::start_with(opts, Arc::new(FakeLoader::default()))
-        .await
-        .unwrap()
+    let (s, _, _) = fake_server(&format!("gz-{tag}"), "scale=3", "", |_, opts| {
+        ServerOptions {
+            max_request_bytes: 1 << 20,
+            ..opts
+        }
+    })
+    .await;
+    s
 }
 
 #[tokio::test]
@@ -129,23 +120,7 @@ async fn grpc_gzip_both_ways() {
         .unwrap()
         .send_compressed(enc)
         .accept_compressed(enc);
-    let req = proto::ModelInferRequest {
-        model_name: "m".into(),
-        inputs: vec![proto::model_infer_request::InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 2],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![
-            [1f32, 2.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ],
-        ..Default::default()
-    };
+    let req = grpc_request_x();
     let out = c.model_infer(req).await.unwrap().into_inner();
     let got: Vec<f32> = out.raw_output_contents[0]
         .chunks_exact(4)

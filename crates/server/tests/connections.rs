@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeLoader, write_model};
+use common::fake::fake_server;
 use hone_server::{HttpLimits, Server, ServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,25 +17,18 @@ use tokio::net::TcpStream;
 const INFER: &str = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
 
 async fn server(tag: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("hone-conn-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=1",
-        "instance_group [{ count: 1 kind: KIND_CPU }]\n",
-    );
-    let opts = ServerOptions {
-        http_limits: HttpLimits {
-            header_read: Duration::from_secs(1),
-            body_read: Duration::from_secs(1),
-        },
-        ..ServerOptions::ephemeral(&dir)
+    let limits = HttpLimits {
+        header_read: Duration::from_secs(1),
+        body_read: Duration::from_secs(1),
     };
-    Server::start_with(opts, Arc::new(FakeLoader::default()))
-        .await
-        .unwrap()
+    let (s, _, _) = fake_server(&format!("conn-{tag}"), "scale=1", "", |_, opts| {
+        ServerOptions {
+            http_limits: limits,
+            ..opts
+        }
+    })
+    .await;
+    s
 }
 
 /// Reads until the server closes the connection; what it sent.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeLoader, write_model};
-use hone_server::grpc::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use hone_server::{Server, ServerOptions};
+use common::fake::{FakeLoader, fake_server, grpc_request_x};
+use hone_server::Server;
+use hone_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 fn body(timeout_us: Option<u64>) -> String {
     let params = timeout_us.map_or(String::new(), |t| {
@@ -23,20 +23,8 @@ fn body(timeout_us: Option<u64>) -> String {
 }
 
 async fn start(tag: &str, config: &str) -> (Server, Arc<FakeLoader>) {
-    let dir = std::env::temp_dir().join(format!("hone-deadline-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=1",
-        &format!("instance_group [{{ count: 1 kind: KIND_CPU }}]\n{config}"),
-    );
-    let loader = Arc::new(FakeLoader::default());
-    let s = Server::start_with(ServerOptions::ephemeral(&dir), loader.clone())
-        .await
-        .unwrap();
-    (s, loader)
+    let (s, l, _) = fake_server(&format!("deadline-{tag}"), "scale=1", config, |_, o| o).await;
+    (s, l)
 }
 
 async fn wait_calls(l: &FakeLoader, n: usize) {
@@ -181,23 +169,7 @@ async fn a_grpc_deadline_is_honoured() {
         .await
         .unwrap();
     let held = with_engine_held(&s, &l, || async {
-        let mut r = tonic::Request::new(proto::ModelInferRequest {
-            model_name: "m".into(),
-            inputs: vec![proto::model_infer_request::InferInputTensor {
-                name: "x".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 2],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![
-                [1f32, 2.0]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into(),
-            ],
-            ..Default::default()
-        });
+        let mut r = tonic::Request::new(grpc_request_x());
         r.set_timeout(Duration::from_millis(100));
         let e = c.model_infer(r).await.unwrap_err();
         // tonic's client gives up at the deadline itself ("Timeout

@@ -3,13 +3,14 @@
 //! `fail` (loading fails). Every engine shares one gate that tests can close
 //! to hold calls inside the engine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use hone_core::{Backend, DataType, Error, ModelMetadata, Result, Tensor, TensorData, TensorSpec};
 use hone_runtime::SessionConfig;
-use hone_server::EngineLoader;
+use hone_server::grpc::proto;
+use hone_server::{EngineLoader, Server, ServerOptions};
 
 #[derive(Default)]
 pub struct FakeLoader {
@@ -107,4 +108,46 @@ pub fn write_model(root: &Path, name: &str, v: u32, content: &str, config: &str)
     std::fs::create_dir_all(dir.join(v.to_string())).unwrap();
     std::fs::write(dir.join(v.to_string()).join("model.onnx"), content).unwrap();
     std::fs::write(dir.join("config.pbtxt"), config).unwrap();
+}
+
+/// One engine instance, as most tests want.
+pub const ONE_INSTANCE: &str = "instance_group [{ count: 1 kind: KIND_CPU }]\n";
+
+/// A server on a fresh repository `hone-<tag>-<pid>` holding model `m`
+/// version 1 (`content`, one instance, plus `config`); `adjust` may write
+/// more files into the repository and change the options.
+pub async fn fake_server(
+    tag: &str,
+    content: &str,
+    config: &str,
+    adjust: impl FnOnce(&Path, ServerOptions) -> ServerOptions,
+) -> (Server, Arc<FakeLoader>, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hone-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_model(&dir, "m", 1, content, &format!("{ONE_INSTANCE}{config}"));
+    let opts = adjust(&dir, ServerOptions::ephemeral(&dir));
+    let loader = Arc::new(FakeLoader::default());
+    let server = Server::start_with(opts, loader.clone()).await.unwrap();
+    (server, loader, dir)
+}
+
+/// A gRPC inference request for model `m` with input x = [[1, 2]].
+pub fn grpc_request_x() -> proto::ModelInferRequest {
+    proto::ModelInferRequest {
+        model_name: "m".into(),
+        inputs: vec![proto::model_infer_request::InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 2],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            [1f32, 2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
 }
