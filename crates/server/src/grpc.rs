@@ -262,7 +262,9 @@ impl GrpcInferenceService for GrpcService {
         let r = r.into_inner();
         // Triton answers an unknown model or version with ready: false, not
         // an error, and tritonclient's is_model_ready relies on it.
-        let ready = repo(self).get(&r.name, Some(&r.version)).is_ok();
+        let ready = repo(self)
+            .get(&r.name, Some(&r.version))
+            .is_ok_and(|m| m.healthy());
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 

@@ -228,6 +228,11 @@ async fn ready(State(s): St) -> Response {
 
 async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
     match model(&s, &p) {
+        Ok(m) if !m.healthy() => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            json_response(&json!({"name": p.get("model"), "ready": false, "error": "an engine instance crashed and is being restarted"})),
+        )
+            .into_response()),
         Ok(_) => Ok(json_response(
             &json!({"name": p.get("model"), "ready": true}),
         )),

@@ -101,6 +101,10 @@ pub struct ModelStats {
     /// Engine calls; inference_count / execution_count is the mean batch.
     pub execution_count: AtomicU64,
     pub pending: AtomicI64,
+    /// Engine instances replaced after a crash.
+    pub engine_restarts: AtomicU64,
+    /// Engine instances crashed and not yet back: the version is not ready.
+    pub engines_down: AtomicI64,
     pub request: Histogram,
     pub queue: Histogram,
     pub compute: Histogram,
@@ -273,6 +277,21 @@ pub fn render(sources: &[MetricSource<'_>]) -> String {
                     o,
                     "hone_pending_requests{{{l}}} {}",
                     st.pending.load(Relaxed)
+                );
+            }
+        },
+    );
+    family(
+        &mut out,
+        "hone_engine_restarts_total",
+        "counter",
+        "Engine instances replaced after crashing mid-call.",
+        &|o, s, l| {
+            if let Some(st) = s.stats {
+                let _ = writeln!(
+                    o,
+                    "hone_engine_restarts_total{{{l}}} {}",
+                    st.engine_restarts.load(Relaxed)
                 );
             }
         },

@@ -88,6 +88,14 @@ impl LoadedModel {
         }
     }
 
+    /// False while a crashed engine instance is being replaced.
+    pub fn healthy(&self) -> bool {
+        self.stats
+            .engines_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    }
+
     pub fn output_spec(&self, name: &str) -> Option<&TensorSpec> {
         self.metadata.outputs.iter().find(|o| o.name == name)
     }

@@ -30,6 +30,9 @@ pub struct BatchPolicy {
     pub max_queue: usize,
 }
 
+/// Makes a fresh engine instance (after one crashed).
+pub type Rebuild = Arc<dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync>;
+
 struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
@@ -46,11 +49,14 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// Starts one engine thread per backend. `rebuild` makes a fresh engine
+    /// when one crashes (panics) mid-call.
     pub fn start(
         label: &str,
         backends: Vec<Box<dyn Backend>>,
         policy: BatchPolicy,
         stats: Arc<ModelStats>,
+        rebuild: Rebuild,
     ) -> Self {
         let (tx, rx) = flume::bounded::<Job>(policy.max_queue.max(1));
         let policy = Arc::new(policy);
@@ -61,9 +67,11 @@ impl Scheduler {
                 let rx = rx.clone();
                 let policy = policy.clone();
                 let stats = stats.clone();
+                let rebuild = rebuild.clone();
+                let name = format!("{label}#{i}");
                 std::thread::Builder::new()
-                    .name(format!("{label}#{i}"))
-                    .spawn(move || run_instance(backend, rx, &policy, &stats))
+                    .name(name.clone())
+                    .spawn(move || run_instance(&name, backend, rx, &policy, &stats, &*rebuild))
                     .map_err(|e| tracing::error!("cannot start engine thread for {label}: {e}"))
                     .ok()
             })
@@ -148,10 +156,12 @@ fn compatible(a: &Job, b: &Job) -> bool {
 }
 
 fn run_instance(
+    name: &str,
     mut backend: Box<dyn Backend>,
     rx: flume::Receiver<Job>,
     policy: &BatchPolicy,
     stats: &ModelStats,
+    rebuild: &(dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync),
 ) {
     // Requests taken off the queue that did not fit the batch being formed,
     // oldest first: they start the next batches, so none is overtaken for long.
@@ -212,11 +222,57 @@ fn run_instance(
                 }
             }
         }
-        execute(backend.as_mut(), jobs, rows, stats);
+        if execute(backend.as_mut(), jobs, rows, stats) == Engine::Crashed {
+            match restart(name, rebuild, &rx, stats) {
+                Some(b) => backend = b,
+                None => return,
+            }
+        }
     }
 }
 
-fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &ModelStats) {
+#[derive(Debug, PartialEq, Eq)]
+enum Engine {
+    Fine,
+    /// The call panicked: the engine's state cannot be trusted any more.
+    Crashed,
+}
+
+/// Replaces a crashed engine. The model reports not ready until it is back;
+/// a rebuild that fails is retried with a growing pause. None when the
+/// scheduler is shutting down meanwhile.
+fn restart(
+    name: &str,
+    rebuild: &(dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync),
+    rx: &flume::Receiver<Job>,
+    stats: &ModelStats,
+) -> Option<Box<dyn Backend>> {
+    stats.engine_restarts.fetch_add(1, Relaxed);
+    stats.engines_down.fetch_add(1, Relaxed);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match rebuild() {
+            Ok(b) => {
+                stats.engines_down.fetch_sub(1, Relaxed);
+                tracing::warn!(engine = name, "engine restarted after a crash");
+                return Some(b);
+            }
+            Err(e) => {
+                tracing::error!(
+                    engine = name,
+                    "engine restart failed, retrying in {pause:?}: {e}"
+                );
+                if rx.is_disconnected() {
+                    return None;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &ModelStats) -> Engine {
     let start = Instant::now();
     stats.pending.fetch_sub(jobs.len() as i64, Relaxed);
     // Work nobody will read, or that is already late, never reaches the engine.
@@ -240,13 +296,26 @@ fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &Model
     }
     let jobs = live;
     if jobs.is_empty() {
-        return;
+        return Engine::Fine;
     }
     for j in &jobs {
         stats.queue.observe(start - j.enqueued);
     }
     let batch: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
-    let result = backend.infer(&batch);
+    // A panic inside the engine (a bug in a kernel, an injected fault) fails
+    // this batch, not the thread: the engine is then replaced.
+    let mut health = Engine::Fine;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(&batch)))
+        .unwrap_or_else(|_| {
+            health = Engine::Crashed;
+            tracing::error!(
+                "the engine panicked during a call of {} request(s)",
+                jobs.len()
+            );
+            Err(Error::internal(
+                "the engine crashed on this batch; it is being restarted",
+            ))
+        });
     stats.computed(jobs.len(), rows, start.elapsed());
     drop(batch);
     match result {
@@ -265,7 +334,7 @@ fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &Model
                 for j in jobs {
                     let _ = j.reply.send(Err(e.clone()));
                 }
-                return;
+                return health;
             }
             let mut start_row = 0;
             for j in jobs {
@@ -285,6 +354,7 @@ fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &Model
             }
         }
     }
+    health
 }
 
 #[cfg(test)]
@@ -340,6 +410,7 @@ mod tests {
             vec![Box::new(echo)],
             policy,
             Arc::new(ModelStats::default()),
+            Arc::new(|| Err(Error::internal("no rebuild in tests"))),
         );
         (Arc::new(s), calls)
     }

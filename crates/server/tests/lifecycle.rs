@@ -337,3 +337,51 @@ async fn paths_stay_inside_the_repository_and_out_of_errors() {
     let e = repo.load("nope").unwrap_err();
     assert!(!e.message.contains(&abs), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_engine_fails_its_batch_and_is_restarted() {
+    let (s, l, _) =
+        common::fake::fake_server("crash", "scale=1", "max_batch_size: 0\n", |_, o| o).await;
+    let base = format!("http://{}", s.http_addr);
+    let c = reqwest::Client::new();
+    let infer = |first: f32| {
+        c.post(format!("{base}/v2/models/m/infer"))
+            .body(format!(r#"{{"inputs":[{{"name":"x","shape":[1,2],"datatype":"FP32","data":[{first},2]}}]}}"#))
+            .send()
+    };
+    assert_eq!(infer(1.0).await.unwrap().status(), 200);
+    // The restart cannot get an engine at first: the model is not ready.
+    l.refuse_loads.store(true, Ordering::SeqCst);
+    let r = infer(13.0).await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.text().await.unwrap().contains("engine crashed"));
+    let get = |p: &str| c.get(format!("{base}{p}")).send();
+    assert_eq!(get("/v2/health/ready").await.unwrap().status(), 503);
+    assert_eq!(get("/v2/models/m/ready").await.unwrap().status(), 503);
+    let metrics = s.state.repo.models().render_metrics();
+    assert!(
+        metrics.contains("hone_model_ready{model=\"m\",version=\"1\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hone_engine_restarts_total{model=\"m\",version=\"1\"} 1"),
+        "{metrics}"
+    );
+    // Loads work again: the retry brings the engine back, and it serves.
+    l.refuse_loads.store(false, Ordering::SeqCst);
+    let t = Instant::now();
+    while get("/v2/health/ready").await.unwrap().status() != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the engine never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(infer(1.0).await.unwrap().status(), 200);
+    assert_eq!(
+        l.loads.load(Ordering::SeqCst),
+        2,
+        "one load at start, one restart"
+    );
+    s.shutdown().await;
+}

@@ -50,7 +50,7 @@ impl Repository {
             .lock()
             .map_err(|_| Error::internal("repository lock poisoned"))?;
         let previous = self.models.previous(name);
-        let mut entry = loader::build_entry(name, &dir, Some(&previous), &*self.engines);
+        let mut entry = loader::build_entry(name, &dir, Some(&previous), &self.engines);
         let mut failure = entry.error.clone().or_else(|| {
             let bad: Vec<String> = entry
                 .versions

@@ -21,7 +21,7 @@ pub fn build_entry(
     name: &str,
     dir: &Path,
     previous: Option<&Previous>,
-    engines: &dyn EngineLoader,
+    engines: &Arc<dyn EngineLoader>,
 ) -> ModelEntry {
     let stamp = DirStamp::read(dir);
     let fail = |reason: String| {
@@ -138,7 +138,7 @@ fn start_version(
     version: i64,
     path: &Path,
     mut config: ModelConfig,
-    engines: &dyn EngineLoader,
+    engines: &Arc<dyn EngineLoader>,
 ) -> Result<LoadedModel> {
     if !path.is_file() {
         return Err(Error::invalid(format!(
@@ -178,11 +178,16 @@ fn start_version(
         },
     };
     let stats = Arc::new(ModelStats::default());
+    let rebuild: crate::scheduler::Rebuild = {
+        let (engines, path, cfg) = (engines.clone(), path.to_path_buf(), session_cfg.clone());
+        Arc::new(move || engines.load(&path, &cfg))
+    };
     let scheduler = Scheduler::start(
         &format!("{name}:{version}"),
         backends,
         policy,
         stats.clone(),
+        rebuild,
     );
     Ok(LoadedModel {
         name: name.to_string(),

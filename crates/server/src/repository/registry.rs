@@ -125,7 +125,7 @@ impl Registry {
         models.values().filter(|e| !e.unloaded).all(|e| {
             e.versions
                 .values()
-                .any(|s| matches!(s, VersionState::Ready(_)))
+                .any(|s| matches!(s, VersionState::Ready(m) if m.healthy()))
         })
     }
 
@@ -209,7 +209,7 @@ impl Registry {
             .map(|(n, v, m)| MetricSource {
                 model: n,
                 version: v,
-                ready: m.is_some(),
+                ready: m.as_ref().is_some_and(|m| m.healthy()),
                 stats: m.as_ref().map(|m| &*m.stats),
             })
             .collect();

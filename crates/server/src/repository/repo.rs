@@ -25,7 +25,7 @@ impl Repository {
         let mut names = model_dirs(root)
             .map_err(|e| Error::invalid(format!("model repository {}: {e}", root.display())))?;
         names.sort();
-        let engines_ref = &*engines;
+        let engines_ref = &engines;
         let loaded: Vec<(String, ModelEntry)> = std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .iter()

@@ -18,6 +18,8 @@ pub struct FakeLoader {
     pub loads: AtomicUsize,
     /// Engine calls entered so far.
     pub calls: Arc<AtomicUsize>,
+    /// While set, loading fails (a restart that cannot get its engine back).
+    pub refuse_loads: std::sync::atomic::AtomicBool,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -42,6 +44,9 @@ struct FakeEngine {
 
 impl EngineLoader for FakeLoader {
     fn load(&self, path: &Path, _cfg: &SessionConfig) -> Result<Box<dyn Backend>> {
+        if self.refuse_loads.load(Ordering::SeqCst) {
+            return Err(Error::internal("fake engine: loads refused"));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::invalid(e.to_string()))?;
         let scale: f32 = text
             .trim()
@@ -86,6 +91,12 @@ impl Backend for FakeEngine {
         }
         drop(g);
         let mut out = Vec::new();
+        // The injected fault: an input starting with 13 crashes the engine.
+        if let Some(TensorData::Raw(b)) = batch.first().and_then(|r| r.first()).map(|t| &t.data)
+            && b.get(..4) == Some(&13f32.to_le_bytes()[..])
+        {
+            panic!("injected engine fault");
+        }
         let mut rows = 0;
         for req in batch {
             let t = &req[0];
