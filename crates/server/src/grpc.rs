@@ -307,6 +307,7 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&r, Access::Read)?;
         let client = client_deadline(&r);
+        let received = std::time::Instant::now();
         let mut req = r.into_inner();
         let model = repo(self)
             .get(&req.model_name, Some(&req.model_version))
@@ -352,6 +353,7 @@ impl GrpcInferenceService for GrpcService {
             });
             resp.raw_output_contents.push(t.to_wire_bytes());
         }
+        model.answered(received);
         Ok(Response::new(resp))
     }
 

@@ -332,6 +332,7 @@ async fn repository_unload(
 async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
     let m = model(&s, &p)?;
     let body = read_body(&s, &headers, body).await?;
+    let received = std::time::Instant::now();
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
         Some(v) => Some(
@@ -423,6 +424,7 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
             );
         }
     }
+    m.answered(received);
     Ok(resp)
 }
 

@@ -74,10 +74,9 @@ impl LoadedModel {
             }
         };
         match self.scheduler.infer(prepared, deadline).await {
-            Ok(out) => {
-                self.stats.succeed(start.elapsed());
-                Ok(out)
-            }
+            // Success is recorded by the front end once the reply is encoded
+            // (see `answered`), so the request histogram spans decode to reply.
+            Ok(out) => Ok(out),
             Err(e) => {
                 // Queue-full rejections are counted by the scheduler.
                 if e.kind != hone_core::ErrorKind::Unavailable {
@@ -86,6 +85,12 @@ impl LoadedModel {
                 Err(e)
             }
         }
+    }
+
+    /// Records a successful request whose decoding began at `since`, once
+    /// its reply is encoded.
+    pub fn answered(&self, since: Instant) {
+        self.stats.succeed(since.elapsed());
     }
 
     /// False while a crashed engine instance is being replaced.
