@@ -139,12 +139,11 @@ impl Server {
         };
         let grpc_tls = opts.tls.as_ref().map(TlsFiles::tonic_config).transpose()?;
         engines.init()?;
-        let root = opts.model_repository.clone();
-        let repo = tokio::task::spawn_blocking(move || Repository::open(&root, engines))
-            .await
-            .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))??;
+        // The ports answer from here on (ready: false) while models load.
+        let repo = Arc::new(Repository::empty(&opts.model_repository, engines)?);
         let state = Arc::new(ServerState {
-            repo: Arc::new(repo),
+            repo: repo.clone(),
+            loading: AtomicBool::new(true),
             keys: opts.keys.clone(),
             max_request_bytes: opts.max_request_bytes,
             model_control: opts.model_control,
@@ -202,6 +201,11 @@ impl Server {
                 }
             });
         }
+        let loader = repo.clone();
+        tokio::task::spawn_blocking(move || loader.load_all())
+            .await
+            .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))?;
+        state.loading.store(false, Ordering::Relaxed);
         if let ModelControl::Poll(every) = opts.model_control {
             let repo = state.repo.clone();
             let mut rx = stop_rx.clone();

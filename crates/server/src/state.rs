@@ -46,6 +46,9 @@ pub struct ServerState {
     /// `--strict-readiness`: ready only when every model is.
     pub strict_readiness: bool,
     pub(crate) shutting_down: AtomicBool,
+    /// True until the repository has loaded at start: the ports already
+    /// answer, readiness is false.
+    pub(crate) loading: AtomicBool,
 }
 
 impl ServerState {
@@ -54,6 +57,7 @@ impl ServerState {
     /// the server is up, even if a model failed.
     pub fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
+            && !self.loading.load(Ordering::Relaxed)
             && (!self.strict_readiness || self.repo.models().all_ready())
     }
 

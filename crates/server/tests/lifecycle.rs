@@ -385,3 +385,56 @@ async fn a_crashed_engine_fails_its_batch_and_is_restarted() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_answer_while_the_repository_loads() {
+    let dir = tempdir("loading");
+    write_model(&dir, "m", 1, "scale=1", ONE);
+    // A port known before the server starts, so the test can call it early.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let loader = Arc::new(FakeLoader::default());
+    loader.hold_loads();
+    let opts = ServerOptions {
+        http_port: port,
+        grpc_port: None,
+        metrics_port: None,
+        ..ServerOptions::ephemeral(&dir)
+    };
+    let starting = tokio::spawn(Server::start_with(opts, loader.clone()));
+    let base = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    let live = loop {
+        if let Ok(r) = reqwest::get(format!("{base}/v2/health/live")).await {
+            break r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the port never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(live.status(), 200);
+    let ready = reqwest::get(format!("{base}/v2/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready while loading");
+    assert!(!starting.is_finished());
+    loader.release_loads();
+    let server = tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reqwest::get(format!("{base}/v2/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.shutdown().await;
+}

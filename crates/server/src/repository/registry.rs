@@ -62,12 +62,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(entries: impl IntoIterator<Item = (String, ModelEntry)>) -> Registry {
-        Registry {
-            models: RwLock::new(entries.into_iter().collect()),
-        }
-    }
-
     /// The model version to serve: the one asked for, or the newest ready one.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>> {
         let models = self

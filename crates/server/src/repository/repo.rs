@@ -22,10 +22,32 @@ impl Repository {
     /// Scans `root` and loads every model it finds, in parallel. A model that
     /// fails is recorded with its reason; the others still serve.
     pub fn open(root: &Path, engines: Arc<dyn EngineLoader>) -> Result<Self> {
-        let mut names = model_dirs(root)
+        let repo = Self::empty(root, engines)?;
+        repo.load_all();
+        Ok(repo)
+    }
+
+    /// A repository on `root` with nothing loaded yet (the server answers
+    /// on its ports, not ready, while [`Repository::load_all`] runs).
+    pub fn empty(root: &Path, engines: Arc<dyn EngineLoader>) -> Result<Self> {
+        model_dirs(root)
             .map_err(|e| Error::invalid(format!("model repository {}: {e}", root.display())))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            models: Registry::default(),
+            changing: Mutex::new(()),
+            engines,
+        })
+    }
+
+    /// Loads every model directory, in parallel threads. Load and unload
+    /// requests that arrive meanwhile wait for it.
+    pub fn load_all(&self) {
+        let _one_at_a_time = self.changing.lock();
+        let root = &self.root;
+        let mut names = model_dirs(root).unwrap_or_default();
         names.sort();
-        let engines_ref = &engines;
+        let engines_ref = &self.engines;
         let loaded: Vec<(String, ModelEntry)> = std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .iter()
@@ -41,12 +63,9 @@ impl Repository {
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        Ok(Self {
-            root: root.to_path_buf(),
-            models: Registry::new(loaded),
-            changing: Mutex::new(()),
-            engines,
-        })
+        for (name, entry) in loaded {
+            let _ = self.models.replace(&name, Some(entry));
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -20,6 +20,8 @@ pub struct FakeLoader {
     pub calls: Arc<AtomicUsize>,
     /// While set, loading fails (a restart that cannot get its engine back).
     pub refuse_loads: std::sync::atomic::AtomicBool,
+    /// While closed, loading waits (a repository that takes long to load).
+    load_gate: Arc<(Mutex<bool>, Condvar)>,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -33,6 +35,16 @@ impl FakeLoader {
         *self.gate.0.lock().unwrap() = false;
         self.gate.1.notify_all();
     }
+
+    /// Loads wait until [`FakeLoader::release_loads`].
+    pub fn hold_loads(&self) {
+        *self.load_gate.0.lock().unwrap() = true;
+    }
+
+    pub fn release_loads(&self) {
+        *self.load_gate.0.lock().unwrap() = false;
+        self.load_gate.1.notify_all();
+    }
 }
 
 struct FakeEngine {
@@ -44,6 +56,12 @@ struct FakeEngine {
 
 impl EngineLoader for FakeLoader {
     fn load(&self, path: &Path, _cfg: &SessionConfig) -> Result<Box<dyn Backend>> {
+        let (held, cv) = &*self.load_gate;
+        let mut g = held.lock().unwrap();
+        while *g {
+            g = cv.wait(g).unwrap();
+        }
+        drop(g);
         if self.refuse_loads.load(Ordering::SeqCst) {
             return Err(Error::internal("fake engine: loads refused"));
         }
