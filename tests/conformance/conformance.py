@@ -117,7 +117,8 @@ def main():
     os.makedirs(repo)
     build_models(repo)
     manifest = link_shared(repo)
-    server = HoneServer(HONE, repo, WORK)
+    # Ready, not just live: the ports answer while the repository loads.
+    server = HoneServer(HONE, repo, WORK, wait_path="/v2/health/ready")
     try:
         run_checks(server.base, server.http_port, server.grpc_port, server.metrics_port, repo, manifest)
     finally:
