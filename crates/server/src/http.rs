@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,6 +55,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Runs CPU work on a blocking thread when it is `big` (megabytes of JSON
+/// or compression take milliseconds), inline otherwise; either way health
+/// checks and small requests keep their latency.
+async fn cpu<T: Send + 'static>(
+    big: bool,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    if !big {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("{what} panicked: {e}")))
+}
+
 /// Reads a request body within the size limit and the body-read timeout,
 /// so a client that sends its headers and then trickles (or never sends)
 /// the body cannot hold a connection and memory: 413 over the limit, 408
@@ -74,16 +90,13 @@ async fn read_body(s: &ServerState, headers: &HeaderMap, body: Body) -> Result<B
     match tokio::time::timeout(s.http_limits.body_read, collect).await {
         Ok(Ok(c)) if coding == compress::Coding::Identity => Ok(c.to_bytes()),
         Ok(Ok(c)) => {
-            // Inflating megabytes is CPU work: off the async threads.
             let raw = c.to_bytes();
-            let decoded = if raw.len() > OFF_THREAD_BYTES {
-                tokio::task::spawn_blocking(move || compress::decode(coding, raw, limit))
-                    .await
-                    .map_err(|e| Error::internal(format!("body decoder panicked: {e}")))?
-            } else {
+            let big = raw.len() > OFF_THREAD_BYTES;
+            cpu(big, "body decoder", move || {
                 compress::decode(coding, raw, limit)
-            };
-            decoded?.ok_or_else(too_large)
+            })
+            .await??
+            .ok_or_else(too_large)
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(ApiError::with_status(
@@ -114,7 +127,8 @@ fn json_response(v: &Json) -> Response {
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
+/// The REST routes. Body size and read time are enforced by `read_body`.
+pub fn router(state: Arc<ServerState>) -> Router {
     let open = state.keys.is_open();
     let r = Router::new()
         .route("/v2", get(server_metadata))
@@ -149,8 +163,7 @@ pub fn router(state: Arc<ServerState>, max_body: usize) -> Router {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
-        })
-        .layer(DefaultBodyLimit::max(max_body));
+        });
     // Without keys the check is skipped entirely: no cost on the open path.
     let r = if open {
         r
@@ -303,29 +316,30 @@ fn check_repository_params(body: &[u8]) -> Result<(), Error> {
     }
 }
 
-async fn repository_load(
-    State(s): St,
-    Path(p): Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let body = read_body(&s, &headers, body).await?;
-    check_repository_params(&body)?;
-    let name = p.get("model").map(String::as_str).unwrap_or_default();
-    s.load_model(name).await?;
-    Ok(json_response(&json!({})))
+async fn repository_load(s: St, p: Params, headers: HeaderMap, body: Body) -> ApiResult {
+    repository_change(s, p, headers, body, true).await
 }
 
-async fn repository_unload(
+async fn repository_unload(s: St, p: Params, headers: HeaderMap, body: Body) -> ApiResult {
+    repository_change(s, p, headers, body, false).await
+}
+
+/// Triton's repository `load` (or reload) and `unload`.
+async fn repository_change(
     State(s): St,
     Path(p): Params,
     headers: HeaderMap,
     body: Body,
+    load: bool,
 ) -> ApiResult {
     let body = read_body(&s, &headers, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
-    s.unload_model(name).await?;
+    if load {
+        s.load_model(name).await?;
+    } else {
+        s.unload_model(name).await?;
+    }
     Ok(json_response(&json!({})))
 }
 
@@ -344,15 +358,11 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
                 })?,
         ),
     };
-    // Parsing megabytes of JSON takes milliseconds of CPU: off the async
-    // threads, so health checks and small requests keep their latency.
-    let decoded = if body.len() > OFF_THREAD_BYTES {
-        tokio::task::spawn_blocking(move || codec::decode_request(body, header_len))
-            .await
-            .map_err(|e| Error::internal(format!("request decoder panicked: {e}")))?
-    } else {
+    let big = body.len() > OFF_THREAD_BYTES;
+    let decoded = cpu(big, "request decoder", move || {
         codec::decode_request(body, header_len)
-    };
+    })
+    .await?;
     let req = match decoded {
         Ok(r) => r,
         Err(e) => {
@@ -382,23 +392,18 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         let (wanted, binary_default, id) = (req.outputs, req.binary_default, req.id);
         move || encode_outputs(&m, &outputs, &wanted, binary_default, id.as_deref())
     };
-    let enc = if out_bytes > OFF_THREAD_BYTES / 4 {
-        // JSON text of a large output is several times its binary size.
-        tokio::task::spawn_blocking(encode)
-            .await
-            .map_err(|e| Error::internal(format!("response encoder panicked: {e}")))?
-    } else {
-        encode()
-    };
+    // JSON text of a large output is several times its binary size.
+    let enc = cpu(out_bytes > OFF_THREAD_BYTES / 4, "response encoder", encode).await?;
     let (coding, body) = match compress::response_coding(&headers) {
         compress::Coding::Identity => (compress::Coding::Identity, enc.body),
-        c if enc.body.len() > OFF_THREAD_BYTES => {
+        c => {
             let body = enc.body;
-            tokio::task::spawn_blocking(move || compress::encode(c, body))
-                .await
-                .map_err(|e| Error::internal(format!("response encoder panicked: {e}")))?
+            let big = body.len() > OFF_THREAD_BYTES;
+            cpu(big, "response compressor", move || {
+                compress::encode(c, body)
+            })
+            .await?
         }
-        c => compress::encode(c, enc.body),
     };
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();

@@ -159,7 +159,7 @@ impl Server {
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let app = http::router(state.clone(), opts.max_request_bytes);
+        let app = http::router(state.clone());
         let rx = stop_rx.clone();
         tasks.spawn(listen::serve(http, app, opts.http_limits, acceptor, rx));
         let mut grpc_addr = None;

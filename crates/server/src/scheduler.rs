@@ -222,7 +222,7 @@ fn run_instance(
                 }
             }
         }
-        if execute(backend.as_mut(), jobs, rows, stats) == Engine::Crashed {
+        if execute(backend.as_mut(), jobs, stats) == Engine::Crashed {
             match restart(name, rebuild, &rx, stats) {
                 Some(b) => backend = b,
                 None => return,
@@ -272,32 +272,28 @@ fn restart(
     }
 }
 
-fn execute(backend: &mut dyn Backend, jobs: Vec<Job>, rows: usize, stats: &ModelStats) -> Engine {
+fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) -> Engine {
     let start = Instant::now();
     stats.pending.fetch_sub(jobs.len() as i64, Relaxed);
-    // Work nobody will read, or that is already late, never reaches the engine.
-    let mut live = Vec::with_capacity(jobs.len());
-    let mut rows = rows;
-    for j in jobs {
+    // Work nobody will read, or that is already late, never reaches the
+    // engine. Taken out in place: no allocation per batch.
+    let gone = |j: &mut Job| j.reply.is_closed() || j.deadline.is_some_and(|d| d <= start);
+    for j in jobs.extract_if(.., gone) {
+        let waited = start - j.enqueued;
         if j.reply.is_closed() {
-            rows -= j.rows;
-            stats.fail(FailReason::Cancelled, start - j.enqueued);
-        } else if j.deadline.is_some_and(|d| d <= start) {
-            rows -= j.rows;
-            let waited = start - j.enqueued;
+            stats.fail(FailReason::Cancelled, waited);
+        } else {
             stats.fail(FailReason::Timeout, waited);
             let _ = j.reply.send(Err(Error::unavailable(format!(
                 "request timeout expired: it waited {} µs in the queue",
                 waited.as_micros()
             ))));
-        } else {
-            live.push(j);
         }
     }
-    let jobs = live;
     if jobs.is_empty() {
         return Engine::Fine;
     }
+    let rows: usize = jobs.iter().map(|j| j.rows).sum();
     for j in &jobs {
         stats.queue.observe(start - j.enqueued);
     }

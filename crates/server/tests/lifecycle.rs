@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeLoader, write_model};
+use common::fake::{FakeLoader, fake_server, write_model};
 use hone_core::{ErrorKind, Tensor};
 use hone_server::repository::Change;
 use hone_server::{Repository, Server, ServerOptions};
@@ -127,20 +127,10 @@ async fn unload_and_poll_follow_the_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests() {
-    let dir = tempdir("shutdown");
     // One engine, no batching: one request in the engine, the rest queued.
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=2",
-        &format!("max_batch_size: 0\n{ONE}"),
-    );
-    let loader = Arc::new(FakeLoader::default());
+    let (server, loader, _) =
+        fake_server("shutdown", "scale=2", "max_batch_size: 0\n", |_, o| o).await;
     loader.close();
-    let server = Server::start_with(ServerOptions::ephemeral(&dir), loader.clone())
-        .await
-        .unwrap();
     let url = format!("http://{}/v2/models/m/infer", server.http_addr);
     let body = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
     const N: usize = 6;
@@ -211,18 +201,8 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_reports_not_ready_and_exit_timeout_bounds_a_stuck_shutdown() {
-    let dir = tempdir("drain");
-    write_model(
-        &dir,
-        "m",
-        1,
-        "scale=2",
-        &format!("max_batch_size: 0\n{ONE}"),
-    );
-    let loader = Arc::new(FakeLoader::default());
-    let server = Server::start_with(ServerOptions::ephemeral(&dir), loader.clone())
-        .await
-        .unwrap();
+    let (server, loader, _) =
+        fake_server("drain", "scale=2", "max_batch_size: 0\n", |_, o| o).await;
     let base = format!("http://{}", server.http_addr);
     let body = r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
     let c = reqwest::Client::new();
