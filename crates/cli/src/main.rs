@@ -63,6 +63,11 @@ struct ServeArgs {
     /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_request_bytes: usize,
+    /// Request bytes being read, decoded or queued at once, server-wide;
+    /// past it requests get 503 with Retry-After (gRPC UNAVAILABLE) at once.
+    /// Default: a quarter of RAM or of the container's memory limit.
+    #[arg(long)]
+    max_inflight_bytes: Option<usize>,
     /// Tokio worker threads for the network front ends (default: one per core).
     #[arg(long)]
     io_threads: Option<usize>,
@@ -156,6 +161,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             grpc_port: (!args.no_grpc).then_some(args.net.grpc_port),
             metrics_port: (!args.no_metrics).then_some(args.net.metrics_port),
             max_request_bytes: args.max_request_bytes,
+            max_inflight_bytes: args.max_inflight_bytes,
             model_control: match args.model_control_mode.as_str() {
                 "none" => ModelControl::None,
                 "poll" => ModelControl::Poll(std::time::Duration::from_secs(

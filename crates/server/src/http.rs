@@ -14,6 +14,7 @@ use hone_core::{Error, ErrorKind};
 use serde_json::{Value as Json, json};
 
 use crate::auth::{self, Denied};
+use crate::budget::{Overloaded, RETRY_AFTER_SECS, Ticket};
 use crate::codec::{self, RequestedOutput};
 use crate::compress;
 use crate::model::LoadedModel;
@@ -28,37 +29,68 @@ type St = State<Arc<ServerState>>;
 type Params = Path<HashMap<String, String>>;
 
 /// An error as the client sees it: a status and `{"error": message}`.
-pub struct ApiError(Error, Option<StatusCode>);
+pub struct ApiError {
+    err: Error,
+    status: Option<StatusCode>,
+    /// Overload: the client may retry after `Retry-After` seconds.
+    retry: bool,
+}
 
 impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        Self(e, None)
+    fn from(err: Error) -> Self {
+        Self {
+            err,
+            status: None,
+            retry: false,
+        }
+    }
+}
+
+impl From<Overloaded> for ApiError {
+    fn from(o: Overloaded) -> Self {
+        Self {
+            err: Error::unavailable(o.0),
+            status: None,
+            retry: true,
+        }
     }
 }
 
 impl ApiError {
     /// A status the error kind alone does not say (405, 413).
     fn with_status(code: StatusCode, message: impl Into<String>) -> Self {
-        Self(Error::invalid(message), Some(code))
+        Self {
+            err: Error::invalid(message),
+            status: Some(code),
+            retry: false,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = self.1.unwrap_or(match self.0.kind {
+        let code = self.status.unwrap_or(match self.err.kind {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         });
-        (code, json_response(&json!({"error": self.0.message}))).into_response()
+        let mut r = (code, json_response(&json!({"error": self.err.message}))).into_response();
+        if self.retry {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        r
     }
 }
 
 /// Runs CPU work on a blocking thread when it is `big` (megabytes of JSON
 /// or compression take milliseconds), inline otherwise; either way health
-/// checks and small requests keep their latency.
+/// checks and small requests keep their latency. Big work takes a permit of
+/// `heavy` first: it never holds every core, so the I/O threads always
+/// have one.
 async fn cpu<T: Send + 'static>(
+    s: &ServerState,
     big: bool,
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -66,51 +98,144 @@ async fn cpu<T: Send + 'static>(
     if !big {
         return Ok(f());
     }
+    let _permit = s
+        .heavy
+        .acquire()
+        .await
+        .map_err(|_| Error::unavailable("the server is shutting down"))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::internal(format!("{what} panicked: {e}")))
 }
 
-/// Reads a request body within the size limit and the body-read timeout,
-/// so a client that sends its headers and then trickles (or never sends)
-/// the body cannot hold a connection and memory: 413 over the limit, 408
-/// past the timeout, both as JSON.
-async fn read_body(s: &ServerState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Reads a request body within the size limit, the body-read timeout and
+/// the server's memory budget, so a client that sends its headers and then
+/// trickles (or never sends) the body cannot hold a connection and memory,
+/// and many large bodies at once cannot exhaust RAM: 413 over the limit,
+/// 408 past the timeout, 503 with `Retry-After` over the budget, all JSON.
+/// The ticket holds the bytes until the caller drops it with its answer.
+async fn read_body(
+    s: &Arc<ServerState>,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<(Bytes, Ticket), ApiError> {
     use http_body_util::BodyExt;
-    let coding = compress::request_coding(headers)
-        .map_err(|m| ApiError::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
     let limit = s.max_request_bytes;
-    let collect = http_body_util::Limited::new(body, limit).collect();
     let too_large = || {
         ApiError::with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds the {limit} byte limit (--max-request-bytes)"),
         )
     };
-    match tokio::time::timeout(s.http_limits.body_read, collect).await {
-        Ok(Ok(c)) if coding == compress::Coding::Identity => Ok(c.to_bytes()),
-        Ok(Ok(c)) => {
-            let raw = c.to_bytes();
-            let big = raw.len() > OFF_THREAD_BYTES;
-            cpu(big, "body decoder", move || {
-                compress::decode(coding, raw, limit)
-            })
-            .await??
-            .ok_or_else(too_large)
+    let coding = match compress::request_coding(headers) {
+        Ok(c) => c,
+        Err(m) => {
+            drain(s, headers, body);
+            return Err(ApiError::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, m));
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::with_status(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read request body: {e}"),
-        )),
-        Err(_) => Err(ApiError::with_status(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} s",
-                s.http_limits.body_read.as_secs_f64()
-            ),
-        )),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // Refused before a byte is buffered: too large, or no room right now.
+    let ticket = match declared {
+        Some(n) if n > limit => Err(too_large()),
+        n => s.budget.take(n.unwrap_or(0)).map_err(ApiError::from),
+    };
+    let mut ticket = match ticket {
+        Ok(t) => t,
+        Err(e) => {
+            drain(s, headers, body);
+            return Err(e);
+        }
+    };
+    let read = async {
+        // One frame (the common case) is kept as is; more are copied into
+        // one buffer sized from Content-Length, never collected twice.
+        let mut first: Option<Bytes> = None;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::with_status(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let have = first.as_ref().map_or(buf.len(), Bytes::len);
+            let total = have + data.len();
+            if total > limit {
+                return Err(too_large());
+            }
+            if total > ticket.held() {
+                ticket.grow(total - ticket.held())?;
+            }
+            match first.take() {
+                None if buf.is_empty() => first = Some(data),
+                prev => {
+                    if let Some(p) = prev {
+                        buf.reserve(declared.unwrap_or(0).max(total));
+                        buf.extend_from_slice(&p);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| buf.freeze()))
+    };
+    let raw = match tokio::time::timeout(s.http_limits.body_read, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    s.http_limits.body_read.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    if coding == compress::Coding::Identity {
+        return Ok((raw, ticket));
     }
+    let big = raw.len() > OFF_THREAD_BYTES;
+    let inflated = cpu(s, big, "body decoder", move || {
+        compress::decode(coding, raw, limit)
+    })
+    .await??
+    .ok_or_else(too_large)?;
+    ticket.grow(inflated.len())?;
+    Ok((inflated, ticket))
+}
+
+/// Reads and discards the body of a refused request in the background (up
+/// to the body-read timeout), so the client, still sending, reads the
+/// refusal instead of a connection reset. A few drains run at once: under
+/// a flood of refused uploads the rest wait (their clients blocked on a
+/// full socket, costing nothing) and the cores stay with admitted work and
+/// health checks. A client that asked `Expect: 100-continue` has sent
+/// nothing yet: dropping the body tells hyper to answer without inviting it.
+fn drain(s: &Arc<ServerState>, headers: &HeaderMap, body: Body) {
+    if headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return;
+    }
+    let (s, limit) = (s.clone(), s.http_limits.body_read);
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let _ = tokio::time::timeout(limit, async {
+            let Ok(_permit) = s.drains.acquire().await else {
+                return;
+            };
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    });
 }
 
 fn json_response(v: &Json) -> Response {
@@ -249,9 +374,9 @@ async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
         Ok(_) => Ok(json_response(
             &json!({"name": p.get("model"), "ready": true}),
         )),
-        Err(ApiError(e, _)) if e.kind == ErrorKind::Unavailable => Ok((
+        Err(e) if e.err.kind == ErrorKind::Unavailable => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
-            json_response(&json!({"name": p.get("model"), "ready": false, "error": e.message})),
+            json_response(&json!({"name": p.get("model"), "ready": false, "error": e.err.message})),
         )
             .into_response()),
         Err(e) => Err(e),
@@ -289,7 +414,7 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
 }
 
 async fn repository_index(State(s): St, headers: HeaderMap, body: Body) -> ApiResult {
-    let body = read_body(&s, &headers, body).await?;
+    let (body, _ticket) = read_body(&s, &headers, body).await?;
     // Body is optional: `{"ready": true}` limits the list to ready models.
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -332,7 +457,7 @@ async fn repository_change(
     body: Body,
     load: bool,
 ) -> ApiResult {
-    let body = read_body(&s, &headers, body).await?;
+    let (body, _ticket) = read_body(&s, &headers, body).await?;
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     if load {
@@ -344,8 +469,14 @@ async fn repository_change(
 }
 
 async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
-    let m = model(&s, &p)?;
-    let body = read_body(&s, &headers, body).await?;
+    let m = match model(&s, &p) {
+        Ok(m) => m,
+        Err(e) => {
+            drain(&s, &headers, body);
+            return Err(e);
+        }
+    };
+    let (body, mut ticket) = read_body(&s, &headers, body).await?;
     let received = std::time::Instant::now();
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
@@ -359,7 +490,7 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         ),
     };
     let big = body.len() > OFF_THREAD_BYTES;
-    let decoded = cpu(big, "request decoder", move || {
+    let decoded = cpu(&s, big, "request decoder", move || {
         codec::decode_request(body, header_len)
     })
     .await?;
@@ -373,6 +504,19 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
             return Err(e.into());
         }
     };
+    // JSON numbers become new buffers (binary inputs are slices of the
+    // body): those bytes are in flight too.
+    if header_len.is_none() {
+        let decoded: usize = req
+            .inputs
+            .iter()
+            .map(|(_, t)| match &t.data {
+                hone_core::TensorData::Raw(b) => b.len(),
+                hone_core::TensorData::Strings(v) => v.iter().map(|b| b.len() + 24).sum(),
+            })
+            .sum();
+        ticket.grow(decoded)?;
+    }
     for o in &req.outputs {
         if m.output_spec(&o.name).is_none() {
             return Err(Error::invalid(format!("unknown output '{}' requested", o.name)).into());
@@ -393,13 +537,19 @@ async fn infer(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) ->
         move || encode_outputs(&m, &outputs, &wanted, binary_default, id.as_deref())
     };
     // JSON text of a large output is several times its binary size.
-    let enc = cpu(out_bytes > OFF_THREAD_BYTES / 4, "response encoder", encode).await?;
+    let enc = cpu(
+        &s,
+        out_bytes > OFF_THREAD_BYTES / 4,
+        "response encoder",
+        encode,
+    )
+    .await?;
     let (coding, body) = match compress::response_coding(&headers) {
         compress::Coding::Identity => (compress::Coding::Identity, enc.body),
         c => {
             let body = enc.body;
             let big = body.len() > OFF_THREAD_BYTES;
-            cpu(big, "response compressor", move || {
+            cpu(&s, big, "response compressor", move || {
                 compress::encode(c, body)
             })
             .await?

@@ -6,6 +6,7 @@
 //! split → encode.
 
 pub mod auth;
+pub mod budget;
 pub mod codec;
 pub mod compress;
 pub mod config;
@@ -49,6 +50,9 @@ pub struct ServerOptions {
     pub grpc_port: Option<u16>,
     pub metrics_port: Option<u16>,
     pub max_request_bytes: usize,
+    /// `--max-inflight-bytes`: request bytes read, decoded or queued at
+    /// once, server-wide; None: [`budget::default_limit`].
+    pub max_inflight_bytes: Option<usize>,
     pub model_control: ModelControl,
     /// `--api-key-file` / `--admin-key-file`, read; default open.
     pub keys: Keys,
@@ -70,6 +74,7 @@ impl ServerOptions {
             grpc_port: Some(8001),
             metrics_port: Some(8002),
             max_request_bytes: 64 << 20,
+            max_inflight_bytes: None,
             model_control: ModelControl::Explicit,
             keys: Keys::default(),
             strict_readiness: true,
@@ -141,11 +146,24 @@ impl Server {
         engines.init()?;
         // The ports answer from here on (ready: false) while models load.
         let repo = Arc::new(Repository::empty(&opts.model_repository, engines)?);
+        let budget = budget::Budget::new(
+            opts.max_inflight_bytes
+                .unwrap_or_else(|| budget::default_limit(opts.max_request_bytes)),
+        );
+        tracing::info!(
+            "request memory budget: {} MiB in flight (--max-inflight-bytes)",
+            budget.limit() >> 20
+        );
         let state = Arc::new(ServerState {
             repo: repo.clone(),
             loading: AtomicBool::new(true),
             keys: opts.keys.clone(),
             max_request_bytes: opts.max_request_bytes,
+            budget: budget.clone(),
+            drains: tokio::sync::Semaphore::new(2),
+            heavy: tokio::sync::Semaphore::new(
+                hone_runtime::sizing::cores().saturating_sub(1).max(1),
+            ),
             model_control: opts.model_control,
             strict_readiness: opts.strict_readiness,
             http_limits: opts.http_limits,
@@ -174,7 +192,8 @@ impl Server {
             .max_encoding_message_size(usize::MAX);
             let rx = stop_rx.clone();
             let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-            let mut builder = tonic::transport::Server::builder();
+            let mut builder =
+                tonic::transport::Server::builder().layer(budget::GrpcBudget(budget.clone()));
             if let Some(t) = grpc_tls {
                 builder = builder
                     .tls_config(t)

@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+/// Per-connection read buffer (also the largest request head accepted).
+const MAX_BUF: usize = 64 << 10;
+
 /// Connection-level limits of the HTTP port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -96,6 +99,9 @@ async fn connection<I>(
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
+        // hyper's read buffer grows to ~400 KiB on a fast upload; capped,
+        // hundreds of connections cost megabytes, not a gigabyte.
+        .max_buf_size(MAX_BUF)
         .keep_alive(true);
     b.http2().timer(TokioTimer::new());
     let mut conn = pin!(b.serve_connection_with_upgrades(TokioIo::new(io), svc));

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hone_core::{Error, Result};
 
 use crate::auth::Keys;
+use crate::budget::Budget;
 use crate::listen::HttpLimits;
 use crate::repository::{self, Repository};
 
@@ -40,6 +41,13 @@ pub struct ServerState {
     /// API and admin keys; empty means open.
     pub keys: Keys,
     pub max_request_bytes: usize,
+    /// Request bytes being read, decoded or queued, server-wide.
+    pub budget: Arc<Budget>,
+    /// Permits for large decode/encode/compression jobs: one fewer than the
+    /// cores, so they never starve the async I/O threads.
+    pub heavy: tokio::sync::Semaphore,
+    /// Permits for discarding the bodies of refused requests.
+    pub drains: tokio::sync::Semaphore,
     pub model_control: ModelControl,
     /// Header and body read timeouts of the HTTP port.
     pub http_limits: HttpLimits,
