@@ -54,6 +54,23 @@ fn ort_err(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::internal(format!("{context}: {e}"))
 }
 
+/// A failed run. Inputs reach the engine only after the server checked
+/// their names, dtypes and shapes against the model, so what ONNX Runtime
+/// still refuses depends on the values the client chose (a sequence longer
+/// than the model's position table, a token id past the vocabulary): the
+/// request's fault, InvalidInput. Running out of memory is the server's
+/// capacity, Unavailable.
+fn run_error(e: ort::Error) -> Error {
+    let m = e.message();
+    if m.contains("Failed to allocate") || m.contains("bad_alloc") || m.contains("out of memory") {
+        Error::unavailable(format!(
+            "not enough memory to run the model on this input: {m}"
+        ))
+    } else {
+        Error::invalid(format!("the model cannot run on this input: {m}"))
+    }
+}
+
 fn to_dtype(t: TensorElementType) -> Option<DataType> {
     Some(match t {
         TensorElementType::Bool => DataType::Bool,
@@ -269,10 +286,7 @@ impl Backend for OrtBackend {
                 self.input_value(batch, i)?,
             ));
         }
-        let mut outputs = self
-            .session
-            .run(inputs)
-            .map_err(ort_err("inference failed"))?;
+        let mut outputs = self.session.run(inputs).map_err(run_error)?;
         let mut result = Vec::with_capacity(self.metadata.outputs.len());
         for spec in &self.metadata.outputs {
             let value = outputs.remove(&spec.name).ok_or_else(|| {

@@ -29,6 +29,8 @@ pub struct LoadedModel {
     pub metadata: ModelMetadata,
     /// What requests must match, per input in model order.
     pub input_specs: Vec<TensorSpec>,
+    /// Elements a request and a batch may hold.
+    pub limits: crate::config::ElementLimits,
     pub stats: Arc<ModelStats>,
     pub(crate) scheduler: Scheduler,
 }
@@ -46,12 +48,20 @@ impl LoadedModel {
     /// Checks names, dtypes and shapes against the model and returns the
     /// tensors in model input order.
     pub fn prepare(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
-        prepare_inputs(
+        let tensors = prepare_inputs(
             &self.name,
             &self.input_specs,
             self.config.max_batch_size(),
             inputs,
-        )
+        )?;
+        let elements: usize = tensors.iter().map(Tensor::element_count).sum();
+        if elements > self.limits.per_request {
+            return Err(hone_core::Error::invalid(format!(
+                "the request holds {elements} tensor elements, over the {} this model accepts per request (config parameters max_elements_per_request / max_elements_per_batch)",
+                self.limits.per_request
+            )));
+        }
+        Ok(tensors)
     }
 
     /// Validates, queues and runs one request; failures are counted.
@@ -78,9 +88,14 @@ impl LoadedModel {
             // (see `answered`), so the request histogram spans decode to reply.
             Ok(out) => Ok(out),
             Err(e) => {
-                // Queue-full rejections are counted by the scheduler.
-                if e.kind != hone_core::ErrorKind::Unavailable {
-                    self.stats.fail(FailReason::Backend, start.elapsed());
+                // Queue-full rejections are counted by the scheduler; an
+                // input the engine refused is the request's fault.
+                match e.kind {
+                    hone_core::ErrorKind::Unavailable => {}
+                    hone_core::ErrorKind::InvalidInput => {
+                        self.stats.fail(FailReason::Invalid, start.elapsed());
+                    }
+                    _ => self.stats.fail(FailReason::Backend, start.elapsed()),
                 }
                 Err(e)
             }

@@ -23,6 +23,9 @@ use crate::metrics::{FailReason, ModelStats};
 pub struct BatchPolicy {
     /// 0: requests run one by one, as sent.
     pub max_batch_size: usize,
+    /// Tensor elements a coalesced batch may hold (0: no bound); a single
+    /// request is never split.
+    pub max_batch_elements: usize,
     /// False: no coalescing across requests even when the model batches.
     pub dynamic: bool,
     pub preferred: Vec<usize>,
@@ -36,6 +39,8 @@ pub type Rebuild = Arc<dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync>;
 struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
+    /// Elements over all inputs.
+    elements: usize,
     enqueued: Instant,
     /// Past this the request is answered with a timeout instead of run.
     deadline: Option<Instant>,
@@ -94,10 +99,12 @@ impl Scheduler {
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>> {
         let rows = inputs.first().map_or(1, Tensor::batch);
+        let elements = inputs.iter().map(Tensor::element_count).sum();
         let (reply, rx) = oneshot::channel();
         let job = Job {
             inputs,
             rows,
+            elements,
             enqueued: Instant::now(),
             deadline,
             reply,
@@ -175,21 +182,28 @@ fn run_instance(
             },
         };
         let mut rows = first.rows;
+        let mut elements = first.elements;
         let enqueued = first.enqueued;
         let mut jobs = vec![first];
         if policy.dynamic && policy.max_batch_size > 0 {
             // Every job joins a batch compatible with its first job.
-            let fits = |jobs: &[Job], rows: usize, j: &Job| {
+            let max_elements = match policy.max_batch_elements {
+                0 => usize::MAX,
+                n => n,
+            };
+            let fits = |jobs: &[Job], rows: usize, elements: usize, j: &Job| {
                 jobs.first().is_some_and(|f| compatible(f, j))
                     && rows + j.rows <= policy.max_batch_size
+                    && elements.saturating_add(j.elements) <= max_elements
             };
             let mut i = 0;
             while let Some(candidate) = set_aside.get(i)
                 && rows < policy.max_batch_size
             {
-                if fits(&jobs, rows, candidate) {
+                if fits(&jobs, rows, elements, candidate) {
                     if let Some(j) = set_aside.remove(i) {
                         rows += j.rows;
+                        elements += j.elements;
                         jobs.push(j);
                     }
                 } else {
@@ -210,8 +224,9 @@ fn run_instance(
                     Err(_) => None,
                 };
                 let Some(job) = next else { break };
-                if fits(&jobs, rows, &job) {
+                if fits(&jobs, rows, elements, &job) {
                     rows += job.rows;
+                    elements += job.elements;
                     jobs.push(job);
                 } else {
                     let full = jobs.first().is_some_and(|f| compatible(f, &job));
@@ -298,20 +313,7 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
         stats.queue.observe(start - j.enqueued);
     }
     let batch: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
-    // A panic inside the engine (a bug in a kernel, an injected fault) fails
-    // this batch, not the thread: the engine is then replaced.
-    let mut health = Engine::Fine;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(&batch)))
-        .unwrap_or_else(|_| {
-            health = Engine::Crashed;
-            tracing::error!(
-                "the engine panicked during a call of {} request(s)",
-                jobs.len()
-            );
-            Err(Error::internal(
-                "the engine crashed on this batch; it is being restarted",
-            ))
-        });
+    let (result, mut health) = call(backend, &batch, jobs.len());
     stats.computed(jobs.len(), rows, start.elapsed());
     drop(batch);
     match result {
@@ -343,6 +345,28 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                 let _ = j.reply.send(Ok(part));
             }
         }
+        // One request's input can fail the whole batch (a sequence longer
+        // than the model's position table): each runs again alone, so only
+        // the request at fault gets the error.
+        Err(_) if jobs.len() > 1 && health == Engine::Fine => {
+            for j in jobs {
+                let (r, h) = if health == Engine::Fine {
+                    call(backend, &[j.inputs.as_slice()], 1)
+                } else {
+                    (
+                        Err(Error::internal(
+                            "the engine crashed on this batch; it is being restarted",
+                        )),
+                        Engine::Crashed,
+                    )
+                };
+                health = h;
+                if let Err(e) = &r {
+                    tracing::warn!("inference failed: {e}");
+                }
+                let _ = j.reply.send(r);
+            }
+        }
         Err(e) => {
             tracing::warn!("inference failed: {e}");
             for j in jobs {
@@ -351,6 +375,28 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
         }
     }
     health
+}
+
+/// One engine call. A panic inside the engine (a bug in a kernel, an
+/// injected fault) fails this call, not the thread: the engine is then
+/// replaced.
+fn call(
+    backend: &mut dyn Backend,
+    batch: &[&[Tensor]],
+    requests: usize,
+) -> (Result<Vec<Tensor>>, Engine) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.infer(batch))) {
+        Ok(r) => (r, Engine::Fine),
+        Err(_) => {
+            tracing::error!("the engine panicked during a call of {requests} request(s)");
+            (
+                Err(Error::internal(
+                    "the engine crashed on this batch; it is being restarted",
+                )),
+                Engine::Crashed,
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,13 +425,18 @@ mod tests {
             let mut bytes = Vec::new();
             let mut shape = batch[0][0].shape.clone();
             shape[0] = batch.iter().map(|r| r[0].shape[0]).sum();
+            self.calls.lock().unwrap().push(shape.clone());
             for r in batch {
                 let TensorData::Raw(b) = &r[0].data else {
                     unreachable!()
                 };
+                // A value the "model" cannot take, as a token id past the
+                // vocabulary: the engine refuses the whole call.
+                if b.get(..4) == Some(&13f32.to_le_bytes()[..]) {
+                    return Err(Error::invalid("13 is out of range"));
+                }
                 bytes.extend_from_slice(b);
             }
-            self.calls.lock().unwrap().push(shape.clone());
             Ok(vec![Tensor::new(
                 batch[0][0].dtype,
                 shape,
@@ -454,6 +505,63 @@ mod tests {
             "a batch exceeded max_batch_size: {calls:?}"
         );
         assert_eq!(calls.iter().map(|c| c[0]).sum::<i64>(), 18);
+    }
+
+    /// A batch whose engine call fails is run again request by request:
+    /// only the request at fault gets the error, its neighbours their rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_bad_request_fails_alone_not_its_batch() {
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            dynamic: true,
+            max_delay: Duration::from_millis(100),
+            max_queue: 64,
+            ..Default::default()
+        };
+        let (s, calls) = scheduler(policy, Duration::from_millis(5));
+        let tasks: Vec<_> = [1.0, 2.0, 13.0, 4.0]
+            .into_iter()
+            .map(|v| {
+                let s = s.clone();
+                tokio::spawn(async move { (v, s.infer(rows(v, 1, 2), None).await) })
+            })
+            .collect();
+        for t in tasks {
+            match t.await.unwrap() {
+                (13.0, r) => {
+                    assert_eq!(r.unwrap_err().kind, hone_core::ErrorKind::InvalidInput)
+                }
+                (v, r) => assert_eq!(r.unwrap()[0], rows(v, 1, 2)[0]),
+            }
+        }
+        let calls = calls.lock().unwrap();
+        assert!(calls.iter().any(|c| c[0] > 1), "never batched: {calls:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_stay_within_the_element_limit() {
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            max_batch_elements: 12,
+            dynamic: true,
+            max_delay: Duration::from_millis(50),
+            max_queue: 64,
+            ..Default::default()
+        };
+        let (s, calls) = scheduler(policy, Duration::from_millis(5));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.infer(rows(i as f32, 1, 4), None).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let calls = calls.lock().unwrap();
+        // 3 rows of 4 elements fit 12; a fourth would not.
+        assert!(calls.iter().all(|c| c[0] <= 3), "{calls:?}");
+        assert!(calls.iter().any(|c| c[0] > 1), "never batched: {calls:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,10 @@ use hone_server::{Server, ServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Rows of any number: these tests are about bytes, not elements.
+const HUGE: &str =
+    "parameters { key: \"max_elements_per_request\" value: { string_value: \"100000000\" } }\n";
+
 /// One test at a time: each measures the whole process.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -43,7 +47,7 @@ impl Remote {
             "m",
             1,
             "scale=2",
-            &format!("max_batch_size: 0\n{ONE_INSTANCE}"),
+            &format!("max_batch_size: 0\n{ONE_INSTANCE}{HUGE}"),
         );
         let loader = Arc::new(FakeLoader::default());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -300,14 +304,16 @@ async fn health_stays_fast_while_64_mib_json_bodies_decode() {
 async fn grpc_and_chunked_bodies_are_metered_too() {
     use hone_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
     let _alone = ALONE.lock().await;
-    let (s, loader, _) =
-        common::fake::fake_server("budget-grpc", "scale=2", "max_batch_size: 0\n", |_, o| {
-            ServerOptions {
-                max_inflight_bytes: Some(1 << 20),
-                ..o
-            }
-        })
-        .await;
+    let (s, loader, _) = common::fake::fake_server(
+        "budget-grpc",
+        "scale=2",
+        &format!("max_batch_size: 0\n{HUGE}"),
+        |_, o| ServerOptions {
+            max_inflight_bytes: Some(1 << 20),
+            ..o
+        },
+    )
+    .await;
     // 2 MiB of rows: over the 1 MiB budget on its own.
     let rows = 1 << 17;
     let mut req = common::fake::grpc_request_x();

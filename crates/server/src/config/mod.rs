@@ -13,6 +13,17 @@ use hone_runtime::{GraphOptimization, SessionConfig};
 /// Batch size used when a model has a dynamic first dimension and no config
 /// says otherwise.
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+/// What a dimension the model leaves dynamic (a sequence length, an image
+/// side) counts for in the default element limits.
+pub const DYNAMIC_EXTENT: usize = 4096;
+
+/// Bounds on tensor elements: per request (all inputs together) and per
+/// batch the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElementLimits {
+    pub per_request: usize,
+    pub per_batch: usize,
+}
 /// Queue bound when the config gives none; Triton's is unbounded, but an
 /// unbounded queue turns overload into memory growth instead of a fast 503.
 pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
@@ -195,6 +206,54 @@ impl ModelConfig {
             .collect()
     }
 
+    /// Elements a request, and a batch, may hold (config `parameters`
+    /// `max_elements_per_request` / `max_elements_per_batch`). The default is
+    /// a full batch of the model's inputs with every dimension the model
+    /// leaves dynamic (besides the batch) counted as [`DYNAMIC_EXTENT`]: a
+    /// client cannot choose a sequence length that makes the engine allocate
+    /// without bound. A request is never allowed more than a batch.
+    pub fn element_limits(&self, specs: &[TensorSpec]) -> Result<ElementLimits> {
+        let mbs = self.max_batch_size() as usize;
+        let full_batch: usize = specs
+            .iter()
+            .map(|s| {
+                let row = s
+                    .dims
+                    .iter()
+                    .skip(usize::from(mbs > 0))
+                    .map(|&d| if d < 0 { DYNAMIC_EXTENT } else { d as usize })
+                    .fold(1usize, usize::saturating_mul);
+                row.saturating_mul(mbs.max(1))
+            })
+            .fold(0usize, usize::saturating_add)
+            .max(1);
+        let get = |k: &str| -> Result<Option<usize>> {
+            self.parameters
+                .get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "parameter {k}: '{v}' is not a positive integer"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        let asked = get("max_elements_per_request")?;
+        // A raised request limit raises the default batch limit with it.
+        let per_batch =
+            get("max_elements_per_batch")?.unwrap_or_else(|| full_batch.max(asked.unwrap_or(0)));
+        let per_request = asked.unwrap_or(full_batch).min(per_batch);
+        Ok(ElementLimits {
+            per_request,
+            per_batch,
+        })
+    }
+
     pub fn session_config(&self) -> Result<SessionConfig> {
         let get = |k: &str| -> Result<usize> {
             match self.parameters.get(k) {
@@ -350,5 +409,36 @@ mod tests {
         assert_eq!(c.dynamic_batching, Some(DynamicBatching::default()));
         assert_eq!(c.inputs[0].dims, vec![30]);
         assert_eq!(c.to_json()["input"][0]["data_type"], "TYPE_FP32");
+    }
+
+    #[test]
+    fn element_limits_default_to_a_full_batch_and_take_parameters() {
+        let spec = |dims: Vec<i64>| TensorSpec {
+            name: "ids".into(),
+            dtype: DataType::I64,
+            dims,
+        };
+        let mut c = ModelConfig::parse("max_batch_size: 8").unwrap().0;
+        // [batch, seq] twice: 8 rows of DYNAMIC_EXTENT each, per input.
+        let two = [spec(vec![-1, -1]), spec(vec![-1, -1])];
+        let l = c.element_limits(&two).unwrap();
+        assert_eq!(l.per_request, 2 * 8 * DYNAMIC_EXTENT);
+        assert_eq!(l.per_batch, l.per_request);
+        assert_eq!(
+            c.element_limits(&[spec(vec![-1, 3, 4])]).unwrap().per_request,
+            8 * 12
+        );
+        c.parameters.insert("max_elements_per_request".into(), "1000000".into());
+        let l = c.element_limits(&two).unwrap();
+        assert_eq!((l.per_request, l.per_batch), (1_000_000, 1_000_000));
+        c.parameters.insert("max_elements_per_batch".into(), "5000".into());
+        let l = c.element_limits(&two).unwrap();
+        assert_eq!((l.per_request, l.per_batch), (5000, 5000));
+        c.parameters.insert("max_elements_per_batch".into(), "0".into());
+        assert!(c.element_limits(&two).is_err());
+        // Without batching every dimension counts, the first one too.
+        let c = ModelConfig::parse("max_batch_size: 0").unwrap().0;
+        let l = c.element_limits(&[spec(vec![-1, 2])]).unwrap();
+        assert_eq!(l.per_request, DYNAMIC_EXTENT * 2);
     }
 }

@@ -162,9 +162,11 @@ fn start_version(
         .ok_or_else(|| Error::internal("no engine instance"))?;
     config.complete(name, &metadata)?;
     let input_specs = config.input_specs(&metadata);
+    let limits = config.element_limits(&input_specs)?;
     let policy = match &config.dynamic_batching {
         Some(d) => BatchPolicy {
             max_batch_size: config.max_batch_size() as usize,
+            max_batch_elements: limits.per_batch,
             dynamic: true,
             preferred: d.preferred_batch_size.iter().map(|&p| p as usize).collect(),
             max_delay: std::time::Duration::from_micros(d.max_queue_delay_us),
@@ -172,6 +174,7 @@ fn start_version(
         },
         None => BatchPolicy {
             max_batch_size: config.max_batch_size() as usize,
+            max_batch_elements: limits.per_batch,
             dynamic: false,
             max_queue: crate::config::DEFAULT_MAX_QUEUE_SIZE as usize,
             ..Default::default()
@@ -195,6 +198,7 @@ fn start_version(
         config,
         metadata,
         input_specs,
+        limits,
         stats,
         scheduler,
     })

@@ -132,3 +132,25 @@ pub const ONES_OUTPUT: f32 = 0.448_098_45;
 pub fn ones_request(rows: usize) -> serde_json::Value {
     serde_json::json!({"inputs": [{"name": "input", "shape": [rows, 100], "datatype": "FP32", "data": vec![1.0f32; rows * 100]}]})
 }
+
+/// The shared model set (`../shared/models`), when this checkout has it. In
+/// a clone without it, the tests that need it say so and return early;
+/// `HONE_REQUIRE_SHARED=1` (set by `.ci/run`) makes its absence a failure.
+pub fn shared(test: &str) -> Option<PathBuf> {
+    let s = workspace().join("../shared/models");
+    if s.join("manifest.json").is_file() {
+        return Some(s);
+    }
+    assert!(
+        std::env::var_os("HONE_REQUIRE_SHARED").is_none(),
+        "HONE_REQUIRE_SHARED is set but the shared model set is not at {}",
+        s.display()
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs the shared model set at {}",
+        s.display()
+    );
+    None
+}
