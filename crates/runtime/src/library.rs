@@ -1,11 +1,16 @@
 //! Where `libonnxruntime.so` comes from.
 //!
-//! Order: `ORT_DYLIB_PATH` if set; else the copy cached under
-//! `$HONE_CACHE_DIR` (default `$XDG_CACHE_HOME/hone` or `~/.cache/hone`); else
-//! the pinned `onnxruntime` wheel is fetched from PyPI with `pip download`, its
-//! sha256 checked, and the library extracted into that cache.
+//! Order: `ORT_DYLIB_PATH` if set (the operator's explicit choice); else the
+//! copy cached under `$HONE_CACHE_DIR` (default `$XDG_CACHE_HOME/hone` or
+//! `~/.cache/hone`); else the pinned `onnxruntime` wheel is fetched from PyPI
+//! with `pip download`, its sha256 checked, and the library extracted into
+//! that cache. A cached copy is loaded only from directories this user owns
+//! and nobody else can write, and only when its own sha256 still matches the
+//! pinned one: a library that another user could swap, or that changed
+//! since it was fetched, is never loaded into the process.
 
 use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -19,6 +24,8 @@ pub const ORT_VERSION: &str = "1.31.1";
 const WHEEL_FILE: &str = "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl";
 const WHEEL_SHA256: &str = "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f";
 const WHEEL_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+/// sha256 of that member: what a cached copy must hash to every time it loads.
+const LIB_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 
 static INIT: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
 
@@ -62,15 +69,22 @@ pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environme
     }
 }
 
-fn cache_dir() -> PathBuf {
+/// The cache root. No world-writable fallback (such as /tmp) when HOME is
+/// unset: another user could plant a library there.
+fn cache_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("HONE_CACHE_DIR") {
-        return PathBuf::from(d);
+        return Ok(PathBuf::from(d));
     }
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("hone");
+        return Ok(PathBuf::from(d).join("hone"));
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    home.join(".cache").join("hone")
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".cache").join("hone")),
+        _ => Err(Error::internal(format!(
+            "no private directory to cache ONNX Runtime in: HOME, XDG_CACHE_HOME and HONE_CACHE_DIR are all unset; set one of them, or {}",
+            fix_hint()
+        ))),
+    }
 }
 
 /// The library file to load, fetching it first if needed.
@@ -86,23 +100,78 @@ pub fn library_path() -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    let dir = cache_dir().join(format!("onnxruntime-{ORT_VERSION}"));
+    let root = cache_dir()?;
+    let dir = root.join(format!("onnxruntime-{ORT_VERSION}"));
     let lib = dir.join(format!("libonnxruntime.so.{ORT_VERSION}"));
     if lib.is_file() {
-        return Ok(lib);
+        private(&[&root, &dir, &lib])?;
+        match sha256_file(&lib) {
+            Ok(h) if h == LIB_SHA256 => return Ok(lib),
+            Ok(h) => tracing::warn!(
+                "{} has sha256 {h}, not the pinned {LIB_SHA256}: fetching it again",
+                lib.display()
+            ),
+            Err(e) => tracing::warn!("{e}: fetching it again"),
+        }
     }
-    fetch(&dir, &lib).map_err(|e| {
+    fetch(&root, &dir, &lib).map_err(|e| {
         Error::internal(format!(
             "ONNX Runtime {ORT_VERSION} is not cached at {} and fetching it failed: {e}; {}",
             lib.display(),
             fix_hint()
         ))
     })?;
+    private(&[&root, &dir, &lib])?;
     Ok(lib)
 }
 
-fn fetch(dir: &Path, lib: &Path) -> std::result::Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+fn sha256_file(path: &Path) -> std::result::Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// This process's effective user id (from procfs: no libc call needed).
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Refuses paths another user could write to or replace: each must be
+/// owned by this user (or root) and not writable by group or others.
+fn private(paths: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = euid();
+    for p in paths {
+        let m = std::fs::symlink_metadata(p)
+            .map_err(|e| Error::internal(format!("cannot inspect {}: {e}", p.display())))?;
+        let owner_ok = m.uid() == 0 || Some(m.uid()) == me;
+        if !owner_ok || m.mode() & 0o022 != 0 || m.file_type().is_symlink() {
+            return Err(Error::internal(format!(
+                "refusing to load ONNX Runtime from {}: it must be a directory or file owned by this user and not writable by group or others (mode {:o}, owner {}); fix its permissions, point HONE_CACHE_DIR at a private directory, or {}",
+                p.display(),
+                m.mode() & 0o7777,
+                m.uid(),
+                fix_hint()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn fetch(root: &Path, dir: &Path, lib: &Path) -> std::result::Result<(), String> {
+    // Created private (0700); an existing directory keeps its mode and is
+    // checked by `private` before anything from it loads.
+    for d in [root, dir] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
     let tmp = dir.join(format!("download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     tracing::info!("fetching ONNX Runtime {ORT_VERSION} from PyPI (one time, ~24 MB)");
@@ -160,6 +229,15 @@ fn extract(wheel: &Path, lib: &Path) -> std::result::Result<(), String> {
     member
         .read_to_end(&mut data)
         .map_err(|e| format!("unzip {WHEEL_MEMBER}: {e}"))?;
+    let hex: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if hex != LIB_SHA256 {
+        return Err(format!(
+            "{WHEEL_MEMBER} has sha256 {hex}, expected {LIB_SHA256}; refusing to use it"
+        ));
+    }
     // Write then rename so a concurrent or interrupted fetch never leaves a
     // half-written library where the next run would load it.
     let part = lib.with_extension(format!("part{}", std::process::id()));

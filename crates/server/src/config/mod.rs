@@ -425,16 +425,21 @@ mod tests {
         assert_eq!(l.per_request, 2 * 8 * DYNAMIC_EXTENT);
         assert_eq!(l.per_batch, l.per_request);
         assert_eq!(
-            c.element_limits(&[spec(vec![-1, 3, 4])]).unwrap().per_request,
+            c.element_limits(&[spec(vec![-1, 3, 4])])
+                .unwrap()
+                .per_request,
             8 * 12
         );
-        c.parameters.insert("max_elements_per_request".into(), "1000000".into());
+        c.parameters
+            .insert("max_elements_per_request".into(), "1000000".into());
         let l = c.element_limits(&two).unwrap();
         assert_eq!((l.per_request, l.per_batch), (1_000_000, 1_000_000));
-        c.parameters.insert("max_elements_per_batch".into(), "5000".into());
+        c.parameters
+            .insert("max_elements_per_batch".into(), "5000".into());
         let l = c.element_limits(&two).unwrap();
         assert_eq!((l.per_request, l.per_batch), (5000, 5000));
-        c.parameters.insert("max_elements_per_batch".into(), "0".into());
+        c.parameters
+            .insert("max_elements_per_batch".into(), "0".into());
         assert!(c.element_limits(&two).is_err());
         // Without batching every dimension counts, the first one too.
         let c = ModelConfig::parse("max_batch_size: 0").unwrap().0;
