@@ -5,6 +5,7 @@ Standard library only, so every suite's venv can import it."""
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -22,19 +23,27 @@ class HoneServer:
     """Starts `hone serve` on `repo` with fresh HTTP, gRPC and metrics ports
     (metrics only when `metrics` is true); the log goes to WORK/hone.log."""
 
-    def __init__(self, hone, repo, work, metrics=True, wait_path="/v2/health/live"):
+    def __init__(self, hone, repo, work, metrics=True, wait_path="/v2/health/live", extra=(), ca=None,
+                 client_cert=None):
+        """`extra`: more `hone serve` flags; `ca`: the ports speak TLS with a
+        certificate signed by this CA file; `client_cert`: (cert, key) files
+        the readiness wait presents (mutual TLS)."""
         self.http_port, self.grpc_port = free_port(), free_port()
         self.metrics_port = free_port() if metrics else None
         self.log_path = os.path.join(work, "hone.log")
         args = [hone, "serve", "--model-repository", repo, "--http-port", str(self.http_port),
                 "--grpc-port", str(self.grpc_port)]
         args += ["--metrics-port", str(self.metrics_port)] if metrics else ["--no-metrics"]
+        args += list(extra)
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.base = f"{'https' if ca else 'http'}://127.0.0.1:{self.http_port}"
+        ctx = ssl.create_default_context(cafile=ca) if ca else None
+        if ctx and client_cert:
+            ctx.load_cert_chain(*client_cert)
         deadline = time.time() + 120
         while True:
             try:
-                urllib.request.urlopen(self.base + wait_path, timeout=1)
+                urllib.request.urlopen(self.base + wait_path, timeout=1, context=ctx)
                 return
             except Exception:
                 if self.proc.poll() is not None or time.time() > deadline:

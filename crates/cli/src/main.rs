@@ -184,6 +184,8 @@ fn serve(args: ServeArgs) -> ExitCode {
                 body_read: std::time::Duration::from_secs(args.http_body_timeout_secs.max(1)),
             },
         };
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let keyed = !opts.keys.is_open();
         let server = match Server::start(opts).await {
             Ok(s) => s,
             Err(e) => {
@@ -191,14 +193,14 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!("HTTP  (KServe V2 REST) on http://{}", server.http_addr);
+        tracing::info!("HTTP  (KServe V2 REST) on {scheme}://{}", server.http_addr);
         if let Some(a) = server.grpc_addr {
             tracing::info!("gRPC  (inference.GRPCInferenceService) on {a}");
         }
         if let Some(a) = server.metrics_addr {
             tracing::info!("metrics on http://{a}/metrics");
         }
-        if let Some(line) = try_line(&server) {
+        if let Some(line) = try_line(&server, scheme, keyed) {
             println!("hone is serving. Try:\n  {line}");
         }
         for e in server.state.repo.models().index(false) {
@@ -237,7 +239,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// A curl command that runs the first ready model on a row of ones, so a
 /// person can see the server answer without writing a request.
-fn try_line(server: &Server) -> Option<String> {
+fn try_line(server: &Server, scheme: &str, keyed: bool) -> Option<String> {
     let model = server.state.repo.models().loaded().into_iter().next()?;
     let mut inputs = Vec::new();
     for spec in &model.input_specs {
@@ -257,8 +259,14 @@ fn try_line(server: &Server) -> Option<String> {
             spec.name, spec.dtype
         ));
     }
+    // With TLS the user adds --cacert for their CA; with keys, their key.
+    let auth = if keyed {
+        " -H \"Authorization: Bearer $HONE_API_KEY\""
+    } else {
+        ""
+    };
     Some(format!(
-        "curl -s -X POST http://{}/v2/models/{}/infer -d '{{\"inputs\":[{}]}}'",
+        "curl -s{auth} -X POST {scheme}://{}/v2/models/{}/infer -d '{{\"inputs\":[{}]}}'",
         server.http_addr,
         model.name,
         inputs.join(",")

@@ -1,7 +1,9 @@
 //! Runs the client suites in tests/conformance against the real `hone`
 //! binary: conformance.py (tritonclient over HTTP JSON, HTTP binary and gRPC,
 //! outputs checked against Python onnxruntime) and kserve_sdk.py (the KServe
-//! Python SDK's V2 REST and gRPC clients). Each venv is made once under target/.
+//! Python SDK's V2 REST and gRPC clients) and tls.py (tritonclient's
+//! `ssl=True` clients, with and without a client certificate, against
+//! certificates made here). Each venv is made once under target/.
 
 mod common;
 
@@ -19,6 +21,9 @@ fn run(cmd: &mut Command) {
 
 /// A venv with the pinned client packages, rebuilt when the pins change.
 fn venv(requirements: &str, name: &str) -> PathBuf {
+    // Two suites share a venv: one builds it while the other waits.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let reqs = workspace().join("tests/conformance").join(requirements);
     let pins = std::fs::read_to_string(&reqs).expect("requirements file");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -61,4 +66,50 @@ fn kserve_sdk_conformance() {
     };
     let python = venv("kserve-requirements.txt", "kserve-venv");
     run_suite(python, shared, "kserve_sdk.py", "kserve-work");
+}
+
+#[test]
+fn tritonclient_over_tls() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let Some(shared) = common::shared("tritonclient_over_tls") else {
+        return;
+    };
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // A CA, a server certificate for 127.0.0.1 and a client certificate.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a leaf whose issuer equals its subject
+    // for self-signed (rcgen's default name is the same for all).
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hone test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = server.signed_by(&key, &ca, &ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.distinguished_name.push(DnType::CommonName, "client");
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+    for (file, pem) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        std::fs::write(work.join(file), pem).unwrap();
+    }
+    let python = venv("requirements.txt", "conformance-venv");
+    run_suite(python, shared, "tls.py", "tls-work");
 }

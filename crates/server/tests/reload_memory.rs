@@ -31,13 +31,19 @@ async fn fifty_reload_cycles_of_resnet18_return_their_memory() {
     let dir = common::TempDir::new();
     let m = dir.path().join("resnet18");
     std::fs::create_dir_all(m.join("1")).unwrap();
-    std::fs::copy(shared.join("resnet18/resnet18.onnx"), m.join("1/model.onnx")).unwrap();
+    std::fs::copy(
+        shared.join("resnet18/resnet18.onnx"),
+        m.join("1/model.onnx"),
+    )
+    .unwrap();
     std::fs::write(
         m.join("config.pbtxt"),
         "max_batch_size: 4\ninstance_group [{ count: 2, kind: KIND_CPU }]\n",
     )
     .unwrap();
-    let server = Server::start(ServerOptions::ephemeral(dir.path())).await.unwrap();
+    let server = Server::start(ServerOptions::ephemeral(dir.path()))
+        .await
+        .unwrap();
     let base = format!("http://{}", server.http_addr);
     let http = reqwest::Client::new();
     let n = 3 * 224 * 224;
@@ -57,7 +63,12 @@ async fn fifty_reload_cycles_of_resnet18_return_their_memory() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "cycle {cycle}: {}", r.text().await.unwrap());
+        assert_eq!(
+            r.status(),
+            200,
+            "cycle {cycle}: {}",
+            r.text().await.unwrap()
+        );
         let r = http
             .post(format!("{base}/v2/repository/models/resnet18/unload"))
             .send()
