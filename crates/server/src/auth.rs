@@ -4,6 +4,8 @@
 //! metadata over gRPC. Health routes stay open for probes.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hone_core::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -26,6 +28,9 @@ pub enum Denied {
     Unauthenticated(&'static str),
     /// A valid inference key on an admin route: 403.
     Forbidden,
+    /// A valid key over its request rate (`KEY rate=N` in the key file):
+    /// 429, retry after this many seconds.
+    RateLimited(u64),
 }
 
 impl Denied {
@@ -35,16 +40,53 @@ impl Denied {
             Denied::Forbidden => {
                 "this route needs the admin key; the key given is an inference key"
             }
+            Denied::RateLimited(_) => {
+                "this key is over its request rate (rate= in the key file); retry after Retry-After seconds"
+            }
         }
     }
 }
 
 /// The configured keys, kept as SHA-256 digests so every comparison runs
-/// over 32 bytes whatever the key's length.
+/// over 32 bytes whatever the key's length; an API key may carry a rate.
 #[derive(Clone, Default)]
 pub struct Keys {
     api: Vec<[u8; 32]>,
+    /// Per API key (same order), its rate limit if the key file gives one.
+    rates: Vec<Option<Arc<Rate>>>,
     admin: Vec<[u8; 32]>,
+}
+
+/// A token bucket: `per_sec` requests a second, bursts of one second's worth.
+pub struct Rate {
+    per_sec: f64,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Rate {
+    fn new(per_sec: f64) -> Arc<Rate> {
+        Arc::new(Rate {
+            per_sec,
+            bucket: Mutex::new((per_sec.max(1.0), Instant::now())),
+        })
+    }
+
+    /// Takes one request's token, or the whole seconds until one is back.
+    fn take(&self) -> std::result::Result<(), u64> {
+        let Ok(mut b) = self.bucket.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let burst = self.per_sec.max(1.0);
+        let tokens = (b.0 + now.duration_since(b.1).as_secs_f64() * self.per_sec).min(burst);
+        if tokens >= 1.0 {
+            *b = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *b = (tokens, now);
+            Err(((1.0 - tokens) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
 }
 
 impl std::fmt::Debug for Keys {
@@ -68,21 +110,42 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Any of `keys` matches, checking every one so the time does not tell which.
-fn matches_any(keys: &[[u8; 32]], given: &[u8; 32]) -> bool {
-    keys.iter().fold(false, |hit, k| hit | ct_eq(k, given))
+/// Which of `keys` matches, checking every one so the time does not tell.
+fn find(keys: &[[u8; 32]], given: &[u8; 32]) -> Option<usize> {
+    keys.iter().enumerate().fold(
+        None,
+        |hit, (i, k)| if ct_eq(k, given) { Some(i) } else { hit },
+    )
 }
 
-/// Reads a key file: one key per line; blank lines and `#` comments skipped.
-fn read_keys(path: &Path, what: &str) -> Result<Vec<[u8; 32]>> {
+/// Reads a key file: one key per line, optionally followed by `rate=N`
+/// (requests a second for that key); blank lines and `#` comments skipped.
+fn read_keys(path: &Path, what: &str) -> Result<Vec<([u8; 32], Option<f64>)>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("{what} {}: {e}", path.display())))?;
-    let keys: Vec<[u8; 32]> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|k| digest(k.as_bytes()))
-        .collect();
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        let Some(key) = words.next().filter(|k| !k.starts_with('#')) else {
+            continue;
+        };
+        let mut rate = None;
+        for w in words {
+            rate = Some(
+                w.strip_prefix("rate=")
+                    .and_then(|r| r.parse::<f64>().ok())
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{what} {} line {}: expected `KEY` or `KEY rate=N` (N requests a second > 0), found '{w}'",
+                            path.display(),
+                            n + 1
+                        ))
+                    })?,
+            );
+        }
+        keys.push((digest(key.as_bytes()), rate));
+    }
     if keys.is_empty() {
         return Err(Error::invalid(format!(
             "{what} {} holds no key (one per line)",
@@ -94,15 +157,20 @@ fn read_keys(path: &Path, what: &str) -> Result<Vec<[u8; 32]>> {
 
 impl Keys {
     pub fn from_files(api: Option<&Path>, admin: Option<&Path>) -> Result<Keys> {
+        let api = api
+            .map(|p| read_keys(p, "--api-key-file"))
+            .transpose()?
+            .unwrap_or_default();
+        let admin = admin
+            .map(|p| read_keys(p, "--admin-key-file"))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Keys {
-            api: api
-                .map(|p| read_keys(p, "--api-key-file"))
-                .transpose()?
-                .unwrap_or_default(),
-            admin: admin
-                .map(|p| read_keys(p, "--admin-key-file"))
-                .transpose()?
-                .unwrap_or_default(),
+            rates: api.iter().map(|(_, r)| r.map(Rate::new)).collect(),
+            api: api.into_iter().map(|(k, _)| k).collect(),
+            // The admin key is never rate limited: it is how an operator
+            // gets in while clients are throttled.
+            admin: admin.into_iter().map(|(k, _)| k).collect(),
         })
     }
 
@@ -110,6 +178,16 @@ impl Keys {
     pub fn new(api: &[&str], admin: &[&str]) -> Keys {
         Keys {
             api: api.iter().map(|k| digest(k.as_bytes())).collect(),
+            rates: vec![None; api.len()],
+            admin: admin.iter().map(|k| digest(k.as_bytes())).collect(),
+        }
+    }
+
+    /// As [`Keys::new`], with a rate (requests a second) on each API key.
+    pub fn with_rates(api: &[(&str, f64)], admin: &[&str]) -> Keys {
+        Keys {
+            api: api.iter().map(|(k, _)| digest(k.as_bytes())).collect(),
+            rates: api.iter().map(|&(_, r)| Some(Rate::new(r))).collect(),
             admin: admin.iter().map(|k| digest(k.as_bytes())).collect(),
         }
     }
@@ -155,10 +233,14 @@ impl Keys {
                 "the Authorization header must be 'Bearer KEY'",
             ))?;
         let given = digest(token);
-        if matches_any(&self.admin, &given) {
+        if find(&self.admin, &given).is_some() {
             return Ok(());
         }
-        let api_ok = matches_any(&self.api, &given);
+        let api = find(&self.api, &given);
+        if let Some(rate) = api.and_then(|i| self.rates.get(i)?.as_ref()) {
+            rate.take().map_err(Denied::RateLimited)?;
+        }
+        let api_ok = api.is_some();
         match need {
             Access::Read if api_ok => Ok(()),
             Access::Admin if api_ok && !self.admin.is_empty() => Err(Denied::Forbidden),

@@ -40,6 +40,7 @@ impl GrpcService {
         self.state.keys.check(need, given).map_err(|d| match d {
             Denied::Unauthenticated(m) => Status::unauthenticated(m),
             Denied::Forbidden => Status::permission_denied(d.message()),
+            Denied::RateLimited(_) => Status::resource_exhausted(d.message()),
         })
     }
 }

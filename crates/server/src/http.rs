@@ -318,11 +318,19 @@ async fn authorize(
             let code = match d {
                 Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 Denied::Forbidden => StatusCode::FORBIDDEN,
+                Denied::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             };
             let mut r = (code, json_response(&json!({"error": d.message()}))).into_response();
-            if code == StatusCode::UNAUTHORIZED {
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            match d {
+                Denied::Unauthenticated(_) => {
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                Denied::RateLimited(secs) => {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                Denied::Forbidden => {}
             }
             r
         }

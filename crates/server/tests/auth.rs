@@ -165,3 +165,59 @@ fn an_empty_or_missing_key_file_is_refused() {
     let e = Keys::from_files(None, Some(&dir.join("absent"))).unwrap_err();
     assert!(e.message.contains("--admin-key-file"), "{e}");
 }
+
+/// `KEY rate=N` in the key file: that key gets N requests a second (bursts
+/// of N), then 429 with Retry-After over HTTP and RESOURCE_EXHAUSTED over
+/// gRPC; other keys and the admin key are not throttled by it.
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429() {
+    let (s, _, _) = fake_server("auth-rate", "scale=1", "", |dir, opts| {
+        std::fs::write(dir.join("api.keys"), "slow rate=2\nfree\n").unwrap();
+        std::fs::write(dir.join("admin.keys"), "adm\n").unwrap();
+        let keys =
+            Keys::from_files(Some(&dir.join("api.keys")), Some(&dir.join("admin.keys"))).unwrap();
+        ServerOptions { keys, ..opts }
+    })
+    .await;
+    let url = format!("http://{}/v2/models/m/infer", s.http_addr);
+    let c = reqwest::Client::new();
+    let post = |key: &'static str| {
+        c.post(&url)
+            .header("Authorization", format!("Bearer {key}"))
+            .body(INFER)
+            .send()
+    };
+    // The burst of two passes; the third within the same second does not.
+    assert_eq!(post("slow").await.unwrap().status(), 200);
+    assert_eq!(post("slow").await.unwrap().status(), 200);
+    let r = post("slow").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("rate"));
+    for key in ["free", "adm", "free"] {
+        assert_eq!(post(key).await.unwrap().status(), 200, "{key}");
+    }
+    let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr.unwrap()))
+        .await
+        .unwrap();
+    let e = g
+        .model_infer(with(Some("slow"), common::fake::grpc_request_x()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Half a second later one token is back.
+    tokio::time::sleep(std::time::Duration::from_millis(550)).await;
+    assert_eq!(post("slow").await.unwrap().status(), 200);
+    s.shutdown().await;
+}
+
+#[test]
+fn a_malformed_rate_is_refused() {
+    let dir = std::env::temp_dir().join(format!("hone-auth-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for bad in ["k rate=0\n", "k rate=fast\n", "k speed=3\n"] {
+        std::fs::write(dir.join("keys"), bad).unwrap();
+        let e = Keys::from_files(Some(&dir.join("keys")), None).unwrap_err();
+        assert!(e.message.contains("line 1"), "{bad}: {e}");
+    }
+}
