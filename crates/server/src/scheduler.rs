@@ -146,8 +146,28 @@ impl Scheduler {
 }
 
 impl Drop for Scheduler {
+    /// The last holder of a model version may be a request handler on an
+    /// async thread, and an engine thread may still be inside a long call
+    /// (or skipping abandoned jobs): the queue is closed here, and the
+    /// threads are joined on a thread of their own, never on the caller's.
     fn drop(&mut self) {
-        self.shutdown();
+        self.tx = None;
+        let threads = std::mem::take(&mut self.threads);
+        if threads.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("hone-reaper".into())
+            .spawn(move || {
+                for t in threads {
+                    let _ = t.join();
+                }
+            });
+        if let Err(e) = spawned {
+            // Without a thread to join them, the engine threads finish
+            // their queue and exit on their own, detached.
+            tracing::warn!("cannot start a thread to join engine threads: {e}");
+        }
     }
 }
 
