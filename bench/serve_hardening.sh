@@ -24,6 +24,7 @@ mkdir -p "$WORK/repo/mlp100/1" && cp "$MODELS/mlp/mlp100.onnx" "$WORK/repo/mlp10
 BODY=$(python3 -c 'import json; print(json.dumps({"inputs":[{"name":"input","shape":[1,100],"datatype":"FP32","data":[1.0]*100}]}))')
 echo "$BODY" > "$WORK/body.json"
 echo secret-key > "$WORK/key"
+printf 'wrk.method = "POST"\nwrk.body = [[%s]]\n' "$BODY" > "$WORK/post.lua"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 1 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1 2>/dev/null
@@ -64,6 +65,7 @@ for _ in range(1200):
 EOF
 }
 
+if [ -z "${WRK_ONLY:-}" ]; then
 echo "## instructions per request (callgrind, c=1, 1200 requests)"
 echo "| config | connection task | whole process |"
 echo "|---|---|---|"
@@ -85,6 +87,7 @@ while IFS='|' read -r name bin SCHEME flags; do
     | awk '{gsub(",","",$1); s+=$1} END {print s+0}')
   printf '| %s | %s | %s |\n' "$name" "$(( ${conn:-0} / 1200 ))" "$(( ${total:-0} / 1200 ))"
 done < <(configs)
+fi
 
 echo
 echo "## wrk c=16, 10 s, $ROUNDS interleaved rounds (req/s, p99)"
@@ -93,15 +96,13 @@ for r in $(seq "$ROUNDS"); do
     AUTH=""; [[ "$flags" == *api-key* ]] && AUTH=secret-key
     start "" "$bin" "$flags"
     hdr=(); [ -n "$AUTH" ] && hdr=(-H "Authorization: Bearer $AUTH")
-    out=$(wrk -t2 -c16 -d10s --latency "${hdr[@]}" -s <(cat <<EOF
-wrk.method = "POST"
-wrk.body = [[$BODY]]
-EOF
-) "$SCHEME://127.0.0.1:$PORT/v2/models/mlp100/infer")
+    out=$(wrk -t2 -c16 -d10s --latency "${hdr[@]}" -s "$WORK/post.lua" \
+      "$SCHEME://127.0.0.1:$PORT/v2/models/mlp100/infer")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
     errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-    echo "round $r  $name  ${rps} req/s  p99 ${p99}  ${errs:+non-2xx $errs}"
+    if [ -n "$errs" ]; then echo "round $r  $name: $errs non-2xx answers, not a measurement"; exit 1; fi
+    echo "round $r  $name  ${rps} req/s  p99 ${p99}"
     stop
   done < <(configs)
 done
