@@ -64,10 +64,11 @@ for crate in sorted(os.listdir(os.path.join(root, 'crates'))):
         is_dir_mod = os.path.basename(p) in ('mod.rs', 'lib.rs', 'main.rs')
         if not is_dir_mod: continue
         for child in re.findall(r'^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;', text, re.M):
-            for m in re.finditer(r'(?<![:\w])' + child + r'((?:::\w+)*)::', text):
+            # not after `.`: `x.parse::<T>()` calls a method, it names no module
+            for m in re.finditer(r'(?<![:\w.])' + child + r'((?:::\w+)*)::', text):
                 t = resolve(list(mod) + [child] + [x for x in m.group(1).split('::') if x])
                 if t is not None and t != mod: edges[mod].add(t)
-            for m in re.finditer(r'(?<![:\w])' + child + r'::\{([^}]*)\}', text):
+            for m in re.finditer(r'(?<![:\w.])' + child + r'::\{([^}]*)\}', text):
                 for name in re.findall(r'\b(\w+)\b', m.group(1)):
                     t = resolve(list(mod) + [child, name])
                     if t is not None and t != mod: edges[mod].add(t)
