@@ -134,6 +134,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Before any thread starts: one malloc arena per core keeps reloads
+    // from fragmenting memory across dozens (see hone_runtime::memory).
+    hone_runtime::memory::limit_arenas(hone_runtime::sizing::cores());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.io_threads {
         rt.worker_threads(n.max(1));

@@ -4,6 +4,7 @@
 
 mod backend;
 mod library;
+pub mod memory;
 pub mod sizing;
 
 pub use backend::{GraphOptimization, OrtBackend, SessionConfig};

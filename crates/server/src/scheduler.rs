@@ -145,12 +145,34 @@ impl Scheduler {
     }
 }
 
+thread_local! {
+    /// Set while repository code, on a blocking thread, drops versions.
+    static JOIN_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which drops model versions, with their engine threads joined
+/// on this (blocking) thread: unload and reload return the memory before
+/// the next load allocates.
+pub fn joined_here<T>(f: impl FnOnce() -> T) -> T {
+    let before = JOIN_HERE.replace(true);
+    let r = f();
+    JOIN_HERE.set(before);
+    // The sessions are gone: their pages go back to the OS, not just to
+    // the allocator, so RSS follows what is loaded.
+    hone_runtime::memory::release_free_memory();
+    r
+}
+
 impl Drop for Scheduler {
-    /// The last holder of a model version may be a request handler on an
-    /// async thread, and an engine thread may still be inside a long call
-    /// (or skipping abandoned jobs): the queue is closed here, and the
+    /// The last holder of a model version may instead be a request handler
+    /// on an async thread while an engine thread is still inside a long call
+    /// (or skipping abandoned jobs): then the queue is closed here and the
     /// threads are joined on a thread of their own, never on the caller's.
     fn drop(&mut self) {
+        if JOIN_HERE.get() {
+            self.shutdown();
+            return;
+        }
         self.tx = None;
         let threads = std::mem::take(&mut self.threads);
         if threads.is_empty() {

@@ -83,7 +83,7 @@ impl Repository {
         let versions: Vec<String> = entry.ready().keys().map(i64::to_string).collect();
         let old = self.models.replace(name, Some(entry))?;
         // Dropping the old entry drains and joins its schedulers: outside the lock.
-        drop(old);
+        crate::scheduler::joined_here(|| drop(old));
         match failure {
             Some(reason) => Err(Error::invalid(format!(
                 "failed to load model '{name}': {reason}"
@@ -113,7 +113,7 @@ impl Repository {
                 stamp,
             }),
         )?;
-        drop(old);
+        crate::scheduler::joined_here(|| drop(old));
         tracing::info!(model = name, "unloaded");
         Ok(Change::Unloaded {
             name: name.to_string(),
@@ -150,6 +150,7 @@ impl Repository {
                 Err(_) => None,
             };
             if gone.is_some() {
+                crate::scheduler::joined_here(|| drop(gone));
                 tracing::info!(model = name.as_str(), "directory removed: unloaded");
                 changes.push(Ok(Change::Unloaded { name: name.clone() }));
             }
@@ -159,6 +160,6 @@ impl Repository {
 
     /// Stops every scheduler after draining its queue.
     pub fn shutdown(&self) {
-        self.models.clear();
+        crate::scheduler::joined_here(|| self.models.clear());
     }
 }
