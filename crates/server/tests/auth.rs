@@ -213,7 +213,7 @@ async fn a_key_over_its_rate_gets_429() {
 
 #[test]
 fn a_malformed_rate_is_refused() {
-    let dir = std::env::temp_dir().join(format!("hone-auth-rate-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hone-auth-rate-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for bad in ["k rate=0\n", "k rate=fast\n", "k speed=3\n"] {
         std::fs::write(dir.join("keys"), bad).unwrap();
