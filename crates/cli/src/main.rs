@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
+mod bench_cmd;
 mod pipeline_cmds;
 mod signal;
 
@@ -45,6 +46,9 @@ enum Command {
     Demo(pipeline_cmds::DemoArgs),
     /// Compress a model (int8, pruning, graph optimization) within an accuracy budget.
     Optimize(pipeline_cmds::OptimizeArgs),
+    /// Load any KServe V2 server (hone, Triton, ...) and report throughput,
+    /// latency and the server's own queue/compute/batch split.
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -286,6 +290,7 @@ fn main() -> ExitCode {
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
         Command::Optimize(args) => pipeline_cmds::optimize(args),
+        Command::Bench(args) => bench_cmd::bench(args),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct ServeProcess {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// `http://127.0.0.1:PORT` of the gRPC port.
+    pub grpc: String,
 }
 
 impl ServeProcess {
@@ -97,21 +99,24 @@ impl ServeProcess {
             .expect("start hone serve");
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufReader::new(stderr).lines();
-        // The log line that names the HTTP address: "... on http://127.0.0.1:PORT".
-        let url = loop {
+        // The log lines that name the addresses: "... on http://127.0.0.1:PORT"
+        // for HTTP, then "... on 127.0.0.1:PORT" for gRPC.
+        let (mut url, mut grpc) = (String::new(), String::new());
+        while grpc.is_empty() {
             let line = lines
                 .next()
                 .expect("hone serve exited before listening")
                 .unwrap();
-            if line.contains("KServe V2 REST")
-                && let Some(i) = line.find("http://")
-            {
-                break line[i..].split_whitespace().next().unwrap().to_string();
+            let addr = || line.rsplit(' ').next().unwrap().to_string();
+            if line.contains("KServe V2 REST") {
+                url = addr();
+            } else if line.contains("GRPCInferenceService") {
+                grpc = format!("http://{}", addr());
             }
-        };
+        }
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        ServeProcess { child, url }
+        ServeProcess { child, url, grpc }
     }
 
     /// GET `path`: (status, body).

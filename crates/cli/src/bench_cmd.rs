@@ -1,0 +1,224 @@
+//! `hone bench`: flags in, `hone_loadgen::run` out, a table or JSON printed.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hone_loadgen::{Data, Load, Plan, Progress, Protocol};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The server's HTTP endpoint; metadata and statistics are read from it.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// The gRPC endpoint for --protocol grpc (default: --url's host, port 8001).
+    #[arg(long)]
+    grpc_url: Option<String>,
+    /// The model to load.
+    #[arg(long)]
+    model: String,
+    /// A version (default: the server's choice).
+    #[arg(long)]
+    model_version: Option<String>,
+    /// http-json, http-binary (the binary tensor extension) or grpc.
+    #[arg(long, default_value = "http-json")]
+    protocol: String,
+    /// Closed loop: this many clients, one request in flight each; a step
+    /// per value (e.g. 1,4,16,64). Default 1.
+    #[arg(long, value_delimiter = ',', conflicts_with = "request_rate")]
+    concurrency: Vec<usize>,
+    /// Open loop: requests sent at this many a second whatever the answers
+    /// (a slow server cannot slow the sender); a step per value.
+    #[arg(long, value_delimiter = ',')]
+    request_rate: Vec<f64>,
+    /// How long each step is measured (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    duration: Duration,
+    /// Load before each step that is not counted.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    warmup: Duration,
+    /// Request data: a CSV (all columns but `label` feed the one input) or a
+    /// directory of <input>.npy files. Default: seeded random values.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Rows per request, for models that batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// NAME:D1,D2 sets an input's dynamic dimensions (batch dimension left
+    /// out), as perf_analyzer's --shape does. Default 16 for each.
+    #[arg(long)]
+    shape: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': units are ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))
+}
+
+fn shape(s: &str) -> Result<(String, Vec<i64>), String> {
+    let (name, dims) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--shape {s}: expected NAME:D1,D2"))?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<i64>().ok().filter(|&d| d > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("--shape {s}: dimensions must be positive integers"))?;
+    Ok((name.to_string(), dims))
+}
+
+/// `http://HOST:8001` for `http://HOST:PORT`.
+fn default_grpc(url: &str) -> String {
+    let rest = url.trim_start_matches("http://").trim_end_matches('/');
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    format!("http://{host}:8001")
+}
+
+pub fn bench(args: BenchArgs) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hone bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = plan.1;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hone bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A live line on a terminal; nothing when stderr is a log or a pipe.
+    let live = std::io::stderr().is_terminal();
+    let show = move |p: &Progress| {
+        if !live {
+            return;
+        }
+        let phase = if p.warming { "warm-up" } else { "measuring" };
+        let secs = p.elapsed.as_secs_f64().max(1e-9);
+        let mut e = std::io::stderr();
+        let _ = write!(
+            e,
+            "\r{:<10} {phase:<9} {:>4.0}/{:.0} s  {:>9} requests  {:>8.0} req/s  {} errors   ",
+            p.load.to_string(),
+            p.elapsed.as_secs_f64(),
+            p.total.as_secs_f64(),
+            p.done,
+            p.done as f64 / secs,
+            p.errors
+        );
+        let _ = e.flush();
+    };
+    let report = rt.block_on(hone_loadgen::run(&plan.0, &show));
+    if live {
+        eprintln!();
+    }
+    match report {
+        Ok(r) if json => match serde_json::to_string_pretty(&r) {
+            Ok(j) => {
+                println!("{j}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hone bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(r) => {
+            print!("{}", r.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hone bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
+    let loads: Vec<Load> = if !a.request_rate.is_empty() {
+        a.request_rate.iter().map(|&r| Load::Rate(r)).collect()
+    } else if a.concurrency.is_empty() {
+        vec![Load::Concurrency(1)]
+    } else {
+        a.concurrency
+            .iter()
+            .map(|&c| Load::Concurrency(c))
+            .collect()
+    };
+    let data = match &a.data {
+        None => Data::Random,
+        Some(p) if p.is_dir() => Data::NpyDir(p.clone()),
+        Some(p) => Data::Csv(p.clone()),
+    };
+    let shapes = a
+        .shape
+        .iter()
+        .map(|s| shape(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let protocol = Protocol::parse(&a.protocol).map_err(|e| e.message)?;
+    Ok((
+        Plan {
+            grpc_url: a.grpc_url.unwrap_or_else(|| default_grpc(&a.url)),
+            url: a.url.trim_end_matches('/').to_string(),
+            model: a.model,
+            version: a.model_version,
+            protocol,
+            loads,
+            duration: a.duration,
+            warmup: a.warmup,
+            batch: a.batch,
+            data,
+            shapes,
+        },
+        a.json,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_shapes_and_the_grpc_default() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert!(duration("fast").is_err());
+        assert!(duration("5h").is_err());
+        assert_eq!(
+            shape("input_ids:1,128"),
+            Ok(("input_ids".into(), vec![1, 128]))
+        );
+        assert!(shape("x:0").is_err());
+        assert!(shape("x").is_err());
+        assert_eq!(
+            default_grpc("http://10.0.0.5:8000/"),
+            "http://10.0.0.5:8001"
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! What the model takes (from the server's metadata and config), and the
+//! pool of requests built from it once, before the clock starts, in each
+//! protocol's form: nothing is encoded while measuring.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use hone_core::{DataType, Error, Result, Tensor, TensorData};
+use hone_server::grpc::proto;
+use serde_json::{Value as Json, json};
+
+use crate::conn;
+
+/// Where request data comes from.
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// Seeded random values in each input's dtype: floats in [0, 1), integers
+    /// in 0..100 (valid token ids for text models), booleans, "x" strings.
+    Random,
+    /// A CSV whose columns (all but one named `label`) are the one FP32 input's
+    /// features, row by row.
+    Csv(PathBuf),
+    /// `<input>.npy` per input, rows along the first dimension.
+    NpyDir(PathBuf),
+}
+
+/// One model input as a request sends it.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub name: String,
+    pub dtype: DataType,
+    /// The shape of one request (batch included when the model batches).
+    pub shape: Vec<i64>,
+}
+
+/// The model under load.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub model: String,
+    pub version: Option<String>,
+    pub inputs: Vec<Input>,
+    /// Dynamic dimensions given a size nobody asked for (`--shape` sets them).
+    pub guessed: Vec<String>,
+}
+
+/// A dynamic dimension without `--shape` counts this many.
+pub const DEFAULT_DYNAMIC: i64 = 16;
+
+impl Target {
+    /// Reads the model's metadata (and Triton's config extension, for
+    /// `max_batch_size`) from `base`; `shapes` give dims without the batch
+    /// dimension, as perf_analyzer's `--shape` does.
+    pub async fn describe(
+        base: &str,
+        model: &str,
+        version: Option<&str>,
+        batch: usize,
+        shapes: &[(String, Vec<i64>)],
+    ) -> Result<Target> {
+        let path = match version {
+            Some(v) => format!("/v2/models/{model}/versions/{v}"),
+            None => format!("/v2/models/{model}"),
+        };
+        let meta = conn::get_json(base, &path).await?;
+        // Servers without the config extension: a dynamic first dimension is
+        // taken for the batch dimension.
+        let max_batch = conn::get_json(base, &format!("{path}/config"))
+            .await
+            .ok()
+            .and_then(|c| c.get("max_batch_size").and_then(Json::as_i64));
+        let list = meta
+            .get("inputs")
+            .and_then(Json::as_array)
+            .ok_or_else(|| Error::invalid(format!("{base}{path}: metadata lists no inputs")))?;
+        let mut inputs = Vec::new();
+        let mut guessed = Vec::new();
+        for i in list {
+            let name = i.get("name").and_then(Json::as_str).unwrap_or_default();
+            let dt = i.get("datatype").and_then(Json::as_str).unwrap_or_default();
+            let dtype = DataType::from_v2(dt).ok_or_else(|| {
+                Error::invalid(format!("input '{name}': unknown datatype '{dt}'"))
+            })?;
+            let dims: Vec<i64> = i
+                .get("shape")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().filter_map(Json::as_i64).collect())
+                .unwrap_or_default();
+            let batched = match max_batch {
+                Some(m) => m > 0,
+                None => dims.first() == Some(&-1),
+            };
+            let rest = if batched {
+                dims.get(1..).unwrap_or_default()
+            } else {
+                &dims[..]
+            };
+            let mut shape: Vec<i64> = match shapes.iter().find(|(n, _)| n == name) {
+                Some((_, s)) if s.len() == rest.len() => s.clone(),
+                Some((_, s)) => {
+                    return Err(Error::invalid(format!(
+                        "--shape {name}: {} dims given, the model's input has {} (without the batch dimension): {rest:?}",
+                        s.len(),
+                        rest.len()
+                    )));
+                }
+                None => rest
+                    .iter()
+                    .map(|&d| {
+                        if d < 0 {
+                            guessed.push(name.to_string());
+                            DEFAULT_DYNAMIC
+                        } else {
+                            d
+                        }
+                    })
+                    .collect(),
+            };
+            if batched {
+                shape.insert(0, batch as i64);
+            }
+            inputs.push(Input {
+                name: name.to_string(),
+                dtype,
+                shape,
+            });
+        }
+        guessed.dedup();
+        Ok(Target {
+            model: model.to_string(),
+            version: version.map(str::to_string),
+            inputs,
+            guessed,
+        })
+    }
+}
+
+/// A request in every protocol's form, built once.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub json: Bytes,
+    /// The binary tensor extension body and its JSON header's length.
+    pub binary: (Bytes, usize),
+    pub grpc: proto::ModelInferRequest,
+}
+
+/// Up to this many distinct requests are cycled through.
+const POOL: usize = 64;
+
+/// The requests to send, from `data`.
+pub fn pool(target: &Target, data: &Data, seed: u64) -> Result<Vec<Payload>> {
+    let sets: Vec<Vec<Tensor>> = match data {
+        Data::Random => {
+            let mut rng = hone_data::rng::Rng::new(seed);
+            (0..POOL.min(8))
+                .map(|_| target.inputs.iter().map(|i| random(i, &mut rng)).collect())
+                .collect::<Result<_>>()?
+        }
+        Data::Csv(path) => from_csv(target, path)?,
+        Data::NpyDir(dir) => from_npy(target, dir)?,
+    };
+    sets.iter().map(|set| encode(target, set)).collect()
+}
+
+fn random(i: &Input, rng: &mut hone_data::rng::Rng) -> Result<Tensor> {
+    let n = hone_core::element_count(&i.shape)?;
+    let mut raw = Vec::with_capacity(n * i.dtype.size().unwrap_or(0));
+    let int = |rng: &mut hone_data::rng::Rng| rng.below(100) as u64;
+    for _ in 0..n {
+        match i.dtype {
+            DataType::Bool => raw.push((rng.below(2)) as u8),
+            DataType::U8 | DataType::I8 => raw.push(int(rng) as u8),
+            DataType::U16 | DataType::I16 => raw.extend((int(rng) as u16).to_le_bytes()),
+            DataType::U32 | DataType::I32 => raw.extend((int(rng) as u32).to_le_bytes()),
+            DataType::U64 | DataType::I64 => raw.extend(int(rng).to_le_bytes()),
+            DataType::F16 => raw.extend(half::f16::from_f32(rng.uniform(0.0, 1.0)).to_le_bytes()),
+            DataType::F32 => raw.extend(rng.uniform(0.0, 1.0).to_le_bytes()),
+            DataType::F64 => raw.extend(rng.next_f64().to_le_bytes()),
+            DataType::Bytes => {}
+        }
+    }
+    let data = if i.dtype == DataType::Bytes {
+        TensorData::Strings(vec![Bytes::from_static(b"x"); n])
+    } else {
+        TensorData::Raw(Bytes::from(raw))
+    };
+    Tensor::new(i.dtype, i.shape.clone(), data)
+}
+
+fn one_input(target: &Target, what: &str) -> Result<Input> {
+    match &target.inputs[..] {
+        [i] => Ok(i.clone()),
+        _ => Err(Error::invalid(format!(
+            "{what} feeds one input; model '{}' has {} (use a directory of <input>.npy files)",
+            target.model,
+            target.inputs.len()
+        ))),
+    }
+}
+
+fn from_csv(target: &Target, path: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
+    let input = one_input(target, "a CSV")?;
+    let table = hone_data::Table::read_csv(path).map_err(|e| Error::invalid(e.to_string()))?;
+    let cols: Vec<usize> = (0..table.names.len())
+        .filter(|&c| table.names.get(c).is_some_and(|n| n != "label"))
+        .collect();
+    let per_row: i64 = input.shape.iter().skip(1).product();
+    if cols.len() as i64 != per_row {
+        return Err(Error::invalid(format!(
+            "{}: {} feature columns, input '{}' takes {per_row} values per row",
+            path.display(),
+            cols.len(),
+            input.name
+        )));
+    }
+    let rows = table.rows();
+    let batch = input.shape.first().copied().unwrap_or(1).max(1) as usize;
+    if rows == 0 {
+        return Err(Error::invalid(format!("{}: no rows", path.display())));
+    }
+    let mut sets = Vec::new();
+    for p in 0..rows.div_ceil(batch).min(POOL) {
+        let mut values = Vec::with_capacity(batch * cols.len());
+        for r in 0..batch {
+            let row = (p * batch + r) % rows;
+            for &c in &cols {
+                let text = table.columns.get(c).and_then(|col| col.get(row));
+                let v: f32 = text.and_then(|t| t.trim().parse().ok()).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{} row {}: '{}' is not a number",
+                        path.display(),
+                        row + 2,
+                        text.map_or("", String::as_str)
+                    ))
+                })?;
+                values.push(v);
+            }
+        }
+        let t = Tensor::from_f32(input.shape.clone(), &values)?;
+        sets.push(vec![convert_f32(t, input.dtype)?]);
+    }
+    Ok(sets)
+}
+
+/// A CSV gives floats; an FP64 or FP16 input gets them converted.
+fn convert_f32(t: Tensor, dtype: DataType) -> Result<Tensor> {
+    let TensorData::Raw(b) = &t.data else {
+        return Ok(t);
+    };
+    let vals = b
+        .chunks_exact(4)
+        .filter_map(|c| c.try_into().ok())
+        .map(f32::from_le_bytes);
+    let raw: Vec<u8> = match dtype {
+        DataType::F32 => return Ok(t),
+        DataType::F64 => vals.flat_map(|v| f64::from(v).to_le_bytes()).collect(),
+        DataType::F16 => vals
+            .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        other => {
+            return Err(Error::invalid(format!(
+                "a CSV feeds a floating-point input; this one is {other}"
+            )));
+        }
+    };
+    Tensor::new(dtype, t.shape, TensorData::Raw(Bytes::from(raw)))
+}
+
+fn from_npy(target: &Target, dir: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
+    let mut arrays = Vec::new();
+    for i in &target.inputs {
+        let path = dir.join(format!("{}.npy", i.name));
+        let a = hone_data::npy::read(&path).map_err(|e| Error::invalid(e.to_string()))?;
+        if a.dtype != i.dtype || a.shape.get(1..) != i.shape.get(1..) {
+            return Err(Error::invalid(format!(
+                "{}: {} {:?}, input '{}' takes {} [N, {:?}]",
+                path.display(),
+                a.dtype,
+                a.shape,
+                i.name,
+                i.dtype,
+                i.shape.get(1..).unwrap_or_default()
+            )));
+        }
+        arrays.push(a);
+    }
+    let rows = arrays.iter().map(Tensor::batch).min().unwrap_or(0);
+    if rows == 0 {
+        return Err(Error::invalid(format!("{}: no rows", dir.display())));
+    }
+    let batch = target
+        .inputs
+        .first()
+        .and_then(|i| i.shape.first())
+        .copied()
+        .unwrap_or(1)
+        .max(1) as usize;
+    let batch = batch.min(rows);
+    Ok((0..(rows / batch).min(POOL))
+        .map(|p| {
+            arrays
+                .iter()
+                .map(|a| a.slice_batch(p * batch, (p + 1) * batch))
+                .collect()
+        })
+        .collect())
+}
+
+/// A tensor's elements as JSON numbers (or strings, or booleans).
+fn json_data(t: &Tensor) -> Json {
+    let raw = match &t.data {
+        TensorData::Strings(v) => {
+            return v
+                .iter()
+                .map(|s| Json::from(String::from_utf8_lossy(s).into_owned()))
+                .collect();
+        }
+        TensorData::Raw(b) => b,
+    };
+    macro_rules! nums {
+        ($ty:ty, $n:expr) => {
+            raw.chunks_exact($n)
+                .filter_map(|c| c.try_into().ok())
+                .map(|c| Json::from(<$ty>::from_le_bytes(c)))
+                .collect()
+        };
+    }
+    match t.dtype {
+        DataType::Bool => raw.iter().map(|&b| Json::from(b != 0)).collect(),
+        DataType::U8 => raw.iter().map(|&b| Json::from(b)).collect(),
+        DataType::I8 => raw.iter().map(|&b| Json::from(b as i8)).collect(),
+        DataType::U16 => nums!(u16, 2),
+        DataType::I16 => nums!(i16, 2),
+        DataType::U32 => nums!(u32, 4),
+        DataType::I32 => nums!(i32, 4),
+        DataType::U64 => nums!(u64, 8),
+        DataType::I64 => nums!(i64, 8),
+        DataType::F32 => nums!(f32, 4),
+        DataType::F64 => nums!(f64, 8),
+        DataType::F16 => raw
+            .chunks_exact(2)
+            .filter_map(|c| c.try_into().ok())
+            .map(|c| Json::from(half::f16::from_le_bytes(c).to_f32()))
+            .collect(),
+        DataType::Bytes => Json::Array(Vec::new()),
+    }
+}
+
+fn encode(target: &Target, set: &[Tensor]) -> Result<Payload> {
+    let names = target.inputs.iter().map(|i| i.name.as_str());
+    let json_inputs: Vec<Json> = names
+        .clone()
+        .zip(set)
+        .map(|(n, t)| json!({"name": n, "datatype": t.dtype.as_v2(), "shape": t.shape, "data": json_data(t)}))
+        .collect();
+    let json = serde_json::to_vec(&json!({"inputs": json_inputs}))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let wire: Vec<Bytes> = set.iter().map(Tensor::to_wire_bytes).collect();
+    let header_inputs: Vec<Json> = names
+        .clone()
+        .zip(set)
+        .zip(&wire)
+        .map(|((n, t), w)| {
+            json!({"name": n, "datatype": t.dtype.as_v2(), "shape": t.shape,
+                   "parameters": {"binary_data_size": w.len()}})
+        })
+        .collect();
+    let header = serde_json::to_vec(
+        &json!({"inputs": header_inputs, "parameters": {"binary_data_output": true}}),
+    )
+    .map_err(|e| Error::internal(e.to_string()))?;
+    let header_len = header.len();
+    let mut body = header;
+    for w in &wire {
+        body.extend_from_slice(w);
+    }
+    let grpc = proto::ModelInferRequest {
+        model_name: target.model.clone(),
+        model_version: target.version.clone().unwrap_or_default(),
+        inputs: names
+            .zip(set)
+            .map(|(n, t)| proto::model_infer_request::InferInputTensor {
+                name: n.to_string(),
+                datatype: t.dtype.as_v2().to_string(),
+                shape: t.shape.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_input_contents: wire,
+        ..Default::default()
+    };
+    Ok(Payload {
+        json: Bytes::from(json),
+        binary: (Bytes::from(body), header_len),
+        grpc,
+    })
+}
