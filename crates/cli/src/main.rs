@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
-mod bench_cmd;
+mod perf_cmds;
 mod pipeline_cmds;
 mod signal;
 
@@ -48,7 +48,10 @@ enum Command {
     Optimize(pipeline_cmds::OptimizeArgs),
     /// Load any KServe V2 server (hone, Triton, ...) and report throughput,
     /// latency and the server's own queue/compute/batch split.
-    Bench(bench_cmd::BenchArgs),
+    Bench(perf_cmds::BenchArgs),
+    /// Search serving configurations (instances, threads, batching, queue
+    /// delay, graph optimization) of one model against an objective.
+    Tune(perf_cmds::TuneArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,9 +128,11 @@ struct ServeArgs {
     tls_client_ca: Option<PathBuf>,
 }
 
-fn init_logging(format: LogFormat) {
+/// `default` when HONE_LOG is unset: `hone tune` serves many times over and
+/// its own progress lines say what happens, so the server's info is noise.
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HONE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -282,7 +287,11 @@ fn try_line(server: &Server, scheme: &str, keyed: bool) -> Option<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let level = match cli.command {
+        Command::Tune(_) => "warn",
+        _ => "info,ort=warn",
+    };
+    init_logging(cli.log_format, level);
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Train(args) => pipeline_cmds::train(args),
@@ -290,7 +299,8 @@ fn main() -> ExitCode {
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
         Command::Optimize(args) => pipeline_cmds::optimize(args),
-        Command::Bench(args) => bench_cmd::bench(args),
+        Command::Bench(args) => perf_cmds::bench(args),
+        Command::Tune(args) => perf_cmds::tune(args),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod fit;
 pub mod publish;
 pub mod search;
 pub mod ship;
+pub mod tune;
 
 /// A pipeline failure, already worded for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

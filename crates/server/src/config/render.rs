@@ -136,3 +136,119 @@ impl ModelConfig {
         }
     }
 }
+
+impl ModelConfig {
+    /// The text form a `config.pbtxt` holds; [`ModelConfig::parse`] reads
+    /// it back to the same configuration (`hone tune --write` uses it).
+    pub fn to_pbtxt(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let q = |s: &str| format!("{s:?}");
+        if !self.name.is_empty() {
+            let _ = writeln!(o, "name: {}", q(&self.name));
+        }
+        if !self.platform.is_empty() {
+            let _ = writeln!(o, "platform: {}", q(&self.platform));
+        }
+        if let Some(m) = self.max_batch_size {
+            let _ = writeln!(o, "max_batch_size: {m}");
+        }
+        for (key, list) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for t in list {
+                let _ = writeln!(
+                    o,
+                    "{key} {{ name: {} data_type: {} dims: {:?} }}",
+                    q(&t.name),
+                    t.dtype.as_triton(),
+                    t.dims
+                );
+            }
+        }
+        match &self.version_policy {
+            VersionPolicy::Latest(1) => {}
+            VersionPolicy::Latest(n) => {
+                let _ = writeln!(o, "version_policy {{ latest {{ num_versions: {n} }} }}");
+            }
+            VersionPolicy::All => o.push_str("version_policy { all {} }\n"),
+            VersionPolicy::Specific(v) => {
+                let _ = writeln!(o, "version_policy {{ specific {{ versions: {v:?} }} }}");
+            }
+        }
+        if let Some(d) = &self.dynamic_batching {
+            o.push_str("dynamic_batching {\n");
+            if !d.preferred_batch_size.is_empty() {
+                let _ = writeln!(o, "  preferred_batch_size: {:?}", d.preferred_batch_size);
+            }
+            let _ = writeln!(
+                o,
+                "  max_queue_delay_microseconds: {}",
+                d.max_queue_delay_us
+            );
+            let _ = writeln!(
+                o,
+                "  default_queue_policy {{ max_queue_size: {} default_timeout_microseconds: {} allow_timeout_override: {} timeout_action: {} }}",
+                d.max_queue_size,
+                d.default_timeout_us,
+                d.allow_timeout_override,
+                if d.delay_on_timeout {
+                    "DELAY"
+                } else {
+                    "REJECT"
+                }
+            );
+            o.push_str("}\n");
+        }
+        if self.instance_count > 0 {
+            let _ = writeln!(
+                o,
+                "instance_group [{{ count: {} kind: {} }}]",
+                self.instance_count, self.instance_kind
+            );
+        }
+        if let Some(level) = self.optimization_level {
+            let _ = writeln!(o, "optimization {{ graph {{ level: {level} }} }}");
+        }
+        for (k, v) in &self.parameters {
+            let _ = writeln!(
+                o,
+                "parameters {{ key: {} value: {{ string_value: {} }} }}",
+                q(k),
+                q(v)
+            );
+        }
+        if self.default_model_filename != ModelConfig::default().default_model_filename {
+            let _ = writeln!(
+                o,
+                "default_model_filename: {}",
+                q(&self.default_model_filename)
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pbtxt_reads_back_to_the_same_config() {
+        let text = r#"name: "m" platform: "onnxruntime_onnx" max_batch_size: 16
+            input [{ name: "input" data_type: TYPE_FP32 dims: [ 30 ] }]
+            output [{ name: "output" data_type: TYPE_FP32 dims: [ 1 ] }]
+            version_policy { all {} }
+            dynamic_batching { preferred_batch_size: [4, 8] max_queue_delay_microseconds: 250
+              default_queue_policy { max_queue_size: 9 default_timeout_microseconds: 7 allow_timeout_override: true timeout_action: REJECT } }
+            instance_group [{ count: 2 kind: KIND_CPU }]
+            optimization { graph { level: 1 } }
+            parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+            default_model_filename: "net.onnx""#;
+        let (c, warnings) = ModelConfig::parse(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (back, warnings) = ModelConfig::parse(&c.to_pbtxt()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(back, c, "{}", c.to_pbtxt());
+        let (empty, _) = ModelConfig::parse("").unwrap();
+        assert_eq!(ModelConfig::parse(&empty.to_pbtxt()).unwrap().0, empty);
+    }
+}

@@ -1,4 +1,4 @@
-//! `hone bench`: flags in, `hone_loadgen::run` out, a table or JSON printed.
+//! `hone bench` and `hone tune`: flags in, `hone_loadgen` and `hone_pipeline::tune` out, a table or JSON printed.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hone_loadgen::{Data, Load, Plan, Progress, Protocol};
+use hone_pipeline::tune::{Objective, TuneOptions};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -196,6 +197,107 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
         },
         a.json,
     ))
+}
+
+#[derive(clap::Args)]
+pub struct TuneArgs {
+    /// The model repository (the winner's config.pbtxt goes here with --write).
+    #[arg(long)]
+    model_repository: PathBuf,
+    /// The model to tune (its newest version is served).
+    #[arg(long)]
+    model: String,
+    /// throughput (most req/s, within --max-p99 when given) or latency (lowest p99).
+    #[arg(long, default_value = "throughput")]
+    objective: String,
+    /// A p99 bound for --objective throughput (e.g. 5ms).
+    #[arg(long, value_parser = duration)]
+    max_p99: Option<Duration>,
+    /// Closed-loop clients each configuration is measured with.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The whole search, the final side-by-side comparison included.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    time_budget: Duration,
+    /// Measured time per configuration (default: a twentieth of the budget,
+    /// 0.5 to 15 s).
+    #[arg(long, value_parser = duration)]
+    trial: Option<Duration>,
+    /// How the clients talk: http-json, http-binary or grpc.
+    #[arg(long, default_value = "http-binary")]
+    protocol: String,
+    /// Write the winner's config.pbtxt into the repository (atomically; the
+    /// previous one is kept as config.pbtxt.before-tune).
+    #[arg(long)]
+    write: bool,
+    /// Also write tune.json and tune.html (the plot) into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn tune(a: TuneArgs) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("hone tune: {m}");
+        ExitCode::FAILURE
+    };
+    let objective = match a.objective.as_str() {
+        "throughput" => Objective::Throughput,
+        "latency" => Objective::Latency,
+        o => return fail(format!("--objective {o}: expected throughput or latency")),
+    };
+    let protocol = match Protocol::parse(&a.protocol) {
+        Ok(p) => p,
+        Err(e) => return fail(e.message),
+    };
+    let opts = TuneOptions {
+        repository: a.model_repository,
+        model: a.model,
+        objective,
+        max_p99: a.max_p99,
+        concurrency: a.concurrency,
+        budget: a.time_budget,
+        trial: a.trial,
+        protocol,
+        write: a.write,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let quiet = a.json;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("  {line}");
+        }
+    };
+    let report = match rt.block_on(hone_pipeline::tune::run(&opts, &progress)) {
+        Ok(r) => r,
+        Err(e) => return fail(e.message),
+    };
+    if let Some(dir) = &a.report {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join("tune.json"), json))
+            .and_then(|()| std::fs::write(dir.join("tune.html"), report.html()));
+        if let Err(e) = written {
+            return fail(format!("{}: {e}", dir.display()));
+        }
+    }
+    if a.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => return fail(e.to_string()),
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -1,0 +1,105 @@
+//! `hone tune` on the example mlp100 with a short budget: it measures the
+//! default and every stage, marks the Pareto front, writes the report, and
+//! with --write leaves a config.pbtxt the server reads back as the winner
+//! (the previous one kept), or nothing when the default wins.
+
+mod common;
+
+use common::{hone, s, tmp, workspace};
+use hone_server::config::ModelConfig;
+use serde_json::Value;
+
+#[test]
+fn tune_searches_reports_and_writes_the_winner() {
+    let repo = tmp("tune", "repo");
+    let out = tmp("tune", "report");
+    let m = repo.join("mlp100");
+    std::fs::create_dir_all(m.join("1")).unwrap();
+    std::fs::copy(
+        workspace().join("examples/repository/mlp100/1/model.onnx"),
+        m.join("1/model.onnx"),
+    )
+    .unwrap();
+    let before = "instance_group [{ count: 1 kind: KIND_CPU }]\n";
+    std::fs::write(m.join("config.pbtxt"), before).unwrap();
+    let run = hone(&[
+        "tune",
+        "--model-repository",
+        s(&repo),
+        "--model",
+        "mlp100",
+        "--time-budget",
+        "40s",
+        "--trial",
+        "300ms",
+        "--concurrency",
+        "4",
+        "--write",
+        "--report",
+        s(&out),
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let trials = r["trials"].as_array().unwrap();
+    let stages: Vec<&str> = trials
+        .iter()
+        .map(|t| t["stage"].as_str().unwrap())
+        .collect();
+    for stage in [
+        "default",
+        "instances",
+        "delay",
+        "max batch",
+        "graph",
+        "final",
+    ] {
+        assert!(stages.contains(&stage), "no {stage} trial: {stages:?}");
+    }
+    for t in trials {
+        assert!(t["error"].is_null(), "{t}");
+        assert!(t["throughput"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert!(trials.iter().any(|t| t["pareto"] == true));
+    assert!(r["why"].as_str().unwrap().contains("req/s"));
+    let html = std::fs::read_to_string(out.join("tune.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("hone tune: mlp100"));
+    let _: Value = serde_json::from_slice(&std::fs::read(out.join("tune.json")).unwrap()).unwrap();
+
+    let now = std::fs::read_to_string(m.join("config.pbtxt")).unwrap();
+    if r["improves"] == true {
+        // The winner, as the server will read it; the old file kept.
+        assert_eq!(r["written"].as_str().unwrap(), s(&m.join("config.pbtxt")));
+        let (c, warnings) = ModelConfig::parse(&now).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let k = &r["best"]["knobs"];
+        assert_eq!(
+            u64::from(c.instance_count),
+            k["instances"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.parameters["intra_op_thread_count"],
+            k["intra_op_threads"].to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(m.join("config.pbtxt.before-tune")).unwrap(),
+            before
+        );
+    } else {
+        assert!(r["written"].is_null());
+        assert_eq!(now, before, "the default won, yet the config changed");
+    }
+}
+
+#[test]
+fn a_model_that_is_not_there_is_a_clear_error() {
+    let repo = tmp("tune", "empty");
+    let out = hone(&["tune", "--model-repository", s(&repo), "--model", "nope"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("nope"), "{e}");
+}
