@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import sys
-import traceback
 import urllib.request
 
 import numpy as np
@@ -21,6 +20,7 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 
 from hone_process import HoneServer, summary
+from hone_process import check as run_check
 from onnx import TensorProto, helper
 
 HONE, SHARED, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -44,14 +44,7 @@ DTYPES = {
 
 
 def check(name, fn):
-    try:
-        fn()
-        RESULTS.append((name, None))
-        print(f"ok    {name}", flush=True)
-    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        RESULTS.append((name, e))
-        print(f"FAIL  {name}: {e!r}", flush=True)
-        traceback.print_exc()
+    run_check(RESULTS, name, fn)
 
 
 def save(model, repo, name, config=None):

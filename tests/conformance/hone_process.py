@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
+import traceback
 import urllib.request
 
 
@@ -73,3 +74,23 @@ def summary(results, server):
         print("failed:", ", ".join(failed))
         print(server.log())
     return 1 if failed or not results else 0
+
+
+def record(results, name, error):
+    """Notes a check's outcome and prints it, with the traceback on failure."""
+    results.append((name, error))
+    if error is None:
+        print(f"ok    {name}", flush=True)
+    else:
+        print(f"FAIL  {name}: {error!r}", flush=True)
+        traceback.print_exception(error)
+
+
+def check(results, name, fn):
+    """Runs one check; every failure is recorded, none stops the run."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - reported, not raised
+        record(results, name, e)
+        return
+    record(results, name, None)

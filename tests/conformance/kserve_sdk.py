@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import sys
-import traceback
 import urllib.request
 
 import grpc
@@ -22,7 +21,7 @@ import httpx
 import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from hone_process import HoneServer, summary
+from hone_process import HoneServer, summary, record
 
 HONE, SHARED, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = ["mlp", "mlp_wine", "digits_cnn"]
@@ -32,12 +31,10 @@ RESULTS = []
 async def check(name, fn):
     try:
         await fn()
-        RESULTS.append((name, None))
-        print(f"ok    {name}", flush=True)
     except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        RESULTS.append((name, e))
-        print(f"FAIL  {name}: {e!r}", flush=True)
-        traceback.print_exc()
+        record(RESULTS, name, e)
+        return
+    record(RESULTS, name, None)
 
 
 def reference(manifest, name):

@@ -8,7 +8,6 @@ client.pem and client.key already in WORK (the Rust test makes them)."""
 import os
 import shutil
 import sys
-import traceback
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +15,7 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 
 from hone_process import HoneServer, summary
+from hone_process import check as run_check
 
 HONE, SHARED, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 RESULTS = []
@@ -24,14 +24,7 @@ CLIENT_CERT, CLIENT_KEY = os.path.join(WORK, "client.pem"), os.path.join(WORK, "
 
 
 def check(name, fn):
-    try:
-        fn()
-        RESULTS.append((name, None))
-        print(f"ok    {name}", flush=True)
-    except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
-        RESULTS.append((name, e))
-        print(f"FAIL  {name}: {e!r}", flush=True)
-        traceback.print_exc()
+    run_check(RESULTS, name, fn)
 
 
 def read(path):

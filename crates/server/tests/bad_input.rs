@@ -442,14 +442,11 @@ async fn malformed_requests_get_clear_errors_and_server_keeps_serving() {
             c.what
         );
     }
-    let stats: Value = client
-        .get(format!("{}/v2/models/mlp100/versions/2/stats", t.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = common::get_json(
+        &client,
+        &format!("{}/v2/models/mlp100/versions/2/stats", t.http),
+    )
+    .await;
     assert!(
         stats["model_stats"][0]["inference_stats"]["fail"]["count"]
             .as_u64()

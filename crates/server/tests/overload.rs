@@ -91,18 +91,6 @@ impl Drop for Remote {
     }
 }
 
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Samples RSS and health latency until `done`, from a thread of its own
 /// (as a kubelet probes from outside the process's runtime); returns (peak
 /// RSS KiB, slowest health answer, health answers).
@@ -112,7 +100,7 @@ fn watch(addr: SocketAddr, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u6
     let d = done.clone();
     std::thread::spawn(move || {
         while !d.load(Ordering::Relaxed) {
-            p.fetch_max(rss_kib(), Ordering::Relaxed);
+            p.fetch_max(common::rss_kib(), Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(5));
         }
     });
@@ -210,7 +198,7 @@ async fn hundreds_of_large_bodies_stay_within_the_budget() {
     let (head, body) = binary_request(addr, 1 << 19);
     let (head, body) = (Arc::new(head), Arc::new(body));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let base = rss_kib();
+    let base = common::rss_kib();
     let done = Arc::new(AtomicBool::new(false));
     let watcher = watch(addr, done.clone());
     server.loader.close();

@@ -11,18 +11,6 @@ mod common;
 use hone_server::{Server, ServerOptions};
 use serde_json::json;
 
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_reload_cycles_of_resnet18_return_their_memory() {
     let Some(shared) = common::shared("fifty_reload_cycles_of_resnet18_return_their_memory") else {
@@ -77,7 +65,7 @@ async fn fifty_reload_cycles_of_resnet18_return_their_memory() {
             "cycle {cycle}: {}",
             r.text().await.unwrap()
         );
-        after.push(rss_kib());
+        after.push(common::rss_kib());
         for step in ["unload", "load"] {
             let r = http
                 .post(format!("{base}/v2/repository/models/resnet18/{step}"))

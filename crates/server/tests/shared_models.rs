@@ -159,15 +159,7 @@ async fn client_mistakes_are_4xx_on_every_shared_model() {
         base: format!("http://{}", server.http_addr),
     };
     for (name, _) in MODELS {
-        let meta: Value = c
-            .http
-            .get(format!("{}/v2/models/{name}", c.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let meta = common::get_json(&c.http, &format!("{}/v2/models/{name}", c.base)).await;
         let inputs = shapes(&meta);
         let good = request(&inputs, 1.0);
         let (code, text) = c.infer(name, &good).await;

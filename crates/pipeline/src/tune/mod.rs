@@ -21,6 +21,9 @@ use hone_server::{ModelControl, Server, ServerOptions};
 pub use knobs::{Knobs, Objective, Trial, TuneOptions};
 pub use report::TuneReport;
 
+/// How much the winner must beat the default by to be written.
+const MARGIN: f64 = 1.03;
+
 struct Search<'a> {
     opts: &'a TuneOptions,
     base: ModelConfig,
@@ -55,6 +58,16 @@ impl Search<'_> {
                 (a.p99_us, -a.throughput as i64) < (b.p99_us, -b.throughput as i64)
             }
         }
+    }
+
+    /// Better by more than run-to-run noise (3 % on the objective, in the
+    /// final side-by-side runs): a change to the repository must pay.
+    fn clearly_better(&self, a: &Trial, b: &Trial) -> bool {
+        self.better(a, b)
+            && match self.opts.objective {
+                Objective::Throughput => a.throughput > b.throughput * MARGIN,
+                Objective::Latency => (a.p99_us as f64) * MARGIN < b.p99_us as f64,
+            }
     }
 
     /// Clearly worse: more than 10 % behind on the objective.
@@ -245,7 +258,7 @@ pub async fn run(opts: &TuneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result
     let _ = std::fs::remove_dir_all(&work);
     let (default, best) = outcome?;
     let mut written = None;
-    let wins = s.better(&best, &default) && best.knobs != default.knobs;
+    let wins = best.knobs != default.knobs && s.clearly_better(&best, &default);
     if opts.write && wins {
         let backup = dir.join("config.pbtxt.before-tune");
         if config_path.is_file() {

@@ -68,24 +68,28 @@ pub(super) fn build(
     };
     let why = if improves {
         format!(
-            "{} serves {:.0} req/s at p99 {:.2} ms against the default's {:.0} req/s at p99 {:.2} ms ({:+.1} % throughput), measured side by side after the search",
+            "{} serves {:.1} req/s at p99 {:.2} ms against the default's {:.1} req/s at p99 {:.2} ms ({:+.1} % throughput, {:+.1} % p99), measured side by side after the search",
             best.label,
             best.throughput,
             best.p99_us as f64 / 1e3,
             default.throughput,
             default.p99_us as f64 / 1e3,
-            (ratio - 1.0) * 100.0
+            (ratio - 1.0) * 100.0,
+            (best.p99_us as f64 / default.p99_us.max(1) as f64 - 1.0) * 100.0
         )
     } else {
         format!(
-            "no configuration beat the default ({}: {:.0} req/s, p99 {:.2} ms) for {}; nothing to change",
+            "no configuration beat the default ({}: {:.0} req/s, p99 {:.2} ms) by more than 3 % for {} (the best, {}: {:.0} req/s, p99 {:.2} ms); nothing to change",
             default.label,
             default.throughput,
             default.p99_us as f64 / 1e3,
             match opts.objective {
                 Objective::Throughput => "throughput",
                 Objective::Latency => "latency",
-            }
+            },
+            best.label,
+            best.throughput,
+            best.p99_us as f64 / 1e3,
         )
     };
     TuneReport {
@@ -124,10 +128,15 @@ impl TuneReport {
             match &t.error {
                 Some(e) => o.push_str(&format!("{:<10} {:<50} failed: {e}\n", t.stage, t.label)),
                 None => o.push_str(&format!(
-                    "{:<10} {:<50}{mark}{:>8.0} {:>9.3} {:>8.3} {:>6.2}\n",
+                    "{:<10} {:<50}{mark}{:>8} {:>9.3} {:>8.3} {:>6.2}\n",
                     t.stage,
                     t.label,
-                    t.throughput,
+                    // Heavy models serve tens a second: a decimal matters there.
+                    if t.throughput < 1000.0 {
+                        format!("{:.1}", t.throughput)
+                    } else {
+                        format!("{:.0}", t.throughput)
+                    },
                     t.p50_us as f64 / 1e3,
                     t.p99_us as f64 / 1e3,
                     t.mean_batch
