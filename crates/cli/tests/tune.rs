@@ -6,7 +6,7 @@
 mod common;
 
 use common::{hone, s, tmp, workspace};
-use hone_server::config::ModelConfig;
+use hone_server::config::{ModelConfig, VersionPolicy};
 use serde_json::Value;
 
 #[test]
@@ -14,13 +14,15 @@ fn tune_searches_reports_and_writes_the_winner() {
     let repo = tmp("tune", "repo");
     let out = tmp("tune", "report");
     let m = repo.join("mlp100");
-    std::fs::create_dir_all(m.join("1")).unwrap();
+    // Version 3, served by a policy that names it: the trials serve a copy,
+    // the written config keeps the policy.
+    std::fs::create_dir_all(m.join("3")).unwrap();
     std::fs::copy(
         workspace().join("examples/repository/mlp100/1/model.onnx"),
-        m.join("1/model.onnx"),
+        m.join("3/model.onnx"),
     )
     .unwrap();
-    let before = "instance_group [{ count: 1 kind: KIND_CPU }]\n";
+    let before = "version_policy { specific { versions: [3] } }\ninstance_group [{ count: 1 kind: KIND_CPU }]\n";
     std::fs::write(m.join("config.pbtxt"), before).unwrap();
     let run = hone(&[
         "tune",

@@ -52,13 +52,35 @@ pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environme
                 fix_hint()
             )
         })?;
-        let env = builder.with_name("hone").build().map_err(|e| {
-            format!(
-                "cannot start ONNX Runtime from {}: {e}; {}",
-                path.display(),
-                fix_hint()
-            )
-        })?;
+        // ONNX Runtime's own log lines go through tracing (target
+        // `onnxruntime`), so `--log-format json` stays JSON. A failed run is
+        // returned to hone, which reports it, so ORT's copy is only debug.
+        let logger: ort::logging::LoggerFunction =
+            std::sync::Arc::new(|level, category, _id, location, message| {
+                use ort::logging::LogLevel;
+                match level {
+                    LogLevel::Fatal => {
+                        tracing::error!(target: "onnxruntime", category, location, "{message}")
+                    }
+                    LogLevel::Error | LogLevel::Warning => {
+                        tracing::debug!(target: "onnxruntime", category, location, "{message}")
+                    }
+                    LogLevel::Info | LogLevel::Verbose => {
+                        tracing::trace!(target: "onnxruntime", category, location, "{message}")
+                    }
+                }
+            });
+        let env = builder
+            .with_name("hone")
+            .with_logger(logger)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot start ONNX Runtime from {}: {e}; {}",
+                    path.display(),
+                    fix_hint()
+                )
+            })?;
         // ort keeps only a weak reference to the environment; it lives in this
         // static for the life of the process.
         Ok((path, env))

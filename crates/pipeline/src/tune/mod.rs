@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hone_core::{Error, Result};
 use hone_loadgen::{Data, Load, Plan, Protocol};
-use hone_server::config::ModelConfig;
+use hone_server::config::{ModelConfig, VersionPolicy};
 use hone_server::{ModelControl, Server, ServerOptions};
 
 pub use knobs::{Knobs, Objective, Trial, TuneOptions};
@@ -87,10 +87,13 @@ impl Search<'_> {
     /// and measures it.
     async fn measure(&mut self, stage: &str, knobs: Option<&Knobs>) -> Result<Trial> {
         let started = Instant::now();
-        let config = match knobs {
+        let mut config = match knobs {
             Some(k) => k.apply(&self.base),
             None => self.base.clone(),
         };
+        // The copy is version 1, whatever versions the repository's policy
+        // names; the policy written back with --write is the user's own.
+        config.version_policy = VersionPolicy::Latest(1);
         let dir = self.work.join(&self.opts.model);
         publish_config(&dir.join("config.pbtxt"), &config)?;
         let mut o = ServerOptions::ephemeral(&self.work);
@@ -202,10 +205,7 @@ fn latest_version(dir: &Path, file: &str) -> Result<PathBuf> {
     read.filter_map(|e| {
         let e = e.ok()?;
         let v: u64 = e.file_name().to_str()?.parse().ok()?;
-        e.path()
-            .join(file)
-            .is_file()
-            .then_some((v, e.path().join(file)))
+        e.path().join(file).is_file().then_some((v, e.path()))
     })
     .max_by_key(|(v, _)| *v)
     .map(|(_, p)| p)
@@ -215,6 +215,20 @@ fn latest_version(dir: &Path, file: &str) -> Result<PathBuf> {
             dir.display()
         ))
     })
+}
+
+/// Copies the files of a version directory (the model and any external
+/// weight files beside it) into `to`.
+fn copy_version(from: &Path, to: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::internal(format!("{}: {e}", from.display()));
+    std::fs::create_dir_all(to).map_err(io)?;
+    for e in std::fs::read_dir(from).map_err(io)? {
+        let e = e.map_err(io)?;
+        if e.file_type().map_err(io)?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the search; `progress` gets a line per configuration.
@@ -228,15 +242,11 @@ pub async fn run(opts: &TuneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result
         Ok(text) => ModelConfig::parse(&text)?.0,
         Err(_) => ModelConfig::default(),
     };
-    let file = latest_version(&dir, &base.default_model_filename)?;
+    let version = latest_version(&dir, &base.default_model_filename)?;
     let work =
         std::env::temp_dir().join(format!("hone-tune-{}-{}", std::process::id(), opts.model));
     let _ = std::fs::remove_dir_all(&work);
-    let version_dir = work.join(&opts.model).join("1");
-    std::fs::create_dir_all(&version_dir)
-        .map_err(|e| Error::internal(format!("{}: {e}", version_dir.display())))?;
-    std::fs::copy(&file, version_dir.join(&base.default_model_filename))
-        .map_err(|e| Error::internal(format!("copy {}: {e}", file.display())))?;
+    copy_version(&version, &work.join(&opts.model).join("1"))?;
     let cores = hone_runtime::sizing::cores() as u32;
     // About a dozen configurations, each measured for its trial and a third
     // of it in warm-up, plus loading.
