@@ -83,6 +83,7 @@ fn tune_searches_reports_and_writes_the_winner() {
             u64::from(c.instance_count),
             k["instances"].as_u64().unwrap()
         );
+        assert_eq!(c.version_policy, VersionPolicy::Specific(vec![3]));
         assert_eq!(
             c.parameters["intra_op_thread_count"],
             k["intra_op_threads"].to_string()
