@@ -230,6 +230,11 @@ pub struct TuneArgs {
     /// previous one is kept as config.pbtxt.before-tune).
     #[arg(long)]
     write: bool,
+    /// Also try the model's older versions (those `hone optimize` published
+    /// beside the original); a winning older version is pinned with
+    /// version_policy specific.
+    #[arg(long)]
+    include_optimized: bool,
     /// Also write tune.json and tune.html (the plot) into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -262,6 +267,7 @@ pub fn tune(a: TuneArgs) -> ExitCode {
         trial: a.trial,
         protocol,
         write: a.write,
+        include_optimized: a.include_optimized,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

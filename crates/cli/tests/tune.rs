@@ -106,3 +106,47 @@ fn a_model_that_is_not_there_is_a_clear_error() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn include_optimized_tries_every_version() {
+    let repo = tmp("tune", "versions");
+    let m = repo.join("mlp100");
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(m.join(v)).unwrap();
+        std::fs::copy(
+            workspace().join("examples/repository/mlp100/1/model.onnx"),
+            m.join(v).join("model.onnx"),
+        )
+        .unwrap();
+    }
+    let run = hone(&[
+        "tune",
+        "--model-repository",
+        s(&repo),
+        "--model",
+        "mlp100",
+        "--time-budget",
+        "30s",
+        "--trial",
+        "300ms",
+        "--concurrency",
+        "2",
+        "--include-optimized",
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let trials = r["trials"].as_array().unwrap();
+    // The default serves the newest; the version stage tries the other.
+    assert_eq!(trials[0]["knobs"]["version"], 2);
+    assert!(
+        trials
+            .iter()
+            .any(|t| t["stage"] == "version" && t["knobs"]["version"] == 1 && t["error"].is_null()),
+        "{trials:?}"
+    );
+}

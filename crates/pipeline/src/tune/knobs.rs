@@ -31,11 +31,16 @@ pub struct TuneOptions {
     pub protocol: Protocol,
     /// Write the winner's config.pbtxt into the repository.
     pub write: bool,
+    /// Also try the model's other versions (those `hone optimize` wrote
+    /// beside the original), not only the newest.
+    pub include_optimized: bool,
 }
 
 /// The serving knobs one trial sets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Knobs {
+    /// The model version served.
+    pub version: u64,
     pub instances: u32,
     pub intra_op_threads: u32,
     /// 0: the model does not batch.
@@ -47,7 +52,10 @@ pub struct Knobs {
 
 impl Knobs {
     pub fn label(&self) -> String {
-        let mut s = format!("{} inst × {} thr", self.instances, self.intra_op_threads);
+        let mut s = format!(
+            "v{}: {} inst × {} thr",
+            self.version, self.instances, self.intra_op_threads
+        );
         if self.max_batch_size > 0 {
             s.push_str(&format!(
                 ", batch ≤{}, delay {} µs",
@@ -79,10 +87,11 @@ impl Knobs {
         c
     }
 
-    /// What a loaded configuration amounts to.
-    pub(super) fn of(c: &ModelConfig) -> Knobs {
+    /// What a loaded configuration of `version` amounts to.
+    pub(super) fn of(c: &ModelConfig, version: u64) -> Knobs {
         let instances = c.instance_count.max(1);
         Knobs {
+            version,
             instances,
             intra_op_threads: c
                 .parameters

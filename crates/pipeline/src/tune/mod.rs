@@ -28,6 +28,10 @@ struct Search<'a> {
     opts: &'a TuneOptions,
     base: ModelConfig,
     work: PathBuf,
+    /// The newest version: what the default serves.
+    newest: u64,
+    /// The other versions tried with --include-optimized.
+    others: Vec<u64>,
     trial: Duration,
     deadline: Instant,
     /// What one trial costs in wall time, learnt from the first.
@@ -91,9 +95,10 @@ impl Search<'_> {
             Some(k) => k.apply(&self.base),
             None => self.base.clone(),
         };
-        // The copy is version 1, whatever versions the repository's policy
-        // names; the policy written back with --write is the user's own.
-        config.version_policy = VersionPolicy::Latest(1);
+        // Exactly the version under test; the policy written back with
+        // --write is the user's own (or pins a faster older version).
+        let version = knobs.map_or(self.newest, |k| k.version);
+        config.version_policy = VersionPolicy::Specific(vec![version as i64]);
         let dir = self.work.join(&self.opts.model);
         publish_config(&dir.join("config.pbtxt"), &config)?;
         let mut o = ServerOptions::ephemeral(&self.work);
@@ -106,8 +111,8 @@ impl Search<'_> {
         let loaded = server.state.repo.models().get(&self.opts.model, None);
         let knobs = match (&loaded, knobs) {
             (_, Some(k)) => k.clone(),
-            (Ok(m), None) => Knobs::of(&m.config),
-            (Err(_), None) => Knobs::of(&config),
+            (Ok(m), None) => Knobs::of(&m.config, version),
+            (Err(_), None) => Knobs::of(&config, version),
         };
         let label = knobs.label();
         (self.progress)(&format!("{stage:<10} {label}"));
@@ -198,23 +203,25 @@ fn publish_config(path: &Path, config: &ModelConfig) -> Result<()> {
         .map_err(|e| Error::internal(e.to_string()))
 }
 
-/// The newest numeric version directory of `dir` holding `file`.
-fn latest_version(dir: &Path, file: &str) -> Result<PathBuf> {
+/// The numeric version directories of `dir` holding `file`, oldest first.
+fn versions(dir: &Path, file: &str) -> Result<Vec<(u64, PathBuf)>> {
     let read =
         std::fs::read_dir(dir).map_err(|e| Error::invalid(format!("{}: {e}", dir.display())))?;
-    read.filter_map(|e| {
-        let e = e.ok()?;
-        let v: u64 = e.file_name().to_str()?.parse().ok()?;
-        e.path().join(file).is_file().then_some((v, e.path()))
-    })
-    .max_by_key(|(v, _)| *v)
-    .map(|(_, p)| p)
-    .ok_or_else(|| {
-        Error::invalid(format!(
+    let mut v: Vec<(u64, PathBuf)> = read
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v: u64 = e.file_name().to_str()?.parse().ok()?;
+            e.path().join(file).is_file().then_some((v, e.path()))
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        return Err(Error::invalid(format!(
             "{}: no version directory holds {file}",
             dir.display()
-        ))
-    })
+        )));
+    }
+    Ok(v)
 }
 
 /// Copies the files of a version directory (the model and any external
@@ -242,11 +249,23 @@ pub async fn run(opts: &TuneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result
         Ok(text) => ModelConfig::parse(&text)?.0,
         Err(_) => ModelConfig::default(),
     };
-    let version = latest_version(&dir, &base.default_model_filename)?;
+    let mut found = versions(&dir, &base.default_model_filename)?;
+    let newest = found.last().map_or(1, |(v, _)| *v);
+    if !opts.include_optimized {
+        found.retain(|(v, _)| *v == newest);
+    }
     let work =
         std::env::temp_dir().join(format!("hone-tune-{}-{}", std::process::id(), opts.model));
     let _ = std::fs::remove_dir_all(&work);
-    copy_version(&version, &work.join(&opts.model).join("1"))?;
+    for (v, path) in &found {
+        copy_version(path, &work.join(&opts.model).join(v.to_string()))?;
+    }
+    let others = found
+        .iter()
+        .rev()
+        .map(|(v, _)| *v)
+        .filter(|&v| v != newest)
+        .collect();
     let cores = hone_runtime::sizing::cores() as u32;
     // About a dozen configurations, each measured for its trial and a third
     // of it in warm-up, plus loading.
@@ -258,6 +277,8 @@ pub async fn run(opts: &TuneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result
         opts,
         base,
         work: work.clone(),
+        newest,
+        others,
         trial,
         deadline: started + opts.budget,
         cost: Duration::ZERO,
@@ -275,7 +296,12 @@ pub async fn run(opts: &TuneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result
             std::fs::copy(&config_path, &backup)
                 .map_err(|e| Error::internal(format!("back up {}: {e}", config_path.display())))?;
         }
-        publish_config(&config_path, &best.knobs.apply(&s.base))?;
+        let mut winner = best.knobs.apply(&s.base);
+        if best.knobs.version != newest {
+            // An older (optimized) version won: serve exactly it.
+            winner.version_policy = VersionPolicy::Specific(vec![best.knobs.version as i64]);
+        }
+        publish_config(&config_path, &winner)?;
         written = Some(config_path);
     }
     Ok(report::build(
@@ -300,7 +326,20 @@ async fn search(s: &mut Search<'_>, cores: u32) -> Result<(Trial, Trial)> {
             default.error.clone().unwrap_or_default()
         )));
     }
-    let d = default.knobs.clone();
+    let mut d = default.knobs.clone();
+    let mut best = default.clone();
+    if !s.others.is_empty() {
+        let cands = s
+            .others
+            .iter()
+            .map(|&v| Knobs {
+                version: v,
+                ..d.clone()
+            })
+            .collect();
+        best = s.stage("version", best, cands).await?;
+        d.version = best.knobs.version;
+    }
     // Instances × intra-op threads that use every core, then half of them.
     let mut pairs = Vec::new();
     for used in [cores, (cores / 2).max(1)] {
@@ -324,7 +363,7 @@ async fn search(s: &mut Search<'_>, cores: u32) -> Result<(Trial, Trial)> {
         .iter()
         .map(|&(i, t)| with(&d, &|k| (k.instances, k.intra_op_threads) = (i, t)))
         .collect();
-    let mut best = s.stage("instances", default.clone(), cands).await?;
+    best = s.stage("instances", best, cands).await?;
     if d.max_batch_size > 0 {
         let b = best.knobs.clone();
         let cands = [0, 100, 500, 2000]
