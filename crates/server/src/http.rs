@@ -321,6 +321,10 @@ async fn authorize(
                 Denied::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             };
             let mut r = (code, json_response(&json!({"error": d.message()}))).into_response();
+            // A refused upload is read off in the background, as in
+            // `read_body`, so the client reads this answer, not a reset.
+            let (parts, body) = req.into_parts();
+            drain(&s, &parts.headers, body);
             match d {
                 Denied::Unauthenticated(_) => {
                     r.headers_mut()

@@ -221,3 +221,31 @@ fn a_malformed_rate_is_refused() {
         assert!(e.message.contains("line 1"), "{bad}: {e}");
     }
 }
+
+/// A large upload without a key is refused before its body is read, and
+/// the client, which sends its whole body before reading, still gets the
+/// 401: the body is read off and dropped, not met with a reset.
+#[tokio::test]
+async fn a_refused_large_upload_reads_its_401() {
+    let s = server("big").await;
+    let addr = s.http_addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let body = vec![b' '; 32 << 20];
+        write!(
+            c,
+            "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        c.write_all(&body).expect("the whole body is taken");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("the answer");
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    s.shutdown().await;
+}
