@@ -9,6 +9,28 @@ use common::{hone, s, tmp, workspace};
 use hone_server::config::{ModelConfig, VersionPolicy};
 use serde_json::Value;
 
+/// `hone tune --json` on mlp100 in `repo` with short trials, plus `extra`.
+fn tune_json(repo: &std::path::Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "tune",
+        "--model-repository",
+        s(repo),
+        "--model",
+        "mlp100",
+        "--trial",
+        "300ms",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let run = hone(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
 #[test]
 fn tune_searches_reports_and_writes_the_winner() {
     let repo = tmp("tune", "repo");
@@ -24,29 +46,18 @@ fn tune_searches_reports_and_writes_the_winner() {
     .unwrap();
     let before = "version_policy { specific { versions: [3] } }\ninstance_group [{ count: 1 kind: KIND_CPU }]\n";
     std::fs::write(m.join("config.pbtxt"), before).unwrap();
-    let run = hone(&[
-        "tune",
-        "--model-repository",
-        s(&repo),
-        "--model",
-        "mlp100",
-        "--time-budget",
-        "40s",
-        "--trial",
-        "300ms",
-        "--concurrency",
-        "4",
-        "--write",
-        "--report",
-        s(&out),
-        "--json",
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let r = tune_json(
+        &repo,
+        &[
+            "--time-budget",
+            "40s",
+            "--concurrency",
+            "4",
+            "--write",
+            "--report",
+            s(&out),
+        ],
     );
-    let r: Value = serde_json::from_slice(&run.stdout).unwrap();
     let trials = r["trials"].as_array().unwrap();
     let stages: Vec<&str> = trials
         .iter()
@@ -119,27 +130,16 @@ fn include_optimized_tries_every_version() {
         )
         .unwrap();
     }
-    let run = hone(&[
-        "tune",
-        "--model-repository",
-        s(&repo),
-        "--model",
-        "mlp100",
-        "--time-budget",
-        "30s",
-        "--trial",
-        "300ms",
-        "--concurrency",
-        "2",
-        "--include-optimized",
-        "--json",
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let r = tune_json(
+        &repo,
+        &[
+            "--time-budget",
+            "30s",
+            "--concurrency",
+            "2",
+            "--include-optimized",
+        ],
     );
-    let r: Value = serde_json::from_slice(&run.stdout).unwrap();
     let trials = r["trials"].as_array().unwrap();
     // The default serves the newest; the version stage tries the other.
     assert_eq!(trials[0]["knobs"]["version"], 2);
