@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// out), as perf_analyzer's --shape does. Default 16 for each.
     #[arg(long)]
     shape: Vec<String>,
+    /// A file whose first line is an API key, sent as `Authorization:
+    /// Bearer KEY` over HTTP and gRPC (for servers run with --api-key-file).
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -181,6 +185,20 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
         .map(|s| shape(s))
         .collect::<Result<Vec<_>, _>>()?;
     let protocol = Protocol::parse(&a.protocol).map_err(|e| e.message)?;
+    let api_key = match &a.api_key_file {
+        None => None,
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--api-key-file {}: {e}", f.display()))?;
+            let key = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .and_then(|l| l.split_whitespace().next())
+                .ok_or_else(|| format!("--api-key-file {}: holds no key", f.display()))?;
+            Some(key.to_string())
+        }
+    };
     Ok((
         Plan {
             grpc_url: a.grpc_url.unwrap_or_else(|| default_grpc(&a.url)),
@@ -194,6 +212,7 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
             batch: a.batch,
             data,
             shapes,
+            api_key,
         },
         a.json,
     ))

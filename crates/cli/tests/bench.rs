@@ -9,13 +9,17 @@ use serde_json::Value;
 
 /// A repository with the example mlp (30 features) and mlp100.
 fn server(name: &str) -> ServeProcess {
+    server_with(name, &[])
+}
+
+fn server_with(name: &str, extra: &[&str]) -> ServeProcess {
     let repo = tmp("bench", name);
     for m in ["mlp", "mlp100"] {
         let from = workspace().join("examples/repository").join(m);
         std::fs::create_dir_all(repo.join(m).join("1")).unwrap();
         std::fs::copy(from.join("1/model.onnx"), repo.join(m).join("1/model.onnx")).unwrap();
     }
-    ServeProcess::start(&repo)
+    ServeProcess::start_with(&repo, extra)
 }
 
 fn bench_json(srv: &ServeProcess, args: &[&str]) -> Value {
@@ -169,4 +173,39 @@ fn what_cannot_run_is_a_clear_error() {
     let out = hone(&["bench", "--url", "http://127.0.0.1:9", "--model", "m"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn a_server_with_api_keys_is_driven_with_one() {
+    let dir = tmp("bench", "keys-files");
+    let key = dir.join("key");
+    std::fs::write(&key, "# the inference key\nk-123\n").unwrap();
+    let srv = server_with("keys", &["--api-key-file", s(&key)]);
+    for protocol in ["http-json", "grpc"] {
+        let r = bench_json(
+            &srv,
+            &[
+                "--model",
+                "mlp100",
+                "--protocol",
+                protocol,
+                "--api-key-file",
+                s(&key),
+            ],
+        );
+        clean(&r["steps"][0]);
+    }
+    // Without the key: the first request's 401 is the error.
+    let out = hone(&[
+        "bench",
+        "--url",
+        &srv.url,
+        "--model",
+        "mlp100",
+        "--duration",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("401"), "{e}");
 }

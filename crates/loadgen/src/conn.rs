@@ -26,10 +26,12 @@ pub fn authority(base: &str) -> Result<String> {
 pub struct Http {
     send: SendRequest<Full<Bytes>>,
     host: String,
+    /// `Bearer KEY` sent with every request, for servers with API keys.
+    auth: Option<String>,
 }
 
 impl Http {
-    pub async fn connect(base: &str) -> Result<Http> {
+    pub async fn connect(base: &str, key: Option<&str>) -> Result<Http> {
         let host = authority(base)?;
         let stream = tokio::net::TcpStream::connect(&host)
             .await
@@ -41,7 +43,11 @@ impl Http {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Http { send, host })
+        Ok(Http {
+            send,
+            host,
+            auth: key.map(|k| format!("Bearer {k}")),
+        })
     }
 
     /// Sends one request and reads the whole answer: Ok((status, body)), or
@@ -63,6 +69,9 @@ impl Http {
         if let Some(n) = header_len {
             req = req.header("inference-header-content-length", n);
         }
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.send.ready().await.map_err(|e| e.to_string())?;
         let resp = self
@@ -83,8 +92,8 @@ impl Http {
 
 /// GET `path` as JSON over a fresh connection; an error names the status
 /// and the server's message.
-pub async fn get_json(base: &str, path: &str) -> Result<Json> {
-    let mut c = Http::connect(base).await?;
+pub async fn get_json(base: &str, path: &str, key: Option<&str>) -> Result<Json> {
+    let mut c = Http::connect(base, key).await?;
     let (status, body) = c
         .request("GET", path, Bytes::new(), None)
         .await

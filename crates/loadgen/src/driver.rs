@@ -79,6 +79,8 @@ pub struct Plan {
     pub data: Data,
     /// Dims without the batch dimension, per input name (`--shape`).
     pub shapes: Vec<(String, Vec<i64>)>,
+    /// An API key sent as `Authorization: Bearer KEY` (HTTP and gRPC).
+    pub api_key: Option<String>,
 }
 
 /// What a progress line shows, about once a second.
@@ -106,7 +108,7 @@ impl Sender {
     async fn open(plan: &Plan) -> Result<Sender> {
         Ok(match plan.protocol {
             Protocol::Grpc => Sender::Grpc(conn::grpc(&plan.grpc_url).await?),
-            _ => Sender::Http(conn::Http::connect(&plan.url).await?),
+            _ => Sender::Http(conn::Http::connect(&plan.url, plan.api_key.as_deref()).await?),
         })
     }
 
@@ -132,7 +134,7 @@ impl Sender {
                     Err(e) => Err(Failure::Connection(e)),
                 }
             }
-            Sender::Grpc(g) => match g.model_infer(p.grpc.clone()).await {
+            Sender::Grpc(g) => match g.model_infer(grpc_request(plan, p)).await {
                 Ok(_) => Ok(()),
                 Err(s) => Err(Failure::Answer(
                     format!("{:?}", s.code()).to_uppercase(),
@@ -141,6 +143,22 @@ impl Sender {
             },
         }
     }
+}
+
+/// The gRPC request, with the key in its metadata when there is one.
+fn grpc_request(
+    plan: &Plan,
+    p: &Payload,
+) -> tonic::Request<hone_server::grpc::proto::ModelInferRequest> {
+    let mut r = tonic::Request::new(p.grpc.clone());
+    if let Some(v) = plan
+        .api_key
+        .as_ref()
+        .and_then(|k| format!("Bearer {k}").parse().ok())
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
 }
 
 enum Failure {
@@ -200,6 +218,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         plan.version.as_deref(),
         plan.batch,
         &plan.shapes,
+        plan.api_key.as_deref(),
     )
     .await?;
     let payloads = Arc::new(pool(&target, &plan.data, 1)?);
@@ -228,7 +247,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         None => format!("/v2/models/{}/stats", plan.model),
     };
     let counters = || async {
-        conn::get_json(&plan.url, &stats_path)
+        conn::get_json(&plan.url, &stats_path, plan.api_key.as_deref())
             .await
             .ok()
             .and_then(|v| Counters::from_stats(&v))

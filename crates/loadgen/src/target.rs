@@ -56,15 +56,16 @@ impl Target {
         version: Option<&str>,
         batch: usize,
         shapes: &[(String, Vec<i64>)],
+        key: Option<&str>,
     ) -> Result<Target> {
         let path = match version {
             Some(v) => format!("/v2/models/{model}/versions/{v}"),
             None => format!("/v2/models/{model}"),
         };
-        let meta = conn::get_json(base, &path).await?;
+        let meta = conn::get_json(base, &path, key).await?;
         // Servers without the config extension: a dynamic first dimension is
         // taken for the batch dimension.
-        let max_batch = conn::get_json(base, &format!("{path}/config"))
+        let max_batch = conn::get_json(base, &format!("{path}/config"), key)
             .await
             .ok()
             .and_then(|c| c.get("max_batch_size").and_then(Json::as_i64));

@@ -88,10 +88,16 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(repo: &Path) -> Self {
+        Self::start_with(repo, &[])
+    }
+
+    /// As [`ServeProcess::start`], with more `hone serve` flags.
+    pub fn start_with(repo: &Path, extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_hone"))
             .args(["serve", "--model-repository", s(repo)])
             .args(EPHEMERAL_PORTS)
+            .args(extra)
             .env("HONE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

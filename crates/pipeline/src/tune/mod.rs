@@ -145,6 +145,7 @@ impl Search<'_> {
                     batch: 1,
                     data: Data::Random,
                     shapes: Vec::new(),
+                    api_key: None,
                 };
                 match hone_loadgen::run(&plan, &|_| {}).await {
                     Ok(r) => {
