@@ -2,6 +2,7 @@
 # What hardening costs on the serving path: mlp100, batch 1, V2 JSON.
 #   OLD=/path/to/hone  a binary from before the hardening (default: none, then
 #                      only this build's configurations are measured)
+#   ONLY="old off"     measure only these configurations
 # For each configuration (old; new with keys and TLS off; keys on; TLS on;
 # both) it reports:
 #   - instructions per request under callgrind (deterministic: the figure to
@@ -31,11 +32,15 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 
 PORT=8790
 configs() {
-  if [ -n "${OLD:-}" ]; then echo "old|$OLD|http|"; fi
-  echo "off|$NEW|http|"
-  echo "keys|$NEW|http|--api-key-file $WORK/key"
-  echo "tls|$NEW|https|--tls-cert $WORK/cert.pem --tls-key $WORK/key.pem"
-  echo "tls+keys|$NEW|https|--tls-cert $WORK/cert.pem --tls-key $WORK/key.pem --api-key-file $WORK/key"
+  {
+    if [ -n "${OLD:-}" ]; then echo "old|$OLD|http|"; fi
+    echo "off|$NEW|http|"
+    echo "keys|$NEW|http|--api-key-file $WORK/key"
+    echo "tls|$NEW|https|--tls-cert $WORK/cert.pem --tls-key $WORK/key.pem"
+    echo "tls+keys|$NEW|https|--tls-cert $WORK/cert.pem --tls-key $WORK/key.pem --api-key-file $WORK/key"
+  } | while IFS= read -r line; do
+    if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" ${line%%|*} "* ]]; then echo "$line"; fi
+  done
 }
 
 start() { # prefix binary flags
