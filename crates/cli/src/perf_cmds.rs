@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// out), as perf_analyzer's --shape does. Default 16 for each.
     #[arg(long)]
     shape: Vec<String>,
+    /// The CA (PEM) an https:// server's certificate is checked against.
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
     /// A file whose first line is an API key, sent as `Authorization:
     /// Bearer KEY` over HTTP and gRPC (for servers run with --api-key-file).
     #[arg(long)]
@@ -90,11 +93,12 @@ fn shape(s: &str) -> Result<(String, Vec<i64>), String> {
     Ok((name.to_string(), dims))
 }
 
-/// `http://HOST:8001` for `http://HOST:PORT`.
+/// `http://HOST:8001` for `http://HOST:PORT` (https for https).
 fn default_grpc(url: &str) -> String {
-    let rest = url.trim_start_matches("http://").trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let rest = rest.trim_end_matches('/');
     let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    format!("http://{host}:8001")
+    format!("{scheme}://{host}:8001")
 }
 
 pub fn bench(args: BenchArgs) -> ExitCode {
@@ -213,6 +217,12 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
             data,
             shapes,
             api_key,
+            tls: a
+                .cacert
+                .as_deref()
+                .map(hone_loadgen::conn::Tls::from_pem_file)
+                .transpose()
+                .map_err(|e| e.message)?,
         },
         a.json,
     ))

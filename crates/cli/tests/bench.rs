@@ -209,3 +209,51 @@ fn a_server_with_api_keys_is_driven_with_one() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("401"), "{e}");
 }
+
+#[test]
+fn an_https_server_is_driven_with_its_ca() {
+    let dir = tmp("bench", "tls-files");
+    common::pki(&dir);
+    let srv = server_with(
+        "tls",
+        &[
+            "--tls-cert",
+            s(&dir.join("server.pem")),
+            "--tls-key",
+            s(&dir.join("server.key")),
+        ],
+    );
+    assert!(srv.url.starts_with("https://"), "{}", srv.url);
+    let grpc = srv.grpc.replace("http://", "https://");
+    for protocol in ["http-binary", "grpc"] {
+        let out = hone(&[
+            "bench",
+            "--url",
+            &srv.url,
+            "--grpc-url",
+            &grpc,
+            "--model",
+            "mlp100",
+            "--protocol",
+            protocol,
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--cacert",
+            s(&dir.join("ca.pem")),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        clean(&r["steps"][0]);
+    }
+    // Without the CA: a clear error, not a hang.
+    let out = hone(&["bench", "--url", &srv.url, "--model", "mlp100"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert"));
+}

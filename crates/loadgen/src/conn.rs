@@ -12,14 +12,64 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::Value as Json;
 
-/// `host:port` of an `http://host:port` URL.
-pub fn authority(base: &str) -> Result<String> {
-    let rest = base.strip_prefix("http://").ok_or_else(|| {
-        Error::invalid(format!(
-            "--url {base}: give http://HOST:PORT (TLS endpoints are not driven yet)"
+/// `host:port` of an `http://` or `https://` URL, and whether it is TLS.
+pub fn authority(base: &str) -> Result<(String, bool)> {
+    let (rest, tls) = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => {
+            return Err(Error::invalid(format!(
+                "--url {base}: give http://HOST:PORT or https://HOST:PORT"
+            )));
+        }
+    };
+    Ok((rest.trim_end_matches('/').to_string(), tls))
+}
+
+/// Trust for `https://` servers: the certificates of a PEM file (--cacert).
+#[derive(Clone)]
+pub struct Tls {
+    client: tokio_rustls::TlsConnector,
+    /// The same CA for gRPC.
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
+impl Tls {
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Tls> {
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("--cacert {}: {e}", path.display())))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| Error::invalid(format!("--cacert {}: {e}", path.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| Error::invalid(format!("--cacert {}: {e}", path.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::invalid(format!(
+                "--cacert {}: no certificate in it",
+                path.display()
+            )));
+        }
+        let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
-    })?;
-    Ok(rest.trim_end_matches('/').to_string())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Tls {
+            client: tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)),
+            ca_pem: pem,
+        })
+    }
 }
 
 /// One HTTP/1.1 keep-alive connection.
@@ -31,18 +81,37 @@ pub struct Http {
 }
 
 impl Http {
-    pub async fn connect(base: &str, key: Option<&str>) -> Result<Http> {
-        let host = authority(base)?;
+    pub async fn connect(base: &str, key: Option<&str>, tls: Option<&Tls>) -> Result<Http> {
+        let (host, secure) = authority(base)?;
         let stream = tokio::net::TcpStream::connect(&host)
             .await
             .map_err(|e| Error::unavailable(format!("cannot connect to {host}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::unavailable(format!("{host}: {e}")))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let fail = |e: &dyn std::fmt::Display| Error::unavailable(format!("{host}: {e}"));
+        let send = if secure {
+            let tls = tls.ok_or_else(|| {
+                Error::invalid(format!("{base} is https: give --cacert with its CA"))
+            })?;
+            let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            let name =
+                rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| fail(&e))?;
+            let stream = tls
+                .client
+                .connect(name, stream)
+                .await
+                .map_err(|e| fail(&e))?;
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| fail(&e))?;
+            tokio::spawn(conn);
+            send
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| fail(&e))?;
+            tokio::spawn(conn);
+            send
+        };
         Ok(Http {
             send,
             host,
@@ -92,8 +161,13 @@ impl Http {
 
 /// GET `path` as JSON over a fresh connection; an error names the status
 /// and the server's message.
-pub async fn get_json(base: &str, path: &str, key: Option<&str>) -> Result<Json> {
-    let mut c = Http::connect(base, key).await?;
+pub async fn get_json(
+    base: &str,
+    path: &str,
+    key: Option<&str>,
+    tls: Option<&Tls>,
+) -> Result<Json> {
+    let mut c = Http::connect(base, key, tls).await?;
     let (status, body) = c
         .request("GET", path, Bytes::new(), None)
         .await
@@ -117,9 +191,20 @@ pub async fn get_json(base: &str, path: &str, key: Option<&str>) -> Result<Json>
 /// A gRPC client on its own HTTP/2 connection.
 pub type Grpc = GrpcInferenceServiceClient<tonic::transport::Channel>;
 
-pub async fn grpc(url: &str) -> Result<Grpc> {
-    GrpcInferenceServiceClient::connect(url.to_string())
-        .await
-        .map(|c| c.max_decoding_message_size(usize::MAX))
-        .map_err(|e| Error::unavailable(format!("cannot connect to gRPC {url}: {e}")))
+pub async fn grpc(url: &str, tls: Option<&Tls>) -> Result<Grpc> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::unavailable(format!("cannot connect to gRPC {url}: {e}"))
+    };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| fail(&e))?;
+    if url.starts_with("https://") {
+        let tls = tls
+            .ok_or_else(|| Error::invalid(format!("{url} is https: give --cacert with its CA")))?;
+        let ca = tonic::transport::Certificate::from_pem(&tls.ca_pem);
+        endpoint = endpoint
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca))
+            .map_err(|e| fail(&e))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| fail(&e))?;
+    Ok(GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX))
 }

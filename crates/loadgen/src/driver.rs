@@ -81,6 +81,8 @@ pub struct Plan {
     pub shapes: Vec<(String, Vec<i64>)>,
     /// An API key sent as `Authorization: Bearer KEY` (HTTP and gRPC).
     pub api_key: Option<String>,
+    /// Trust for `https://` URLs (`--cacert`).
+    pub tls: Option<conn::Tls>,
 }
 
 /// What a progress line shows, about once a second.
@@ -107,8 +109,10 @@ enum Sender {
 impl Sender {
     async fn open(plan: &Plan) -> Result<Sender> {
         Ok(match plan.protocol {
-            Protocol::Grpc => Sender::Grpc(conn::grpc(&plan.grpc_url).await?),
-            _ => Sender::Http(conn::Http::connect(&plan.url, plan.api_key.as_deref()).await?),
+            Protocol::Grpc => Sender::Grpc(conn::grpc(&plan.grpc_url, plan.tls.as_ref()).await?),
+            _ => Sender::Http(
+                conn::Http::connect(&plan.url, plan.api_key.as_deref(), plan.tls.as_ref()).await?,
+            ),
         })
     }
 
@@ -219,6 +223,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         plan.batch,
         &plan.shapes,
         plan.api_key.as_deref(),
+        plan.tls.as_ref(),
     )
     .await?;
     let payloads = Arc::new(pool(&target, &plan.data, 1)?);
@@ -247,10 +252,15 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         None => format!("/v2/models/{}/stats", plan.model),
     };
     let counters = || async {
-        conn::get_json(&plan.url, &stats_path, plan.api_key.as_deref())
-            .await
-            .ok()
-            .and_then(|v| Counters::from_stats(&v))
+        conn::get_json(
+            &plan.url,
+            &stats_path,
+            plan.api_key.as_deref(),
+            plan.tls.as_ref(),
+        )
+        .await
+        .ok()
+        .and_then(|v| Counters::from_stats(&v))
     };
     let mut steps = Vec::new();
     for &load in &plan.loads {

@@ -57,15 +57,16 @@ impl Target {
         batch: usize,
         shapes: &[(String, Vec<i64>)],
         key: Option<&str>,
+        tls: Option<&conn::Tls>,
     ) -> Result<Target> {
         let path = match version {
             Some(v) => format!("/v2/models/{model}/versions/{v}"),
             None => format!("/v2/models/{model}"),
         };
-        let meta = conn::get_json(base, &path, key).await?;
+        let meta = conn::get_json(base, &path, key, tls).await?;
         // Servers without the config extension: a dynamic first dimension is
         // taken for the batch dimension.
-        let max_batch = conn::get_json(base, &format!("{path}/config"), key)
+        let max_batch = conn::get_json(base, &format!("{path}/config"), key, tls)
             .await
             .ok()
             .and_then(|c| c.get("max_batch_size").and_then(Json::as_i64));

@@ -179,3 +179,42 @@ pub fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     out.extend_from_slice(data);
     std::fs::write(path, out).unwrap();
 }
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client
+/// certificate, as ca.pem, server.pem, server.key, client.pem and
+/// client.key in `dir`.
+pub fn pki(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a leaf whose issuer equals its subject
+    // for self-signed (rcgen's default name is the same for all).
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hone test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = server.signed_by(&key, &ca, &ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.distinguished_name.push(DnType::CommonName, "client");
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+    for (file, pem) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(file), pem).unwrap();
+    }
+}

@@ -146,6 +146,7 @@ impl Search<'_> {
                     data: Data::Random,
                     shapes: Vec::new(),
                     api_key: None,
+                    tls: None,
                 };
                 match hone_loadgen::run(&plan, &|_| {}).await {
                     Ok(r) => {
