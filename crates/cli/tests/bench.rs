@@ -15,9 +15,7 @@ fn server(name: &str) -> ServeProcess {
 fn server_with(name: &str, extra: &[&str]) -> ServeProcess {
     let repo = tmp("bench", name);
     for m in ["mlp", "mlp100"] {
-        let from = workspace().join("examples/repository").join(m);
-        std::fs::create_dir_all(repo.join(m).join("1")).unwrap();
-        std::fs::copy(from.join("1/model.onnx"), repo.join(m).join("1/model.onnx")).unwrap();
+        common::example_model(&repo, m, "1");
     }
     ServeProcess::start_with(&repo, extra)
 }
@@ -224,32 +222,19 @@ fn an_https_server_is_driven_with_its_ca() {
         ],
     );
     assert!(srv.url.starts_with("https://"), "{}", srv.url);
-    let grpc = srv.grpc.replace("http://", "https://");
+    let ca = dir.join("ca.pem");
     for protocol in ["http-binary", "grpc"] {
-        let out = hone(&[
-            "bench",
-            "--url",
-            &srv.url,
-            "--grpc-url",
-            &grpc,
-            "--model",
-            "mlp100",
-            "--protocol",
-            protocol,
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--cacert",
-            s(&dir.join("ca.pem")),
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let r = bench_json(
+            &srv,
+            &[
+                "--model",
+                "mlp100",
+                "--protocol",
+                protocol,
+                "--cacert",
+                s(&ca),
+            ],
         );
-        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
         clean(&r["steps"][0]);
     }
     // Without the CA: a clear error, not a hang.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{hone, s, tmp, workspace};
+use common::{hone, s, tmp};
 use hone_server::config::{ModelConfig, VersionPolicy};
 use serde_json::Value;
 
@@ -38,12 +38,7 @@ fn tune_searches_reports_and_writes_the_winner() {
     let m = repo.join("mlp100");
     // Version 3, served by a policy that names it: the trials serve a copy,
     // the written config keeps the policy.
-    std::fs::create_dir_all(m.join("3")).unwrap();
-    std::fs::copy(
-        workspace().join("examples/repository/mlp100/1/model.onnx"),
-        m.join("3/model.onnx"),
-    )
-    .unwrap();
+    common::example_model(&repo, "mlp100", "3");
     let before = "version_policy { specific { versions: [3] } }\ninstance_group [{ count: 1 kind: KIND_CPU }]\n";
     std::fs::write(m.join("config.pbtxt"), before).unwrap();
     let r = tune_json(
@@ -121,14 +116,8 @@ fn a_model_that_is_not_there_is_a_clear_error() {
 #[test]
 fn include_optimized_tries_every_version() {
     let repo = tmp("tune", "versions");
-    let m = repo.join("mlp100");
     for v in ["1", "2"] {
-        std::fs::create_dir_all(m.join(v)).unwrap();
-        std::fs::copy(
-            workspace().join("examples/repository/mlp100/1/model.onnx"),
-            m.join(v).join("model.onnx"),
-        )
-        .unwrap();
+        common::example_model(&repo, "mlp100", v);
     }
     let r = tune_json(
         &repo,

@@ -82,7 +82,7 @@ pub struct ServeProcess {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`
     pub url: String,
-    /// `http://127.0.0.1:PORT` of the gRPC port.
+    /// `http[s]://127.0.0.1:PORT` of the gRPC port.
     pub grpc: String,
 }
 
@@ -117,7 +117,13 @@ impl ServeProcess {
             if line.contains("KServe V2 REST") {
                 url = addr();
             } else if line.contains("GRPCInferenceService") {
-                grpc = format!("http://{}", addr());
+                // The gRPC port speaks TLS exactly when the HTTP port does.
+                let scheme = if url.starts_with("https://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                grpc = format!("{scheme}://{}", addr());
             }
         }
         // Keep draining the log so the server never blocks on a full pipe.
@@ -217,4 +223,18 @@ pub fn pki(dir: &Path) {
     ] {
         std::fs::write(dir.join(file), pem).unwrap();
     }
+}
+
+/// Copies the example repository's `model` into `repo` as `version`.
+pub fn example_model(repo: &Path, model: &str, version: &str) {
+    let to = repo.join(model).join(version);
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::copy(
+        workspace()
+            .join("examples/repository")
+            .join(model)
+            .join("1/model.onnx"),
+        to.join("model.onnx"),
+    )
+    .unwrap();
 }
