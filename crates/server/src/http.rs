@@ -186,7 +186,13 @@ async fn read_body(
         Ok(first.unwrap_or_else(|| buf.freeze()))
     };
     let raw = match tokio::time::timeout(s.http_limits.body_read, read).await {
-        Ok(r) => r?,
+        Ok(Ok(raw)) => raw,
+        // Over the size or the budget part-way through a chunked body: the
+        // rest is read off so the client gets the answer, not a reset.
+        Ok(Err(e)) => {
+            drain(s, headers, body);
+            return Err(e);
+        }
         Err(_) => {
             return Err(ApiError::with_status(
                 StatusCode::REQUEST_TIMEOUT,

@@ -320,8 +320,10 @@ async fn grpc_and_chunked_bodies_are_metered_too() {
     c.model_infer(req).await.unwrap();
     assert_eq!(s.state.budget.used(), 0);
 
-    // A chunked HTTP body (no Content-Length) is metered as it arrives.
-    let (head, body) = binary_request(s.http_addr, rows as usize);
+    // A chunked HTTP body (no Content-Length) is metered as it arrives;
+    // refused part-way (16 MiB against 1 MiB), the rest is still read off,
+    // so the client that keeps sending gets the 503.
+    let (head, body) = binary_request(s.http_addr, 8 * rows as usize);
     let head = String::from_utf8(head).unwrap().replace(
         &format!("Content-Length: {}\r\n", body.len()),
         "Transfer-Encoding: chunked\r\n",
@@ -333,8 +335,20 @@ async fn grpc_and_chunked_bodies_are_metered_too() {
         chunked.extend(b"\r\n");
     }
     chunked.extend(b"0\r\n\r\n");
-    let (code, text) = exchange(s.http_addr, Arc::new(head.into_bytes()), Arc::new(chunked)).await;
-    assert_eq!(code, 503, "{text}");
+    // Sent whole before anything is read, as simple clients do.
+    let addr = s.http_addr;
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&chunked).expect("the whole body is taken");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("the answer");
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("retry-after: 1"), "{text}");
     assert_eq!(s.state.budget.used(), 0);
     // A body declared larger than --max-request-bytes is refused before it
