@@ -72,6 +72,9 @@ impl Tls {
     }
 }
 
+/// How long a connection (TCP, and TLS for gRPC) may take to open.
+const CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One HTTP/1.1 keep-alive connection.
 pub struct Http {
     send: SendRequest<Full<Bytes>>,
@@ -83,8 +86,16 @@ pub struct Http {
 impl Http {
     pub async fn connect(base: &str, key: Option<&str>, tls: Option<&Tls>) -> Result<Http> {
         let (host, secure) = authority(base)?;
-        let stream = tokio::net::TcpStream::connect(&host)
+        // Bounded: an address that drops packets must not hang the bench
+        // for the OS's two-minute TCP timeout.
+        let stream = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(&host))
             .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "cannot connect to {host}: no answer within {} s",
+                    CONNECT.as_secs()
+                ))
+            })?
             .map_err(|e| Error::unavailable(format!("cannot connect to {host}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let fail = |e: &dyn std::fmt::Display| Error::unavailable(format!("{host}: {e}"));
@@ -195,8 +206,9 @@ pub async fn grpc(url: &str, tls: Option<&Tls>) -> Result<Grpc> {
     let fail = |e: &dyn std::fmt::Display| {
         Error::unavailable(format!("cannot connect to gRPC {url}: {e}"))
     };
-    let mut endpoint =
-        tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| fail(&e))?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| fail(&e))?
+        .connect_timeout(CONNECT);
     if url.starts_with("https://") {
         let tls = tls
             .ok_or_else(|| Error::invalid(format!("{url} is https: give --cacert with its CA")))?;
