@@ -138,14 +138,14 @@ pub fn render(r: &OptimizeReport) -> String {
             f(c.p99_ms, 3),
             f(c.throughput, 0),
             f(c.size_bytes.map(|b| b as f64 / 1024.0), 1),
-            esc(&c.verdict),
+            esc(&c.verdict_with_figures()),
             esc(&c.detail)
         );
     }
     format!(
         "<!doctype html><html><head><meta charset='utf-8'><title>hone optimize: {model}</title>\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}tr.chosen{{background:#fde}}</style></head><body>\
-<h1>hone optimize</h1><p>Model <code>{model}</code>, judged by <b>{judge}</b> on <code>{data}</code> (output <code>{out}</code>); budget: drop ≤ {budget}{rel}; objective: {obj:?}.</p>\
+<h1>hone optimize</h1><p>Model <code>{model}</code>, judged by <b>{judge}</b> on <code>{data}</code> (output <code>{out}</code>) {judged_as}; budget: drop ≤ {budget}{rel}; objective: {obj:?}.</p>\
 <p><b>{reason}</b></p>{svg}<p>Blue: fp32; green: within budget; grey: over budget; red: chosen. The dashed line is the Pareto front.</p>\
 <table><tr><th>candidate</th><th>technique</th><th>{judge}</th><th>drop</th><th>p50 ms</th><th>p99 ms</th><th>rows/s</th><th>size KB</th><th>verdict</th><th>detail</th></tr>{rows}</table>\
 <p>{timing}. {sbs}{secs:.1} s in all.</p><p>{machine}.</p></body></html>",
@@ -160,6 +160,7 @@ pub fn render(r: &OptimizeReport) -> String {
         judge = esc(&r.judge),
         data = esc(&r.data),
         out = esc(&r.output_judged),
+        judged_as = esc(&r.judged_as),
         budget = r.max_drop,
         rel = if r.relative { " (relative)" } else { "" },
         obj = r.objective,

@@ -17,6 +17,7 @@ mod output;
 mod plan;
 mod prune;
 mod report;
+mod served;
 mod setup;
 mod stem;
 mod timing;
@@ -157,6 +158,7 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
             .map(|o| o.name.clone())
             .unwrap_or_default(),
         judge: s.scorer.judge.name().to_string(),
+        judged_as: s.scorer.judged_as(),
         higher_is_better: s.scorer.judge.higher_is_better(),
         max_drop: opts.max_drop,
         relative: s.scorer.relative,

@@ -13,8 +13,16 @@ pub struct Candidate {
     pub name: String,
     pub technique: String,
     pub detail: String,
+    /// The metric and drop as served: in the pass the model does worst in.
     pub metric: Option<f64>,
     pub drop: Option<f64>,
+    /// That pass ("batch 1", "batches of ≤ 64").
+    pub judged_in: Option<String>,
+    /// The same in large padded batches (sequence models), reported beside.
+    pub padded_metric: Option<f64>,
+    pub padded_drop: Option<f64>,
+    /// The figures in each served pass.
+    pub by_pass: Vec<PassFigure>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub throughput: Option<f64>,
@@ -38,6 +46,10 @@ impl Candidate {
             detail,
             metric: None,
             drop: None,
+            judged_in: None,
+            padded_metric: None,
+            padded_drop: None,
+            by_pass: Vec::new(),
             p50_ms: None,
             p99_ms: None,
             throughput: None,
@@ -48,6 +60,19 @@ impl Candidate {
             meets_budget: false,
             verdict: String::new(),
             bytes: Vec::new(),
+        }
+    }
+
+    /// The verdict, with the padded-batch figure and the pass that decided
+    /// when the two figures differ.
+    pub fn verdict_with_figures(&self) -> String {
+        match (self.metric, self.padded_metric, self.padded_drop) {
+            (Some(m), Some(p), Some(d)) if (m - p).abs() > 5e-5 => format!(
+                "{} (as served, worst in {}; in padded batches {p:.4}, drop {d:.4})",
+                self.verdict,
+                self.judged_in.as_deref().unwrap_or("?")
+            ),
+            _ => self.verdict.clone(),
         }
     }
 
@@ -67,11 +92,20 @@ impl Candidate {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct PassFigure {
+    pub pass: String,
+    pub metric: f64,
+    pub drop: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct OptimizeReport {
     pub model: String,
     pub data: String,
     pub output_judged: String,
     pub judge: String,
+    /// How the budget's figure is taken (batch sizes, padding).
+    pub judged_as: String,
     pub higher_is_better: bool,
     pub max_drop: f64,
     pub relative: bool,
@@ -99,10 +133,11 @@ pub struct SideBySide {
 /// The candidate table a person reads.
 pub fn render(r: &OptimizeReport) -> String {
     let mut s = format!(
-        "judged by {} on {} (output {:?}); budget: drop ≤ {}{}; objective: {:?}\n\n",
+        "judged by {} on {} (output {:?}) {}; budget: drop ≤ {}{}; objective: {:?}\n\n",
         r.judge,
         r.data,
         r.output_judged,
+        r.judged_as,
         r.max_drop,
         if r.relative { " (relative)" } else { "" },
         r.objective
@@ -128,9 +163,9 @@ pub fn render(r: &OptimizeReport) -> String {
             fmt(c.throughput, 0),
             fmt(c.size_bytes.map(|b| b as f64 / 1024.0), 1),
             if c.name == "fp32" {
-                "baseline"
+                "baseline".to_string()
             } else {
-                &c.verdict
+                c.verdict_with_figures()
             }
         );
     }

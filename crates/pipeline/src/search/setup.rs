@@ -9,8 +9,9 @@ use hone_data::metrics::Metric;
 use hone_onnx::proto::ModelProto;
 use hone_runtime::{OrtBackend, SessionConfig};
 
-use super::judge::{Judge, Scorer};
+use super::judge::{Baseline, Judge, Scorer};
 use super::options::OptimizeOptions;
+use super::served::{self, Pass, Seq};
 use crate::eval;
 use crate::{PipelineError, Result};
 
@@ -52,36 +53,73 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         .sum::<usize>()
         .max(1);
     let eval_batch = ((16 << 20) / row_bytes).clamp(1, 256);
-    let (base_values, base_width) =
-        eval::run_output(&mut base_backend, &ds, out_index, eval_batch)?;
-    drop(base_backend);
+    // Judged as served: batch 1 and the batches the batcher forms; for
+    // sequence models also the padded bulk figure, shown beside.
+    let seq = Seq::detect(&meta, &ds);
+    let eval_batch = eval_batch.min(ds.rows);
+    let batched = eval_batch.min(hone_server::config::DEFAULT_MAX_BATCH_SIZE as usize);
+    let mut passes = vec![Pass::Single];
+    if batched > 1 {
+        passes.push(Pass::Batched(batched));
+    }
+    let padded_pass = seq
+        .as_ref()
+        .filter(|s| s.trims())
+        .map(|_| Pass::Padded(eval_batch));
+    let run = |b: &mut OrtBackend, pass| served::run(b, &ds, seq.as_ref(), out_index, pass);
+    let first = run(&mut base_backend, Pass::Single)?;
     let mut judge = judge;
-    let base_metric = match judge {
-        Judge::Labels(m) => {
-            let labels = ds.labels.as_deref().unwrap_or(&[]);
-            let (task, r, _) =
-                eval::score(task_hint, Some(m), base_values.clone(), base_width, labels).or_else(
-                    |_| {
-                        // Regression models default to R² rather than accuracy.
-                        eval::score(
-                            task_hint,
-                            Some(Metric::R2),
-                            base_values.clone(),
-                            base_width,
-                            labels,
-                        )
-                    },
-                )?;
-            if r.get(m).is_none() || (opts.metric.is_none() && task == Task::Regression) {
-                judge = Judge::Labels(Metric::R2);
-                r.r2.unwrap_or(f64::NAN)
-            } else {
-                r.get(m).unwrap_or(f64::NAN)
-            }
-        }
-        Judge::Cosine => 1.0,
-        Judge::MaxAbs => 0.0,
+    // A label metric of one pass's rows: the task judged by and the value.
+    let metric_of = |m: Metric, rows: &served::Rows| -> Result<(Task, Option<f64>)> {
+        let width = rows
+            .width()
+            .ok_or_else(|| PipelineError("label metrics need one output row per example".into()))?;
+        let labels = ds.labels.as_deref().unwrap_or(&[]);
+        let (task, r, _) = eval::score(task_hint, Some(m), rows.values.clone(), width, labels)
+            .or_else(|_| {
+                // Regression models default to R² rather than accuracy.
+                eval::score(
+                    task_hint,
+                    Some(Metric::R2),
+                    rows.values.clone(),
+                    width,
+                    labels,
+                )
+            })?;
+        Ok((task, r.get(m)))
     };
+    if let Judge::Labels(m) = judge {
+        let (task, v) = metric_of(m, &first)?;
+        if v.is_none() || (opts.metric.is_none() && task == Task::Regression) {
+            judge = Judge::Labels(Metric::R2);
+        }
+    }
+    let value = |rows: &served::Rows| -> Result<f64> {
+        Ok(match judge {
+            Judge::Labels(m) => metric_of(m, rows)?.1.unwrap_or(f64::NAN),
+            Judge::Cosine => 1.0,
+            Judge::MaxAbs => 0.0,
+        })
+    };
+    let mut served = Vec::new();
+    for pass in passes {
+        let rows = if pass == Pass::Single {
+            first.clone()
+        } else {
+            run(&mut base_backend, pass)?
+        };
+        let metric = value(&rows)?;
+        served.push(Baseline { pass, rows, metric });
+    }
+    let padded = match padded_pass {
+        Some(pass) => {
+            let rows = run(&mut base_backend, pass)?;
+            let metric = value(&rows)?;
+            Some(Baseline { pass, rows, metric })
+        }
+        None => None,
+    };
+    drop(base_backend);
     let perf_batches: Vec<usize> = [1usize, 4, 16, 64]
         .into_iter()
         .filter(|&b| b == 1 || b * row_bytes <= (32 << 20))
@@ -102,14 +140,13 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         judge,
         task_hint,
         out_index,
-        base_values,
-        base_width,
-        base_metric,
+        seq,
+        served,
+        padded,
         max_drop: opts.max_drop,
         relative: opts.relative && judge != Judge::MaxAbs,
         cfg: cfg.clone(),
         threads: opts.threads,
-        eval_batch,
         perf_batches,
         measure: Duration::from_secs_f64(if opts.measure_seconds.is_finite() {
             opts.measure_seconds.clamp(0.2, 3600.0)
