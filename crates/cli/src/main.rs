@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
+mod package_cmd;
 mod perf_cmds;
 mod pipeline_cmds;
 mod signal;
@@ -52,6 +53,9 @@ enum Command {
     /// Search serving configurations (instances, threads, batching, queue
     /// delay, graph optimization) of one model against an objective.
     Tune(perf_cmds::TuneArgs),
+    /// A container image of the repository (no Docker needed) and
+    /// Kubernetes/KServe manifests.
+    Package(package_cmd::PackageArgs),
 }
 
 #[derive(clap::Args)]
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
         Command::Optimize(args) => pipeline_cmds::optimize(args),
         Command::Bench(args) => perf_cmds::bench(args),
         Command::Tune(args) => perf_cmds::tune(args),
+        Command::Package(args) => package_cmd::package(args),
     }
 }
 

@@ -238,3 +238,32 @@ pub fn example_model(repo: &Path, model: &str, version: &str) {
     )
     .unwrap();
 }
+
+pub fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// A venv with the pinned packages of `requirements` (relative to the
+/// workspace), rebuilt when the pins change; made once under target/.
+pub fn venv(requirements: &str, name: &str) -> PathBuf {
+    // Two suites share a venv: one builds it while the other waits.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let reqs = workspace().join(requirements);
+    let pins = std::fs::read_to_string(&reqs).expect("requirements file");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let stamp = dir.join("pins.txt");
+    let python = dir.join("bin/python");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) || !python.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(&reqs));
+        std::fs::write(&stamp, pins).expect("write stamp");
+    }
+    python
+}

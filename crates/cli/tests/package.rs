@@ -1,0 +1,256 @@
+//! `hone package` end to end: an image of a repository with the shared mlp
+//! and digits CNN, checked by skopeo and umoci, started from its unpacked
+//! root filesystem as its own user and driven by tritonclient
+//! (tests/deploy/image.py); reproducible digests; a base image stacked
+//! under it; manifests validated against the official Kubernetes schemas and
+//! KServe's CRDs (tests/deploy/manifests.py); bad input refused clearly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::{hone, run, s, venv, workspace};
+
+fn repository(d: &Path, m: &Path) -> PathBuf {
+    let repo = d.join("repo");
+    for (name, file) in [
+        ("mlp", "mlp/mlp.onnx"),
+        ("digits", "digits_cnn/digits_cnn.onnx"),
+    ] {
+        std::fs::create_dir_all(repo.join(name).join("1")).unwrap();
+        std::fs::copy(m.join(file), repo.join(name).join("1/model.onnx")).unwrap();
+    }
+    repo
+}
+
+fn package(args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["package"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let o = hone(&a);
+    assert!(
+        o.status.success(),
+        "hone {a:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn layers(r: &serde_json::Value) -> Vec<(String, String)> {
+    r["image"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The image suite needs skopeo, umoci (.ci/run installs them) and root
+/// for chroot: missing, the test fails saying so.
+fn image_suite(image: &Path, work: &str) {
+    for tool in ["skopeo", "umoci"] {
+        assert!(
+            Command::new(tool).arg("--version").output().is_ok(),
+            "{tool} is not installed (apt-get install skopeo umoci; .ci/run does)"
+        );
+    }
+    let python = venv("tests/conformance/requirements.txt", "conformance-venv");
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(work);
+    run(Command::new(python)
+        .arg(workspace().join("tests/deploy/image.py"))
+        .arg(image)
+        .arg("1")
+        .arg(&work)
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ));
+}
+
+#[test]
+fn the_image_runs_and_is_reproducible() {
+    let Some(m) = common::shared("the_image_runs_and_is_reproducible") else {
+        return;
+    };
+    let d = common::tmp("package", "image");
+    let repo = repository(&d, &m);
+    let (a, b) = (d.join("a.tar"), d.join("b.tar"));
+    let ra = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&a),
+        "--tag",
+        "hone-test:1",
+    ]);
+    let names: Vec<String> = layers(&ra).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["userland", "onnxruntime", "hone", "models"]);
+    // Same inputs, same bytes: the digest is reproducible.
+    let rb = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&b),
+        "--tag",
+        "hone-test:1",
+    ]);
+    assert_eq!(
+        ra["image"]["manifest_digest"],
+        rb["image"]["manifest_digest"]
+    );
+    common::assert_same_bytes(&a, &b);
+    // Without models: the other layers are the very same blobs.
+    let nm = d.join("no-models.tar");
+    let rn = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&nm),
+        "--tag",
+        "hone-test:1",
+        "--no-models",
+    ]);
+    assert_eq!(layers(&rn), layers(&ra)[..3]);
+    image_suite(&a, "image-work");
+}
+
+#[test]
+fn layers_stack_on_a_base_image() {
+    let Some(m) = common::shared("layers_stack_on_a_base_image") else {
+        return;
+    };
+    let d = common::tmp("package", "base");
+    let repo = repository(&d, &m);
+    // The base: an image that has a userland, as distroless/cc would.
+    let base = d.join("base.tar");
+    let rbase = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&base),
+        "--tag",
+        "base:1",
+        "--no-models",
+    ]);
+    let img = d.join("on-base.tar");
+    let r = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&img),
+        "--tag",
+        "hone-test:1",
+        "--base",
+        s(&base),
+    ]);
+    let l = layers(&r);
+    let b = layers(&rbase);
+    assert_eq!(l.len(), b.len() + 3, "{l:?}");
+    for (i, (ours, theirs)) in l.iter().zip(&b).enumerate() {
+        assert_eq!(ours.1, theirs.1, "base layer {i} kept byte for byte");
+    }
+    assert_eq!(l.last().unwrap().0, "models");
+    image_suite(&img, "base-work");
+    // A base with a corrupt blob is refused, not stacked on.
+    let bad = d.join("bad-base.tar");
+    let mut bytes = std::fs::read(&base).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&bad, bytes).unwrap();
+    let o = hone(&[
+        "package",
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&d.join("x.tar")),
+        "--base",
+        s(&bad),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("base image"), "{err}");
+}
+
+#[test]
+fn manifests_validate_against_the_real_schemas() {
+    let Some(m) = common::shared("manifests_validate_against_the_real_schemas") else {
+        return;
+    };
+    let d = common::tmp("package", "k8s");
+    let repo = repository(&d, &m);
+    let python = venv("tests/deploy/requirements.txt", "deploy-venv");
+    let crds = workspace().join("../shared/schemas/kserve");
+    for (dir, extra) in [
+        ("baked", vec![]),
+        ("storage", vec!["--storage-uri", "s3://models/hone"]),
+    ] {
+        let out = d.join(dir);
+        let mut args = vec![
+            "--model-repository",
+            s(&repo),
+            "--k8s",
+            s(&out),
+            "--kserve",
+            "--image",
+            "registry.example.com/team/fraud-model:3",
+            "--replicas",
+            "3",
+        ];
+        args.extend(extra);
+        let r = package(&args);
+        assert!(r["manifests"].as_array().unwrap().len() >= 9, "{r}");
+        let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
+        assert!(dep.contains("name: \"fraud-model\""), "{dep}");
+        assert!(dep.contains("replicas: 3"), "{dep}");
+        run(Command::new(&python)
+            .arg(workspace().join("tests/deploy/manifests.py"))
+            .arg(&out)
+            .arg(&crds));
+    }
+    let isvc = std::fs::read_to_string(d.join("storage/kserve/inferenceservice.yaml")).unwrap();
+    assert!(isvc.contains("storageUri: \"s3://models/hone\""), "{isvc}");
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let d = common::tmp("package", "bad");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--model-repository", "/nonexistent/repo", "-o", "x.tar"],
+            "cannot read /nonexistent/repo",
+        ),
+        (&["--model-repository", s(&d)], "nothing to do"),
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "-o",
+                "x.tar",
+                "--platform",
+                "linux/arm64",
+            ],
+            "only linux/amd64",
+        ),
+        (
+            &["--model-repository", s(&d), "-o", "x.tar"],
+            "holds no model version",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["package"];
+        a.extend_from_slice(args);
+        let o = hone(&a);
+        assert!(!o.status.success(), "{a:?} succeeded");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{a:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

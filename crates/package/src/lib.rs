@@ -1,0 +1,271 @@
+//! `hone package`: a container image built without Docker, a registry or
+//! the network, and the Kubernetes/KServe manifests that run it.
+//!
+//! `layer` writes one reproducible layer, `userland` collects the libraries
+//! hone needs from this machine, `repo` reads the models the image labels,
+//! `base` reads a base image, `image` assembles and writes the archive,
+//! `k8s` (with `yaml`) writes the manifests.
+
+pub mod base;
+pub mod image;
+pub mod k8s;
+pub mod layer;
+pub mod repo;
+pub mod userland;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use layer::{Content, Tree};
+
+#[derive(Debug, Clone)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where things live inside the image.
+pub const HONE_IN_IMAGE: &str = "/usr/local/bin/hone";
+pub const LIB_DIR_IN_IMAGE: &str = "/opt/hone/lib";
+pub const MODELS_IN_IMAGE: &str = "/models";
+/// HTTP, gRPC and metrics: `hone serve`'s (and Triton's) default ports.
+pub const PORTS: [u16; 3] = [8000, 8001, 8002];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub repository: PathBuf,
+    pub output: PathBuf,
+    /// `NAME[:TAG]`.
+    pub tag: String,
+    pub base: Option<PathBuf>,
+    pub no_models: bool,
+    /// The running hone binary (stripped into the image).
+    pub hone: PathBuf,
+    /// The verified libonnxruntime this hone loads.
+    pub onnxruntime: PathBuf,
+    /// An RFC 3339 time for the config (from SOURCE_DATE_EPOCH); none keeps
+    /// the image reproducible.
+    pub created: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub digest: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub image: String,
+    pub reference: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+    pub total_bytes: u64,
+    pub models: Vec<repo::Version>,
+    pub seconds: f64,
+}
+
+/// The image's entrypoint: serve the baked-in (or mounted) repository on
+/// every interface.
+pub fn entrypoint() -> Vec<String> {
+    [
+        HONE_IN_IMAGE,
+        "serve",
+        "--model-repository",
+        MODELS_IN_IMAGE,
+        "--host",
+        "0.0.0.0",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `NAME:TAG` with `latest` when no tag is given.
+pub fn reference(tag: &str) -> String {
+    let last = tag.rsplit('/').next().unwrap_or(tag);
+    if last.contains(':') {
+        tag.into()
+    } else {
+        format!("{tag}:latest")
+    }
+}
+
+pub fn package(opts: &Options) -> Result<Report> {
+    let start = Instant::now();
+    let reference = reference(&opts.tag);
+    let versions = repo::scan(&opts.repository)?;
+    let lib_name = opts
+        .onnxruntime
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error("the ONNX Runtime library path has no file name".into()))?;
+    let lib_in_image = format!("{LIB_DIR_IN_IMAGE}/{lib_name}");
+    let stripped = strip(&opts.hone, &opts.output)?;
+
+    let base = opts.base.as_deref().map(base::read).transpose()?;
+    let mut layers = Vec::new();
+    let mut history = Vec::new();
+    match &base {
+        Some(b) => layers.extend(b.layers.iter().cloned()),
+        None => {
+            let t = userland::tree(&[&opts.hone, &opts.onnxruntime])?;
+            layers.push(layer::build("userland", &t)?);
+            history.push("hone package: runtime userland (libraries hone and ONNX Runtime load, CA bundle, user 65532)".into());
+        }
+    }
+    let mut t = Tree::default();
+    t.file(
+        &lib_in_image,
+        Content::Disk(opts.onnxruntime.clone()),
+        0o755,
+    );
+    layers.push(layer::build("onnxruntime", &t)?);
+    history.push(format!("hone package: ONNX Runtime ({lib_name})"));
+    let mut t = Tree::default();
+    t.file(
+        HONE_IN_IMAGE,
+        Content::Disk(stripped.path().to_path_buf()),
+        0o755,
+    );
+    layers.push(layer::build("hone", &t)?);
+    history.push(format!("hone package: hone {}", env!("CARGO_PKG_VERSION")));
+    if !opts.no_models {
+        let mut t = Tree::default();
+        t.add_dir_from_disk(&opts.repository, MODELS_IN_IMAGE)?;
+        layers.push(layer::build("models", &t)?);
+        history.push("hone package: the model repository".into());
+    }
+
+    let mut labels = if opts.no_models {
+        Default::default()
+    } else {
+        repo::labels(&versions)
+    };
+    labels.insert("org.opencontainers.image.title".into(), reference.clone());
+    labels.insert(
+        "org.opencontainers.image.description".into(),
+        "hone serve: KServe V2 (REST :8000, gRPC :8001), metrics :8002".into(),
+    );
+    let run = image::RunConfig {
+        user: format!("{}:{}", userland::UID, userland::UID),
+        entrypoint: entrypoint(),
+        cmd: Vec::new(),
+        env: vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            format!("ORT_DYLIB_PATH={lib_in_image}"),
+            "HOME=/tmp".into(),
+        ],
+        ports: PORTS.to_vec(),
+        workdir: "/".into(),
+        labels: labels.clone(),
+    };
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    let img = image::assemble(
+        layers,
+        &run,
+        base.as_ref().map(|b| &b.config),
+        &history,
+        opts.created.as_deref(),
+        &labels,
+        &reference,
+    )?;
+    image::write_archive(&img, &opts.output)?;
+    let layers: Vec<LayerReport> = img
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerReport {
+            name: if i < base_layers {
+                format!("base layer {}", i + 1)
+            } else {
+                l.name.clone()
+            },
+            digest: format!("sha256:{}", l.digest),
+            bytes: l.blob.len() as u64,
+        })
+        .collect();
+    let total_bytes = std::fs::metadata(&opts.output).map_or(0, |m| m.len());
+    Ok(Report {
+        image: opts.output.display().to_string(),
+        manifest_digest: format!("sha256:{}", img.manifest_digest()),
+        config_digest: format!("sha256:{}", img.config_digest()),
+        reference,
+        layers,
+        total_bytes,
+        models: versions,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A stripped copy of the binary, removed when dropped.
+struct Stripped(PathBuf);
+
+impl Stripped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Stripped {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Debug info is most of a release binary and nothing the server needs.
+fn strip(bin: &Path, output: &Path) -> Result<Stripped> {
+    let out = Stripped(output.with_extension("hone.stripped"));
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&out.0)
+        .arg(bin)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(out),
+        other => {
+            // No binutils: the image still works, only larger.
+            tracing::warn!("strip failed ({other:?}): the hone layer keeps its debug info");
+            std::fs::copy(bin, &out.0)
+                .map_err(|e| Error(format!("cannot copy {}: {e}", bin.display())))?;
+            Ok(out)
+        }
+    }
+}
+
+/// Renders the report as a table.
+pub fn render(r: &Report) -> String {
+    let mut s = format!("{} ({})\n", r.image, r.reference);
+    s += &format!("{:<14} {:>12}  digest\n", "layer", "bytes");
+    for l in &r.layers {
+        s += &format!("{:<14} {:>12}  {}\n", l.name, l.bytes, l.digest);
+    }
+    s += &format!(
+        "{:<14} {:>12}  manifest {}\n",
+        "image tar", r.total_bytes, r.manifest_digest
+    );
+    for v in &r.models {
+        s += &format!(
+            "model {} v{} {} sha256 {}{}\n",
+            v.model,
+            v.version,
+            v.file,
+            v.sha256,
+            v.metric
+                .as_deref()
+                .map_or(String::new(), |m| format!(" {m}"))
+        );
+    }
+    s += &format!("packaged in {:.1} s\n", r.seconds);
+    s
+}
