@@ -282,6 +282,10 @@ pub struct ShipArgs {
     /// starting a server: the new version goes live there and is smoke-tested.
     #[arg(long, value_name = "URL", conflicts_with = "serve")]
     into: Option<String>,
+    /// Also build a container image of the repository (hone package) after
+    /// packaging the new version.
+    #[arg(long, value_name = "IMAGE.tar")]
+    image: Option<PathBuf>,
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -320,6 +324,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         },
         args.json,
         args.optimize.then_some(args.max_drop),
+        args.image,
     )
 }
 
@@ -375,6 +380,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         },
         args.json,
         None,
+        None,
     )
 }
 
@@ -393,7 +399,15 @@ fn run_ship(
     live: Live,
     json: bool,
     optimize: Option<f64>,
+    image: Option<PathBuf>,
 ) -> ExitCode {
+    let image = match image.map(image_stage).transpose() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("hone ship: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -430,6 +444,7 @@ fn run_ship(
         cancel: cancel.clone(),
         progress: !json,
         optimize,
+        image,
     };
     rt.block_on(async move {
         let shipped = sh::ship_interruptible(opts, &live).await;
@@ -641,4 +656,15 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The running binary and the library it loads go into the image.
+fn image_stage(output: PathBuf) -> Result<sh::ImageStage, String> {
+    let hone = std::env::current_exe().map_err(|e| format!("cannot find the hone binary: {e}"))?;
+    let onnxruntime = hone_runtime::init().map_err(|e| e.message.clone())?;
+    Ok(sh::ImageStage {
+        output,
+        hone,
+        onnxruntime: onnxruntime.to_path_buf(),
+    })
 }

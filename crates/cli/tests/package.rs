@@ -254,3 +254,57 @@ fn bad_arguments_are_refused_clearly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn ship_adds_a_timed_image_stage() {
+    let Some(m) = common::shared("ship_adds_a_timed_image_stage") else {
+        return;
+    };
+    let d = common::tmp("package", "ship");
+    let img = d.join("img.tar");
+    let o = hone(&[
+        "ship",
+        s(&m.join("tabular/breast_cancer/train.csv")),
+        "--target",
+        "label",
+        "--name",
+        "cancer",
+        "--model-repository",
+        s(&d.join("repo")),
+        "--image",
+        s(&img),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages = r["stages"].as_array().unwrap();
+    let image = stages.iter().find(|s| s["stage"] == "image").unwrap();
+    assert_eq!(image["status"], "ok", "{image}");
+    assert!(
+        image["detail"].as_str().unwrap().contains("hone-cancer:1"),
+        "{image}"
+    );
+    // Built after the version is packaged, before it goes live.
+    let order: Vec<&str> = stages
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    let at = |n: &str| order.iter().position(|s| *s == n).unwrap();
+    assert!(
+        at("package") < at("image") && at("image") < at("smoke test"),
+        "{order:?}"
+    );
+    let tar = std::fs::read(&img).unwrap();
+    assert!(tar.len() > 1 << 20);
+    let text = String::from_utf8_lossy(&tar);
+    assert!(
+        text.contains("ai.hone.model.cancer.1.sha256"),
+        "labels name the model"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use package::config_pbtxt;
-pub use report::{ShipOptions, ShipReport, Shipped, Stage, Status, render};
+pub use report::{ImageStage, ShipOptions, ShipReport, Shipped, Stage, Status, render};
 
 use report::Run;
 

@@ -50,6 +50,18 @@ pub struct ShipOptions {
     /// model with this largest metric drop, and ship its choice when it is
     /// faster; `None` skips the stage.
     pub optimize: Option<f64>,
+    /// Build a container image of the repository (with the new version)
+    /// after packaging; `None` skips the stage.
+    pub image: Option<ImageStage>,
+}
+
+/// What the image stage needs: where to write, and the hone binary and
+/// ONNX Runtime library that go in.
+#[derive(Debug, Clone)]
+pub struct ImageStage {
+    pub output: PathBuf,
+    pub hone: PathBuf,
+    pub onnxruntime: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -177,11 +177,45 @@ pub(super) async fn run_stages(
     run.report.path = Some(dir.display().to_string());
 
     // From here the version is in the repository: a failure takes it out again.
-    match go_live(opts, run, version, &dir, &onnx_bytes, &data, keep_serving).await {
+    let live = match image_stage(opts, run, version) {
+        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data, keep_serving).await,
+        Err(e) => Err(e),
+    };
+    match live {
         Ok(server) => Ok(server),
         Err(e) => {
             let undone = roll_back(opts, version, &dir, new_model).await;
             Err(PipelineError(format!("{}; {undone}", e.0)))
         }
     }
+}
+
+/// The repository, new version included, as a container image. Only a
+/// ship that asks for one (--image) has the row.
+fn image_stage(opts: &ShipOptions, run: &mut Run, version: u64) -> Result<()> {
+    let Some(img) = &opts.image else {
+        return Ok(());
+    };
+    run.stage("image", || {
+        let r = hone_package::package(&hone_package::Options {
+            repository: opts.repository.clone(),
+            output: img.output.clone(),
+            tag: format!("hone-{}:{version}", opts.name),
+            base: None,
+            no_models: false,
+            hone: img.hone.clone(),
+            onnxruntime: img.onnxruntime.clone(),
+            created: None,
+        })
+        .map_err(|e| PipelineError(format!("image: {e}")))?;
+        let detail = format!(
+            "{} ({}, {} layers, {:.1} MB, {})",
+            r.image,
+            r.reference,
+            r.layers.len(),
+            r.total_bytes as f64 / 1e6,
+            r.manifest_digest
+        );
+        Ok(((), detail))
+    })
 }
