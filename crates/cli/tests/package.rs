@@ -159,6 +159,34 @@ fn layers_stack_on_a_base_image() {
     }
     assert_eq!(l.last().unwrap().0, "models");
     image_suite(&img, "base-work");
+    // The same base as a `docker save` archive (uncompressed layers named
+    // in manifest.json), as skopeo writes one.
+    let docker = d.join("base-docker.tar");
+    let _ = std::fs::remove_file(&docker);
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("oci-archive:{}:1", s(&base)),
+        &format!("docker-archive:{}:base:1", s(&docker)),
+    ]));
+    let img2 = d.join("on-docker-base.tar");
+    let r2 = package(&[
+        "--model-repository",
+        s(&repo),
+        "-o",
+        s(&img2),
+        "--tag",
+        "hone-test:1",
+        "--base",
+        s(&docker),
+    ]);
+    assert_eq!(layers(&r2).len(), b.len() + 3);
+    let dst = d.join("docker-base-copy");
+    let _ = std::fs::remove_dir_all(&dst);
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("oci-archive:{}:1", s(&img2)),
+        &format!("oci:{}:1", s(&dst)),
+    ]));
     // A base with a corrupt blob is refused, not stacked on.
     let bad = d.join("bad-base.tar");
     let mut bytes = std::fs::read(&base).unwrap();
