@@ -110,6 +110,10 @@ pub fn package(opts: &Options) -> Result<Report> {
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| Error("the ONNX Runtime library path has no file name".into()))?;
     let lib_in_image = format!("{LIB_DIR_IN_IMAGE}/{lib_name}");
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let stripped = strip(&opts.hone, &opts.output)?;
 
     let base = opts.base.as_deref().map(base::read).transpose()?;
