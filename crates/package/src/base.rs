@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::error::{Error, Result};
 use crate::layer::{self, Layer, sha256_hex};
-use crate::{Error, Result};
 
 pub struct Base {
     pub config: Value,

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::error::{Error, Result};
 use crate::layer::{Layer, sha256_hex};
-use crate::{Error, Result};
 
 pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::{Error, HONE_IN_IMAGE, MODELS_IN_IMAGE, Result, yaml};
+use crate::error::{Error, Result};
+use crate::paths::{HONE_IN_IMAGE, MODELS_IN_IMAGE, UID};
+use crate::yaml;
 
 #[derive(Debug, Clone)]
 pub struct K8sOptions {
@@ -91,9 +93,9 @@ pub fn deployment(o: &K8sOptions) -> Value {
                     "automountServiceAccountToken": false,
                     "securityContext": {
                         "runAsNonRoot": true,
-                        "runAsUser": crate::userland::UID,
-                        "runAsGroup": crate::userland::UID,
-                        "fsGroup": crate::userland::UID,
+                        "runAsUser": UID,
+                        "runAsGroup": UID,
+                        "fsGroup": UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [{
@@ -251,7 +253,7 @@ pub fn serving_runtime(o: &K8sOptions) -> Value {
                 "resources": {"requests": {"cpu": "1", "memory": memory(o).0}, "limits": {"memory": memory(o).1}},
                 "securityContext": {
                     "runAsNonRoot": true,
-                    "runAsUser": crate::userland::UID,
+                    "runAsUser": UID,
                     "allowPrivilegeEscalation": false,
                     "capabilities": {"drop": ["ALL"]},
                 },

@@ -7,9 +7,11 @@
 //! `k8s` (with `yaml`) writes the manifests.
 
 pub mod base;
+mod error;
 pub mod image;
 pub mod k8s;
 pub mod layer;
+pub mod paths;
 pub mod repo;
 pub mod userland;
 mod yaml;
@@ -19,25 +21,8 @@ use std::time::Instant;
 
 use layer::{Content, Tree};
 
-#[derive(Debug, Clone)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Where things live inside the image.
-pub const HONE_IN_IMAGE: &str = "/usr/local/bin/hone";
-pub const LIB_DIR_IN_IMAGE: &str = "/opt/hone/lib";
-pub const MODELS_IN_IMAGE: &str = "/models";
-/// HTTP, gRPC and metrics: `hone serve`'s (and Triton's) default ports.
-pub const PORTS: [u16; 3] = [8000, 8001, 8002];
+pub use error::{Error, Result};
+pub use paths::{HONE_IN_IMAGE, LIB_DIR_IN_IMAGE, MODELS_IN_IMAGE, PORTS};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -161,7 +146,7 @@ pub fn package(opts: &Options) -> Result<Report> {
         "hone serve: KServe V2 (REST :8000, gRPC :8001), metrics :8002".into(),
     );
     let run = image::RunConfig {
-        user: format!("{}:{}", userland::UID, userland::UID),
+        user: format!("{}:{}", paths::UID, paths::UID),
         entrypoint: entrypoint(),
         cmd: Vec::new(),
         env: vec![

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use crate::layer::sha256_hex;
-use crate::{Error, Result};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Version {

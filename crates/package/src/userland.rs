@@ -6,12 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::error::{Error, Result};
 use crate::layer::{Content, Tree};
-use crate::{Error, Result};
-
-/// The image's user and group (distroless's `nonroot`): numeric, because
-/// Kubernetes refuses a named user under `runAsNonRoot`.
-pub const UID: u32 = 65532;
+use crate::paths::UID;
 
 const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
