@@ -121,7 +121,7 @@ mod tests {
         });
         assert_eq!(
             to_yaml(&v),
-            "\"9k\": null\na:\n  b: 1\n  c:\n  - \"x\"\n  - d: true\n    e: []\n\"on\": \"yes\"\nz: {}\n"
+            "\"9k\": null\na:\n  b: 1\n  c:\n    - \"x\"\n    - d: true\n      e: []\n\"on\": \"yes\"\nz: {}\n"
         );
     }
 }
