@@ -280,6 +280,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         )
         .route("/v2/models/{model}/stats", get(stats))
         .route("/v2/models/{model}/versions/{version}/stats", get(stats))
+        .route("/v2/models/{model}/drift", get(drift))
+        .route("/v2/models/{model}/versions/{version}/drift", get(drift))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
         .route("/v2/repository/index", post(repository_index))
@@ -471,6 +473,31 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         .map(|m| m.stats.to_json(&m.name, &m.version))
         .collect();
     Ok(json_response(&json!({"model_stats": list})))
+}
+
+/// The drift window against the reference profile, with both histograms.
+async fn drift(State(s): St, Path(p): Params) -> ApiResult {
+    let m = model(&s, &p)?;
+    let d = m.drift.as_ref().ok_or_else(|| {
+        Error::not_found(format!(
+            "{} version {} has no reference profile (model.profile.json from `hone profile`, or a hone model card)",
+            m.name, m.version
+        ))
+    })?;
+    #[derive(serde::Serialize)]
+    struct Named<'a> {
+        model: &'a str,
+        version: &'a str,
+        #[serde(flatten)]
+        drift: crate::drift::Snapshot,
+    }
+    let v = serde_json::to_value(Named {
+        model: &m.name,
+        version: &m.version,
+        drift: d.snapshot(),
+    })
+    .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(json_response(&v))
 }
 
 async fn repository_index(State(s): St, headers: HeaderMap, body: Body) -> ApiResult {

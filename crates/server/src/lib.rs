@@ -10,6 +10,7 @@ pub mod budget;
 pub mod codec;
 pub mod compress;
 pub mod config;
+pub mod drift;
 pub mod engine;
 pub mod grpc;
 pub mod http;

@@ -193,6 +193,7 @@ pub struct MetricSource<'a> {
     pub version: &'a str,
     pub ready: bool,
     pub stats: Option<&'a ModelStats>,
+    pub drift: Option<&'a crate::drift::DriftMonitor>,
 }
 
 /// The Prometheus text exposition of every model version.
@@ -321,7 +322,111 @@ pub fn render(sources: &[MetricSource<'_>]) -> String {
             }
         });
     }
+    render_drift(&mut out, sources);
     out
+}
+
+/// Drift gauges of the versions that have a reference profile; the others
+/// have no series at all.
+fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
+    let snaps: Vec<(String, crate::drift::Snapshot)> = sources
+        .iter()
+        .filter_map(|s| {
+            let d = s.drift?;
+            let l = format!(
+                "model=\"{}\",version=\"{}\"",
+                escape(s.model),
+                escape(s.version)
+            );
+            Some((l, d.snapshot()))
+        })
+        .collect();
+    if snaps.is_empty() {
+        return;
+    }
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    head(
+        out,
+        "hone_drift_window_rows",
+        "gauge",
+        "Input rows in the drift window.",
+    );
+    for (l, d) in &snaps {
+        let _ = writeln!(out, "hone_drift_window_rows{{{l}}} {}", d.rows);
+    }
+    let gauges: [(&str, &str, &str, bool); 3] = [
+        (
+            "hone_feature_drift_psi",
+            "Population Stability Index of an input feature over the window against its reference (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major).",
+            "feature",
+            true,
+        ),
+        (
+            "hone_feature_drift_js",
+            "Jensen-Shannon distance (base 2, 0-1) of an input feature over the window against its reference.",
+            "feature",
+            false,
+        ),
+        (
+            "hone_prediction_drift_psi",
+            "Population Stability Index of an output column over the window against its reference.",
+            "output",
+            true,
+        ),
+    ];
+    for (name, help, key, psi) in gauges {
+        head(out, name, "gauge", help);
+        for (l, d) in &snaps {
+            let list = if key == "output" {
+                &d.outputs
+            } else {
+                &d.features
+            };
+            for f in list {
+                let v = if psi { f.psi } else { f.jensen_shannon };
+                if let Some(v) = v {
+                    let _ = writeln!(out, "{name}{{{l},{key}=\"{}\"}} {v}", escape(&f.name));
+                }
+            }
+        }
+    }
+    head(
+        out,
+        "hone_feature_out_of_range_total",
+        "gauge",
+        "Input values in the window below or above the reference range, or not finite (NaN, ±Inf).",
+    );
+    for (l, d) in &snaps {
+        for f in &d.features {
+            for (side, n) in [
+                ("below", f.below_range),
+                ("above", f.above_range),
+                ("non_finite", f.non_finite),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "hone_feature_out_of_range_total{{{l},feature=\"{}\",side=\"{side}\"}} {n}",
+                    escape(&f.name)
+                );
+            }
+        }
+    }
+    head(
+        out,
+        "hone_drift_dropped_samples_total",
+        "counter",
+        "Requests left out of drift because its queue was full.",
+    );
+    for (l, d) in &snaps {
+        let _ = writeln!(
+            out,
+            "hone_drift_dropped_samples_total{{{l}}} {}",
+            d.dropped_samples
+        );
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -341,6 +446,7 @@ mod tests {
         st.fail(FailReason::Rejected, Duration::from_micros(5));
         st.compute.observe(Duration::from_secs(20));
         let text = render(&[MetricSource {
+            drift: None,
             model: "m",
             version: "1",
             ready: true,

@@ -32,6 +32,8 @@ pub struct LoadedModel {
     /// Elements a request and a batch may hold.
     pub limits: crate::config::ElementLimits,
     pub stats: Arc<ModelStats>,
+    /// Live drift against the profile beside the model file, if any.
+    pub drift: Option<Arc<crate::drift::DriftMonitor>>,
     pub(crate) scheduler: Scheduler,
 }
 
@@ -83,10 +85,18 @@ impl LoadedModel {
                 return Err(e);
             }
         };
+        if let Some(d) = &self.drift {
+            d.offer_inputs(&prepared);
+        }
         match self.scheduler.infer(prepared, deadline).await {
             // Success is recorded by the front end once the reply is encoded
             // (see `answered`), so the request histogram spans decode to reply.
-            Ok(out) => Ok(out),
+            Ok(out) => {
+                if let Some(d) = &self.drift {
+                    d.offer_outputs(&out);
+                }
+                Ok(out)
+            }
             Err(e) => {
                 // Queue-full rejections are counted by the scheduler; an
                 // input the engine refused is the request's fault.

@@ -192,6 +192,16 @@ fn start_version(
         stats.clone(),
         rebuild,
     );
+    // A broken profile costs the model its drift series, not its serving.
+    let drift = crate::drift::DriftMonitor::for_model(
+        path,
+        &config.parameters,
+        &format!("{name}:{version}"),
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(model = name, version, "drift monitoring off: {e}");
+        None
+    });
     Ok(LoadedModel {
         name: name.to_string(),
         version: version.to_string(),
@@ -200,6 +210,7 @@ fn start_version(
         input_specs,
         limits,
         stats,
+        drift,
         scheduler,
     })
 }

@@ -205,6 +205,7 @@ impl Registry {
                 version: v,
                 ready: m.as_ref().is_some_and(|m| m.healthy()),
                 stats: m.as_ref().map(|m| &*m.stats),
+                drift: m.as_ref().and_then(|m| m.drift.as_deref()),
             })
             .collect();
         crate::metrics::render(&sources)

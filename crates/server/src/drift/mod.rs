@@ -1,0 +1,297 @@
+//! Live drift of a model version's inputs and outputs against its reference
+//! profile (`profile`): requests hand their tensors (reference-counted, no
+//! copy) to a worker thread through a bounded queue, so binning never runs
+//! on the request path and a busy worker drops samples rather than slow a
+//! request; the worker bins rows into a sliding window (`window`); a
+//! snapshot compares the window with the reference (`distance`).
+
+mod distance;
+mod profile;
+mod window;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hone_core::{DataType, Tensor, TensorData};
+use serde::Serialize;
+
+pub use distance::band;
+use profile::{Profile, Reference};
+use window::Window;
+
+/// Samples waiting for the worker; past this, new ones are dropped.
+const QUEUE: usize = 1024;
+
+/// The window, from config `parameters`: `drift_window_rows` (default
+/// 10000) and `drift_window_seconds` (default 3600); `drift: "off"` turns
+/// monitoring off for a model that has a profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriftSettings {
+    pub window: Duration,
+    pub rows: u64,
+}
+
+impl DriftSettings {
+    pub fn from_params(p: &BTreeMap<String, String>) -> Result<Option<DriftSettings>, String> {
+        if p.get("drift").is_some_and(|v| v == "off" || v == "false") {
+            return Ok(None);
+        }
+        let num = |k: &str, d: f64| -> Result<f64, String> {
+            match p.get(k) {
+                None => Ok(d),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| format!("parameter {k} = {v:?}: expected a positive number")),
+            }
+        };
+        Ok(Some(DriftSettings {
+            window: Duration::from_secs_f64(num("drift_window_seconds", 3600.0)?.min(1e9)),
+            rows: num("drift_window_rows", 10_000.0)? as u64,
+        }))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Inputs,
+    Outputs,
+}
+
+struct Sides {
+    inputs: Window,
+    outputs: Window,
+    /// Tensors whose row width did not match the profile.
+    mismatched: u64,
+}
+
+pub struct DriftMonitor {
+    profile: Arc<Profile>,
+    settings: DriftSettings,
+    tx: flume::Sender<(Side, Tensor)>,
+    state: Arc<Mutex<Sides>>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for DriftMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriftMonitor")
+            .field("source", &self.profile.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriftMonitor {
+    /// The monitor for the model file at `model`, when a profile lies beside
+    /// it and the config leaves monitoring on.
+    pub fn for_model(
+        model: &Path,
+        params: &BTreeMap<String, String>,
+        label: &str,
+    ) -> Result<Option<Arc<DriftMonitor>>, String> {
+        let Some(settings) = DriftSettings::from_params(params)? else {
+            return Ok(None);
+        };
+        match profile::load(model)? {
+            Some(p) if !p.inputs.is_empty() => Ok(Some(DriftMonitor::start(p, settings, label))),
+            _ => Ok(None),
+        }
+    }
+
+    fn start(profile: Profile, settings: DriftSettings, label: &str) -> Arc<DriftMonitor> {
+        let widths = |r: &[Reference]| r.iter().map(Reference::bins).collect::<Vec<_>>();
+        let state = Arc::new(Mutex::new(Sides {
+            inputs: Window::new(settings.window, settings.rows, widths(&profile.inputs)),
+            outputs: Window::new(settings.window, settings.rows, widths(&profile.outputs)),
+            mismatched: 0,
+        }));
+        let profile = Arc::new(profile);
+        let (tx, rx) = flume::bounded::<(Side, Tensor)>(QUEUE);
+        let (p, st) = (profile.clone(), state.clone());
+        // Ends when the monitor (the only sender) is dropped with its model.
+        let spawned = std::thread::Builder::new()
+            .name(format!("drift {label}"))
+            .spawn(move || {
+                while let Ok((side, t)) = rx.recv() {
+                    let refs = match side {
+                        Side::Inputs => &p.inputs,
+                        Side::Outputs => &p.outputs,
+                    };
+                    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                    let Sides {
+                        inputs,
+                        outputs,
+                        mismatched,
+                    } = &mut *s;
+                    let w = match side {
+                        Side::Inputs => inputs,
+                        Side::Outputs => outputs,
+                    };
+                    if !bin(refs, &t, w, Instant::now()) {
+                        *mismatched += 1;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("drift monitoring for {label} is off: cannot start its thread: {e}");
+        }
+        Arc::new(DriftMonitor {
+            profile,
+            settings,
+            tx,
+            state,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn offer(&self, side: Side, t: Option<&Tensor>) {
+        if let Some(t) = t
+            && self.tx.try_send((side, t.clone())).is_err()
+        {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The first input of a validated request.
+    pub fn offer_inputs(&self, inputs: &[Tensor]) {
+        self.offer(Side::Inputs, inputs.first());
+    }
+
+    /// The first output of a successful request, when the profile has
+    /// output references.
+    pub fn offer_outputs(&self, outputs: &[Tensor]) {
+        if !self.profile.outputs.is_empty() {
+            self.offer(Side::Outputs, outputs.first());
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (in_rows, in_counts) = s.inputs.totals(now);
+        let (out_rows, out_counts) = s.outputs.totals(now);
+        Snapshot {
+            source: self.profile.source.clone(),
+            window_seconds: self.settings.window.as_secs_f64(),
+            window_max_rows: self.settings.rows,
+            rows: in_rows,
+            output_rows: out_rows,
+            features: features(&self.profile.inputs, &in_counts),
+            outputs: features(&self.profile.outputs, &out_counts),
+            dropped_samples: self.dropped.load(Relaxed),
+            mismatched_tensors: s.mismatched,
+        }
+    }
+}
+
+/// Bins every row of `t` into the window; false when its row width is not
+/// the profile's.
+fn bin(refs: &[Reference], t: &Tensor, w: &mut Window, now: Instant) -> bool {
+    let Some(values) = values(t) else {
+        return false;
+    };
+    let rows = t.batch().max(1);
+    let width = values.len() / rows;
+    if width != refs.len() || width == 0 {
+        return false;
+    }
+    w.record(now, rows as u64, |counts| {
+        for row in values.chunks(width) {
+            for ((x, r), c) in row.iter().zip(refs).zip(counts.iter_mut()) {
+                let i = match r.bin(*x) {
+                    Ok(i) => i,
+                    Err(k) => r.bins() + k,
+                };
+                if let Some(n) = c.get_mut(i) {
+                    *n += 1;
+                }
+            }
+        }
+    });
+    true
+}
+
+/// A tensor's elements as f64, for the numeric types a profile describes.
+fn values(t: &Tensor) -> Option<Vec<f64>> {
+    let TensorData::Raw(b) = &t.data else {
+        return None;
+    };
+    macro_rules! le {
+        ($ty:ty, $n:expr) => {
+            b.chunks_exact($n)
+                .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or([0; $n])) as f64)
+                .collect()
+        };
+    }
+    Some(match t.dtype {
+        DataType::F32 => le!(f32, 4),
+        DataType::F64 => le!(f64, 8),
+        DataType::I64 => le!(i64, 8),
+        DataType::I32 => le!(i32, 4),
+        DataType::I16 => le!(i16, 2),
+        DataType::U16 => le!(u16, 2),
+        DataType::U8 | DataType::Bool => b.iter().map(|&x| f64::from(x)).collect(),
+        DataType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureDrift {
+    pub name: String,
+    pub psi: Option<f64>,
+    pub band: Option<&'static str>,
+    pub jensen_shannon: Option<f64>,
+    pub below_range: u64,
+    pub above_range: u64,
+    pub non_finite: u64,
+    pub edges: Vec<f64>,
+    pub reference: Vec<f64>,
+    pub current: Vec<u64>,
+}
+
+/// What the window holds now against the reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub source: String,
+    pub window_seconds: f64,
+    pub window_max_rows: u64,
+    pub rows: u64,
+    pub output_rows: u64,
+    pub features: Vec<FeatureDrift>,
+    pub outputs: Vec<FeatureDrift>,
+    pub dropped_samples: u64,
+    pub mismatched_tensors: u64,
+}
+
+fn features(refs: &[Reference], counts: &[Vec<u64>]) -> Vec<FeatureDrift> {
+    refs.iter()
+        .zip(counts)
+        .map(|(r, c)| {
+            let n = r.bins();
+            let at = |i: usize| c.get(i).copied().unwrap_or(0);
+            // Out-of-range values are bins the reference never filled.
+            let mut reference = r.counts.clone();
+            reference.extend([0.0, 0.0]);
+            let current: Vec<f64> = (0..n + 2).map(|i| at(i) as f64).collect();
+            let psi = distance::psi(&reference, &current);
+            FeatureDrift {
+                name: r.name.clone(),
+                psi,
+                band: psi.map(band),
+                jensen_shannon: distance::jensen_shannon(&reference, &current),
+                below_range: at(n),
+                above_range: at(n + 1),
+                non_finite: at(n + 2),
+                edges: r.edges.clone(),
+                reference: r.counts.clone(),
+                current: (0..n).map(at).collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,142 @@
+//! A model version's reference profile: per input feature (and per output
+//! column) the histogram of the data it was trained or profiled on. Read
+//! from `MODEL.profile.json` (`hone profile`: `inputs` and `outputs`) or
+//! from `MODEL.card.json` (hone-trained models: `reference`).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// One feature's reference: equal-width bins over `[edges[0], edges[n]]`.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: String,
+    pub edges: Vec<f64>,
+    pub counts: Vec<f64>,
+}
+
+impl Reference {
+    fn from_json(v: &Value) -> Option<Reference> {
+        let h = &v["histogram"];
+        let edges: Vec<f64> = h["edges"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        let counts: Vec<f64> = h["counts"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        let ok = !counts.is_empty()
+            && edges.len() == counts.len() + 1
+            && edges.iter().all(|e| e.is_finite())
+            && edges.windows(2).all(|w| matches!(w, [a, b] if a <= b));
+        ok.then(|| Reference {
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+            edges,
+            counts,
+        })
+    }
+
+    pub fn bins(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The bin of `x`: `Ok(i)` inside, `Err(0)` below, `Err(1)` above,
+    /// `Err(2)` not finite.
+    pub fn bin(&self, x: f64) -> Result<usize, usize> {
+        if !x.is_finite() {
+            return Err(2);
+        }
+        let (Some(&lo), Some(&hi)) = (self.edges.first(), self.edges.last()) else {
+            return Err(2);
+        };
+        if x < lo {
+            return Err(0);
+        }
+        if x > hi {
+            return Err(1);
+        }
+        let n = self.bins();
+        if hi <= lo {
+            return Ok(0);
+        }
+        Ok((((x - lo) / (hi - lo) * n as f64) as usize).min(n - 1))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub inputs: Vec<Reference>,
+    pub outputs: Vec<Reference>,
+    /// Which file it came from.
+    pub source: String,
+}
+
+fn list(v: &Value) -> Option<Vec<Reference>> {
+    v.as_array()?.iter().map(Reference::from_json).collect()
+}
+
+/// The profile beside `model` (`model.onnx` → `model.profile.json`, else
+/// `model.card.json`), or None. A present but unreadable file is an error
+/// the caller logs.
+pub fn load(model: &Path) -> Result<Option<Profile>, String> {
+    for (ext, inputs_key) in [("profile.json", "inputs"), ("card.json", "reference")] {
+        let p = model.with_extension(ext);
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        };
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
+        let inputs = v.get(inputs_key).and_then(list).ok_or_else(|| {
+            format!(
+                "{}: `{inputs_key}` is not a list of histograms",
+                p.display()
+            )
+        })?;
+        let outputs = match v.get("outputs") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(o) => list(o)
+                .ok_or_else(|| format!("{}: `outputs` is not a list of histograms", p.display()))?,
+        };
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        return Ok(Some(Profile {
+            inputs,
+            outputs,
+            source: name.unwrap_or_default(),
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_fall_in_their_bins() {
+        let r = Reference::from_json(&serde_json::json!({
+            "name": "x", "histogram": {"edges": [0.0, 1.0, 2.0], "counts": [3, 5]}
+        }))
+        .unwrap();
+        assert_eq!(r.bin(0.0), Ok(0));
+        assert_eq!(r.bin(1.5), Ok(1));
+        assert_eq!(r.bin(2.0), Ok(1));
+        assert_eq!(r.bin(-0.1), Err(0));
+        assert_eq!(r.bin(2.1), Err(1));
+        assert_eq!(r.bin(f64::NAN), Err(2));
+        assert!(
+            Reference::from_json(
+                &serde_json::json!({"histogram": {"edges": [1.0], "counts": [1]}})
+            )
+            .is_none()
+        );
+    }
+}

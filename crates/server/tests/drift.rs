@@ -1,0 +1,218 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+//! Live drift on a real server (fake engine: y = 2x over two features):
+//! traffic from the reference distribution stays stable, one feature
+//! shifted by two standard deviations is flagged and only that one, the
+//! window expires, and a model without a profile has no drift series.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::fake::fake_server;
+use serde_json::{Value, json};
+
+/// Deterministic standard normal draws (LCG + Box-Muller).
+struct Normal(u64);
+
+impl Normal {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn next(&mut self) -> f64 {
+        let (a, b) = (self.uniform(), self.uniform());
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    }
+}
+
+/// A reference histogram of `values` as `hone profile` writes one: 10
+/// equal-width bins over [min, max].
+fn stats(name: &str, values: &[f64]) -> Value {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut counts = [0u64; 10];
+    for v in values {
+        let i = (((v - lo) / (hi - lo) * 10.0) as usize).min(9);
+        counts[i] += 1;
+    }
+    let edges: Vec<f64> = (0..=10).map(|i| lo + (hi - lo) * i as f64 / 10.0).collect();
+    json!({"name": name, "histogram": {"edges": edges, "counts": counts}})
+}
+
+fn write_profile(model_dir: &Path) {
+    let mut n = Normal(7);
+    let x: Vec<(f64, f64)> = (0..20_000).map(|_| (n.next(), n.next())).collect();
+    let col = |f: &dyn Fn(&(f64, f64)) -> f64| x.iter().map(f).collect::<Vec<f64>>();
+    let profile = json!({
+        "inputs": [stats("age", &col(&|r| r.0)), stats("income", &col(&|r| r.1))],
+        "outputs": [stats("y0", &col(&|r| 2.0 * r.0)), stats("y1", &col(&|r| 2.0 * r.1))],
+    });
+    std::fs::write(
+        model_dir.join("model.profile.json"),
+        serde_json::to_vec(&profile).unwrap(),
+    )
+    .unwrap();
+}
+
+async fn send(client: &reqwest::Client, url: &str, n: &mut Normal, shift: f64, rows: usize) {
+    for _ in 0..rows / 50 {
+        let data: Vec<f64> = (0..50).flat_map(|_| [n.next(), n.next() + shift]).collect();
+        let body =
+            json!({"inputs": [{"name": "x", "shape": [50, 2], "datatype": "FP32", "data": data}]});
+        let r = client
+            .post(format!("{url}/v2/models/m/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+/// Waits until the worker has binned `rows` input rows.
+async fn drift_after(client: &reqwest::Client, url: &str, rows: u64) -> Value {
+    for _ in 0..200 {
+        let d = common::get_json(client, &format!("{url}/v2/models/m/versions/1/drift")).await;
+        if d["rows"].as_u64() == Some(rows) && d["output_rows"].as_u64() == Some(rows) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the window never reached {rows} rows");
+}
+
+fn psi(d: &Value, side: &str, i: usize) -> f64 {
+    d[side][i]["psi"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn a_shifted_feature_is_flagged_and_only_that_one() {
+    let (server, _l, dir) = fake_server("drift-shift", "scale=2", "", |dir, o| {
+        write_profile(&dir.join("m/1"));
+        o
+    })
+    .await;
+    let url = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::new();
+    let mut n = Normal(99);
+    send(&client, &url, &mut n, 0.0, 2000).await;
+    let d = drift_after(&client, &url, 2000).await;
+    for (side, i) in [
+        ("features", 0),
+        ("features", 1),
+        ("outputs", 0),
+        ("outputs", 1),
+    ] {
+        assert!(psi(&d, side, i) < 0.1, "{side} {i} in distribution: {d}");
+        assert_eq!(d[side][i]["band"], "stable");
+    }
+    assert_eq!(d["features"][1]["name"], "income");
+    assert_eq!(d["source"], "model.profile.json");
+
+    // The same model after a shift of income by two standard deviations:
+    // restarted so the window holds only shifted traffic.
+    server.shutdown().await;
+    let (server, _l, _dir) = fake_server("drift-shift2", "scale=2", "", |dir, o| {
+        write_profile(&dir.join("m/1"));
+        o
+    })
+    .await;
+    let url = format!("http://{}", server.http_addr);
+    send(&client, &url, &mut n, 2.0, 2000).await;
+    let d = drift_after(&client, &url, 2000).await;
+    assert!(psi(&d, "features", 0) < 0.1, "age untouched: {d}");
+    assert!(psi(&d, "features", 1) > 0.25, "income shifted: {d}");
+    assert_eq!(d["features"][1]["band"], "major");
+    assert!(d["features"][1]["above_range"].as_u64().unwrap() > 0);
+    assert!(
+        d["features"][1]["jensen_shannon"].as_f64().unwrap()
+            > d["features"][0]["jensen_shannon"].as_f64().unwrap()
+    );
+    // Prediction drift follows the input it depends on.
+    assert!(
+        psi(&d, "outputs", 0) < 0.1 && psi(&d, "outputs", 1) > 0.25,
+        "{d}"
+    );
+
+    // The same figures on the metrics page.
+    let text = client
+        .get(format!("http://{}/metrics", server.metrics_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("hone_feature_drift_psi{") && l.contains("feature=\"income\""))
+        .unwrap_or_else(|| panic!("no income PSI series:\n{text}"));
+    let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(v > 0.25, "{line}");
+    assert!(
+        text.contains("hone_prediction_drift_psi{model=\"m\",version=\"1\",output=\"y1\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hone_drift_window_rows{model=\"m\",version=\"1\"} 2000"),
+        "{text}"
+    );
+    assert!(text.contains("hone_feature_out_of_range_total{model=\"m\",version=\"1\",feature=\"income\",side=\"above\"}"), "{text}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_window_expires_and_models_without_a_profile_have_no_series() {
+    let config = "parameters { key: \"drift_window_seconds\" value: { string_value: \"1\" } }\n";
+    let (server, _l, dir) = fake_server("drift-window", "scale=2", config, |dir, o| {
+        write_profile(&dir.join("m/1"));
+        common::fake::write_model(dir, "plain", 1, "scale=1", common::fake::ONE_INSTANCE);
+        o
+    })
+    .await;
+    let url = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::new();
+    let mut n = Normal(5);
+    send(&client, &url, &mut n, 0.0, 500).await;
+    let d = drift_after(&client, &url, 500).await;
+    assert_eq!(d["window_seconds"], 1.0);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let d = common::get_json(&client, &format!("{url}/v2/models/m/drift")).await;
+    assert_eq!(d["rows"], 0, "the window let its rows go: {d}");
+    assert!(d["features"][0]["psi"].is_null(), "{d}");
+
+    // A model without a profile: a clear 404 and no series.
+    let r = client
+        .get(format!("{url}/v2/models/plain/drift"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no reference profile"),
+        "{body}"
+    );
+    let text = client
+        .get(format!("http://{}/metrics", server.metrics_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("model=\"plain\",version=\"1\",feature="),
+        "{text}"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
