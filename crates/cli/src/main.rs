@@ -9,6 +9,7 @@ use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFile
 mod package_cmd;
 mod perf_cmds;
 mod pipeline_cmds;
+mod profile_cmd;
 mod signal;
 
 use signal::shutdown_signal;
@@ -56,6 +57,9 @@ enum Command {
     /// A container image of the repository (no Docker needed) and
     /// Kubernetes/KServe manifests.
     Package(package_cmd::PackageArgs),
+    /// The reference profile (input and output histograms on some data)
+    /// that `hone serve` measures live drift against.
+    Profile(profile_cmd::ProfileArgs),
 }
 
 #[derive(clap::Args)]
@@ -306,6 +310,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => perf_cmds::bench(args),
         Command::Tune(args) => perf_cmds::tune(args),
         Command::Package(args) => package_cmd::package(args),
+        Command::Profile(args) => profile_cmd::run(args),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Dataset {
     pub labels: Option<Vec<f32>>,
     pub rows: usize,
     pub encoding: Option<Encoding>,
+    /// The first input's column names when the data names them (CSV).
+    pub columns: Vec<String>,
 }
 
 impl Dataset {
@@ -298,7 +300,7 @@ fn load_csv(
             spec.dtype.as_v2()
         )));
     }
-    let (encoding, prepared) = match card {
+    let (encoding, columns, prepared) = match card {
         Some(card) => {
             // A hone model: its card says which columns, categories and labels.
             let enc = Encoding {
@@ -315,7 +317,8 @@ fn load_csv(
             };
             let has_target = table.column(&enc.target.name).is_some();
             let p = enc.apply(&table, has_target)?;
-            (Some(enc), p)
+            let cols = enc.features.iter().map(|f| f.name.clone()).collect();
+            (Some(enc), cols, p)
         }
         None => {
             // Any other model: every column but the target, in file order, as numbers.
@@ -338,7 +341,8 @@ fn load_csv(
                     classes: Vec::new(),
                 },
             };
-            (None, enc.apply(&table, t.is_some())?)
+            let cols = enc.features.iter().map(|f| f.name.clone()).collect();
+            (None, cols, enc.apply(&table, t.is_some())?)
         }
     };
     // Reshape each row to the input's non-batch dims when the counts agree
@@ -362,6 +366,7 @@ fn load_csv(
         rows: prepared.rows,
         labels,
         encoding,
+        columns,
     })
 }
 
@@ -425,6 +430,7 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         labels,
         rows,
         encoding: None,
+        columns: Vec::new(),
     })
 }
 

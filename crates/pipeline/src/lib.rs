@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod eval;
 pub mod fit;
+pub mod profile;
 pub mod publish;
 pub mod search;
 pub mod ship;
