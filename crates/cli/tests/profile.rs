@@ -73,8 +73,12 @@ fn profiles_of_other_models_drive_live_drift() {
     };
     let d = common::tmp("profile", "serve");
     let repo = d.join("repo");
+    // Every request sampled (the default budget is 1000 rows a second):
+    // the test counts rows exactly.
+    let all = "parameters { key: \"drift_max_rows_per_second\" value: { string_value: \"1000000000\" } }\n";
     let place = |name: &str, file: &Path| {
         std::fs::create_dir_all(repo.join(name).join("1")).unwrap();
+        std::fs::write(repo.join(name).join("config.pbtxt"), all).unwrap();
         std::fs::copy(file, repo.join(name).join("1/model.onnx")).unwrap();
         repo.join(name).join("1/model.onnx")
     };

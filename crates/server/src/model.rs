@@ -85,14 +85,15 @@ impl LoadedModel {
                 return Err(e);
             }
         };
-        if let Some(d) = &self.drift {
-            d.offer_inputs(&prepared);
-        }
+        let sampled = self
+            .drift
+            .as_ref()
+            .is_some_and(|d| d.offer_inputs(&prepared));
         match self.scheduler.infer(prepared, deadline).await {
             // Success is recorded by the front end once the reply is encoded
             // (see `answered`), so the request histogram spans decode to reply.
             Ok(out) => {
-                if let Some(d) = &self.drift {
+                if let Some(d) = self.drift.as_ref().filter(|_| sampled) {
                     d.offer_outputs(&out);
                 }
                 Ok(out)

@@ -89,9 +89,13 @@ fn psi(d: &Value, side: &str, i: usize) -> f64 {
     d[side][i]["psi"].as_f64().unwrap()
 }
 
+/// Every request sampled: the tests count rows exactly.
+const ALL: &str =
+    "parameters { key: \"drift_max_rows_per_second\" value: { string_value: \"1000000000\" } }\n";
+
 #[tokio::test]
 async fn a_shifted_feature_is_flagged_and_only_that_one() {
-    let (server, _l, dir) = fake_server("drift-shift", "scale=2", "", |dir, o| {
+    let (server, _l, dir) = fake_server("drift-shift", "scale=2", ALL, |dir, o| {
         write_profile(&dir.join("m/1"));
         o
     })
@@ -116,7 +120,7 @@ async fn a_shifted_feature_is_flagged_and_only_that_one() {
     // The same model after a shift of income by two standard deviations:
     // restarted so the window holds only shifted traffic.
     server.shutdown().await;
-    let (server, _l, _dir) = fake_server("drift-shift2", "scale=2", "", |dir, o| {
+    let (server, _l, _dir) = fake_server("drift-shift2", "scale=2", ALL, |dir, o| {
         write_profile(&dir.join("m/1"));
         o
     })
@@ -168,8 +172,10 @@ async fn a_shifted_feature_is_flagged_and_only_that_one() {
 
 #[tokio::test]
 async fn the_window_expires_and_models_without_a_profile_have_no_series() {
-    let config = "parameters { key: \"drift_window_seconds\" value: { string_value: \"1\" } }\n";
-    let (server, _l, dir) = fake_server("drift-window", "scale=2", config, |dir, o| {
+    let config = format!(
+        "{ALL}parameters {{ key: \"drift_window_seconds\" value: {{ string_value: \"1\" }} }}\n"
+    );
+    let (server, _l, dir) = fake_server("drift-window", "scale=2", &config, |dir, o| {
         write_profile(&dir.join("m/1"));
         common::fake::write_model(dir, "plain", 1, "scale=1", common::fake::ONE_INSTANCE);
         o
@@ -213,6 +219,31 @@ async fn the_window_expires_and_models_without_a_profile_have_no_series() {
         !text.contains("model=\"plain\",version=\"1\",feature="),
         "{text}"
     );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn heavy_traffic_is_sampled_within_the_rows_per_second_budget() {
+    let config =
+        "parameters { key: \"drift_max_rows_per_second\" value: { string_value: \"100\" } }\n";
+    let (server, _l, dir) = fake_server("drift-sample", "scale=2", config, |dir, o| {
+        write_profile(&dir.join("m/1"));
+        o
+    })
+    .await;
+    let url = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    send(&client, &url, &mut Normal(3), 0.0, 1000).await;
+    let secs = start.elapsed().as_secs() + 1;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let d = common::get_json(&client, &format!("{url}/v2/models/m/drift")).await;
+    assert_eq!(d["rows_seen"], 1000);
+    let sampled = d["rows_sampled"].as_u64().unwrap();
+    // Whole 50-row requests, at most 100 rows in each second it ran.
+    assert!(sampled >= 50 && sampled <= 100 * secs, "{d}");
+    assert_eq!(d["rows"].as_u64().unwrap(), sampled, "{d}");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -26,12 +26,15 @@ use window::Window;
 const QUEUE: usize = 1024;
 
 /// The window, from config `parameters`: `drift_window_rows` (default
-/// 10000) and `drift_window_seconds` (default 3600); `drift: "off"` turns
+/// 10000), `drift_window_seconds` (default 3600) and
+/// `drift_max_rows_per_second` (default 1000: beyond it requests are not
+/// sampled, so drift costs the same at any load); `drift: "off"` turns
 /// monitoring off for a model that has a profile.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DriftSettings {
     pub window: Duration,
     pub rows: u64,
+    pub rows_per_second: u64,
 }
 
 impl DriftSettings {
@@ -53,6 +56,7 @@ impl DriftSettings {
         Ok(Some(DriftSettings {
             window: Duration::from_secs_f64(num("drift_window_seconds", 3600.0)?.min(1e9)),
             rows: num("drift_window_rows", 10_000.0)? as u64,
+            rows_per_second: num("drift_max_rows_per_second", 1000.0)? as u64,
         }))
     }
 }
@@ -76,6 +80,13 @@ pub struct DriftMonitor {
     tx: flume::Sender<(Side, Tensor)>,
     state: Arc<Mutex<Sides>>,
     dropped: AtomicU64,
+    started: Instant,
+    /// The second (since `started`) the budget below counts for.
+    second: AtomicU64,
+    /// Rows sampled in that second.
+    taken: AtomicU64,
+    seen: AtomicU64,
+    sampled: AtomicU64,
 }
 
 impl std::fmt::Debug for DriftMonitor {
@@ -146,7 +157,27 @@ impl DriftMonitor {
             tx,
             state,
             dropped: AtomicU64::new(0),
+            started: Instant::now(),
+            second: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a request of `rows` rows is sampled: until this second's
+    /// budget of rows is spent. A few atomics, no lock, no allocation.
+    fn sample(&self, rows: u64) -> bool {
+        self.seen.fetch_add(rows, Relaxed);
+        let now = self.started.elapsed().as_secs();
+        if self.second.swap(now, Relaxed) != now {
+            self.taken.store(0, Relaxed);
+        }
+        if self.taken.fetch_add(rows, Relaxed) + rows > self.settings.rows_per_second {
+            return false;
+        }
+        self.sampled.fetch_add(rows, Relaxed);
+        true
     }
 
     fn offer(&self, side: Side, t: Option<&Tensor>) {
@@ -157,13 +188,19 @@ impl DriftMonitor {
         }
     }
 
-    /// The first input of a validated request.
-    pub fn offer_inputs(&self, inputs: &[Tensor]) {
+    /// The first input of a validated request, if sampled; the answer says
+    /// whether to offer its outputs too.
+    pub fn offer_inputs(&self, inputs: &[Tensor]) -> bool {
+        let rows = inputs.first().map_or(0, |t| t.batch() as u64);
+        if !self.sample(rows) {
+            return false;
+        }
         self.offer(Side::Inputs, inputs.first());
+        true
     }
 
-    /// The first output of a successful request, when the profile has
-    /// output references.
+    /// The first output of a sampled request, when the profile has output
+    /// references.
     pub fn offer_outputs(&self, outputs: &[Tensor]) {
         if !self.profile.outputs.is_empty() {
             self.offer(Side::Outputs, outputs.first());
@@ -184,6 +221,8 @@ impl DriftMonitor {
             features: features(&self.profile.inputs, &in_counts),
             outputs: features(&self.profile.outputs, &out_counts),
             dropped_samples: self.dropped.load(Relaxed),
+            rows_seen: self.seen.load(Relaxed),
+            rows_sampled: self.sampled.load(Relaxed),
             mismatched_tensors: s.mismatched,
         }
     }
@@ -266,6 +305,9 @@ pub struct Snapshot {
     pub features: Vec<FeatureDrift>,
     pub outputs: Vec<FeatureDrift>,
     pub dropped_samples: u64,
+    /// Rows of every request since load, and of those sampled into drift.
+    pub rows_seen: u64,
+    pub rows_sampled: u64,
     pub mismatched_tensors: u64,
 }
 

@@ -45,10 +45,13 @@ impl Window {
     pub fn record(&mut self, now: Instant, rows: u64, fill: impl FnOnce(&mut Counts)) {
         self.expire(now);
         let step = self.span / BUCKETS;
+        // A bucket also closes at its share of the row cap, so the cap is
+        // kept to within one bucket whatever the traffic.
+        let share = (self.max_rows / u64::from(BUCKETS)).max(1);
         let open = self
             .buckets
             .back()
-            .is_some_and(|b| now.duration_since(b.start) < step);
+            .is_some_and(|b| now.duration_since(b.start) < step && b.rows < share);
         if !open {
             let counts = self.empty();
             self.buckets.push_back(Bucket {
@@ -130,5 +133,12 @@ mod tests {
             w.record(t0 + Duration::from_secs(20 * i), 10, |_| {});
         }
         assert_eq!(w.totals(t0 + Duration::from_secs(41)).0, 10);
+        // Heavy traffic inside one bucket's time: the cap still holds.
+        let mut w = Window::new(Duration::from_secs(3600), 120, vec![1]);
+        for _ in 0..1000 {
+            w.record(t0, 1, |_| {});
+        }
+        let rows = w.totals(t0).0;
+        assert!((120..=130).contains(&rows), "{rows}");
     }
 }
