@@ -254,8 +254,9 @@ impl Keys {
 pub fn http_access(path: &str) -> Access {
     if path.starts_with("/v2/health/") {
         Access::Health
-    } else if path.starts_with("/v2/repository/models/")
-        && (path.ends_with("/load") || path.ends_with("/unload"))
+    } else if path == "/dashboard.json"
+        || path.starts_with("/v2/repository/models/")
+            && (path.ends_with("/load") || path.ends_with("/unload"))
     {
         Access::Admin
     } else {
@@ -266,6 +267,12 @@ pub fn http_access(path: &str) -> Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_data_is_an_admin_route_and_its_page_a_read_route() {
+        assert_eq!(http_access("/dashboard.json"), Access::Admin);
+        assert_eq!(http_access("/dashboard"), Access::Read);
+    }
 
     #[test]
     fn the_access_matrix() {

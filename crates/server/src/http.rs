@@ -284,6 +284,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/drift", get(drift))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard.json", get(crate::dashboard::data))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route(
@@ -694,19 +696,4 @@ fn encode_outputs(
         })
         .collect();
     codec::encode_response(&m.name, &m.version, id, &selected)
-}
-
-/// The metrics port's router: `/metrics` only.
-pub fn metrics_router(state: Arc<ServerState>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): St| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.repo.models().render_metrics(),
-                )
-            }),
-        )
-        .with_state(state)
 }

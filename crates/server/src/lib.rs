@@ -10,12 +10,14 @@ pub mod budget;
 pub mod codec;
 pub mod compress;
 pub mod config;
+pub mod dashboard;
 pub mod drift;
 pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod metrics_port;
 pub mod model;
 pub mod pbtxt;
 pub mod proto;
@@ -213,7 +215,7 @@ impl Server {
         let mut metrics_addr = None;
         if let Some(l) = metrics {
             metrics_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
-            let app = http::metrics_router(state.clone());
+            let app = metrics_port::metrics_router(state.clone());
             let rx = stop_rx.clone();
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(l, app).with_graceful_shutdown(wait(rx)).await {

@@ -43,6 +43,25 @@ impl Histogram {
         self.sum_ns.load(Relaxed)
     }
 
+    /// The bucket bound (seconds) the `q` quantile falls under, as
+    /// Prometheus's histogram_quantile reads it without interpolation;
+    /// None before any observation, infinite past the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = (q * n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= want {
+                return Some(BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.buckets) {
@@ -73,14 +92,14 @@ pub enum FailReason {
 }
 
 impl FailReason {
-    const ALL: [FailReason; 5] = [
+    pub const ALL: [FailReason; 5] = [
         FailReason::Invalid,
         FailReason::Rejected,
         FailReason::Backend,
         FailReason::Timeout,
         FailReason::Cancelled,
     ];
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             FailReason::Invalid => "INVALID",
             FailReason::Rejected => "REJECTED",

@@ -247,3 +247,108 @@ async fn heavy_traffic_is_sampled_within_the_rows_per_second_budget() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Headless Chromium (Debian's package; `.ci/run` installs it) loads the
+/// dashboard from the metrics port after stable and shifted traffic; the
+/// drawn page flags the shifted feature and not the other.
+#[tokio::test]
+async fn the_dashboard_draws_drift_in_a_real_browser() {
+    let (server, _l, dir) = fake_server("drift-dash", "scale=2", ALL, |dir, o| {
+        write_profile(&dir.join("m/1"));
+        o
+    })
+    .await;
+    let url = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::new();
+    send(&client, &url, &mut Normal(11), 2.0, 1000).await;
+    drift_after(&client, &url, 1000).await;
+    let page = format!("http://{}/", server.metrics_addr.unwrap());
+    let work = dir.join("chromium");
+    std::fs::create_dir_all(&work).unwrap();
+    let shot = work.join("dashboard.png");
+    let chromium = ["chromium", "/usr/bin/chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+        .expect("chromium is not installed (apt-get install chromium; .ci/run does)");
+    let run = |extra: &[String]| {
+        let mut c = std::process::Command::new(chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+            "--window-size=1200,900",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            work.join("profile").display()
+        ))
+        .args(extra)
+        .arg(&page);
+        c
+    };
+    // Chromium is a blocking child; the server runs on this runtime's threads.
+    let dom = tokio::task::spawn_blocking({
+        let mut c = run(&["--dump-dom".to_string()]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the page never drew its data:\n{dom}"
+    );
+    assert!(
+        dom.contains("data-feature=\"income\" data-band=\"major\""),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("data-feature=\"age\" data-band=\"stable\""),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("data-output=\"y1\" data-band=\"major\""),
+        "{dom}"
+    );
+    assert!(dom.contains("data-model=\"m\""), "{dom}");
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking({
+        let mut c = run(&[shot_arg]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Some(keep) = std::env::var_os("HONE_KEEP_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+    // The same page on the HTTP port, its data beside it.
+    let r = client.get(format!("{url}/dashboard")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("dashboard.json"));
+    let j = common::get_json(&client, &format!("{url}/dashboard.json")).await;
+    assert_eq!(j["versions"][0]["model"], "m", "{j}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -35,6 +35,9 @@ pub struct DriftSettings {
     pub window: Duration,
     pub rows: u64,
     pub rows_per_second: u64,
+    /// How often the worker records every feature's PSI for the history
+    /// (`drift_history_seconds`, default 60; 120 points are kept).
+    pub history_every: Duration,
 }
 
 impl DriftSettings {
@@ -57,6 +60,7 @@ impl DriftSettings {
             window: Duration::from_secs_f64(num("drift_window_seconds", 3600.0)?.min(1e9)),
             rows: num("drift_window_rows", 10_000.0)? as u64,
             rows_per_second: num("drift_max_rows_per_second", 1000.0)? as u64,
+            history_every: Duration::from_secs_f64(num("drift_history_seconds", 60.0)?.min(1e9)),
         }))
     }
 }
@@ -72,7 +76,12 @@ struct Sides {
     outputs: Window,
     /// Tensors whose row width did not match the profile.
     mismatched: u64,
+    /// (unix seconds, PSI per input feature), oldest first.
+    history: std::collections::VecDeque<(u64, Vec<Option<f64>>)>,
 }
+
+/// History points kept: two hours at the default interval.
+const HISTORY: usize = 120;
 
 pub struct DriftMonitor {
     profile: Arc<Profile>,
@@ -120,6 +129,7 @@ impl DriftMonitor {
             inputs: Window::new(settings.window, settings.rows, widths(&profile.inputs)),
             outputs: Window::new(settings.window, settings.rows, widths(&profile.outputs)),
             mismatched: 0,
+            history: std::collections::VecDeque::new(),
         }));
         let profile = Arc::new(profile);
         let (tx, rx) = flume::bounded::<(Side, Tensor)>(QUEUE);
@@ -128,7 +138,27 @@ impl DriftMonitor {
         let spawned = std::thread::Builder::new()
             .name(format!("drift {label}"))
             .spawn(move || {
-                while let Ok((side, t)) = rx.recv() {
+                let mut next_point = Instant::now() + settings.history_every;
+                loop {
+                    let got = rx.recv_timeout(Duration::from_secs(1).min(settings.history_every));
+                    if Instant::now() >= next_point {
+                        next_point += settings.history_every;
+                        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                        let (_, counts) = s.inputs.totals(Instant::now());
+                        let psis = features(&p.inputs, &counts).iter().map(|f| f.psi).collect();
+                        let unix = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        s.history.push_back((unix, psis));
+                        while s.history.len() > HISTORY {
+                            s.history.pop_front();
+                        }
+                    }
+                    let (side, t) = match got {
+                        Ok(x) => x,
+                        Err(flume::RecvTimeoutError::Timeout) => continue,
+                        Err(flume::RecvTimeoutError::Disconnected) => break,
+                    };
                     let refs = match side {
                         Side::Inputs => &p.inputs,
                         Side::Outputs => &p.outputs,
@@ -138,6 +168,7 @@ impl DriftMonitor {
                         inputs,
                         outputs,
                         mismatched,
+                        ..
                     } = &mut *s;
                     let w = match side {
                         Side::Inputs => inputs,
@@ -224,6 +255,7 @@ impl DriftMonitor {
             rows_seen: self.seen.load(Relaxed),
             rows_sampled: self.sampled.load(Relaxed),
             mismatched_tensors: s.mismatched,
+            history: s.history.iter().cloned().collect(),
         }
     }
 }
@@ -309,6 +341,8 @@ pub struct Snapshot {
     pub rows_seen: u64,
     pub rows_sampled: u64,
     pub mismatched_tensors: u64,
+    /// Every `drift_history_seconds`: (unix seconds, PSI per input feature).
+    pub history: Vec<(u64, Vec<Option<f64>>)>,
 }
 
 fn features(refs: &[Reference], counts: &[Vec<u64>]) -> Vec<FeatureDrift> {

@@ -176,6 +176,29 @@ impl Registry {
         out
     }
 
+    /// Every model and version with its loaded model, or why it has none
+    /// (a model that failed as a whole has one entry with an empty version).
+    pub fn versions(&self) -> Vec<(String, String, Result<Arc<LoadedModel>, String>)> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, e) in models.iter() {
+            if e.versions.is_empty() {
+                let why = e.error.clone().unwrap_or_else(|| "no versions".into());
+                out.push((name.clone(), String::new(), Err(why)));
+            }
+            for (v, s) in &e.versions {
+                let m = match s {
+                    VersionState::Ready(m) => Ok(m.clone()),
+                    VersionState::Unavailable(r) => Err(r.clone()),
+                };
+                out.push((name.clone(), v.to_string(), m));
+            }
+        }
+        out
+    }
+
     /// The Prometheus text of every version's statistics.
     pub fn render_metrics(&self) -> String {
         let Ok(models) = self.models.read() else {
