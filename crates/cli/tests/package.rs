@@ -290,25 +290,23 @@ fn ship_adds_a_timed_image_stage() {
     };
     let d = common::tmp("package", "ship");
     let img = d.join("img.tar");
-    let o = hone(&[
+    let repo = d.join("repo");
+    let csv = m.join("tabular/breast_cancer/train.csv");
+    let mut args = vec![
         "ship",
-        s(&m.join("tabular/breast_cancer/train.csv")),
+        s(&csv),
         "--target",
         "label",
         "--name",
         "cancer",
         "--model-repository",
-        s(&d.join("repo")),
+        s(&repo),
         "--image",
         s(&img),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
         "--json",
-    ]);
+    ];
+    args.extend(common::EPHEMERAL_PORTS);
+    let o = hone(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let stages = r["stages"].as_array().unwrap();

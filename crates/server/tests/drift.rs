@@ -85,6 +85,11 @@ async fn drift_after(client: &reqwest::Client, url: &str, rows: u64) -> Value {
     panic!("the window never reached {rows} rows");
 }
 
+async fn metrics(client: &reqwest::Client, server: &hone_server::Server) -> String {
+    let url = format!("http://{}/metrics", server.metrics_addr.unwrap());
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn psi(d: &Value, side: &str, i: usize) -> f64 {
     d[side][i]["psi"].as_f64().unwrap()
 }
@@ -143,14 +148,7 @@ async fn a_shifted_feature_is_flagged_and_only_that_one() {
     );
 
     // The same figures on the metrics page.
-    let text = client
-        .get(format!("http://{}/metrics", server.metrics_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&client, &server).await;
     let line = text
         .lines()
         .find(|l| l.starts_with("hone_feature_drift_psi{") && l.contains("feature=\"income\""))
@@ -207,14 +205,7 @@ async fn the_window_expires_and_models_without_a_profile_have_no_series() {
             .contains("no reference profile"),
         "{body}"
     );
-    let text = client
-        .get(format!("http://{}/metrics", server.metrics_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&client, &server).await;
     assert!(
         !text.contains("model=\"plain\",version=\"1\",feature="),
         "{text}"

@@ -201,10 +201,14 @@ impl DriftMonitor {
     fn sample(&self, rows: u64) -> bool {
         self.seen.fetch_add(rows, Relaxed);
         let now = self.started.elapsed().as_secs();
-        if self.second.swap(now, Relaxed) != now {
+        // A plain load first: the shared line is written once a second,
+        // not by every request.
+        if self.second.load(Relaxed) != now && self.second.swap(now, Relaxed) != now {
             self.taken.store(0, Relaxed);
         }
-        if self.taken.fetch_add(rows, Relaxed) + rows > self.settings.rows_per_second {
+        let budget = self.settings.rows_per_second;
+        if self.taken.load(Relaxed) >= budget || self.taken.fetch_add(rows, Relaxed) + rows > budget
+        {
             return false;
         }
         self.sampled.fetch_add(rows, Relaxed);
