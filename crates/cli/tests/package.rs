@@ -250,7 +250,18 @@ fn manifests_validate_against_the_real_schemas() {
 #[test]
 fn bad_arguments_are_refused_clearly() {
     let d = common::tmp("package", "bad");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "-o",
+                "x.tar",
+                "--tag",
+                "Bad Name:1",
+            ],
+            "expected NAME[:TAG]",
+        ),
         (
             &["--model-repository", "/nonexistent/repo", "-o", "x.tar"],
             "cannot read /nonexistent/repo",

@@ -85,9 +85,40 @@ pub fn reference(tag: &str) -> String {
     }
 }
 
+/// A reference `docker load` and registries accept: a lowercase name of
+/// `[a-z0-9._/-]` (a registry host may carry a port), then a tag of
+/// `[A-Za-z0-9_.-]`, at most 128 characters.
+pub fn check_reference(r: &str) -> Result<()> {
+    let (name, tag) = match r.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (r, "latest"),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-:".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if name_ok && tag_ok {
+        Ok(())
+    } else {
+        Err(Error(format!(
+            "--tag {r:?}: expected NAME[:TAG], the name lowercase letters, digits and ._/- and the tag letters, digits and _.- (at most 128)"
+        )))
+    }
+}
+
 pub fn package(opts: &Options) -> Result<Report> {
     let start = Instant::now();
     let reference = reference(&opts.tag);
+    check_reference(&reference)?;
     let versions = repo::scan(&opts.repository)?;
     let lib_name = opts
         .onnxruntime

@@ -200,7 +200,17 @@ fn image_stage(opts: &ShipOptions, run: &mut Run, version: u64) -> Result<()> {
         let r = hone_package::package(&hone_package::Options {
             repository: opts.repository.clone(),
             output: img.output.clone(),
-            tag: format!("hone-{}:{version}", opts.name),
+            // Model names may hold what image names may not (A-Z, +, ...).
+            tag: format!(
+                "hone-{}:{version}",
+                opts.name
+                    .chars()
+                    .map(|c| match c.to_ascii_lowercase() {
+                        c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+                        _ => '-',
+                    })
+                    .collect::<String>()
+            ),
             base: None,
             no_models: false,
             hone: img.hone.clone(),

@@ -31,6 +31,7 @@ impl Reference {
         let ok = !counts.is_empty()
             && edges.len() == counts.len() + 1
             && edges.iter().all(|e| e.is_finite())
+            && counts.iter().all(|c| c.is_finite() && *c >= 0.0)
             && edges.windows(2).all(|w| matches!(w, [a, b] if a <= b));
         ok.then(|| Reference {
             name: v
