@@ -69,11 +69,21 @@ fn versions(s: &ServerState) -> Vec<Json> {
                     "inferences": st.inference_count.load(relaxed),
                     "executions": st.execution_count.load(relaxed),
                     "pending": st.pending.load(relaxed),
-                    "p50_s": st.request.quantile(0.5),
-                    "p99_s": st.request.quantile(0.99),
+                    "p50_s": seconds(st.request.quantile(0.5)),
+                    "p99_s": seconds(st.request.quantile(0.99)),
                     "drift": m.drift.as_ref().map(|d| d.snapshot()),
                 })
             }
         })
         .collect()
+}
+
+/// A quantile for JSON: past the last bucket it is infinite, which JSON
+/// cannot carry (serde would write null, read as "no data").
+fn seconds(q: Option<f64>) -> Json {
+    match q {
+        Some(v) if v.is_finite() => json!(v),
+        Some(_) => json!("inf"),
+        None => Json::Null,
+    }
 }
