@@ -130,10 +130,48 @@ struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    observe: ObserveFlags,
     /// PEM CA certificates: clients must present a certificate that chains
     /// to one of them (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+}
+
+/// Access log, tracing and payload sampling.
+#[derive(clap::Args)]
+struct ObserveFlags {
+    /// One info line per inference request (target `hone::access`: model,
+    /// version, status, bytes, queue/compute/total µs, request and trace
+    /// id), failures included; with --log-format json, one JSON object each.
+    #[arg(long)]
+    access_log: bool,
+    /// Export request spans (decode, queue, compute, encode) to this OTLP/HTTP
+    /// receiver, e.g. http://otel-collector:4318. W3C `traceparent` from
+    /// clients is continued and returned.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Share of requests without a sampled `traceparent` that start a trace
+    /// (a caller's sampled flag is always followed).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
+    trace_sample_ratio: f64,
+    /// Write a sample of requests and responses as JSON lines to rotating
+    /// files in DIR (payloads-*.jsonl), for audit and offline analysis.
+    #[arg(long, value_name = "DIR")]
+    payload_log: Option<PathBuf>,
+    /// Share of requests --payload-log keeps.
+    #[arg(long, default_value_t = 0.01, value_parser = parse_share, requires = "payload_log")]
+    payload_log_ratio: f64,
+    /// Most MiB the payload files may hold together; the oldest go first.
+    #[arg(long, default_value_t = 256, requires = "payload_log")]
+    payload_log_max_mb: u64,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 /// `default` when HONE_LOG is unset: `hone tune` serves many times over and
@@ -191,6 +229,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
             keys,
             strict_readiness: args.strict_readiness,
+            observe: hone_server::observe::ObserveOptions {
+                access_log: args.observe.access_log,
+                otlp_endpoint: args.observe.otlp_endpoint,
+                trace_sample_ratio: args.observe.trace_sample_ratio,
+                payload_dir: args.observe.payload_log,
+                payload_ratio: args.observe.payload_log_ratio,
+                payload_max_bytes: args.observe.payload_log_max_mb << 20,
+            },
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,

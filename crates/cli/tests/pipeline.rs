@@ -445,6 +445,59 @@ fn ship_hot_loads_into_a_running_server_and_rolls_back_on_failure() {
     assert_eq!(server.get("/v2/models/bc/versions/2/ready").0, 200);
 }
 
+/// `--access-log --log-format json`: one JSON line per inference request,
+/// failures included, with the model, status, sizes, times and request id.
+#[test]
+fn serve_writes_one_json_access_line_per_request() {
+    let d = tmp_dir("access-log");
+    let csv = small_csv(&d, 200);
+    let repo = d.join("repo");
+    let r = json(&ship_bc(&csv, &repo, &[]));
+    assert_eq!(r["ok"], true, "{r}");
+    let server = ServeProcess::start_with(&repo, &["--access-log", "--log-format", "json"]);
+    let row = vec!["0.5"; 30].join(",");
+    let body = format!(
+        r#"{{"id":"a1","inputs":[{{"name":"input","shape":[1,30],"datatype":"FP32","data":[{row}]}}]}}"#
+    );
+    let (code, text) = server.post("/v2/models/bc/infer", &body);
+    assert_eq!(code, 200, "{text}");
+    let (code, _) = server.post("/v2/models/bc/infer", r#"{"inputs":[]}"#);
+    assert_eq!(code, 400);
+    let (code, _) = server.post("/v2/models/nope/infer", &body);
+    assert_eq!(code, 404);
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = server
+            .log()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "hone::access")
+            .collect::<Vec<_>>();
+        if lines.len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let f = |i: usize| lines[i]["fields"].clone();
+    assert_eq!(f(0)["model"], "bc");
+    assert_eq!(f(0)["version"], "1");
+    assert_eq!(f(0)["status"], 200);
+    assert_eq!(f(0)["protocol"], "http");
+    assert_eq!(f(0)["bytes_in"], body.len());
+    assert!(f(0)["bytes_out"].as_u64().unwrap() > 20);
+    assert!(f(0)["compute_us"].as_u64().is_some() && f(0)["total_us"].as_u64().is_some());
+    assert_eq!(f(0)["request_id"].as_str().unwrap().len(), 16);
+    assert_eq!(f(1)["status"], 400);
+    assert!(
+        f(1)["error"].as_str().unwrap().contains("input"),
+        "{}",
+        f(1)
+    );
+    assert_eq!(f(2)["status"], 404);
+    assert_eq!(f(2)["model"], "nope");
+}
+
 /// `hone ship CSV --target label --model-repository REPO --name bc --json EXTRA...`
 fn ship_bc(csv: &Path, repo: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

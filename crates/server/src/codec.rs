@@ -467,6 +467,49 @@ fn write_data(out: &mut Vec<u8>, t: &Tensor) {
     out.push(b']');
 }
 
+/// `[{"name", "datatype", "shape", "data" | binary_data_size}, ...]`; the
+/// binary ones' bytes are pushed to `binary`.
+fn write_list(out: &mut Vec<u8>, tensors: &[(&str, &Tensor, bool)], binary: &mut Vec<Bytes>) {
+    out.push(b'[');
+    let mut ib = itoa::Buffer::new();
+    for (i, (name, t, as_binary)) in tensors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        write_str(out, name);
+        out.extend_from_slice(b",\"datatype\":\"");
+        out.extend_from_slice(t.dtype.as_v2().as_bytes());
+        out.extend_from_slice(b"\",\"shape\":[");
+        for (j, d) in t.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(ib.format(*d).as_bytes());
+        }
+        out.push(b']');
+        if *as_binary {
+            let wire = t.to_wire_bytes();
+            out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            out.extend_from_slice(ib.format(wire.len()).as_bytes());
+            out.push(b'}');
+            binary.push(wire);
+        } else {
+            out.extend_from_slice(b",\"data\":");
+            write_data(out, t);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// Tensors as a JSON list, their data inline (the payload log's lines).
+pub fn write_tensors(out: &mut Vec<u8>, tensors: &[(&str, &Tensor)]) {
+    let mut unused = Vec::new();
+    let inline: Vec<(&str, &Tensor, bool)> = tensors.iter().map(|&(n, t)| (n, t, false)).collect();
+    write_list(out, &inline, &mut unused);
+}
+
 /// Encodes outputs (already filtered and ordered) as a V2 response.
 pub fn encode_response(
     model: &str,
@@ -488,38 +531,10 @@ pub fn encode_response(
         out.extend_from_slice(b",\"id\":");
         write_str(&mut out, id);
     }
-    out.extend_from_slice(b",\"outputs\":[");
-    let mut ib = itoa::Buffer::new();
+    out.extend_from_slice(b",\"outputs\":");
     let mut binary: Vec<Bytes> = Vec::new();
-    for (i, (name, t, as_binary)) in outputs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"name\":");
-        write_str(&mut out, name);
-        out.extend_from_slice(b",\"datatype\":\"");
-        out.extend_from_slice(t.dtype.as_v2().as_bytes());
-        out.extend_from_slice(b"\",\"shape\":[");
-        for (j, d) in t.shape.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(ib.format(*d).as_bytes());
-        }
-        out.push(b']');
-        if *as_binary {
-            let wire = t.to_wire_bytes();
-            out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
-            out.extend_from_slice(ib.format(wire.len()).as_bytes());
-            out.push(b'}');
-            binary.push(wire);
-        } else {
-            out.extend_from_slice(b",\"data\":");
-            write_data(&mut out, t);
-        }
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
+    write_list(&mut out, outputs, &mut binary);
+    out.push(b'}');
     if binary.is_empty() {
         return EncodedResponse {
             body: out,

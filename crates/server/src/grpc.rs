@@ -33,7 +33,90 @@ fn status(e: Error) -> Status {
     }
 }
 
+/// What the observer needs to know of a request once it is answered.
+#[derive(Default)]
+struct Facts {
+    model: Option<Arc<crate::model::LoadedModel>>,
+    bytes_in: usize,
+    timing: Option<crate::scheduler::Timing>,
+    keep: bool,
+    inputs: Option<Vec<NamedTensor>>,
+    outputs: Option<Vec<(String, Tensor)>>,
+}
+
 impl GrpcService {
+    /// Decode, run, encode; what the observer needs goes into `f`.
+    async fn infer(
+        &self,
+        r: Request<ModelInferRequest>,
+        f: &mut Facts,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let client = client_deadline(&r);
+        let received = std::time::Instant::now();
+        let mut req = r.into_inner();
+        let model = repo(self)
+            .get(&req.model_name, Some(&req.model_version))
+            .map_err(status)?;
+        f.model = Some(model.clone());
+        f.bytes_in = req.raw_input_contents.iter().map(Bytes::len).sum();
+        let deadline = crate::model::Deadline {
+            timeout_us: request_timeout_us(&req),
+            client,
+        };
+        let inputs = match decode_inputs(&mut req) {
+            Ok(i) => i,
+            Err(e) => {
+                model.stats.fail(
+                    crate::metrics::FailReason::Invalid,
+                    std::time::Duration::ZERO,
+                );
+                return Err(status(e));
+            }
+        };
+        let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
+        for w in &wanted {
+            if model.output_spec(w).is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "unknown output '{w}' requested"
+                )));
+            }
+        }
+        if f.keep {
+            f.inputs = Some(inputs.clone());
+        }
+        let ran = model.infer(inputs, deadline).await.map_err(status)?;
+        f.timing = Some(ran.timing);
+        let outputs = ran.outputs;
+        if f.keep {
+            let names = model.metadata.outputs.iter().map(|o| o.name.clone());
+            f.outputs = Some(names.zip(outputs.iter().cloned()).collect());
+        }
+        let mut resp = ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            id: req.id,
+            ..Default::default()
+        };
+        for (spec, t) in model.metadata.outputs.iter().zip(outputs) {
+            if !wanted.is_empty() && !wanted.contains(&spec.name) {
+                continue;
+            }
+            resp.outputs.push(model_infer_response::InferOutputTensor {
+                name: spec.name.clone(),
+                datatype: t.dtype.as_v2().into(),
+                shape: t.shape.clone(),
+                ..Default::default()
+            });
+            resp.raw_output_contents.push(t.to_wire_bytes());
+        }
+        model.answered(received);
+        let mut resp = Response::new(resp);
+        if let Ok(v) = crate::observe::server_timing(&ran.timing).parse() {
+            resp.metadata_mut().insert("server-timing", v);
+        }
+        Ok(resp)
+    }
+
     /// The key check of [`crate::auth`], from the `authorization` metadata.
     fn authorize<T>(&self, r: &Request<T>, need: Access) -> Result<(), Status> {
         let given = r.metadata().get("authorization").map(|v| v.as_bytes());
@@ -307,55 +390,53 @@ impl GrpcInferenceService for GrpcService {
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&r, Access::Read)?;
-        let client = client_deadline(&r);
-        let received = std::time::Instant::now();
-        let mut req = r.into_inner();
-        let model = repo(self)
-            .get(&req.model_name, Some(&req.model_version))
-            .map_err(status)?;
-        let deadline = crate::model::Deadline {
-            timeout_us: request_timeout_us(&req),
-            client,
+        let meta = |n: &str| r.metadata().get(n).map(|v| v.as_bytes());
+        let Some(mut obs) =
+            self.state
+                .observer
+                .begin("grpc", meta("traceparent"), meta("x-request-id"))
+        else {
+            return self.infer(r, &mut Facts::default()).await;
         };
-        let inputs = match decode_inputs(&mut req) {
-            Ok(i) => i,
-            Err(e) => {
-                model.stats.fail(
-                    crate::metrics::FailReason::Invalid,
-                    std::time::Duration::ZERO,
-                );
-                return Err(status(e));
-            }
+        let mut f = Facts {
+            keep: self.state.observer.sample_payload(),
+            ..Facts::default()
         };
-        let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
-        for w in &wanted {
-            if model.output_spec(w).is_none() {
-                return Err(Status::invalid_argument(format!(
-                    "unknown output '{w}' requested"
-                )));
-            }
+        let mut result = self.infer(r, &mut f).await;
+        let (code, error, bytes_out) = match &result {
+            Ok(r) => (
+                0,
+                None,
+                r.get_ref().raw_output_contents.iter().map(Bytes::len).sum(),
+            ),
+            Err(e) => (e.code() as u16, Some(e.message().to_string()), 0),
+        };
+        let md = match &mut result {
+            Ok(r) => r.metadata_mut(),
+            Err(e) => e.metadata_mut(),
+        };
+        if let Ok(v) = obs.request_id.parse() {
+            md.insert("x-request-id", v);
         }
-        let outputs = model.infer(inputs, deadline).await.map_err(status)?;
-        let mut resp = ModelInferResponse {
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
-            id: req.id,
-            ..Default::default()
-        };
-        for (spec, t) in model.metadata.outputs.iter().zip(outputs) {
-            if !wanted.is_empty() && !wanted.contains(&spec.name) {
-                continue;
-            }
-            resp.outputs.push(model_infer_response::InferOutputTensor {
-                name: spec.name.clone(),
-                datatype: t.dtype.as_v2().into(),
-                shape: t.shape.clone(),
-                ..Default::default()
-            });
-            resp.raw_output_contents.push(t.to_wire_bytes());
+        if let Some(t) = obs.trace.filter(|_| self.state.observer.tracing())
+            && let Ok(v) = t.header().parse()
+        {
+            md.insert("traceparent", v);
         }
-        model.answered(received);
-        Ok(Response::new(resp))
+        obs.keep = f.inputs.take();
+        let outcome = crate::observe::Outcome {
+            model: f
+                .model
+                .as_deref()
+                .map(|m| (m.name.as_str(), m.version.as_str())),
+            status: code,
+            error: error.as_deref(),
+            bytes_in: f.bytes_in,
+            bytes_out,
+            timing: f.timing,
+        };
+        self.state.observer.finish(obs, &outcome, f.outputs.take());
+        result
     }
 
     async fn model_config(

@@ -21,6 +21,7 @@ pub mod listen;
 pub mod metrics;
 pub mod metrics_port;
 pub mod model;
+pub mod observe;
 pub mod pbtxt;
 pub mod proto;
 pub mod repository;
@@ -69,6 +70,8 @@ pub struct ServerOptions {
     /// TLS on the HTTP and gRPC ports (`--tls-cert`, `--tls-key`,
     /// `--tls-client-ca`); None: plain.
     pub tls: Option<TlsFiles>,
+    /// Access log, OTLP trace export, payload sampling.
+    pub observe: observe::ObserveOptions,
 }
 
 impl ServerOptions {
@@ -86,6 +89,7 @@ impl ServerOptions {
             strict_readiness: true,
             http_limits: HttpLimits::default(),
             tls: None,
+            observe: observe::ObserveOptions::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl Server {
             None => None,
         };
         let grpc_tls = opts.tls.as_ref().map(TlsFiles::tonic_config).transpose()?;
+        let observer = observe::Observer::start(&opts.observe).map_err(Error::invalid)?;
         engines.init()?;
         // The ports answer from here on (ready: false) while models load.
         let repo = Arc::new(Repository::empty(&opts.model_repository, engines)?);
@@ -174,6 +179,7 @@ impl Server {
             strict_readiness: opts.strict_readiness,
             http_limits: opts.http_limits,
             shutting_down: AtomicBool::new(false),
+            observer,
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

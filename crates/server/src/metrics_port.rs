@@ -17,10 +17,11 @@ pub fn metrics_router(state: Arc<ServerState>) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<Arc<ServerState>>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.repo.models().render_metrics(),
-                )
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+                    let mut text = s.repo.models().render_metrics();
+                    s.observer.render_metrics(&mut text);
+                    text
+                })
             }),
         )
         .with_state(state)

@@ -8,7 +8,7 @@ use hone_core::{ModelMetadata, NamedTensor, Result, Tensor, TensorSpec};
 
 use crate::config::ModelConfig;
 use crate::metrics::{FailReason, ModelStats};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Ran, Scheduler};
 use crate::validate::prepare_inputs;
 
 /// How long a request may wait before the engine takes it.
@@ -67,7 +67,7 @@ impl LoadedModel {
     }
 
     /// Validates, queues and runs one request; failures are counted.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline) -> Result<Vec<Tensor>> {
+    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline) -> Result<Ran> {
         let start = Instant::now();
         let queue_us = match &self.config.dynamic_batching {
             Some(b) => b.queue_timeout_us(d.timeout_us),
@@ -94,7 +94,7 @@ impl LoadedModel {
             // (see `answered`), so the request histogram spans decode to reply.
             Ok(out) => {
                 if let Some(d) = self.drift.as_ref().filter(|_| sampled) {
-                    d.offer_outputs(&out);
+                    d.offer_outputs(&out.outputs);
                 }
                 Ok(out)
             }

@@ -44,7 +44,35 @@ struct Job {
     enqueued: Instant,
     /// Past this the request is answered with a timeout instead of run.
     deadline: Option<Instant>,
-    reply: oneshot::Sender<Result<Vec<Tensor>>>,
+    reply: oneshot::Sender<Result<Ran>>,
+}
+
+/// One request's outputs and where its time went.
+#[derive(Debug)]
+pub struct Ran {
+    pub outputs: Vec<Tensor>,
+    pub timing: Timing,
+}
+
+/// When a request entered the queue, when the engine took its batch and
+/// when the engine call returned; the batch it ran in.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub enqueued: Instant,
+    pub started: Instant,
+    pub finished: Instant,
+    /// Requests and rows in the engine call.
+    pub batch_requests: usize,
+    pub batch_rows: usize,
+}
+
+impl Timing {
+    pub fn queue(&self) -> Duration {
+        self.started.saturating_duration_since(self.enqueued)
+    }
+    pub fn compute(&self) -> Duration {
+        self.finished.saturating_duration_since(self.started)
+    }
 }
 
 pub struct Scheduler {
@@ -93,11 +121,7 @@ impl Scheduler {
     /// request still queued at its `deadline`, or whose caller has gone (the
     /// future was dropped), is never run: it is answered (or dropped) and
     /// counted as TIMEOUT or CANCELLED.
-    pub async fn infer(
-        &self,
-        inputs: Vec<Tensor>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>> {
+    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Ran> {
         let rows = inputs.first().map_or(1, Tensor::batch);
         let elements = inputs.iter().map(Tensor::element_count).sum();
         let (reply, rx) = oneshot::channel();
@@ -356,13 +380,26 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
     }
     let batch: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
     let (result, mut health) = call(backend, &batch, jobs.len());
-    stats.computed(jobs.len(), rows, start.elapsed());
+    let finished = Instant::now();
+    stats.computed(jobs.len(), rows, finished - start);
     drop(batch);
+    let batch_requests = jobs.len();
+    let timing = |enqueued| Timing {
+        enqueued,
+        started: start,
+        finished,
+        batch_requests,
+        batch_rows: rows,
+    };
     match result {
         Ok(outputs) if jobs.len() == 1 => {
-            let job = jobs.into_iter().next().map(|j| j.reply);
-            if let Some(reply) = job {
-                let _ = reply.send(Ok(outputs));
+            let job = jobs.into_iter().next().map(|j| (j.reply, j.enqueued));
+            if let Some((reply, enqueued)) = job {
+                let timing = Timing {
+                    batch_requests: 1,
+                    ..timing(enqueued)
+                };
+                let _ = reply.send(Ok(Ran { outputs, timing }));
             }
         }
         Ok(outputs) => {
@@ -377,14 +414,18 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                 return health;
             }
             let mut start_row = 0;
-            for j in jobs {
+            let timings: Vec<Timing> = jobs.iter().map(|j| timing(j.enqueued)).collect();
+            for (j, timing) in jobs.into_iter().zip(timings) {
                 let end = start_row + j.rows;
                 let part = outputs
                     .iter()
                     .map(|o| o.slice_batch(start_row, end))
                     .collect();
                 start_row = end;
-                let _ = j.reply.send(Ok(part));
+                let _ = j.reply.send(Ok(Ran {
+                    outputs: part,
+                    timing,
+                }));
             }
         }
         // One request's input can fail the whole batch (a sequence longer
@@ -392,6 +433,7 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
         // the request at fault gets the error.
         Err(_) if jobs.len() > 1 && health == Engine::Fine => {
             for j in jobs {
+                let started = Instant::now();
                 let (r, h) = if health == Engine::Fine {
                     call(backend, &[j.inputs.as_slice()], 1)
                 } else {
@@ -406,7 +448,14 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                 if let Err(e) = &r {
                     tracing::warn!("inference failed: {e}");
                 }
-                let _ = j.reply.send(r);
+                let timing = Timing {
+                    enqueued: j.enqueued,
+                    started,
+                    finished: Instant::now(),
+                    batch_requests: 1,
+                    batch_rows: j.rows,
+                };
+                let _ = j.reply.send(r.map(|outputs| Ran { outputs, timing }));
             }
         }
         Err(e) => {
@@ -535,7 +584,7 @@ mod tests {
             let (i, cols, out) = t.await.unwrap();
             let out = out.unwrap();
             assert_eq!(
-                out[0],
+                out.outputs[0],
                 rows(i as f32, 1 + i % 2, cols)[0],
                 "request {i} got another's rows"
             );
@@ -573,7 +622,7 @@ mod tests {
                 (13.0, r) => {
                     assert_eq!(r.unwrap_err().kind, hone_core::ErrorKind::InvalidInput)
                 }
-                (v, r) => assert_eq!(r.unwrap()[0], rows(v, 1, 2)[0]),
+                (v, r) => assert_eq!(r.unwrap().outputs[0], rows(v, 1, 2)[0]),
             }
         }
         let calls = calls.lock().unwrap();

@@ -57,6 +57,8 @@ pub struct ServerState {
     /// True until the repository has loaded at start: the ports already
     /// answer, readiness is false.
     pub(crate) loading: AtomicBool,
+    /// Access log, trace export and payload sampling.
+    pub observer: crate::observe::Observer,
 }
 
 impl ServerState {

@@ -28,7 +28,7 @@ fn x() -> Vec<(String, Tensor)> {
 async fn answer(repo: &Repository, name: &str) -> Vec<u8> {
     let m = repo.models().get(name, None).unwrap();
     let out = m.infer(x(), Default::default()).await.unwrap();
-    out[0].to_wire_bytes().to_vec()
+    out.outputs[0].to_wire_bytes().to_vec()
 }
 
 fn f32s(v: &[f32]) -> Vec<u8> {

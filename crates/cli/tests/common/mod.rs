@@ -84,6 +84,8 @@ pub struct ServeProcess {
     pub url: String,
     /// `http[s]://127.0.0.1:PORT` of the gRPC port.
     pub grpc: String,
+    /// Every log line after the start-up ones.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -109,10 +111,16 @@ impl ServeProcess {
         // for HTTP, then "... on 127.0.0.1:PORT" for gRPC.
         let (mut url, mut grpc) = (String::new(), String::new());
         while grpc.is_empty() {
-            let line = lines
+            let mut line = lines
                 .next()
                 .expect("hone serve exited before listening")
                 .unwrap();
+            // --log-format json: the message field holds the text.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(m) = v["fields"]["message"].as_str()
+            {
+                line = m.to_string();
+            }
             let addr = || line.rsplit(' ').next().unwrap().to_string();
             if line.contains("KServe V2 REST") {
                 url = addr();
@@ -127,8 +135,24 @@ impl ServeProcess {
             }
         }
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServeProcess { child, url, grpc }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        ServeProcess {
+            child,
+            url,
+            grpc,
+            log,
+        }
+    }
+
+    /// The log lines written since start-up.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// GET `path`: (status, body).

@@ -1,0 +1,284 @@
+//! OTLP/HTTP export of finished spans (the JSON encoding, `POST
+//! {endpoint}/v1/traces`), batched on one thread of its own: a request only
+//! hands its spans to a bounded queue and never waits for the collector.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::context::hex;
+
+/// Spans waiting for export; past this, new ones are dropped and counted.
+const QUEUE: usize = 8192;
+const BATCH: usize = 512;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const NET_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub enum Attr {
+    Str(String),
+    Int(i64),
+}
+
+/// One finished span, times in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub name: String,
+    /// OTLP SpanKind: 1 internal, 2 server.
+    pub kind: u8,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub attrs: Vec<(&'static str, Attr)>,
+    /// Set on a failed request: the span's status is ERROR with it.
+    pub error: Option<String>,
+}
+
+/// Where spans go: `http://host:port[/path]`; a bare host gets the
+/// standard `/v1/traces` path.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    authority: String,
+    path: String,
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        if url.starts_with("https://") {
+            format!("--otlp-endpoint {url}: only plain http:// is supported; export to a collector on the node or in the pod (an OpenTelemetry Collector agent or sidecar), which forwards over TLS")
+        } else {
+            format!("--otlp-endpoint {url}: expected http://HOST:PORT (an OTLP/HTTP receiver, usually port 4318)")
+        }
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(format!("--otlp-endpoint {url}: no host"));
+    }
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let path = match path.trim_end_matches('/') {
+        "" => "/v1/traces".to_string(),
+        p if p.ends_with("/v1/traces") => p.to_string(),
+        p => format!("{p}/v1/traces"),
+    };
+    Ok(Endpoint { authority, path })
+}
+
+/// Counters the metrics page shows.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    pub exported: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+pub struct Exporter {
+    tx: Option<flume::Sender<Span>>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<ExportStats>,
+}
+
+impl Exporter {
+    pub fn start(url: &str) -> Result<Exporter, String> {
+        let ep = endpoint(url)?;
+        let (tx, rx) = flume::bounded::<Span>(QUEUE);
+        let stats = Arc::new(ExportStats::default());
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("otlp-export".into())
+            .spawn(move || run(&ep, &rx, &st))
+            .map_err(|e| format!("cannot start the OTLP export thread: {e}"))?;
+        Ok(Exporter {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Hands spans over without waiting; a full queue drops them.
+    pub fn send(&self, spans: Vec<Span>) {
+        let Some(tx) = &self.tx else { return };
+        for s in spans {
+            if tx.try_send(s).is_err() {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Exporter {
+    /// Flushes what is queued (the thread sends its last batch on disconnect).
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(ep: &Endpoint, rx: &flume::Receiver<Span>, stats: &ExportStats) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut warned = false;
+    loop {
+        let first = rx.recv();
+        let Ok(first) = first else { return };
+        batch.push(first);
+        let until = Instant::now() + FLUSH_EVERY;
+        let mut open = true;
+        while batch.len() < BATCH {
+            match rx.recv_deadline(until) {
+                Ok(s) => batch.push(s),
+                Err(flume::RecvTimeoutError::Timeout) => break,
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        let body = serde_json::to_vec(&encode(&batch)).unwrap_or_default();
+        batch.clear();
+        match post(ep, &body) {
+            Ok(()) => {
+                stats.exported.fetch_add(n, Relaxed);
+                warned = false;
+            }
+            Err(e) => {
+                stats.failed.fetch_add(n, Relaxed);
+                // One line per outage, not one per batch.
+                if !warned {
+                    tracing::warn!(
+                        "OTLP export to http://{}{} failed: {e}",
+                        ep.authority,
+                        ep.path
+                    );
+                    warned = true;
+                }
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// The OTLP JSON form: ids in hex, 64-bit integers as strings.
+pub fn encode(spans: &[Span]) -> Value {
+    let spans: Vec<Value> = spans
+        .iter()
+        .map(|s| {
+            let attrs: Vec<Value> = s
+                .attrs
+                .iter()
+                .map(|(k, v)| match v {
+                    Attr::Str(x) => json!({"key": k, "value": {"stringValue": x}}),
+                    Attr::Int(x) => json!({"key": k, "value": {"intValue": x.to_string()}}),
+                })
+                .collect();
+            let mut v = json!({
+                "traceId": hex(&s.trace_id),
+                "spanId": hex(&s.span_id),
+                "name": s.name,
+                "kind": s.kind,
+                "startTimeUnixNano": s.start_ns.to_string(),
+                "endTimeUnixNano": s.end_ns.to_string(),
+                "attributes": attrs,
+                "status": match &s.error {
+                    Some(m) => json!({"code": 2, "message": m}),
+                    None => json!({"code": 0}),
+                },
+            });
+            if let (Some(p), Some(o)) = (s.parent, v.as_object_mut()) {
+                o.insert("parentSpanId".into(), Value::String(hex(&p)));
+            }
+            v
+        })
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "hone"}},
+            {"key": "service.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
+        ]},
+        "scopeSpans": [{"scope": {"name": "hone-server"}, "spans": spans}],
+    }]})
+}
+
+/// One HTTP/1.1 POST on a fresh connection: export runs at most once a
+/// second per batch, so a connection per batch costs nothing that matters.
+fn post(ep: &Endpoint, body: &[u8]) -> Result<(), String> {
+    let addr = ep
+        .authority
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", ep.authority))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", ep.authority))?;
+    let mut c = TcpStream::connect_timeout(&addr, NET_TIMEOUT).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(NET_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    c.set_write_timeout(Some(NET_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        ep.path,
+        ep.authority,
+        body.len()
+    );
+    c.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    c.write_all(body).map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let _ = c.take(64 << 10).read_to_end(&mut reply);
+    let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let code = line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(c) if (200..300).contains(&c) => Ok(()),
+        Some(_) => Err(format!("the collector answered {line}")),
+        None => Err("no HTTP answer from the collector".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = endpoint("http://otel:4318").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("otel:4318", "/v1/traces")
+        );
+        let e = endpoint("http://otel/v1/traces").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("otel:80", "/v1/traces")
+        );
+        let e = endpoint("http://[::1]:4318/custom/").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("[::1]:4318", "/custom/v1/traces")
+        );
+        assert!(
+            endpoint("https://otel:4318")
+                .unwrap_err()
+                .contains("plain http")
+        );
+        assert!(endpoint("otel:4318").is_err());
+    }
+}
