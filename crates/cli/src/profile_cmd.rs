@@ -21,6 +21,11 @@ pub struct ProfileArgs {
     /// `hone serve` reads it).
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
+    /// An input column whose values are category codes: its drift is
+    /// measured on per-category frequencies, and codes outside the data's
+    /// are counted as unseen. Repeatable.
+    #[arg(long, value_name = "COLUMN")]
+    categorical: Vec<String>,
     /// Print the profile as JSON.
     #[arg(long)]
     json: bool,
@@ -33,6 +38,7 @@ pub fn run(a: ProfileArgs) -> ExitCode {
         data: a.data,
         target: a.target,
         output: output.clone(),
+        categorical: a.categorical,
     };
     match profile(&opts) {
         Ok(p) => {

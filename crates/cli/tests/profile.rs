@@ -193,3 +193,110 @@ fn profile_refuses_bad_input_clearly() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Categorical features carry category frequencies: from `hone train
+/// --categorical` (labels from the data) and `hone profile --categorical`
+/// (the codes in the data).
+#[test]
+fn categorical_columns_are_profiled_as_categories() {
+    let d = common::tmp("profile", "categorical");
+    let csv = d.join("shop.csv");
+    let colours = ["red", "green", "blue"];
+    let mut text = String::from("amount,colour,label\n");
+    for i in 0..300 {
+        let c = colours[[0, 0, 0, 1, 1, 2][i % 6]];
+        text += &format!("{},{c},{}\n", (i % 17) as f64 * 1.5, i % 2);
+    }
+    std::fs::write(&csv, text).unwrap();
+    let model = d.join("m/1/model.onnx");
+    let out = hone(&[
+        "train",
+        s(&csv),
+        "--target",
+        "label",
+        "--categorical",
+        "colour",
+        "-o",
+        s(&model),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.with_extension("card.json")).unwrap()).unwrap();
+    let colour = card["reference"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "colour")
+        .unwrap()
+        .clone();
+    let cats: Vec<(String, u64)> = colour["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["label"].as_str().unwrap().to_string(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let total: u64 = cats.iter().map(|c| c.1).sum();
+    let share = |l: &str| cats.iter().find(|c| c.0 == l).unwrap().1 as f64 / total as f64;
+    assert!((share("red") - 0.5).abs() < 0.05, "{cats:?}");
+    assert!((share("blue") - 1.0 / 6.0).abs() < 0.05, "{cats:?}");
+    let amount = card["reference"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "amount")
+        .unwrap();
+    assert!(amount.get("categories").is_none());
+
+    // `hone profile --categorical`: the codes the model sees (the card
+    // encodes the text column), as `hone serve` will bin them.
+    let codes = csv;
+    let p = d.join("p.json");
+    let out = hone(&[
+        "profile",
+        s(&codes),
+        "--model",
+        s(&model),
+        "--categorical",
+        "colour",
+        "-o",
+        s(&p),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prof: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let c = &prof["inputs"][1]["categories"];
+    assert_eq!(c.as_array().unwrap().len(), 3, "{prof}");
+    let mut counts: Vec<u64> = c
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [50, 100, 150], "{prof}");
+    let out = hone(&[
+        "profile",
+        s(&codes),
+        "--model",
+        s(&model),
+        "--categorical",
+        "nope",
+        "-o",
+        s(&p),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--categorical \"nope\""));
+}

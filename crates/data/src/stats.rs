@@ -19,6 +19,62 @@ pub struct FeatureStats {
     pub quantiles: Vec<(f64, f64)>,
     /// `BINS` equal-width bins over [min, max]: `BINS + 1` edges and `BINS` counts.
     pub histogram: Histogram,
+    /// Categorical features: each category's code (the value the model
+    /// sees), its label and its count. A live value that is none of these
+    /// codes is an unseen category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<Category>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub label: String,
+    pub value: f64,
+    pub count: usize,
+}
+
+/// Most distinct values `--categorical` takes on a column: past it the
+/// column is not categorical in any useful sense.
+pub const MAX_CATEGORIES: usize = 256;
+
+/// Statistics of a categorical feature: the numeric ones of its codes and
+/// the frequency of each category. `labels[i]` names code `i` (hone's
+/// encoding); without labels, the distinct values seen are the categories.
+pub fn categorical_stats(
+    name: &str,
+    values: &[f64],
+    labels: Option<&[String]>,
+) -> Result<FeatureStats, String> {
+    let codes: Vec<(String, f64)> = match labels {
+        Some(l) => l
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as f64))
+            .collect(),
+        None => {
+            let mut d: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+            d.sort_by(f64::total_cmp);
+            d.dedup();
+            if d.len() > MAX_CATEGORIES {
+                return Err(format!(
+                    "column {name:?} has over {MAX_CATEGORIES} distinct values; is it really categorical?"
+                ));
+            }
+            d.into_iter().map(|v| (format!("{v}"), v)).collect()
+        }
+    };
+    let categories = codes
+        .into_iter()
+        .map(|(label, value)| Category {
+            count: values.iter().filter(|&&v| v == value).count(),
+            label,
+            value,
+        })
+        .collect();
+    Ok(FeatureStats {
+        categories: Some(categories),
+        ..feature_stats(name, values)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +120,7 @@ pub fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
         max,
         quantiles: QUANTILES.iter().map(|&q| (q, quantile(q))).collect(),
         histogram: Histogram { edges, counts },
+        categories: None,
     }
 }
 
@@ -82,5 +139,24 @@ mod tests {
         assert_eq!(s.quantiles[3], (0.5, 5.5));
         assert_eq!(s.histogram.counts.iter().sum::<usize>(), 10);
         assert_eq!(s.histogram.counts[BINS - 1], 1);
+        assert!(s.categories.is_none());
+    }
+
+    #[test]
+    fn category_frequencies() {
+        let labels = ["red".to_string(), "blue".into(), "green".into()];
+        let s = categorical_stats("c", &[0.0, 1.0, 1.0, 2.0, 1.0], Some(&labels)).unwrap();
+        let c = s.categories.unwrap();
+        assert_eq!(c.iter().map(|c| c.count).collect::<Vec<_>>(), [1, 3, 1]);
+        assert_eq!(c[1].label, "blue");
+        let s = categorical_stats("k", &[7.0, 3.0, 7.0], None).unwrap();
+        let c = s.categories.unwrap();
+        assert_eq!((c[0].value, c[0].count, c[1].label.as_str()), (3.0, 1, "7"));
+        let many: Vec<f64> = (0..300).map(f64::from).collect();
+        assert!(
+            categorical_stats("k", &many, None)
+                .unwrap_err()
+                .contains("256")
+        );
     }
 }

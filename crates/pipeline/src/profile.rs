@@ -21,6 +21,8 @@ pub struct ProfileOptions {
     /// A label column to leave out of the inputs (CSV), when present.
     pub target: String,
     pub output: PathBuf,
+    /// Input columns profiled as categories (their distinct values).
+    pub categorical: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,11 +90,24 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     } else {
         (0..width).map(|i| format!("{}[{i}]", input.name)).collect()
     };
+    if let Some(c) = opts.categorical.iter().find(|c| !names.contains(c)) {
+        return Err(PipelineError(format!(
+            "--categorical {c:?}: no such input column (columns: {})",
+            names.join(", ")
+        )));
+    }
     let inputs = names
         .iter()
         .enumerate()
-        .map(|(j, n)| stats::feature_stats(n, &column(&values, width, j)))
-        .collect();
+        .map(|(j, n)| {
+            let v = column(&values, width, j);
+            if opts.categorical.contains(n) {
+                stats::categorical_stats(n, &v, None).map_err(PipelineError)
+            } else {
+                Ok(stats::feature_stats(n, &v))
+            }
+        })
+        .collect::<Result<_>>()?;
     let out_index = eval::pick_output(&meta, None)?;
     let out_name = meta
         .outputs

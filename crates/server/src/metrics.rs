@@ -416,15 +416,19 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
         out,
         "hone_feature_out_of_range_total",
         "gauge",
-        "Input values in the window below or above the reference range, or not finite (NaN, ±Inf).",
+        "Input values in the window below or above the reference range, not finite (NaN, ±Inf), or (categorical features) no category seen in the reference.",
     );
     for (l, d) in &snaps {
         for f in &d.features {
+            let unseen = f.unseen.map(|n| ("unseen", n));
             for (side, n) in [
                 ("below", f.below_range),
                 ("above", f.above_range),
                 ("non_finite", f.non_finite),
-            ] {
+            ]
+            .into_iter()
+            .chain(unseen)
+            {
                 let _ = writeln!(
                     out,
                     "hone_feature_out_of_range_total{{{l},feature=\"{}\",side=\"{side}\"}} {n}",

@@ -106,7 +106,13 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
             let v: Vec<f64> = (0..c.train.rows)
                 .map(|r| c.train.row(r)[j] as f64)
                 .collect();
-            stats::feature_stats(&f.name, &v)
+            match &f.kind {
+                hone_data::encode::FeatureKind::Categorical { categories } => {
+                    stats::categorical_stats(&f.name, &v, Some(categories))
+                        .unwrap_or_else(|_| stats::feature_stats(&f.name, &v))
+                }
+                hone_data::encode::FeatureKind::Numeric => stats::feature_stats(&f.name, &v),
+            }
         })
         .collect();
     let meaning = match enc.target.task {

@@ -325,6 +325,12 @@ pub struct FeatureDrift {
     pub below_range: u64,
     pub above_range: u64,
     pub non_finite: u64,
+    /// Categorical features: values that are no category of the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<u64>,
+    /// Categorical features: the label of each bin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
     pub edges: Vec<f64>,
     pub reference: Vec<f64>,
     pub current: Vec<u64>,
@@ -360,13 +366,19 @@ fn features(refs: &[Reference], counts: &[Vec<u64>]) -> Vec<FeatureDrift> {
             reference.extend([0.0, 0.0]);
             let current: Vec<f64> = (0..n + 2).map(|i| at(i) as f64).collect();
             let psi = distance::psi(&reference, &current);
+            let categorical = r.categories.is_some();
             FeatureDrift {
                 name: r.name.clone(),
                 psi,
                 band: psi.map(band),
                 jensen_shannon: distance::jensen_shannon(&reference, &current),
-                below_range: at(n),
+                below_range: if categorical { 0 } else { at(n) },
                 above_range: at(n + 1),
+                unseen: categorical.then(|| at(n)),
+                categories: r
+                    .categories
+                    .as_ref()
+                    .map(|c| c.iter().map(|(l, _)| l.clone()).collect()),
                 non_finite: at(n + 2),
                 edges: r.edges.clone(),
                 reference: r.counts.clone(),

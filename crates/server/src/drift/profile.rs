@@ -13,11 +13,42 @@ pub struct Reference {
     pub name: String,
     pub edges: Vec<f64>,
     pub counts: Vec<f64>,
+    /// A categorical feature: per bin, the category's label and code. A
+    /// value that is no code is unseen (counted where "below" is).
+    pub categories: Option<Vec<(String, f64)>>,
 }
 
 impl Reference {
     fn from_json(v: &Value) -> Option<Reference> {
-        let h = &v["histogram"];
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        if let Some(c) = v.get("categories").filter(|c| !c.is_null()) {
+            let mut cats = Vec::new();
+            let mut counts = Vec::new();
+            for e in c.as_array()? {
+                let value = e.get("value")?.as_f64()?;
+                let count = e.get("count")?.as_f64()?;
+                if !(value.is_finite() && count.is_finite() && count >= 0.0) {
+                    return None;
+                }
+                let label = e.get("label").and_then(Value::as_str).unwrap_or_default();
+                cats.push((label.to_string(), value));
+                counts.push(count);
+            }
+            if cats.is_empty() {
+                return None;
+            }
+            return Some(Reference {
+                name,
+                edges: (0..=cats.len()).map(|i| i as f64).collect(),
+                counts,
+                categories: Some(cats),
+            });
+        }
+        let h = v.get("histogram")?;
         let edges: Vec<f64> = h["edges"]
             .as_array()?
             .iter()
@@ -33,14 +64,11 @@ impl Reference {
             && edges.iter().all(|e| e.is_finite())
             && counts.iter().all(|c| c.is_finite() && *c >= 0.0)
             && edges.windows(2).all(|w| matches!(w, [a, b] if a <= b));
-        ok.then(|| Reference {
-            name: v
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string(),
+        ok.then_some(Reference {
+            name,
             edges,
             counts,
+            categories: None,
         })
     }
 
@@ -48,11 +76,15 @@ impl Reference {
         self.counts.len()
     }
 
-    /// The bin of `x`: `Ok(i)` inside, `Err(0)` below, `Err(1)` above,
-    /// `Err(2)` not finite.
+    /// The bin of `x`: `Ok(i)` inside, `Err(0)` below (for a categorical
+    /// feature: an unseen category), `Err(1)` above, `Err(2)` not finite.
     pub fn bin(&self, x: f64) -> Result<usize, usize> {
         if !x.is_finite() {
             return Err(2);
+        }
+        if let Some(c) = &self.categories {
+            // Codes are few (≤ 256): a scan beats a map at this size.
+            return c.iter().position(|(_, v)| *v == x).ok_or(0);
         }
         let (Some(&lo), Some(&hi)) = (self.edges.first(), self.edges.last()) else {
             return Err(2);
@@ -139,5 +171,20 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn categories_bin_by_code() {
+        let r = Reference::from_json(&serde_json::json!({
+            "name": "colour", "histogram": {"edges": [0.0, 1.0], "counts": [5]},
+            "categories": [{"label": "red", "value": 0.0, "count": 3}, {"label": "blue", "value": 1.0, "count": 2}]
+        }))
+        .unwrap();
+        assert_eq!(r.bins(), 2);
+        assert_eq!(r.counts, [3.0, 2.0]);
+        assert_eq!(r.bin(1.0), Ok(1));
+        assert_eq!(r.bin(-1.0), Err(0));
+        assert_eq!(r.bin(0.5), Err(0));
+        assert_eq!(r.bin(f64::NAN), Err(2));
     }
 }
