@@ -39,7 +39,7 @@ impl Default for ObserveOptions {
         Self {
             access_log: false,
             otlp_endpoint: None,
-            trace_sample_ratio: 1.0,
+            trace_sample_ratio: 0.01,
             payload_dir: None,
             payload_ratio: 0.01,
             payload_max_bytes: 256 << 20,

@@ -9,12 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use super::context::hex;
 
-/// Spans waiting for export; past this, new ones are dropped and counted.
-const QUEUE: usize = 8192;
+/// Requests' span sets waiting for export; past this, new ones are dropped
+/// and counted.
+const QUEUE: usize = 2048;
 const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const NET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,7 +88,7 @@ pub struct ExportStats {
 }
 
 pub struct Exporter {
-    tx: Option<flume::Sender<Span>>,
+    tx: Option<flume::Sender<Vec<Span>>>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<ExportStats>,
 }
@@ -97,7 +96,7 @@ pub struct Exporter {
 impl Exporter {
     pub fn start(url: &str) -> Result<Exporter, String> {
         let ep = endpoint(url)?;
-        let (tx, rx) = flume::bounded::<Span>(QUEUE);
+        let (tx, rx) = flume::bounded::<Vec<Span>>(QUEUE);
         let stats = Arc::new(ExportStats::default());
         let st = stats.clone();
         let thread = std::thread::Builder::new()
@@ -111,13 +110,13 @@ impl Exporter {
         })
     }
 
-    /// Hands spans over without waiting; a full queue drops them.
+    /// Hands one request's spans over without waiting (one channel
+    /// operation); a full queue drops them.
     pub fn send(&self, spans: Vec<Span>) {
         let Some(tx) = &self.tx else { return };
-        for s in spans {
-            if tx.try_send(s).is_err() {
-                self.stats.dropped.fetch_add(1, Relaxed);
-            }
+        if let Err(e) = tx.try_send(spans) {
+            let n = e.into_inner().len() as u64;
+            self.stats.dropped.fetch_add(n, Relaxed);
         }
     }
 }
@@ -132,18 +131,18 @@ impl Drop for Exporter {
     }
 }
 
-fn run(ep: &Endpoint, rx: &flume::Receiver<Span>, stats: &ExportStats) {
+fn run(ep: &Endpoint, rx: &flume::Receiver<Vec<Span>>, stats: &ExportStats) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut warned = false;
     loop {
         let first = rx.recv();
         let Ok(first) = first else { return };
-        batch.push(first);
+        batch.extend(first);
         let until = Instant::now() + FLUSH_EVERY;
         let mut open = true;
         while batch.len() < BATCH {
             match rx.recv_deadline(until) {
-                Ok(s) => batch.push(s),
+                Ok(s) => batch.extend(s),
                 Err(flume::RecvTimeoutError::Timeout) => break,
                 Err(flume::RecvTimeoutError::Disconnected) => {
                     open = false;
@@ -152,7 +151,7 @@ fn run(ep: &Endpoint, rx: &flume::Receiver<Span>, stats: &ExportStats) {
             }
         }
         let n = batch.len() as u64;
-        let body = serde_json::to_vec(&encode(&batch)).unwrap_or_default();
+        let body = encode(&batch);
         batch.clear();
         match post(ep, &body) {
             Ok(()) => {
@@ -178,45 +177,66 @@ fn run(ep: &Endpoint, rx: &flume::Receiver<Span>, stats: &ExportStats) {
     }
 }
 
-/// The OTLP JSON form: ids in hex, 64-bit integers as strings.
-pub fn encode(spans: &[Span]) -> Value {
-    let spans: Vec<Value> = spans
-        .iter()
-        .map(|s| {
-            let attrs: Vec<Value> = s
-                .attrs
-                .iter()
-                .map(|(k, v)| match v {
-                    Attr::Str(x) => json!({"key": k, "value": {"stringValue": x}}),
-                    Attr::Int(x) => json!({"key": k, "value": {"intValue": x.to_string()}}),
-                })
-                .collect();
-            let mut v = json!({
-                "traceId": hex(&s.trace_id),
-                "spanId": hex(&s.span_id),
-                "name": s.name,
-                "kind": s.kind,
-                "startTimeUnixNano": s.start_ns.to_string(),
-                "endTimeUnixNano": s.end_ns.to_string(),
-                "attributes": attrs,
-                "status": match &s.error {
-                    Some(m) => json!({"code": 2, "message": m}),
-                    None => json!({"code": 0}),
-                },
-            });
-            if let (Some(p), Some(o)) = (s.parent, v.as_object_mut()) {
-                o.insert("parentSpanId".into(), Value::String(hex(&p)));
+/// The OTLP JSON form: ids in hex, 64-bit integers as strings. Written
+/// straight to bytes: at full sampling this runs for every request.
+pub fn encode(spans: &[Span]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(256 + spans.len() * 400);
+    let s = |o: &mut Vec<u8>, x: &str| {
+        let _ = serde_json::to_writer(&mut *o, x);
+    };
+    o.extend_from_slice(br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"hone"}},{"key":"service.version","value":{"stringValue":""#);
+    o.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    o.extend_from_slice(br#""}}]},"scopeSpans":[{"scope":{"name":"hone-server"},"spans":["#);
+    for (i, sp) in spans.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        o.extend_from_slice(br#"{"traceId":""#);
+        o.extend_from_slice(hex(&sp.trace_id).as_bytes());
+        o.extend_from_slice(br#"","spanId":""#);
+        o.extend_from_slice(hex(&sp.span_id).as_bytes());
+        if let Some(p) = sp.parent {
+            o.extend_from_slice(br#"","parentSpanId":""#);
+            o.extend_from_slice(hex(&p).as_bytes());
+        }
+        o.extend_from_slice(br#"","name":"#);
+        s(&mut o, &sp.name);
+        o.extend_from_slice(
+            format!(
+                r#","kind":{},"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":["#,
+                sp.kind, sp.start_ns, sp.end_ns
+            )
+            .as_bytes(),
+        );
+        for (j, (k, v)) in sp.attrs.iter().enumerate() {
+            if j > 0 {
+                o.push(b',');
             }
-            v
-        })
-        .collect();
-    json!({"resourceSpans": [{
-        "resource": {"attributes": [
-            {"key": "service.name", "value": {"stringValue": "hone"}},
-            {"key": "service.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
-        ]},
-        "scopeSpans": [{"scope": {"name": "hone-server"}, "spans": spans}],
-    }]})
+            o.extend_from_slice(br#"{"key":"#);
+            s(&mut o, k);
+            match v {
+                Attr::Str(x) => {
+                    o.extend_from_slice(br#","value":{"stringValue":"#);
+                    s(&mut o, x);
+                    o.extend_from_slice(b"}}");
+                }
+                Attr::Int(x) => {
+                    o.extend_from_slice(format!(r#","value":{{"intValue":"{x}"}}}}"#).as_bytes());
+                }
+            }
+        }
+        o.extend_from_slice(br#"],"status":"#);
+        match &sp.error {
+            Some(m) => {
+                o.extend_from_slice(br#"{"code":2,"message":"#);
+                s(&mut o, m);
+                o.extend_from_slice(b"}}");
+            }
+            None => o.extend_from_slice(br#"{"code":0}}"#),
+        }
+    }
+    o.extend_from_slice(b"]}]}]}");
+    o
 }
 
 /// One HTTP/1.1 POST on a fresh connection: export runs at most once a
@@ -280,5 +300,40 @@ mod tests {
                 .contains("plain http")
         );
         assert!(endpoint("otel:4318").is_err());
+    }
+
+    #[test]
+    fn encodes_valid_otlp_json() {
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent: Some([3; 8]),
+            name: "infer \"m\"".into(),
+            kind: 2,
+            start_ns: 10,
+            end_ns: 20,
+            attrs: vec![("a", Attr::Str("x".into())), ("b", Attr::Int(-4))],
+            error: Some("bad".into()),
+        };
+        let plain = Span {
+            parent: None,
+            error: None,
+            attrs: Vec::new(),
+            ..span.clone()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&[span, plain])).unwrap();
+        let s = &v["resourceSpans"][0]["scopeSpans"][0]["spans"];
+        assert_eq!(s[0]["name"], "infer \"m\"");
+        assert_eq!(s[0]["parentSpanId"], "0303030303030303");
+        assert_eq!(s[0]["traceId"], "01".repeat(16));
+        assert_eq!(s[0]["attributes"][1]["value"]["intValue"], "-4");
+        assert_eq!(s[0]["status"]["message"], "bad");
+        assert_eq!(s[0]["endTimeUnixNano"], "20");
+        assert!(s[1].get("parentSpanId").is_none());
+        assert_eq!(s[1]["status"]["code"], 0);
+        assert_eq!(
+            v["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "hone"
+        );
     }
 }
