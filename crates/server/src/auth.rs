@@ -255,6 +255,7 @@ pub fn http_access(path: &str) -> Access {
     if path.starts_with("/v2/health/") {
         Access::Health
     } else if path == "/dashboard.json"
+        || path.starts_with("/v2/models/") && path.ends_with("/traffic")
         || path.starts_with("/v2/repository/models/")
             && (path.ends_with("/load") || path.ends_with("/unload"))
     {
@@ -271,6 +272,7 @@ mod tests {
     #[test]
     fn dashboard_data_is_an_admin_route_and_its_page_a_read_route() {
         assert_eq!(http_access("/dashboard.json"), Access::Admin);
+        assert_eq!(http_access("/v2/models/m/traffic"), Access::Admin);
         assert_eq!(http_access("/dashboard"), Access::Read);
     }
 

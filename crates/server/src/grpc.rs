@@ -53,10 +53,17 @@ impl GrpcService {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let client = client_deadline(&r);
         let received = std::time::Instant::now();
-        let mut req = r.into_inner();
-        let model = repo(self)
-            .get(&req.model_name, Some(&req.model_version))
-            .map_err(status)?;
+        let (md, _, mut req) = r.into_parts();
+        // No version: the model's traffic split decides (sticky on metadata).
+        let model = crate::traffic::resolve(
+            repo(self),
+            &self.state.traffic,
+            &req.model_name,
+            Some(&req.model_version),
+            None,
+            &|h| md.get(h).map(|v| v.as_bytes().to_vec()),
+        )
+        .map_err(status)?;
         f.model = Some(model.clone());
         f.bytes_in = req.raw_input_contents.iter().map(Bytes::len).sum();
         let deadline = crate::model::Deadline {

@@ -42,6 +42,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v2/models/{model}/drift", get(drift))
         .route("/v2/models/{model}/versions/{version}/drift", get(drift))
         .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/labels/{label}", get(model_metadata))
+        .route("/v2/models/{model}/labels/{label}/ready", get(model_ready))
+        .route("/v2/models/{model}/labels/{label}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic_get).put(traffic_put).delete(traffic_delete),
+        )
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard.json", get(crate::dashboard::data))
@@ -124,8 +131,15 @@ async fn model_config(State(s): St, Path(p): Params) -> ApiResult {
 
 async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     let p = p.map(|Path(p)| p).unwrap_or_default();
-    let models = if p.contains_key("model") {
-        vec![model(&s, &p)?]
+    let all_versions = !p.contains_key("version") && !p.contains_key("label");
+    let models = if let Some(name) = p.get("model") {
+        // Every ready version, as Triton does: a traffic split shows here.
+        let ready = s.repo.models().ready(name);
+        if all_versions && !ready.is_empty() {
+            ready.into_values().collect()
+        } else {
+            vec![model(&s, &p)?]
+        }
     } else {
         s.repo.models().loaded()
     };
@@ -134,6 +148,93 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         .map(|m| m.stats.to_json(&m.name, &m.version))
         .collect();
     Ok(json_response(&json!({"model_stats": list})))
+}
+
+/// The split in force for a model, with each ready version's weight, share
+/// and the requests it has answered.
+fn traffic_view(s: &ServerState, name: &str) -> Result<Json, ApiError> {
+    let ready = s.repo.models().ready(name);
+    if ready.is_empty() {
+        // Unknown or not ready: the registry's own error says which.
+        s.repo.models().get(name, None)?;
+    }
+    let (split, source) = s.traffic.effective(name, &ready);
+    let total: u64 = split.as_ref().map_or(0, |sp| {
+        sp.weights
+            .iter()
+            .filter(|(v, _)| ready.contains_key(v))
+            .map(|(_, w)| u64::from(*w))
+            .sum()
+    });
+    let newest = ready.keys().next_back().copied();
+    let versions: Vec<Json> = ready
+        .iter()
+        .map(|(v, m)| {
+            let weight = split.as_ref().and_then(|sp| sp.weights.get(v)).copied();
+            let share = match (total, weight) {
+                (0, _) => f64::from(u8::from(Some(*v) == newest)),
+                (t, w) => f64::from(w.unwrap_or(0)) / t as f64,
+            };
+            json!({
+                "version": v.to_string(),
+                "weight": weight,
+                "share": share,
+                "success": m.stats.success.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "model": name,
+        "source": if split.is_some() { source } else { "default" },
+        "split": split.map(|sp| sp.to_json()),
+        "versions": versions,
+    }))
+}
+
+fn model_name(p: &std::collections::HashMap<String, String>) -> &str {
+    p.get("model").map(String::as_str).unwrap_or_default()
+}
+
+async fn traffic_get(State(s): St, Path(p): Params) -> ApiResult {
+    Ok(json_response(&traffic_view(&s, model_name(&p))?))
+}
+
+/// Sets the model's split at run time (until DELETE or a restart). Weights
+/// and labels must name versions that are ready now.
+async fn traffic_put(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
+    let (body, _ticket) = read_body(&s, &headers, body).await?;
+    let v: Json = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("the traffic body is not JSON: {e}")))?;
+    let split = crate::split::Split::from_json(&v)?;
+    let name = model_name(&p);
+    let ready = s.repo.models().ready(name);
+    if ready.is_empty() {
+        s.repo.models().get(name, None)?;
+    }
+    let missing = split
+        .weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(v, _)| v)
+        .chain(split.labels.values())
+        .find(|v| !ready.contains_key(v));
+    if let Some(v) = missing {
+        return Err(Error::invalid(format!(
+            "model '{name}' has no ready version {v}; ready: {:?}",
+            ready.keys().collect::<Vec<_>>()
+        ))
+        .into());
+    }
+    tracing::info!(model = name, split = %split.to_json(), "traffic split set");
+    s.traffic.set(name, Some(split));
+    Ok(json_response(&traffic_view(&s, name)?))
+}
+
+/// Back to the config's split (or the newest ready version).
+async fn traffic_delete(State(s): St, Path(p): Params) -> ApiResult {
+    let name = model_name(&p);
+    s.traffic.set(name, None);
+    Ok(json_response(&traffic_view(&s, name)?))
 }
 
 /// The drift window against the reference profile, with both histograms.

@@ -17,7 +17,7 @@ use crate::compress;
 use crate::model::LoadedModel;
 use crate::observe::{Outcome, server_timing};
 use crate::rest::{
-    ApiResult, HEADER_LEN, OFF_THREAD_BYTES, Params, St, cpu, drain, model, read_body,
+    ApiResult, HEADER_LEN, OFF_THREAD_BYTES, Params, St, cpu, drain, read_body, routed,
 };
 use crate::scheduler::Timing;
 use crate::state::ServerState;
@@ -97,7 +97,7 @@ async fn run(
     body: Body,
     f: &mut Facts,
 ) -> ApiResult {
-    let m = match model(s, p) {
+    let m = match routed(s, p, Some(headers)) {
         Ok(m) => m,
         Err(e) => {
             drain(s, headers, body);

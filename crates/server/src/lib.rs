@@ -27,8 +27,10 @@ pub mod proto;
 pub mod repository;
 pub mod rest;
 pub mod scheduler;
+pub mod split;
 pub mod state;
 pub mod tls;
+pub mod traffic;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -180,6 +182,7 @@ impl Server {
             http_limits: opts.http_limits,
             shutting_down: AtomicBool::new(false),
             observer,
+            traffic: traffic::Traffic::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -34,6 +34,8 @@ pub struct LoadedModel {
     pub stats: Arc<ModelStats>,
     /// Live drift against the profile beside the model file, if any.
     pub drift: Option<Arc<crate::drift::DriftMonitor>>,
+    /// The traffic split of the model's config, if it sets one.
+    pub split: Option<crate::split::Split>,
     pub(crate) scheduler: Scheduler,
 }
 

@@ -254,9 +254,20 @@ pub(crate) fn json_response(v: &Json) -> Response {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
+/// The version a URL names (by number or label), else the newest ready.
 pub(crate) fn model(
     state: &ServerState,
     p: &HashMap<String, String>,
+) -> Result<Arc<LoadedModel>, ApiError> {
+    routed(state, p, None)
+}
+
+/// As [`model`]; an inference request (`headers` given) that names no
+/// version goes where the model's traffic split sends it.
+pub(crate) fn routed(
+    state: &ServerState,
+    p: &HashMap<String, String>,
+    headers: Option<&HeaderMap>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     // `/versions//infer` names no version: an error, not the default version.
@@ -266,8 +277,27 @@ pub(crate) fn model(
         )
         .into());
     }
-    Ok(state
-        .repo
-        .models()
-        .get(name, p.get("version").map(String::as_str))?)
+    let version = p.get("version").map(String::as_str);
+    let label = p.get("label").map(String::as_str);
+    let Some(headers) = headers.filter(|_| version.is_none()) else {
+        if label.is_none() {
+            return Ok(state.repo.models().get(name, version)?);
+        }
+        return Ok(crate::traffic::resolve(
+            state.repo.models(),
+            &state.traffic,
+            name,
+            version,
+            label,
+            &|_| None,
+        )?);
+    };
+    Ok(crate::traffic::resolve(
+        state.repo.models(),
+        &state.traffic,
+        name,
+        None,
+        label,
+        &|h| headers.get(h).map(|v| v.as_bytes().to_vec()),
+    )?)
 }

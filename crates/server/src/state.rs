@@ -59,6 +59,8 @@ pub struct ServerState {
     pub(crate) loading: AtomicBool,
     /// Access log, trace export and payload sampling.
     pub observer: crate::observe::Observer,
+    /// Traffic splits set at run time.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl ServerState {

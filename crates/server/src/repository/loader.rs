@@ -202,7 +202,9 @@ fn start_version(
         tracing::warn!(model = name, version, "drift monitoring off: {e}");
         None
     });
+    let split = crate::split::Split::from_parameters(&config.parameters)?;
     Ok(LoadedModel {
+        split,
         name: name.to_string(),
         version: version.to_string(),
         config,

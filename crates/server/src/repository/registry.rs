@@ -101,6 +101,15 @@ impl Registry {
         }
     }
 
+    /// The ready versions of a model by number (empty for an unknown one).
+    pub fn ready(&self, name: &str) -> BTreeMap<i64, Arc<LoadedModel>> {
+        self.models
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).map(ModelEntry::ready))
+            .unwrap_or_default()
+    }
+
     /// Ready version numbers of a model, newest last.
     pub fn ready_versions(&self, name: &str) -> Vec<String> {
         let Ok(models) = self.models.read() else {
