@@ -50,6 +50,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
             get(traffic_get).put(traffic_put).delete(traffic_delete),
         )
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route(
+            "/v1/models/{*rest}",
+            get(crate::tfserving::get).post(crate::tfserving::post),
+        )
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard.json", get(crate::dashboard::data))
         .route("/v2/repository/index", post(repository_index))

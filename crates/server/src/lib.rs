@@ -29,6 +29,7 @@ pub mod rest;
 pub mod scheduler;
 pub mod split;
 pub mod state;
+pub mod tfserving;
 pub mod tls;
 pub mod traffic;
 pub mod validate;

@@ -25,6 +25,7 @@ pub(crate) type St = State<Arc<ServerState>>;
 pub(crate) type Params = Path<HashMap<String, String>>;
 
 /// An error as the client sees it: a status and `{"error": message}`.
+#[derive(Debug)]
 pub struct ApiError {
     pub(crate) err: Error,
     status: Option<StatusCode>,
