@@ -255,7 +255,8 @@ pub fn http_access(path: &str) -> Access {
     if path.starts_with("/v2/health/") {
         Access::Health
     } else if path == "/dashboard.json"
-        || path.starts_with("/v2/models/") && path.ends_with("/traffic")
+        || path.starts_with("/v2/models/")
+            && (path.ends_with("/traffic") || path.contains("/rollout"))
         || path.starts_with("/v2/repository/models/")
             && (path.ends_with("/load") || path.ends_with("/unload"))
     {
@@ -273,6 +274,7 @@ mod tests {
     fn dashboard_data_is_an_admin_route_and_its_page_a_read_route() {
         assert_eq!(http_access("/dashboard.json"), Access::Admin);
         assert_eq!(http_access("/v2/models/m/traffic"), Access::Admin);
+        assert_eq!(http_access("/v2/models/m/rollout/promote"), Access::Admin);
         assert_eq!(http_access("/dashboard"), Access::Read);
     }
 

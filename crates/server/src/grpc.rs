@@ -91,7 +91,14 @@ impl GrpcService {
         if f.keep {
             f.inputs = Some(inputs.clone());
         }
+        let shadow =
+            crate::traffic::shadow_for(&self.state.traffic, &model).map(|t| (t, inputs.clone()));
         let ran = model.infer(inputs, deadline).await.map_err(status)?;
+        if let Some((target, copy)) = shadow {
+            self.state
+                .shadows
+                .send(repo(self), &model.name, target, copy, ran.outputs.clone());
+        }
         f.timing = Some(ran.timing);
         let outputs = ran.outputs;
         if f.keep {

@@ -46,6 +46,15 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v2/models/{model}/labels/{label}/ready", get(model_ready))
         .route("/v2/models/{model}/labels/{label}/infer", post(infer))
         .route(
+            "/v2/models/{model}/rollout",
+            get(rollout_get).post(rollout_start),
+        )
+        .route("/v2/models/{model}/rollout/promote", post(rollout_promote))
+        .route(
+            "/v2/models/{model}/rollout/rollback",
+            post(rollout_rollback),
+        )
+        .route(
             "/v2/models/{model}/traffic",
             get(traffic_get).put(traffic_put).delete(traffic_delete),
         )
@@ -151,7 +160,14 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         .iter()
         .map(|m| m.stats.to_json(&m.name, &m.version))
         .collect();
-    Ok(json_response(&json!({"model_stats": list})))
+    let mut body = json!({"model_stats": list});
+    if let (Some(name), Some(o)) = (p.get("model"), body.as_object_mut()) {
+        let sh = shadow_json(&s, name);
+        if sh.as_array().is_some_and(|a| !a.is_empty()) {
+            o.insert("shadow".into(), sh);
+        }
+    }
+    Ok(json_response(&body))
 }
 
 /// The split in force for a model, with each ready version's weight, share
@@ -192,7 +208,25 @@ fn traffic_view(s: &ServerState, name: &str) -> Result<Json, ApiError> {
         "source": if split.is_some() { source } else { "default" },
         "split": split.map(|sp| sp.to_json()),
         "versions": versions,
+        "shadow": shadow_json(s, name),
     }))
+}
+
+/// Each shadow version of `name` and what its comparisons found.
+fn shadow_json(s: &ServerState, name: &str) -> Json {
+    let list: Vec<Json> = s
+        .shadows
+        .of(name)
+        .into_iter()
+        .map(|(v, d)| {
+            let mut j = d.to_json();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("version".into(), json!(v.to_string()));
+            }
+            j
+        })
+        .collect();
+    Json::Array(list)
 }
 
 fn model_name(p: &std::collections::HashMap<String, String>) -> &str {
@@ -221,6 +255,7 @@ async fn traffic_put(State(s): St, Path(p): Params, headers: HeaderMap, body: Bo
         .filter(|(_, w)| **w > 0)
         .map(|(v, _)| v)
         .chain(split.labels.values())
+        .chain(split.shadow.as_ref().map(|s| &s.version))
         .find(|v| !ready.contains_key(v));
     if let Some(v) = missing {
         return Err(Error::invalid(format!(
@@ -239,6 +274,37 @@ async fn traffic_delete(State(s): St, Path(p): Params) -> ApiResult {
     let name = model_name(&p);
     s.traffic.set(name, None);
     Ok(json_response(&traffic_view(&s, name)?))
+}
+
+async fn rollout_get(State(s): St, Path(p): Params) -> ApiResult {
+    let name = model_name(&p);
+    let st = s
+        .rollouts
+        .status(name)
+        .ok_or_else(|| Error::not_found(format!("no rollout of '{name}'")))?;
+    Ok(json_response(&crate::rollout::to_json(&st)))
+}
+
+/// Starts a rollout: `{"to": 2, "steps": [5, 25, 50, 100], ...}` (see
+/// [`crate::rollout::Policy`]); 202 with its status.
+async fn rollout_start(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
+    let (body, _ticket) = read_body(&s, &headers, body).await?;
+    let policy: crate::rollout::Policy = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("rollout policy: {e}")))?;
+    let st = crate::rollout::start(&s, model_name(&p), policy)?;
+    let mut r = json_response(&crate::rollout::to_json(&st));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    Ok(r)
+}
+
+async fn rollout_promote(State(s): St, Path(p): Params) -> ApiResult {
+    let st = crate::rollout::decide(&s, model_name(&p), true)?;
+    Ok(json_response(&crate::rollout::to_json(&st)))
+}
+
+async fn rollout_rollback(State(s): St, Path(p): Params) -> ApiResult {
+    let st = crate::rollout::decide(&s, model_name(&p), false)?;
+    Ok(json_response(&crate::rollout::to_json(&st)))
 }
 
 /// The drift window against the reference profile, with both histograms.

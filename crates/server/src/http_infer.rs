@@ -159,7 +159,12 @@ async fn run(
     if f.keep {
         f.inputs = Some(req.inputs.clone());
     }
+    let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, req.inputs.clone()));
     let ran = m.infer(req.inputs, deadline).await?;
+    if let Some((target, copy)) = shadow {
+        s.shadows
+            .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
+    }
     f.timing = Some(ran.timing);
     let outputs = ran.outputs;
     if f.keep {

@@ -26,7 +26,9 @@ pub mod pbtxt;
 pub mod proto;
 pub mod repository;
 pub mod rest;
+pub mod rollout;
 pub mod scheduler;
+pub mod shadow;
 pub mod split;
 pub mod state;
 pub mod tfserving;
@@ -184,6 +186,8 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             observer,
             traffic: traffic::Traffic::default(),
+            shadows: Arc::new(shadow::Shadows::default()),
+            rollouts: rollout::status::Rollouts::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -43,6 +43,11 @@ impl Histogram {
         self.sum_ns.load(Relaxed)
     }
 
+    /// The bucket counts so far (the last is past the last bound).
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+
     /// The bucket bound (seconds) the `q` quantile falls under, as
     /// Prometheus's histogram_quantile reads it without interpolation;
     /// None before any observation, infinite past the last bound.
@@ -204,6 +209,24 @@ impl ModelStats {
             "batch_stats": [],
         })
     }
+}
+
+/// The `q` quantile's bucket bound over bucket counts (a difference of two
+/// [`Histogram::buckets`] snapshots: the quantile of that interval).
+pub fn quantile_of(counts: &[u64], q: f64) -> Option<f64> {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return None;
+    }
+    let want = (q * n as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= want {
+            return Some(BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+        }
+    }
+    Some(f64::INFINITY)
 }
 
 /// One model version as the metrics page sees it.

@@ -20,6 +20,8 @@ pub fn metrics_router(state: Arc<ServerState>) -> Router {
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
                     let mut text = s.repo.models().render_metrics();
                     s.observer.render_metrics(&mut text);
+                    s.shadows.render_metrics(&mut text);
+                    s.rollouts.render_metrics(&mut text);
                     text
                 })
             }),

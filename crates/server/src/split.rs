@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use hone_core::{Error, Result};
-use serde_json::{Value, json};
+use serde_json::{Value, Value as Json, json};
 
 /// How a model's unversioned requests are shared out.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,6 +17,28 @@ pub struct Split {
     pub labels: BTreeMap<String, i64>,
     /// Requests with the same value of this header go to the same version.
     pub sticky_header: Option<String>,
+    /// A share of answered requests also sent to this version, whose
+    /// answers are compared and never returned.
+    pub shadow: Option<ShadowTarget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShadowTarget {
+    pub version: i64,
+    /// 0..=1 of the requests the other versions answer.
+    pub share: f64,
+}
+
+fn shadow_target(key: &str, version: &str, share: f64) -> Result<ShadowTarget> {
+    if !(0.0..=1.0).contains(&share) {
+        return Err(Error::invalid(format!(
+            "{key}: share {share} is not between 0 and 1"
+        )));
+    }
+    Ok(ShadowTarget {
+        version: version_number(key, version)?,
+        share,
+    })
 }
 
 fn pairs<T: std::str::FromStr>(key: &str, text: &str) -> Result<Vec<(String, T)>> {
@@ -49,7 +71,8 @@ impl Split {
     /// From config parameters; None when none of them is set.
     pub fn from_parameters(p: &BTreeMap<String, String>) -> Result<Option<Split>> {
         let (t, l, s) = (p.get("traffic"), p.get("labels"), p.get("sticky_header"));
-        if t.is_none() && l.is_none() && s.is_none() {
+        let sh = p.get("shadow");
+        if t.is_none() && l.is_none() && s.is_none() && sh.is_none() {
             return Ok(None);
         }
         let mut split = Split::default();
@@ -72,15 +95,32 @@ impl Split {
         let o = v
             .as_object()
             .ok_or_else(|| Error::invalid("the traffic body must be a JSON object"))?;
-        if let Some(k) = o
-            .keys()
-            .find(|k| !matches!(k.as_str(), "weights" | "labels" | "sticky_header"))
-        {
+        if let Some(k) = o.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "weights" | "labels" | "sticky_header" | "shadow"
+            )
+        }) {
             return Err(Error::invalid(format!(
-                "unknown field {k:?}: expected weights, labels, sticky_header"
+                "unknown field {k:?}: expected weights, labels, sticky_header, shadow"
             )));
         }
         let mut split = Split::default();
+        if let Some(sh) = o.get("shadow").filter(|s| !s.is_null()) {
+            let v = sh
+                .get("version")
+                .and_then(|v| {
+                    v.as_i64()
+                        .map(|n| n.to_string())
+                        .or_else(|| v.as_str().map(str::to_string))
+                })
+                .ok_or_else(|| Error::invalid("shadow.version: a version number"))?;
+            let share = sh
+                .get("share")
+                .and_then(Json::as_f64)
+                .ok_or_else(|| Error::invalid("shadow.share: a number between 0 and 1"))?;
+            split.shadow = Some(shadow_target("shadow", &v, share)?);
+        }
         if let Some(w) = o.get("weights").filter(|w| !w.is_null()) {
             for (k, n) in w
                 .as_object()
@@ -128,7 +168,10 @@ impl Split {
             .iter()
             .map(|(l, v)| (l.clone(), json!(v.to_string())))
             .collect();
-        json!({"weights": weights, "labels": labels, "sticky_header": self.sticky_header})
+        let shadow = self
+            .shadow
+            .map(|s| json!({"version": s.version.to_string(), "share": s.share}));
+        json!({"weights": weights, "labels": labels, "sticky_header": self.sticky_header, "shadow": shadow})
     }
 
     /// The version for one request among `ready` (ascending), or None for
@@ -174,12 +217,20 @@ mod tests {
             ("traffic".to_string(), "1:90, 2:10".to_string()),
             ("labels".into(), "stable:1,canary:2".into()),
             ("sticky_header".into(), "X-User".into()),
+            ("shadow".into(), "2:0.25".into()),
         ]
         .into();
         let s = Split::from_parameters(&p).unwrap().unwrap();
         assert_eq!(s.weights, [(1, 90), (2, 10)].into());
         assert_eq!(s.labels["canary"], 2);
         assert_eq!(s.sticky_header.as_deref(), Some("x-user"));
+        assert_eq!(
+            s.shadow,
+            Some(ShadowTarget {
+                version: 2,
+                share: 0.25
+            })
+        );
         assert_eq!(Split::from_json(&s.to_json()).unwrap(), s);
         assert!(Split::from_parameters(&BTreeMap::new()).unwrap().is_none());
         let bad: BTreeMap<String, String> = [("traffic".to_string(), "1=90".to_string())].into();

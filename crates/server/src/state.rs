@@ -61,6 +61,10 @@ pub struct ServerState {
     pub observer: crate::observe::Observer,
     /// Traffic splits set at run time.
     pub traffic: crate::traffic::Traffic,
+    /// Shadow calls and what their comparisons found.
+    pub shadows: Arc<crate::shadow::Shadows>,
+    /// Rollouts, running and finished.
+    pub rollouts: crate::rollout::status::Rollouts,
 }
 
 impl ServerState {

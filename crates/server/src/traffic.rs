@@ -52,6 +52,15 @@ impl Traffic {
     }
 }
 
+/// Whether this request, served by `m`, is also sent to a shadow version.
+pub fn shadow_for(traffic: &Traffic, m: &LoadedModel) -> Option<crate::split::ShadowTarget> {
+    if m.split.is_none() && !traffic.any() {
+        return None;
+    }
+    let split = traffic.get(&m.name).or_else(|| m.split.clone());
+    crate::shadow::pick(split.as_ref(), m)
+}
+
 /// The version a request goes to: the one it names, the one its label
 /// names, or the split's pick among ready versions.
 pub fn resolve(

@@ -191,7 +191,12 @@ pub(crate) async fn post(
     let specs = m.metadata.inputs.clone();
     let (inputs, columnar) =
         cpu(&s, big, "request decoder", move || decode(&body, &specs)).await??;
+    let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, inputs.clone()));
     let ran = m.infer(inputs, crate::model::Deadline::default()).await?;
+    if let Some((target, copy)) = shadow {
+        s.shadows
+            .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
+    }
     let out_bytes: usize = ran.outputs.iter().map(|t| t.element_count() * 12).sum();
     let m2 = m.clone();
     let text = cpu(

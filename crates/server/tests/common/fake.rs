@@ -1,5 +1,6 @@
 //! A fake engine for registry, reload and shutdown tests: no ONNX Runtime.
-//! A model file holds `scale=K` (the engine multiplies its input by K) or
+//! A model file holds `scale=K` (the engine multiplies its input by K;
+//! `scale=K;sleep_ms=N` also takes N ms per call) or
 //! `fail` (loading fails). Every engine shares one gate that tests can close
 //! to hold calls inside the engine.
 
@@ -50,6 +51,7 @@ impl FakeLoader {
 struct FakeEngine {
     meta: ModelMetadata,
     scale: f32,
+    sleep: std::time::Duration,
     calls: Arc<AtomicUsize>,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
@@ -66,6 +68,10 @@ impl EngineLoader for FakeLoader {
             return Err(Error::internal("fake engine: loads refused"));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::invalid(e.to_string()))?;
+        let (text, sleep_ms) = match text.trim().split_once(";sleep_ms=") {
+            Some((a, b)) => (a.to_string(), b.trim().parse::<u64>().unwrap_or(0)),
+            None => (text.clone(), 0),
+        };
         let scale: f32 = text
             .trim()
             .strip_prefix("scale=")
@@ -89,6 +95,7 @@ impl EngineLoader for FakeLoader {
                 outputs: vec![spec("y")],
             },
             scale,
+            sleep: std::time::Duration::from_millis(sleep_ms),
             calls: self.calls.clone(),
             gate: self.gate.clone(),
         }))
@@ -108,6 +115,7 @@ impl Backend for FakeEngine {
             g = cv.wait(g).unwrap();
         }
         drop(g);
+        std::thread::sleep(self.sleep);
         let mut out = Vec::new();
         // The injected fault: an input starting with 13 crashes the engine.
         if let Some(TensorData::Raw(b)) = batch.first().and_then(|r| r.first()).map(|t| &t.data)
