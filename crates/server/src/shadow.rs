@@ -317,7 +317,7 @@ mod tests {
             (1, 2, 2, 1)
         );
         assert!((d.max_abs_diff - 0.3).abs() < 1e-6);
-        assert!((d.mean_abs_diff().unwrap() - 0.1).abs() < 1e-6);
+        assert!((d.mean_abs_diff().unwrap() - 0.8 / 6.0).abs() < 1e-6);
         let other = Tensor::from_f32(vec![3, 2], &[0.0; 6]).unwrap();
         compare(&mut d, &[a], &[other]);
         assert_eq!(d.errors, 1);

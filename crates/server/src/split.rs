@@ -86,6 +86,15 @@ impl Split {
         split.sticky_header = s
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty());
+        if let Some(sh) = sh {
+            let p = pairs::<f64>("shadow", sh)?;
+            let [(v, share)] = p.as_slice() else {
+                return Err(Error::invalid(
+                    "config parameter shadow: expected VERSION:SHARE, e.g. 2:0.1",
+                ));
+            };
+            split.shadow = Some(shadow_target("shadow", v, *share)?);
+        }
         Ok(Some(split))
     }
 
