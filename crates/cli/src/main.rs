@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
+mod models_cmd;
 mod package_cmd;
 mod perf_cmds;
 mod pipeline_cmds;
@@ -60,6 +61,9 @@ enum Command {
     /// The reference profile (input and output histograms on some data)
     /// that `hone serve` measures live drift against.
     Profile(profile_cmd::ProfileArgs),
+    /// A running server's models: list, status, load, unload, traffic,
+    /// rollout, promote, rollback.
+    Models(models_cmd::ModelsArgs),
 }
 
 #[derive(clap::Args)]
@@ -359,6 +363,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => perf_cmds::tune(args),
         Command::Package(args) => package_cmd::package(args),
         Command::Profile(args) => profile_cmd::run(args),
+        Command::Models(args) => models_cmd::run(args),
     }
 }
 

@@ -548,3 +548,122 @@ fn demo_ships_the_embedded_data() {
     assert!(r["value"].as_f64().unwrap() >= 0.95, "{r}");
     assert!(repo.join("breast_cancer/1/model.onnx").is_file());
 }
+
+/// `hone models` against a running server: list, traffic, status, a
+/// rollout under load waited to promotion, rollback refused once it ended,
+/// unload and load.
+#[test]
+fn hone_models_drives_traffic_and_rollouts() {
+    let d = tmp_dir("models-cli");
+    let repo = d.join("repo");
+    for v in ["1", "2"] {
+        common::example_model(&repo, "mlp", v);
+    }
+    let cfg =
+        std::fs::read_to_string(workspace().join("examples/repository/mlp/config.pbtxt")).unwrap();
+    std::fs::write(
+        repo.join("mlp/config.pbtxt"),
+        format!("{cfg}version_policy: {{ all: {{}} }}\n"),
+    )
+    .unwrap();
+    let server = std::sync::Arc::new(ServeProcess::start(&repo));
+    let models = |args: &[&str]| {
+        let mut a = vec!["models"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--url", &server.url]);
+        hone(&a)
+    };
+    let out = models(&["list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let out = models(&[
+        "traffic",
+        "mlp",
+        "--weights",
+        "1=70,2=30",
+        "--labels",
+        "stable=1,canary=2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("split from api") && text.contains("30 %") && text.contains("canary=2"),
+        "{text}"
+    );
+    let out = models(&["status", "mlp", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        st["traffic"]["split"]["weights"],
+        serde_json::json!({"1": 70, "2": 30})
+    );
+    // Traffic while the rollout runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[1,30],"datatype":"FP32","data":[{}]}}]}}"#,
+        vec!["0.5"; 30].join(",")
+    );
+    let load = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut failed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if server.post("/v2/models/mlp/infer", &body).0 != 200 {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    };
+    let out = models(&[
+        "rollout",
+        "mlp",
+        "--to",
+        "2",
+        "--from",
+        "1",
+        "--steps",
+        "50,100",
+        "--step-requests",
+        "50",
+        "--shadow-share",
+        "0.5",
+        "--wait",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load.join().unwrap(), 0, "no request failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("step  50 %") && text.contains("promoted at 100 %"),
+        "{text}"
+    );
+    let out = models(&["rollback", "mlp"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already ended"));
+    let out = models(&["unload", "mlp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = models(&["list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("UNAVAILABLE"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(models(&["load", "mlp"]).status.success());
+}
