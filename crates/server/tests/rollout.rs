@@ -151,7 +151,7 @@ async fn good_versions_promote_and_bad_ones_roll_back() {
     // Wrong answers: caught on shadow copies, all back to 2.
     let before = success(&c, &base, 3).await;
     let policy =
-        json!({"to": 3, "steps": [10, 50, 100], "step_requests": 200, "shadow_share": 0.5});
+        json!({"to": 3, "steps": [0, 10, 50, 100], "step_requests": 200, "shadow_share": 0.5});
     let r = c
         .post(format!("{base}/rollout"))
         .json(&policy)
@@ -172,7 +172,10 @@ async fn good_versions_promote_and_bad_ones_roll_back() {
         "caught in the first step: {st}"
     );
     let answered = success(&c, &base, 3).await - before;
-    assert!(answered < 200, "version 3 answered {answered} requests");
+    assert_eq!(
+        answered, 0,
+        "a shadow-only first step: version 3 answered {answered} clients"
+    );
     let t: Value = c
         .get(format!("{base}/traffic"))
         .send()

@@ -189,6 +189,10 @@ async fn drive(
             );
         };
         let timeout = Duration::from_secs_f64(p.step_timeout_secs);
+        let c0 = state
+            .shadows
+            .get(&model, p.to)
+            .map_or((0, 0), |d| (d.compared, d.errors));
         let verdict = loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if status.lock().map_or(true, |s| s.state != "running") {
@@ -198,7 +202,16 @@ async fn drive(
             else {
                 break Err("a version went away during the rollout".to_string());
             };
-            let (nn, nerr, np99) = delta(&n0, &n1);
+            // At 0 % the new version answers only shadow copies: those
+            // are its requests and failures.
+            let (nn, nerr, np99) = if percent == 0 {
+                let d = state.shadows.get(&model, p.to).unwrap_or_default();
+                let (c, e) = (d.compared - c0.0, d.errors - c0.1);
+                let n = c + e;
+                (n, if n == 0 { 0.0 } else { e as f64 / n as f64 }, None)
+            } else {
+                delta(&n0, &n1)
+            };
             let (sn, serr, sp99) = delta(&s0, &s1);
             if sn >= 20 {
                 stable_p99 = sp99.or(stable_p99);

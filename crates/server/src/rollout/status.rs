@@ -17,7 +17,9 @@ pub struct Policy {
     /// The stable version (default: the newest other ready version).
     #[serde(default)]
     pub from: Option<i64>,
-    /// Percent of traffic at each step, ascending, ending at 100.
+    /// Percent of traffic at each step, ascending, ending at 100. A first
+    /// step of 0 is shadow only: the new version answers no client until
+    /// its shadow copies have passed.
     #[serde(default = "default_steps")]
     pub steps: Vec<u32>,
     /// Requests the new version answers at a step before it is judged.
@@ -81,9 +83,12 @@ impl Policy {
             return bad("steps must end at 100");
         }
         if self.steps.windows(2).any(|w| matches!(w, [a, b] if a >= b))
-            || self.steps.iter().any(|s| *s == 0 || *s > 100)
+            || self.steps.iter().any(|s| *s > 100)
         {
-            return bad("steps must rise strictly from above 0 to 100");
+            return bad("steps must rise strictly to 100");
+        }
+        if self.steps.first() == Some(&0) && self.shadow_share <= 0.0 {
+            return bad("a 0 % step (shadow only) needs shadow_share above 0");
         }
         if self.step_requests == 0
             || self.step_timeout_secs.is_nan()
