@@ -282,6 +282,12 @@ pub struct ShipArgs {
     /// starting a server: the new version goes live there and is smoke-tested.
     #[arg(long, value_name = "URL", conflicts_with = "serve")]
     into: Option<String>,
+    /// With --into: the new version starts at PERCENT of the traffic and
+    /// the server's rollout moves it to 100 % while it holds up against the
+    /// version serving now (rolled back otherwise; `hone models status`).
+    /// The model must keep two versions loaded (version_policy).
+    #[arg(long, value_name = "PERCENT", requires = "into", value_parser = clap::value_parser!(u32).range(0..100))]
+    canary: Option<u32>,
     /// Also build a container image of the repository (hone package) after
     /// packaging the new version.
     #[arg(long, value_name = "IMAGE.tar")]
@@ -325,6 +331,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         args.json,
         args.optimize.then_some(args.max_drop),
         args.image,
+        args.canary,
     )
 }
 
@@ -381,6 +388,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         args.json,
         None,
         None,
+        None,
     )
 }
 
@@ -400,6 +408,7 @@ fn run_ship(
     json: bool,
     optimize: Option<f64>,
     image: Option<PathBuf>,
+    canary: Option<u32>,
 ) -> ExitCode {
     let image = match image.map(image_stage).transpose() {
         Ok(i) => i,
@@ -440,6 +449,7 @@ fn run_ship(
             ..ServerOptions::new(".")
         },
         hot_load: live.hot_load_url(),
+        canary,
         smoke_rows: 32,
         cancel: cancel.clone(),
         progress: !json,

@@ -667,3 +667,64 @@ fn hone_models_drives_traffic_and_rollouts() {
     );
     assert!(models(&["load", "mlp"]).status.success());
 }
+
+/// `hone ship --into URL --canary 20`: the new version loads with no
+/// traffic, then the server's rollout gives it 20 %; a model whose config
+/// keeps one version loaded is refused with the fix, and the version taken
+/// back out.
+#[test]
+fn ship_canary_hands_the_new_version_to_a_rollout() {
+    let d = tmp_dir("ship-canary");
+    let csv = small_csv(&d, 200);
+    let repo = d.join("repo");
+    let r = json(&ship_bc(&csv, &repo, &[]));
+    assert_eq!(r["ok"], true, "{r}");
+    let server = ServeProcess::start(&repo);
+    // One version loaded (the default policy): refused, version 2 removed.
+    let out = ship_bc(&csv, &repo, &["--into", &server.url, "--canary", "20"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("keep two versions loaded"), "{err}");
+    assert!(!repo.join("bc/2").exists());
+    assert_eq!(server.get("/v2/models/bc/versions/1/ready").0, 200);
+
+    let cfg = repo.join("bc/config.pbtxt");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}version_policy: {{ latest: {{ num_versions: 2 }} }}\n"),
+    )
+    .unwrap();
+    assert_eq!(server.post("/v2/repository/models/bc/load", "").0, 200);
+    let r = json(&ship_bc(
+        &csv,
+        &repo,
+        &["--into", &server.url, "--canary", "20"],
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    let detail = r["stages"][5]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("canary: rollout 1 → 2 over 20 → 50 → 100 %"),
+        "{detail}"
+    );
+    let (code, body) = server.get("/v2/models/bc/rollout");
+    assert_eq!(code, 200, "{body}");
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (st["state"].as_str(), st["percent"].as_u64()),
+        (Some("running"), Some(20))
+    );
+    let (_, body) = server.get("/v2/models/bc/traffic");
+    let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["split"]["weights"], serde_json::json!({"1": 80, "2": 20}));
+    let out = hone(&["models", "rollback", "bc", "--url", &server.url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, body) = server.get("/v2/models/bc/traffic");
+    let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["split"]["weights"], serde_json::json!({"1": 100, "2": 0}));
+}

@@ -38,11 +38,27 @@ pub(super) async fn go_live(
     }
     let t = Instant::now();
     let client = reqwest::Client::new();
+    let mut canary_msg: Option<String> = None;
     let (base, server) = match &opts.hot_load {
         Some(url) => {
             let base = url.trim_end_matches('/').to_string();
+            // A canary: the versions serving now keep all traffic while the
+            // new one loads, then the rollout takes over.
+            let stable = match opts.canary {
+                Some(_) => match canary_prepare(&client, &base, &opts.name).await {
+                    Ok(v) => v,
+                    Err(e) => return Err(failed(run, "serve", t, e.0)),
+                },
+                None => None,
+            };
             if let Err(e) = repository_call(&client, &base, &opts.name, "load").await {
                 return Err(failed(run, "serve", t, e.0));
+            }
+            if let (Some(p), Some(from)) = (opts.canary, stable) {
+                match canary_start(&client, &base, &opts.name, from, version, p).await {
+                    Ok(msg) => canary_msg = Some(msg),
+                    Err(e) => return Err(failed(run, "serve", t, e.0)),
+                }
             }
             (base, None)
         }
@@ -94,7 +110,13 @@ pub(super) async fn go_live(
             "{base} (gRPC {}), version {version} ready",
             s.grpc_addr.map_or("off".into(), |a| a.to_string())
         ),
-        None => format!("hot-loaded into the running server at {base}: version {version} ready"),
+        None => format!(
+            "hot-loaded into the running server at {base}: version {version} ready{}",
+            canary_msg
+                .as_deref()
+                .map(|c| format!("; {c}"))
+                .unwrap_or_default()
+        ),
     };
     run.report.stages.push(Stage {
         stage: "serve",
@@ -167,6 +189,97 @@ async fn repository_call(
         return Err(PipelineError(format!("POST {url}: {status}: {text}")));
     }
     Ok(())
+}
+
+/// Before a canary's load: the version serving now gets all traffic (so
+/// the new one gets none once it loads). None for a model with no ready
+/// version: then there is nothing to be a canary against.
+async fn canary_prepare(client: &reqwest::Client, base: &str, name: &str) -> Result<Option<i64>> {
+    let url = format!("{base}/v2/models/{name}/traffic");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| PipelineError(format!("cannot reach the server: GET {url}: {e}")))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| PipelineError(format!("GET {url}: {e}")))?;
+    // The version with the largest share serves now.
+    let stable = v["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some((
+                r["share"].as_f64()?,
+                r["version"].as_str()?.parse::<i64>().ok()?,
+            ))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, v)| v);
+    let Some(stable) = stable else {
+        return Ok(None);
+    };
+    let body =
+        serde_json::json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
+    let r = client
+        .put(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| PipelineError(format!("PUT {url}: {e}")))?;
+    if !r.status().is_success() {
+        let text = r.text().await.unwrap_or_default();
+        return Err(PipelineError(format!("PUT {url}: {text}")));
+    }
+    Ok(Some(stable))
+}
+
+/// After a canary's load: the rollout from `from` to `to`, starting at
+/// `percent`, then 50 (if below) and 100.
+async fn canary_start(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    from: i64,
+    to: u64,
+    percent: u32,
+) -> Result<String> {
+    let ready = client
+        .get(format!("{base}/v2/models/{name}/versions/{from}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if !ready {
+        return Err(PipelineError(format!(
+            "--canary: version {from} stopped serving when version {to} loaded; the model must keep two versions loaded (config.pbtxt: version_policy: {{ latest: {{ num_versions: 2 }} }})"
+        )));
+    }
+    let mut steps = vec![percent];
+    if percent < 50 {
+        steps.push(50);
+    }
+    steps.push(100);
+    let url = format!("{base}/v2/models/{name}/rollout");
+    let r = client
+        .post(&url)
+        .json(&serde_json::json!({"to": to, "from": from, "steps": steps}))
+        .send()
+        .await
+        .map_err(|e| PipelineError(format!("POST {url}: {e}")))?;
+    if !r.status().is_success() {
+        let text = r.text().await.unwrap_or_default();
+        return Err(PipelineError(format!("POST {url}: {text}")));
+    }
+    let steps: Vec<String> = steps.iter().map(u32::to_string).collect();
+    Ok(format!(
+        "canary: rollout {from} → {to} over {} % started (hone models status {name})",
+        steps.join(" → ")
+    ))
 }
 
 /// Takes a published version back out of the repository after a failed

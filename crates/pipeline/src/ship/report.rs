@@ -40,6 +40,9 @@ pub struct ShipOptions {
     /// one, ship has it load the new version (the repository API) and smoke
     /// tests it there.
     pub hot_load: Option<String>,
+    /// With `hot_load`: the new version starts at this percent of traffic
+    /// under the server's rollout policy instead of taking all of it.
+    pub canary: Option<u32>,
     /// Held-out rows sent to the live endpoint.
     pub smoke_rows: usize,
     /// Set from a Ctrl-C handler: checked between stages.

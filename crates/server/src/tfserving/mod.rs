@@ -163,8 +163,66 @@ pub(crate) async fn post(
     Path(rest): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    use axum::response::IntoResponse;
+    let header = |n: &str| headers.get(n).map(|v| v.as_bytes());
+    let obs = s
+        .observer
+        .begin("tfserving", header("traceparent"), header("x-request-id"));
+    let mut facts = Facts::default();
+    let result = predict(&s, &rest, &headers, body, &mut facts).await;
+    let Some(obs) = obs else {
+        return result.unwrap_or_else(IntoResponse::into_response);
+    };
+    let (mut resp, error) = match result {
+        Ok(r) => (r, None),
+        Err(e) => {
+            let msg = e.err.message.clone();
+            (e.into_response(), Some(msg))
+        }
+    };
+    if let Ok(v) = obs.request_id.parse() {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(t) = obs.trace.filter(|_| s.observer.tracing())
+        && let Ok(v) = t.header().parse()
+    {
+        resp.headers_mut().insert("traceparent", v);
+    }
+    let bytes_out = axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .unwrap_or_default() as usize;
+    let outcome = crate::observe::Outcome {
+        model: facts
+            .model
+            .as_deref()
+            .map(|m| (m.name.as_str(), m.version.as_str())),
+        status: resp.status().as_u16(),
+        error: error.as_deref(),
+        bytes_in: facts.bytes_in,
+        bytes_out,
+        timing: facts.timing,
+    };
+    s.observer.finish(obs, &outcome, None);
+    resp
+}
+
+/// What the observer learns of a `:predict` request.
+#[derive(Default)]
+struct Facts {
+    model: Option<std::sync::Arc<LoadedModel>>,
+    bytes_in: usize,
+    timing: Option<crate::scheduler::Timing>,
+}
+
+async fn predict(
+    s: &std::sync::Arc<crate::state::ServerState>,
+    rest: &str,
+    headers: &HeaderMap,
+    body: Body,
+    facts: &mut Facts,
 ) -> ApiResult {
-    let t = target(&rest)?;
+    let t = target(rest)?;
     match t.verb.as_deref() {
         Some("predict") => {}
         Some(v @ ("classify" | "regress")) => {
@@ -184,15 +242,18 @@ pub(crate) async fn post(
     if t.metadata {
         return Err(Error::not_found("no such endpoint: metadata takes GET").into());
     }
-    let m = routed(&s, &t.params, Some(&headers))?;
-    let (body, _ticket) = read_body(&s, &headers, body).await?;
+    let m = routed(s, &t.params, Some(headers))?;
+    facts.model = Some(m.clone());
+    let (body, _ticket) = read_body(s, headers, body).await?;
+    facts.bytes_in = body.len();
     let received = std::time::Instant::now();
     let big = body.len() > OFF_THREAD_BYTES;
     let specs = m.metadata.inputs.clone();
     let (inputs, columnar) =
-        cpu(&s, big, "request decoder", move || decode(&body, &specs)).await??;
+        cpu(s, big, "request decoder", move || decode(&body, &specs)).await??;
     let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, inputs.clone()));
     let ran = m.infer(inputs, crate::model::Deadline::default()).await?;
+    facts.timing = Some(ran.timing);
     if let Some((target, copy)) = shadow {
         s.shadows
             .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
@@ -200,15 +261,17 @@ pub(crate) async fn post(
     let out_bytes: usize = ran.outputs.iter().map(|t| t.element_count() * 12).sum();
     let m2 = m.clone();
     let text = cpu(
-        &s,
+        s,
         out_bytes > OFF_THREAD_BYTES,
         "response encoder",
         move || encode(&m2, &ran.outputs, columnar),
     )
     .await??;
     m.answered(received);
+    let timing = crate::observe::server_timing(&ran.timing);
     Ok(Response::builder()
         .header("content-type", "application/json")
+        .header("server-timing", timing)
         .body(Body::from(text))
         .unwrap_or_default())
 }
