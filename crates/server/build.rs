@@ -1,4 +1,5 @@
-// Generates the gRPC server for proto/inference.proto with a vendored protoc,
+// Generates the gRPC servers for proto/inference.proto and proto/hone_admin.proto
+// with a vendored protoc,
 // so building needs no system protobuf compiler.
 // Setting PROTOC is unsafe under edition 2024; a build script runs one thread.
 #![allow(unsafe_code)]
@@ -8,10 +9,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/inference.proto");
+    println!("cargo:rerun-if-changed=proto/hone_admin.proto");
     tonic_prost_build::configure()
         .build_client(true)
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
-        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/inference.proto", "proto/hone_admin.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

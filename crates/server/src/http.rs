@@ -17,6 +17,7 @@ use crate::keycheck::KeyCheckLayer;
 use crate::repository::check_load_parameters;
 use crate::rest::{ApiError, ApiResult, Params, St, json_response, model, read_body};
 use crate::state::{EXTENSIONS, SERVER_NAME, ServerState};
+use crate::traffic_admin;
 /// The REST routes. Body size and read time are enforced by `read_body`.
 pub fn router(state: Arc<ServerState>) -> Router {
     let open = state.keys.is_open();
@@ -162,7 +163,7 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         .collect();
     let mut body = json!({"model_stats": list});
     if let (Some(name), Some(o)) = (p.get("model"), body.as_object_mut()) {
-        let sh = shadow_json(&s, name);
+        let sh = traffic_admin::shadow_json(&s, name);
         if sh.as_array().is_some_and(|a| !a.is_empty()) {
             o.insert("shadow".into(), sh);
         }
@@ -170,110 +171,29 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
     Ok(json_response(&body))
 }
 
-/// The split in force for a model, with each ready version's weight, share
-/// and the requests it has answered.
-fn traffic_view(s: &ServerState, name: &str) -> Result<Json, ApiError> {
-    let ready = s.repo.models().ready(name);
-    if ready.is_empty() {
-        // Unknown or not ready: the registry's own error says which.
-        s.repo.models().get(name, None)?;
-    }
-    let (split, source) = s.traffic.effective(name, &ready);
-    let total: u64 = split.as_ref().map_or(0, |sp| {
-        sp.weights
-            .iter()
-            .filter(|(v, _)| ready.contains_key(v))
-            .map(|(_, w)| u64::from(*w))
-            .sum()
-    });
-    let newest = ready.keys().next_back().copied();
-    let versions: Vec<Json> = ready
-        .iter()
-        .map(|(v, m)| {
-            let weight = split.as_ref().and_then(|sp| sp.weights.get(v)).copied();
-            let share = match (total, weight) {
-                (0, _) => f64::from(u8::from(Some(*v) == newest)),
-                (t, w) => f64::from(w.unwrap_or(0)) / t as f64,
-            };
-            json!({
-                "version": v.to_string(),
-                "weight": weight,
-                "share": share,
-                "success": m.stats.success.load(std::sync::atomic::Ordering::Relaxed),
-            })
-        })
-        .collect();
-    Ok(json!({
-        "model": name,
-        "source": if split.is_some() { source } else { "default" },
-        "split": split.map(|sp| sp.to_json()),
-        "versions": versions,
-        "shadow": shadow_json(s, name),
-    }))
-}
-
-/// Each shadow version of `name` and what its comparisons found.
-fn shadow_json(s: &ServerState, name: &str) -> Json {
-    let list: Vec<Json> = s
-        .shadows
-        .of(name)
-        .into_iter()
-        .map(|(v, d)| {
-            let mut j = d.to_json();
-            if let Some(o) = j.as_object_mut() {
-                o.insert("version".into(), json!(v.to_string()));
-            }
-            j
-        })
-        .collect();
-    Json::Array(list)
-}
-
 fn model_name(p: &std::collections::HashMap<String, String>) -> &str {
     p.get("model").map(String::as_str).unwrap_or_default()
 }
 
 async fn traffic_get(State(s): St, Path(p): Params) -> ApiResult {
-    Ok(json_response(&traffic_view(&s, model_name(&p))?))
+    Ok(json_response(&traffic_admin::view(&s, model_name(&p))?))
 }
 
-/// Sets the model's split at run time (until DELETE or a restart). Weights
-/// and labels must name versions that are ready now.
+/// Sets the model's split at run time (until DELETE or a restart).
 async fn traffic_put(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
     let (body, _ticket) = read_body(&s, &headers, body).await?;
     let v: Json = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("the traffic body is not JSON: {e}")))?;
     let split = crate::split::Split::from_json(&v)?;
-    let name = model_name(&p);
-    let ready = s.repo.models().ready(name);
-    if ready.is_empty() {
-        s.repo.models().get(name, None)?;
-    }
-    let missing = split
-        .weights
-        .iter()
-        .filter(|(_, w)| **w > 0)
-        .map(|(v, _)| v)
-        .chain(split.labels.values())
-        .chain(split.shadow.as_ref().map(|s| &s.version))
-        .find(|v| !ready.contains_key(v));
-    if let Some(v) = missing {
-        return Err(Error::invalid(format!(
-            "model '{name}' has no ready version {v}; ready: {:?}",
-            ready.keys().collect::<Vec<_>>()
-        ))
-        .into());
-    }
-    tracing::info!(model = name, split = %split.to_json(), "traffic split set");
-    s.traffic.set(name, Some(split));
-    Ok(json_response(&traffic_view(&s, name)?))
+    Ok(json_response(&traffic_admin::set(
+        &s,
+        model_name(&p),
+        split,
+    )?))
 }
 
-/// Back to the config's split (or the newest ready version).
 async fn traffic_delete(State(s): St, Path(p): Params) -> ApiResult {
-    let name = model_name(&p);
-    s.traffic.set(name, None);
-    Ok(json_response(&traffic_view(&s, name)?))
+    Ok(json_response(&traffic_admin::clear(&s, model_name(&p))?))
 }
 
 async fn rollout_get(State(s): St, Path(p): Params) -> ApiResult {

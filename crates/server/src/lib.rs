@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod drift;
 pub mod engine;
 pub mod grpc;
+pub mod grpc_admin;
 pub mod http;
 pub mod http_infer;
 pub mod keycheck;
@@ -34,6 +35,7 @@ pub mod state;
 pub mod tfserving;
 pub mod tls;
 pub mod traffic;
+pub mod traffic_admin;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -210,6 +212,9 @@ impl Server {
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(opts.max_request_bytes)
             .max_encoding_message_size(usize::MAX);
+            let admin = grpc_admin::AdminServer::new(grpc_admin::AdminService {
+                state: state.clone(),
+            });
             let rx = stop_rx.clone();
             let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             let mut builder =
@@ -222,6 +227,7 @@ impl Server {
             tasks.spawn(async move {
                 let r = builder
                     .add_service(svc)
+                    .add_service(admin)
                     .serve_with_incoming_shutdown(incoming, wait(rx))
                     .await;
                 if let Err(e) = r {

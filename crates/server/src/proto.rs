@@ -3,3 +3,9 @@
 
 #![allow(clippy::all, clippy::pedantic)]
 tonic::include_proto!("inference");
+
+/// hone's admin service (`proto/hone_admin.proto`).
+pub mod admin {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("hone.admin.v1");
+}

@@ -205,6 +205,31 @@ async fn a_key_over_its_rate_gets_429() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // The admin service takes the admin key only.
+    use hone_server::grpc::proto::admin::{ModelRef, admin_client::AdminClient};
+    let mut a = AdminClient::connect(format!("http://{}", s.grpc_addr.unwrap()))
+        .await
+        .unwrap();
+    let m = || ModelRef { model: "m".into() };
+    assert_eq!(
+        a.get_traffic(with(None, m())).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        a.get_traffic(with(Some("free"), m()))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        a.get_traffic(with(Some("adm"), m()))
+            .await
+            .unwrap()
+            .into_inner()
+            .source,
+        "default"
+    );
     // Half a second later one token is back.
     tokio::time::sleep(std::time::Duration::from_millis(550)).await;
     assert_eq!(post("slow").await.unwrap().status(), 200);

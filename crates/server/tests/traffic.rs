@@ -150,6 +150,48 @@ async fn versions_share_traffic_by_weight_label_and_admin_route() {
         .await
         .unwrap();
     assert_eq!(t["source"], "config");
+    // The same through gRPC's admin service.
+    use hone_server::grpc::proto::admin::{ModelRef, SetTrafficRequest, admin_client::AdminClient};
+    let mut admin = AdminClient::connect(format!("http://{}", s.grpc_addr.unwrap()))
+        .await
+        .unwrap();
+    let t = admin
+        .set_traffic(SetTrafficRequest {
+            model: "m".into(),
+            weights: [("1".to_string(), 100)].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((t.source.as_str(), t.versions[0].share), ("api", 1.0));
+    for _ in 0..20 {
+        assert_eq!(served(&c, &infer, None).await, 1);
+    }
+    let bad = admin
+        .set_traffic(SetTrafficRequest {
+            model: "m".into(),
+            weights: [("9".to_string(), 1)].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let t = admin
+        .clear_traffic(ModelRef { model: "m".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.source, "config");
+    assert_eq!(t.weights["2"], 20);
+    assert_eq!(
+        admin
+            .get_rollout(ModelRef { model: "m".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
     let stats: Value = c
         .get(format!("{base}/stats"))
         .send()

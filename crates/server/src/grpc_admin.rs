@@ -1,0 +1,170 @@
+//! `hone.admin.v1.Admin` on the gRPC port: traffic and rollout control, the
+//! same actions as the REST admin routes, behind the admin key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hone_core::{Error, ErrorKind};
+use serde_json::Value as Json;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Access, Denied};
+use crate::proto::admin::admin_server::Admin;
+use crate::proto::admin::*;
+use crate::split::{ShadowTarget, Split};
+use crate::state::ServerState;
+
+pub use crate::proto::admin::admin_server::AdminServer;
+
+pub struct AdminService {
+    pub state: Arc<ServerState>,
+}
+
+fn status(e: Error) -> Status {
+    match e.kind {
+        ErrorKind::InvalidInput => Status::invalid_argument(e.message),
+        ErrorKind::NotFound => Status::not_found(e.message),
+        ErrorKind::Unavailable => Status::unavailable(e.message),
+        ErrorKind::Internal => Status::internal(e.message),
+    }
+}
+
+impl AdminService {
+    fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        let given = r.metadata().get("authorization").map(|v| v.as_bytes());
+        self.state
+            .keys
+            .check(Access::Admin, given)
+            .map_err(|d| match d {
+                Denied::Unauthenticated(m) => Status::unauthenticated(m),
+                Denied::Forbidden => Status::permission_denied(d.message()),
+                Denied::RateLimited(_) => Status::resource_exhausted(d.message()),
+            })
+    }
+}
+
+/// The REST view's JSON as the typed message.
+fn traffic(v: &Json) -> Traffic {
+    let split = &v["split"];
+    let weights: HashMap<String, u32> = split["weights"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, w)| Some((k.clone(), u32::try_from(w.as_u64()?).ok()?)))
+        .collect();
+    let labels: HashMap<String, i64> = split["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?)))
+        .collect();
+    let shadow = split["shadow"].as_object().and_then(|s| {
+        Some(Shadow {
+            version: s.get("version")?.as_str()?.parse().ok()?,
+            share: s.get("share")?.as_f64()?,
+        })
+    });
+    Traffic {
+        model: v["model"].as_str().unwrap_or_default().into(),
+        source: v["source"].as_str().unwrap_or_default().into(),
+        weights,
+        labels,
+        sticky_header: split["sticky_header"].as_str().unwrap_or_default().into(),
+        shadow,
+        versions: v["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| VersionShare {
+                version: r["version"].as_str().unwrap_or_default().into(),
+                weight: r["weight"]
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .unwrap_or(0),
+                share: r["share"].as_f64().unwrap_or(0.0),
+                success: r["success"].as_u64().unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+fn rollout(s: &crate::rollout::Status) -> RolloutStatus {
+    RolloutStatus {
+        model: s.model.clone(),
+        from: s.from,
+        to: s.to,
+        state: s.state.into(),
+        percent: s.percent,
+        reason: s.reason.clone().unwrap_or_default(),
+        json: crate::rollout::to_json(s).to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_traffic(&self, r: Request<ModelRef>) -> Result<Response<Traffic>, Status> {
+        self.admin(&r)?;
+        let v = crate::traffic_admin::view(&self.state, &r.get_ref().model).map_err(status)?;
+        Ok(Response::new(traffic(&v)))
+    }
+
+    async fn set_traffic(
+        &self,
+        r: Request<SetTrafficRequest>,
+    ) -> Result<Response<Traffic>, Status> {
+        self.admin(&r)?;
+        let req = r.into_inner();
+        let mut split = Split::default();
+        for (v, w) in &req.weights {
+            let v: i64 = v.parse().map_err(|_| {
+                Status::invalid_argument(format!("weights: {v:?} is not a version number"))
+            })?;
+            split.weights.insert(v, *w);
+        }
+        split.labels = req.labels.into_iter().collect();
+        let h = req.sticky_header.trim().to_ascii_lowercase();
+        split.sticky_header = (!h.is_empty()).then_some(h);
+        if let Some(s) = req.shadow {
+            if !(0.0..=1.0).contains(&s.share) {
+                return Err(Status::invalid_argument(
+                    "shadow.share must be between 0 and 1",
+                ));
+            }
+            split.shadow = Some(ShadowTarget {
+                version: s.version,
+                share: s.share,
+            });
+        }
+        let v = crate::traffic_admin::set(&self.state, &req.model, split).map_err(status)?;
+        Ok(Response::new(traffic(&v)))
+    }
+
+    async fn clear_traffic(&self, r: Request<ModelRef>) -> Result<Response<Traffic>, Status> {
+        self.admin(&r)?;
+        let v = crate::traffic_admin::clear(&self.state, &r.get_ref().model).map_err(status)?;
+        Ok(Response::new(traffic(&v)))
+    }
+
+    async fn promote(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
+        self.admin(&r)?;
+        let s = crate::rollout::decide(&self.state, &r.get_ref().model, true).map_err(status)?;
+        Ok(Response::new(rollout(&s)))
+    }
+
+    async fn rollback(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
+        self.admin(&r)?;
+        let s = crate::rollout::decide(&self.state, &r.get_ref().model, false).map_err(status)?;
+        Ok(Response::new(rollout(&s)))
+    }
+
+    async fn get_rollout(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
+        self.admin(&r)?;
+        let name = &r.get_ref().model;
+        let s = self
+            .state
+            .rollouts
+            .status(name)
+            .ok_or_else(|| Status::not_found(format!("no rollout of '{name}'")))?;
+        Ok(Response::new(rollout(&s)))
+    }
+}

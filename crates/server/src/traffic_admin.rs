@@ -1,0 +1,100 @@
+//! The traffic admin actions both front ends offer (REST
+//! `/v2/models/{m}/traffic`, gRPC `hone.admin.v1.Admin`): the split in force
+//! as JSON, setting one (versions must be ready), clearing it.
+
+use hone_core::{Error, Result};
+use serde_json::{Value as Json, json};
+
+use crate::split::Split;
+use crate::state::ServerState;
+
+/// The split in force for a model, with each ready version's weight, share
+/// and the requests it has answered.
+pub fn view(s: &ServerState, name: &str) -> Result<Json> {
+    let ready = s.repo.models().ready(name);
+    if ready.is_empty() {
+        // Unknown or not ready: the registry's own error says which.
+        s.repo.models().get(name, None)?;
+    }
+    let (split, source) = s.traffic.effective(name, &ready);
+    let total: u64 = split.as_ref().map_or(0, |sp| {
+        sp.weights
+            .iter()
+            .filter(|(v, _)| ready.contains_key(v))
+            .map(|(_, w)| u64::from(*w))
+            .sum()
+    });
+    let newest = ready.keys().next_back().copied();
+    let versions: Vec<Json> = ready
+        .iter()
+        .map(|(v, m)| {
+            let weight = split.as_ref().and_then(|sp| sp.weights.get(v)).copied();
+            let share = match (total, weight) {
+                (0, _) => f64::from(u8::from(Some(*v) == newest)),
+                (t, w) => f64::from(w.unwrap_or(0)) / t as f64,
+            };
+            json!({
+                "version": v.to_string(),
+                "weight": weight,
+                "share": share,
+                "success": m.stats.success.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "model": name,
+        "source": if split.is_some() { source } else { "default" },
+        "split": split.map(|sp| sp.to_json()),
+        "versions": versions,
+        "shadow": shadow_json(s, name),
+    }))
+}
+
+/// Each shadow version of `name` and what its comparisons found.
+pub fn shadow_json(s: &ServerState, name: &str) -> Json {
+    let list: Vec<Json> = s
+        .shadows
+        .of(name)
+        .into_iter()
+        .map(|(v, d)| {
+            let mut j = d.to_json();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("version".into(), json!(v.to_string()));
+            }
+            j
+        })
+        .collect();
+    Json::Array(list)
+}
+
+/// Sets the model's split at run time (until cleared or a restart).
+/// Weights, labels and the shadow must name versions that are ready now.
+pub fn set(s: &ServerState, name: &str, split: Split) -> Result<Json> {
+    let ready = s.repo.models().ready(name);
+    if ready.is_empty() {
+        s.repo.models().get(name, None)?;
+    }
+    let missing = split
+        .weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(v, _)| v)
+        .chain(split.labels.values())
+        .chain(split.shadow.as_ref().map(|s| &s.version))
+        .find(|v| !ready.contains_key(v));
+    if let Some(v) = missing {
+        return Err(Error::invalid(format!(
+            "model '{name}' has no ready version {v}; ready: {:?}",
+            ready.keys().collect::<Vec<_>>()
+        )));
+    }
+    tracing::info!(model = name, split = %split.to_json(), "traffic split set");
+    s.traffic.set(name, Some(split));
+    view(s, name)
+}
+
+/// Back to the config's split (or the newest ready version).
+pub fn clear(s: &ServerState, name: &str) -> Result<Json> {
+    s.traffic.set(name, None);
+    view(s, name)
+}
