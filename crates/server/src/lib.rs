@@ -235,6 +235,7 @@ impl Server {
                 }
             });
         }
+        tasks.spawn(rollout::watch_config(state.clone(), stop_rx.clone()));
         let mut metrics_addr = None;
         if let Some(l) = metrics {
             metrics_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);

@@ -247,3 +247,48 @@ async fn good_versions_promote_and_bad_ones_roll_back() {
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The same policy in config: the rollout starts by itself once the new
+/// version is ready, and promotes under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_in_config_starts_by_itself() {
+    let cfg = concat!(
+        "version_policy: { all: {} }\n",
+        "parameters { key: \"traffic\" value: { string_value: \"1:100\" } }\n",
+        "parameters { key: \"rollout\" value: { string_value: ",
+        "\"{\\\"to\\\": 2, \\\"steps\\\": [50, 100], \\\"step_requests\\\": 40, \\\"shadow_share\\\": 0.2}\" } }\n",
+    );
+    let (s, _, dir) = fake_server("rollout-config", "scale=1", cfg, |dir, o| {
+        write_model(dir, "m", 2, "scale=1", &format!("{ONE_INSTANCE}{cfg}"));
+        o
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let base = format!("http://{}/v2/models/m", s.http_addr);
+    let (stop, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let clients = load(base.clone(), stop.clone(), failed.clone());
+    let t = Instant::now();
+    let st = loop {
+        let r = c.get(format!("{base}/rollout")).send().await.unwrap();
+        if r.status() == 200 {
+            let st: Value = r.json().await.unwrap();
+            if st["state"] != "running" {
+                break st;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no rollout finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for h in clients {
+        h.await.unwrap();
+    }
+    assert_eq!(st["state"], "promoted", "{st}");
+    assert_eq!((st["from"].as_i64(), st["to"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -361,6 +361,58 @@ pub fn decide(state: &ServerState, model: &str, promote: bool) -> Result<Status>
         .ok_or_else(|| Error::internal("rollout vanished"))
 }
 
+/// Rollouts set in config: a model whose config has a `rollout` parameter
+/// (the policy as JSON, e.g. `{"to": 2, "steps": [5, 25, 50, 100]}`) starts
+/// that rollout once version `to` is ready, once per (model, version).
+/// Checked every second, so a reload or a poll that brings the new version
+/// in starts it.
+pub async fn watch_config(state: Arc<ServerState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tried: std::collections::HashSet<(String, i64)> = Default::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for m in state.repo.models().loaded() {
+            let Some(text) = m.config.parameters.get("rollout") else {
+                continue;
+            };
+            let policy: Policy = match serde_json::from_str(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    if tried.insert((m.name.clone(), -1)) {
+                        tracing::warn!(
+                            model = m.name.as_str(),
+                            "config parameter rollout is not a policy: {e}"
+                        );
+                    }
+                    continue;
+                }
+            };
+            let key = (m.name.clone(), policy.to);
+            let ready = state.repo.models().ready(&m.name);
+            if tried.contains(&key) || !ready.contains_key(&policy.to) {
+                continue;
+            }
+            tried.insert(key);
+            // A rollout to that version already ran or runs (through the API).
+            if state
+                .rollouts
+                .status(&m.name)
+                .is_some_and(|s| s.to == policy.to)
+            {
+                continue;
+            }
+            if let Err(e) = start(&state, &m.name, policy) {
+                tracing::warn!(
+                    model = m.name.as_str(),
+                    "the config's rollout did not start: {e}"
+                );
+            }
+        }
+    }
+}
+
 pub fn to_json(s: &Status) -> Json {
     serde_json::to_value(s).unwrap_or_default()
 }
