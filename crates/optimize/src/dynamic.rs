@@ -25,6 +25,11 @@ pub struct DynamicOptions {
     pub embeddings: bool,
     /// Node names left in fp32 (the per-node fallback).
     pub exclude: HashSet<String>,
+    /// 7-bit weights (±63), as onnxruntime's `reduce_range`: on x86 CPUs
+    /// without VNNI, ONNX Runtime multiplies uint8 activations by int8
+    /// weights with an instruction whose pairwise sums saturate at int16;
+    /// ±63 keeps 2 × 255 × 63 inside it.
+    pub reduce_range: bool,
 }
 
 /// Returns the rewritten model and the names of the nodes it quantized.
@@ -112,10 +117,11 @@ pub fn quantize_dynamic(
         } else {
             (w, k, nn, None)
         };
-        let (q, scales) = quantize_symmetric(
+        let (q, scales) = graph::quantize_symmetric_to(
             &w_kn,
             &[k_dim as i64, n_dim as i64],
             opts.per_channel.then_some(1),
+            if opts.reduce_range { 63.0 } else { 127.0 },
         );
         let base = if n.name.is_empty() {
             n.output[0].clone()

@@ -163,14 +163,24 @@ impl Names {
 /// Symmetric int8 quantization of `w` with one scale, or one per slice
 /// along `axis` of `dims`. Returns (quantized, scales).
 pub fn quantize_symmetric(w: &[f32], dims: &[i64], axis: Option<usize>) -> (Vec<i8>, Vec<f32>) {
-    let scale_of = |m: f32| if m > 0.0 { m / 127.0 } else { 1.0 };
+    quantize_symmetric_to(w, dims, axis, 127.0)
+}
+
+/// As [`quantize_symmetric`], to ±`qmax` (63 for 7-bit weights).
+pub fn quantize_symmetric_to(
+    w: &[f32],
+    dims: &[i64],
+    axis: Option<usize>,
+    qmax: f32,
+) -> (Vec<i8>, Vec<f32>) {
+    let scale_of = |m: f32| if m > 0.0 { m / qmax } else { 1.0 };
     match axis {
         None => {
             let m = w.iter().fold(0f32, |a, &x| a.max(x.abs()));
             let s = scale_of(m);
             (
                 w.iter()
-                    .map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8)
+                    .map(|&x| (x / s).round().clamp(-qmax, qmax) as i8)
                     .collect(),
                 vec![s],
             )
@@ -190,7 +200,7 @@ pub fn quantize_symmetric(w: &[f32], dims: &[i64], axis: Option<usize>) -> (Vec<
                 .enumerate()
                 .map(|(i, &x)| {
                     let c = (i / inner) % channels;
-                    (x / scales[c]).round().clamp(-127.0, 127.0) as i8
+                    (x / scales[c]).round().clamp(-qmax, qmax) as i8
                 })
                 .collect();
             (q, scales)

@@ -96,6 +96,10 @@ pub(crate) fn dynamic_options(name: &str, exclude: HashSet<String>) -> dynamic::
         per_channel,
         embeddings: name.ends_with("+emb") || !per_channel,
         exclude,
+        // Judged and timed on this machine: without an int8 dot-product
+        // instruction, full-range weights saturate (see the option).
+        reduce_range: cfg!(target_arch = "x86_64")
+            && !hone_optimize::machine::Machine::detect().int8_dot_product,
     }
 }
 
