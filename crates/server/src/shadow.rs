@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hone_core::{DataType, NamedTensor, Tensor, TensorData};
+use hone_core::{DataType, NamedTensor, Tensor};
 use serde_json::{Value as Json, json};
 
+use crate::drift::values;
 use crate::model::LoadedModel;
 use crate::split::ShadowTarget;
 
@@ -223,31 +224,6 @@ pub fn pick(split: Option<&crate::split::Split>, served: &LoadedModel) -> Option
     (draw && served.version != t.version.to_string()).then_some(t)
 }
 
-fn floats(t: &Tensor) -> Option<Vec<f64>> {
-    let TensorData::Raw(b) = &t.data else {
-        return None;
-    };
-    macro_rules! le {
-        ($ty:ty, $n:expr) => {
-            b.chunks_exact($n)
-                .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or([0; $n])) as f64)
-                .collect()
-        };
-    }
-    Some(match t.dtype {
-        DataType::F32 => le!(f32, 4),
-        DataType::F64 => le!(f64, 8),
-        DataType::I64 => le!(i64, 8),
-        DataType::I32 => le!(i32, 4),
-        DataType::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f64())
-            .collect(),
-        DataType::U8 | DataType::Bool => b.iter().map(|&x| f64::from(x)).collect(),
-        _ => return None,
-    })
-}
-
 /// The class of each row of a [batch, classes] output (a single column
 /// is a probability, thresholded at 0.5).
 fn classes(v: &[f64], shape: &[i64]) -> Option<Vec<usize>> {
@@ -280,7 +256,7 @@ fn compare(d: &mut Divergence, primary: &[Tensor], shadow: &[Tensor]) {
         .map_or(0, |&n| n.max(0) as u64);
     let mut classified = false;
     for (a, b) in primary.iter().zip(shadow) {
-        let (Some(x), Some(y)) = (floats(a), floats(b)) else {
+        let (Some(x), Some(y)) = (values(a), values(b)) else {
             continue;
         };
         for (p, q) in x.iter().zip(&y) {

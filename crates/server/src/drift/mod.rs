@@ -291,8 +291,9 @@ fn bin(refs: &[Reference], t: &Tensor, w: &mut Window, now: Instant) -> bool {
     true
 }
 
-/// A tensor's elements as f64, for the numeric types a profile describes.
-fn values(t: &Tensor) -> Option<Vec<f64>> {
+/// A tensor's elements as f64, for the numeric types a profile describes
+/// (shadow comparisons read outputs with it too).
+pub(crate) fn values(t: &Tensor) -> Option<Vec<f64>> {
     let TensorData::Raw(b) = &t.data else {
         return None;
     };
@@ -306,6 +307,10 @@ fn values(t: &Tensor) -> Option<Vec<f64>> {
     Some(match t.dtype {
         DataType::F32 => le!(f32, 4),
         DataType::F64 => le!(f64, 8),
+        DataType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f64())
+            .collect(),
         DataType::I64 => le!(i64, 8),
         DataType::I32 => le!(i32, 4),
         DataType::I16 => le!(i16, 2),
