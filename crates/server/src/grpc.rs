@@ -24,7 +24,7 @@ pub struct GrpcService {
     pub state: Arc<ServerState>,
 }
 
-fn status(e: Error) -> Status {
+pub(crate) fn status(e: Error) -> Status {
     match e.kind {
         ErrorKind::InvalidInput => Status::invalid_argument(e.message),
         ErrorKind::NotFound => Status::not_found(e.message),
@@ -133,13 +133,23 @@ impl GrpcService {
 
     /// The key check of [`crate::auth`], from the `authorization` metadata.
     fn authorize<T>(&self, r: &Request<T>, need: Access) -> Result<(), Status> {
-        let given = r.metadata().get("authorization").map(|v| v.as_bytes());
-        self.state.keys.check(need, given).map_err(|d| match d {
-            Denied::Unauthenticated(m) => Status::unauthenticated(m),
-            Denied::Forbidden => Status::permission_denied(d.message()),
-            Denied::RateLimited(_) => Status::resource_exhausted(d.message()),
-        })
+        authorize(&self.state, r, need)
     }
+}
+
+/// The key check of [`crate::auth`] from the `authorization` metadata, for
+/// every gRPC service on the port.
+pub(crate) fn authorize<T>(
+    state: &ServerState,
+    r: &Request<T>,
+    need: Access,
+) -> Result<(), Status> {
+    let given = r.metadata().get("authorization").map(|v| v.as_bytes());
+    state.keys.check(need, given).map_err(|d| match d {
+        Denied::Unauthenticated(m) => Status::unauthenticated(m),
+        Denied::Forbidden => Status::permission_denied(d.message()),
+        Denied::RateLimited(_) => Status::resource_exhausted(d.message()),
+    })
 }
 
 /// The deadline a gRPC client set (`grpc-timeout: 100m`, ...), as an instant.

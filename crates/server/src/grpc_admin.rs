@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hone_core::{Error, ErrorKind};
 use serde_json::Value as Json;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Access, Denied};
+use crate::auth::Access;
+use crate::grpc::status;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
 use crate::split::{ShadowTarget, Split};
@@ -20,26 +20,9 @@ pub struct AdminService {
     pub state: Arc<ServerState>,
 }
 
-fn status(e: Error) -> Status {
-    match e.kind {
-        ErrorKind::InvalidInput => Status::invalid_argument(e.message),
-        ErrorKind::NotFound => Status::not_found(e.message),
-        ErrorKind::Unavailable => Status::unavailable(e.message),
-        ErrorKind::Internal => Status::internal(e.message),
-    }
-}
-
 impl AdminService {
     fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
-        let given = r.metadata().get("authorization").map(|v| v.as_bytes());
-        self.state
-            .keys
-            .check(Access::Admin, given)
-            .map_err(|d| match d {
-                Denied::Unauthenticated(m) => Status::unauthenticated(m),
-                Denied::Forbidden => Status::permission_denied(d.message()),
-                Denied::RateLimited(_) => Status::resource_exhausted(d.message()),
-            })
+        crate::grpc::authorize(&self.state, r, Access::Admin)
     }
 }
 

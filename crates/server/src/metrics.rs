@@ -475,7 +475,8 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
     }
 }
 
-fn escape(s: &str) -> String {
+/// A Prometheus label value, escaped.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -205,7 +205,7 @@ impl Shadows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for ((model, v), d) in &rows {
                 if let Some(x) = f(d) {
-                    let model = model.replace('\\', "\\\\").replace('"', "\\\"");
+                    let model = crate::metrics::escape(model);
                     let _ = writeln!(
                         out,
                         "{name}{{model=\"{model}\",shadow_version=\"{v}\"}} {x}"

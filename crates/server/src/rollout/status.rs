@@ -165,7 +165,7 @@ impl Rollouts {
 
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let esc = crate::metrics::escape;
         if let Ok(m) = self.map.lock()
             && !m.is_empty()
         {
