@@ -35,7 +35,7 @@ pub struct LoadedModel {
     /// Live drift against the profile beside the model file, if any.
     pub drift: Option<Arc<crate::drift::DriftMonitor>>,
     /// The traffic split of the model's config, if it sets one.
-    pub split: Option<crate::split::Split>,
+    pub split: Option<Arc<crate::split::Split>>,
     pub(crate) scheduler: Scheduler,
 }
 

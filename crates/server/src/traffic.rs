@@ -16,7 +16,7 @@ use crate::split::Split;
 /// until cleared.
 #[derive(Default)]
 pub struct Traffic {
-    overrides: RwLock<HashMap<String, Split>>,
+    overrides: RwLock<HashMap<String, Arc<Split>>>,
     /// Whether `overrides` holds any split.
     some: AtomicBool,
 }
@@ -25,14 +25,15 @@ impl Traffic {
     pub fn set(&self, model: &str, split: Option<Split>) {
         if let Ok(mut m) = self.overrides.write() {
             match split {
-                Some(s) => m.insert(model.to_string(), s),
+                Some(s) => m.insert(model.to_string(), Arc::new(s)),
                 None => m.remove(model),
             };
             self.some.store(!m.is_empty(), Relaxed);
         }
     }
 
-    pub fn get(&self, model: &str) -> Option<Split> {
+    /// Shared, not copied: the request path asks for it.
+    pub fn get(&self, model: &str) -> Option<Arc<Split>> {
         self.overrides.read().ok()?.get(model).cloned()
     }
 
@@ -42,7 +43,7 @@ impl Traffic {
         &self,
         model: &str,
         ready: &BTreeMap<i64, Arc<LoadedModel>>,
-    ) -> (Option<Split>, &'static str) {
+    ) -> (Option<Arc<Split>>, &'static str) {
         if let Some(s) = self.get(model) {
             return (Some(s), "api");
         }
@@ -63,7 +64,7 @@ pub fn shadow_for(traffic: &Traffic, m: &LoadedModel) -> Option<crate::split::Sh
         return None;
     }
     let split = traffic.get(&m.name).or_else(|| m.split.clone());
-    crate::shadow::pick(split.as_ref(), m)
+    crate::shadow::pick(split.as_deref(), m)
 }
 
 /// The version a request goes to: the one it names, the one its label

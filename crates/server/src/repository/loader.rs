@@ -202,7 +202,7 @@ fn start_version(
         tracing::warn!(model = name, version, "drift monitoring off: {e}");
         None
     });
-    let split = crate::split::Split::from_parameters(&config.parameters)?;
+    let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
     Ok(LoadedModel {
         split,
         name: name.to_string(),
