@@ -217,6 +217,7 @@ pub fn quantize_dynamic(
     g.node = new_nodes;
     g.initializer.extend(new_inits);
     graph::remove_unused_initializers(g);
-    graph::require_opset(&mut model, 13);
+    // DynamicQuantizeLinear starts at opset 11.
+    graph::require_opset(&mut model, 11);
     Ok((model, quantized))
 }

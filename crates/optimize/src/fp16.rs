@@ -81,11 +81,63 @@ pub fn convert(
     types: &HashMap<String, DataType>,
     block: &HashSet<String>,
 ) -> Result<ModelProto> {
+    convert_keeping(model, types, block, &HashSet::new())
+}
+
+/// Float16's largest finite value is 65504; a node whose float32 output
+/// comes within a factor 4 of it can overflow inside its kernel (sums,
+/// products) even when its output does not.
+pub const FP16_SAFE_MAX: f32 = 16384.0;
+
+/// The nodes whose outputs the fp32 model computes beyond
+/// [`FP16_SAFE_MAX`] on the given ranges (from calibration over every
+/// float node output): in float16 they would overflow to infinity.
+pub fn overflowing_nodes(model: &ModelProto, ranges: &HashMap<String, (f32, f32)>) -> Vec<String> {
+    let Ok(g) = graph::graph(model) else {
+        return Vec::new();
+    };
+    g.node
+        .iter()
+        .filter(|n| {
+            n.output.iter().any(|o| {
+                ranges
+                    .get(o)
+                    .is_some_and(|&(lo, hi)| lo.abs().max(hi.abs()) > FP16_SAFE_MAX)
+            })
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Every float tensor a node computes, for [`overflowing_nodes`]' ranges.
+pub fn float_outputs(model: &ModelProto, types: &HashMap<String, DataType>) -> Vec<String> {
+    graph::graph(model).map_or_else(
+        |_| Vec::new(),
+        |g| {
+            g.node
+                .iter()
+                .flat_map(|n| n.output.iter())
+                .filter(|o| types.get(o.as_str()) == Some(&DataType::F32))
+                .cloned()
+                .collect()
+        },
+    )
+}
+
+/// [`convert`], also keeping the nodes named in `keep` in float32.
+pub fn convert_keeping(
+    model: &ModelProto,
+    types: &HashMap<String, DataType>,
+    block: &HashSet<String>,
+    keep: &HashSet<String>,
+) -> Result<ModelProto> {
     let mut model = model.clone();
     let g = graph::graph_mut(&mut model)?;
     let mut names = Names::new(g);
     let is_float = |t: &str| types.get(t) == Some(&DataType::F32);
-    let blocked = |n: &NodeProto| block.contains(&n.op_type) || !n.domain.is_empty();
+    let blocked = |n: &NodeProto| {
+        block.contains(&n.op_type) || keep.contains(&n.name) || !n.domain.is_empty()
+    };
 
     // Float initializers: fp16 for unblocked readers, the fp32 original kept for blocked ones.
     let mut init_users: HashMap<String, (bool, bool)> = HashMap::new();

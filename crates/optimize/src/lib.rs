@@ -7,12 +7,14 @@
 //! so a search can derive many candidates from one fp32 model.
 
 pub mod calibrate;
+pub mod canon;
 pub mod dynamic;
 pub mod fp16;
 pub mod graph;
 pub mod machine;
 pub mod measure;
 pub mod ops;
+pub mod opset;
 pub mod prune;
 pub mod qdq;
 pub mod s2d;

@@ -13,10 +13,10 @@ use std::collections::{HashMap, HashSet};
 use hone_onnx::proto::{ModelProto, NodeProto};
 use hone_onnx::{Attr, tensor_f32};
 
-use crate::Result;
 use crate::calibrate::Ranges;
 use crate::graph::{self, Names, node, quantize_symmetric, tensor_i8, tensor_i32, tensor_u8};
 use crate::ops::{data_inputs, is_quantizable};
+use crate::{OptError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActType {
@@ -80,6 +80,15 @@ pub fn quantize_static(
     ranges: &Ranges,
     opts: &StaticOptions,
 ) -> Result<(ModelProto, Vec<String>)> {
+    let opset = crate::opset::default_opset(model);
+    if opset < 10 {
+        return Err(OptError(format!(
+            "opset {opset}: QuantizeLinear needs opset 10 or later"
+        )));
+    }
+    // `axis` on QuantizeLinear/DequantizeLinear needs opset 13; a model the
+    // canonicalizer could not raise gets one scale per tensor.
+    let per_channel = opts.per_channel && opset >= crate::canon::QDQ_PER_CHANNEL_OPSET;
     let mut model = model.clone();
     let g = graph::graph_mut(&mut model)?;
     let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
@@ -211,7 +220,7 @@ pub fn quantize_static(
             _ if wdims.len() == 2 => 1,
             _ => continue,
         };
-        let (q, scales) = quantize_symmetric(&w, &wdims, opts.per_channel.then_some(axis));
+        let (q, scales) = quantize_symmetric(&w, &wdims, per_channel.then_some(axis));
         let wname = &n.input[1];
         let wq = names.make(&format!("{wname}_quantized"));
         let ws = names.make(&format!("{wname}_scale"));
@@ -259,14 +268,27 @@ pub fn quantize_static(
                 let bzn = names.make(&format!("{bname}_zero_point"));
                 let bdq = names.make(&format!("{bname}_DequantizeLinear"));
                 new_inits.push(tensor_i32(&bqn, &bdims, &bq));
-                new_inits.push(tensor_f32(&bsn, &[b.len() as i64], &bscale));
-                new_inits.push(tensor_i32(&bzn, &[b.len() as i64], &vec![0; b.len()]));
+                if per_channel {
+                    new_inits.push(tensor_f32(&bsn, &[b.len() as i64], &bscale));
+                    new_inits.push(tensor_i32(&bzn, &[b.len() as i64], &vec![0; b.len()]));
+                } else {
+                    new_inits.push(tensor_f32(
+                        &bsn,
+                        &[],
+                        &[bscale.first().copied().unwrap_or(1.0)],
+                    ));
+                    new_inits.push(tensor_i32(&bzn, &[], &[0]));
+                }
                 weight_dq.push(node(
                     "DequantizeLinear",
                     names.make(&format!("{bname}_DQ")),
                     &[&bqn, &bsn, &bzn],
                     &[&bdq],
-                    vec![("axis", Attr::Int(0))],
+                    if per_channel {
+                        vec![("axis", Attr::Int(0))]
+                    } else {
+                        vec![]
+                    },
                 ));
                 rewired.insert((ni, 2), bdq);
             }
@@ -302,7 +324,6 @@ pub fn quantize_static(
     g.node = nodes;
     g.initializer.extend(new_inits);
     graph::remove_unused_initializers(g);
-    graph::require_opset(&mut model, 13);
     Ok((model, quantized_nodes))
 }
 

@@ -56,6 +56,10 @@ pub struct Dataset {
     pub encoding: Option<Encoding>,
     /// The first input's column names when the data names them (CSV).
     pub columns: Vec<String>,
+    /// Per input: fed whole to every batch instead of sliced by rows (a
+    /// fixed-shape input such as a recurrent model's initial state).
+    /// Empty: every input is sliced.
+    pub whole: Vec<bool>,
 }
 
 impl Dataset {
@@ -63,8 +67,20 @@ impl Dataset {
     pub fn slice(&self, start: usize, end: usize) -> Vec<Tensor> {
         self.inputs
             .iter()
-            .map(|t| t.slice_batch(start, end))
+            .enumerate()
+            .map(|(i, t)| {
+                if self.is_whole(i) {
+                    t.clone()
+                } else {
+                    t.slice_batch(start, end)
+                }
+            })
             .collect()
+    }
+
+    /// Whether input `i` is fed whole to every batch.
+    pub fn is_whole(&self, i: usize) -> bool {
+        self.whole.get(i).copied().unwrap_or(false)
     }
 }
 
@@ -367,6 +383,7 @@ fn load_csv(
         labels,
         encoding,
         columns,
+        whole: Vec::new(),
     })
 }
 
@@ -416,8 +433,20 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         (None, Some(t)) => t.shape.first().copied().unwrap_or(0).max(0) as usize,
         (None, None) => 0,
     };
-    for (t, spec) in inputs.iter().zip(&meta.inputs) {
-        if t.shape.first().copied() != Some(rows as i64) {
+    // An input whose model shape is fully fixed and which the file holds
+    // exactly once (no row axis of its own) goes whole to every batch.
+    let whole: Vec<bool> = inputs
+        .iter()
+        .zip(&meta.inputs)
+        .map(|(t, spec)| {
+            t.shape.first().copied() != Some(rows as i64)
+                && !spec.dims.is_empty()
+                && spec.dims.iter().all(|&d| d > 0)
+                && t.shape == spec.dims
+        })
+        .collect();
+    for ((t, spec), &w) in inputs.iter().zip(&meta.inputs).zip(&whole) {
+        if !w && t.shape.first().copied() != Some(rows as i64) {
             return Err(PipelineError(format!(
                 "input {:?} has {:?} rows but the others (or labels.npy) have {rows}",
                 spec.name,
@@ -431,6 +460,7 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         rows,
         encoding: None,
         columns: Vec::new(),
+        whole,
     })
 }
 

@@ -2,10 +2,9 @@
 //! int8 dynamic and static (pruning lives in `prune`). Each returns the
 //! file's bytes and a line saying what was done.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
-use hone_onnx::proto::ModelProto;
-use hone_optimize::{dynamic, fp16, qdq};
+use hone_optimize::{dynamic, qdq};
 use hone_runtime::{GraphOptimization, OrtBackend, SessionConfig};
 
 use super::calibration::{Calibration, static_method, static_options};
@@ -27,7 +26,7 @@ pub(crate) fn build(
 ) -> Result<(Vec<u8>, String)> {
     match name {
         "graph-opt" => graph_opt(&s.fp32_bytes, &s.cfg),
-        "fp16" => fp16_candidate(&s.fp32, &s.cfg),
+        "fp16" => super::half::fp16_candidate(&s.fp32, &s.cfg, &s.scorer, cal),
         PRUNED_INT8 => {
             let pruned = earlier
                 .iter()
@@ -115,51 +114,5 @@ fn graph_opt(fp32_bytes: &[u8], cfg: &SessionConfig) -> Result<(Vec<u8>, String)
     Ok((
         b,
         "ONNX Runtime's extended graph optimizations, saved offline".into(),
-    ))
-}
-
-/// fp16 with ORT's CPU kernels: ops ORT cannot run in fp16 are found by
-/// loading the model and moved to the block-list, until it loads.
-fn fp16_candidate(fp32: &ModelProto, cfg: &SessionConfig) -> Result<(Vec<u8>, String)> {
-    let types = fp16::tensor_types(fp32, cfg).map_err(|e| PipelineError(e.0))?;
-    let mut block: BTreeSet<String> = fp16::DEFAULT_BLOCK.iter().map(|s| s.to_string()).collect();
-    let mut learned = Vec::new();
-    for _ in 0..24 {
-        let set: HashSet<String> = block.iter().cloned().collect();
-        let m = fp16::convert(fp32, &types, &set).map_err(|e| PipelineError(e.0))?;
-        let bytes = hone_onnx::encode(&m);
-        match OrtBackend::from_bytes(&bytes, cfg) {
-            Ok(_) => {
-                let total = m.graph.as_ref().map_or(0, |g| g.node.len());
-                let detail = if learned.is_empty() {
-                    format!("float16 weights and activations, fp32 at the edges ({total} nodes)")
-                } else {
-                    format!(
-                        "float16 weights and activations, fp32 at the edges; kept fp32 because ONNX Runtime's CPU provider has no fp16 kernel: {}",
-                        learned.join(", ")
-                    )
-                };
-                return Ok((bytes, detail));
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let op = msg
-                    .split("Could not find an implementation for ")
-                    .nth(1)
-                    .and_then(|r| r.split('(').next())
-                    .map(str::to_string);
-                match op {
-                    Some(op) if block.insert(op.clone()) => learned.push(op),
-                    _ => {
-                        return Err(PipelineError(format!(
-                            "the fp16 graph does not load: {msg}"
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    Err(PipelineError(
-        "the fp16 graph still does not load after 24 ops moved to fp32".into(),
     ))
 }

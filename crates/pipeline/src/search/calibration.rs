@@ -30,7 +30,11 @@ impl Calibration {
             None => s.scorer.ds.clone(),
         };
         let rows = cal_ds.rows.min(opts.calibration_rows.max(1));
-        let cal_batch = ((8 << 20) / s.row_bytes).clamp(1, 32);
+        let cal_batch = if s.batchable {
+            ((8 << 20) / s.row_bytes).clamp(1, 32)
+        } else {
+            1
+        };
         let batches = (0..rows)
             .step_by(cal_batch)
             .map(|st| cal_ds.slice(st, (st + cal_batch).min(rows)))
@@ -60,6 +64,17 @@ impl Calibration {
         self.ranges
             .get(&key)
             .ok_or_else(|| PipelineError(format!("no {key} ranges")))
+    }
+
+    /// Min/max of any tensors of `fp32` over the calibration batches.
+    pub fn minmax_of(
+        &self,
+        fp32: &ModelProto,
+        tensors: &[String],
+        cfg: &SessionConfig,
+    ) -> Result<calibrate::Ranges> {
+        calibrate::calibrate(fp32, tensors, &self.batches, calibrate::Method::MinMax, cfg)
+            .map_err(|e| PipelineError(e.0))
     }
 
     /// The ranges a static candidate was built with, if already calibrated.

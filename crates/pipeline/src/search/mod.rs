@@ -10,6 +10,7 @@ mod build;
 mod calibration;
 mod choose;
 mod fallback;
+mod half;
 mod html;
 mod judge;
 mod options;
@@ -163,6 +164,7 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
         max_drop: opts.max_drop,
         relative: s.scorer.relative,
         objective: opts.objective,
+        canonical: s.canonical.clone(),
         baseline,
         candidates,
         chosen: chosen.as_ref().map(|c| c.name.clone()),

@@ -110,6 +110,8 @@ pub struct OptimizeReport {
     pub max_drop: f64,
     pub relative: bool,
     pub objective: Objective,
+    /// What canonicalization did before any technique (empty: nothing).
+    pub canonical: Vec<String>,
     pub baseline: Candidate,
     pub candidates: Vec<Candidate>,
     pub chosen: Option<String>,
@@ -142,6 +144,12 @@ pub fn render(r: &OptimizeReport) -> String {
         if r.relative { " (relative)" } else { "" },
         r.objective
     );
+    for step in &r.canonical {
+        s.push_str(&format!("canonical form: {step}\n"));
+    }
+    if !r.canonical.is_empty() {
+        s.push('\n');
+    }
     s += &format!(
         "{:<32} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10}  verdict\n",
         "candidate", r.judge, "drop", "p50 ms", "p99 ms", "rows/s", "size KB"

@@ -258,7 +258,14 @@ fn gather(
         } else {
             ds.inputs
                 .iter()
-                .map(|t| pick(t, group, None))
+                .enumerate()
+                .map(|(i, t)| {
+                    if ds.is_whole(i) {
+                        Ok(t.clone())
+                    } else {
+                        pick(t, group, None)
+                    }
+                })
                 .collect::<Result<_>>()?
         };
         return Ok((inputs, vec![0; group.len()], len));

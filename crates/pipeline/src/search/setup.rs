@@ -17,25 +17,34 @@ use crate::{PipelineError, Result};
 
 /// The input model and what it is judged with.
 pub(crate) struct Setup {
+    /// The canonical form of the input model, which candidates start from.
     pub fp32: ModelProto,
+    /// What canonicalization changed, one line per step.
+    pub canonical: Vec<String>,
     pub fp32_bytes: Vec<u8>,
     pub meta: ModelMetadata,
     pub card: Option<hone_train::ModelCard>,
     pub cfg: SessionConfig,
     /// Wire bytes of one EVAL row, which sizes eval and calibration batches.
     pub row_bytes: usize,
+    /// Whether rows can be stacked into batches (see `setup`).
+    pub batchable: bool,
     pub scorer: Scorer,
 }
 
 pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     hone_runtime::init()?;
-    let fp32 = hone_onnx::load(&opts.model)?;
     let fp32_bytes = std::fs::read(&opts.model)?;
     let cfg = SessionConfig {
         intra_op_threads: opts.threads,
         ..Default::default()
     };
     let mut base_backend = OrtBackend::from_bytes(&fp32_bytes, &cfg)?;
+    // Candidates start from the canonical form; the baseline stays the file
+    // as given, which every candidate is judged against.
+    let canon = hone_optimize::canon::canonicalize(&fp32_bytes, &cfg)
+        .map_err(|e| PipelineError(format!("canonicalizing the model: {e}")))?;
+    let fp32 = canon.model.clone();
     let meta = base_backend.metadata().clone();
     let card = crate::read_card(&opts.model)?;
     let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
@@ -52,7 +61,15 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         .map(|t| t.to_wire_bytes().len())
         .sum::<usize>()
         .max(1);
-    let eval_batch = ((16 << 20) / row_bytes).clamp(1, 256);
+    // Models fixed at batch 1, and models with inputs fed whole (recurrent
+    // state), run one row at a time: so hone serve runs them too.
+    let batchable = !meta.inputs.iter().any(|s| s.dims.first() == Some(&1))
+        && !(0..meta.inputs.len()).any(|i| ds.is_whole(i));
+    let eval_batch = if batchable {
+        ((16 << 20) / row_bytes).clamp(1, 256)
+    } else {
+        1
+    };
     // Judged as served: batch 1 and the batches the batcher forms; for
     // sequence models also the padded bulk figure, shown beside.
     let seq = Seq::detect(&meta, &ds);
@@ -122,7 +139,7 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     drop(base_backend);
     let perf_batches: Vec<usize> = [1usize, 4, 16, 64]
         .into_iter()
-        .filter(|&b| b == 1 || b * row_bytes <= (32 << 20))
+        .filter(|&b| b == 1 || (batchable && b * row_bytes <= (32 << 20)))
         .collect();
     let row = match &opts.latency_data {
         Some(p) => {
@@ -156,11 +173,13 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     };
     Ok(Setup {
         fp32,
+        canonical: canon.steps,
         fp32_bytes,
         meta,
         card,
         cfg,
         row_bytes,
+        batchable,
         scorer,
     })
 }
