@@ -175,8 +175,11 @@ fn sequences_are_judged_at_their_own_length_with_padding_left_out() {
     // applied.
     let padded = c["padded_metric"].as_f64().unwrap();
     assert!(padded < 0.95, "{c}");
+    // The choice is int8, or fp32 itself where int8 does not run faster on
+    // this CPU.
+    let chosen = r["chosen"].as_str().unwrap();
     assert!(
-        r["chosen"].as_str().unwrap().starts_with("int8-dynamic"),
+        chosen.starts_with("int8-dynamic") || chosen == "fp32",
         "{r}"
     );
 }

@@ -89,22 +89,30 @@ pub fn convert(
 /// products) even when its output does not.
 pub const FP16_SAFE_MAX: f32 = 16384.0;
 
-/// The nodes whose outputs the fp32 model computes beyond
-/// [`FP16_SAFE_MAX`] on the given ranges (from calibration over every
-/// float node output): in float16 they would overflow to infinity.
+/// The nodes that write or read a value beyond [`FP16_SAFE_MAX`]: float
+/// tensors by the given ranges (from calibration over every float node
+/// output and the graph inputs), float initializers by their contents. In
+/// float16 such a value, or its copy between two nodes, would be infinite.
 pub fn overflowing_nodes(model: &ModelProto, ranges: &HashMap<String, (f32, f32)>) -> Vec<String> {
     let Ok(g) = graph::graph(model) else {
         return Vec::new();
     };
+    let mut big: HashSet<&str> = ranges
+        .iter()
+        .filter(|(_, (lo, hi))| lo.abs().max(hi.abs()) > FP16_SAFE_MAX)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    for t in &g.initializer {
+        if t.data_type == elem::FLOAT
+            && hone_onnx::to_f32(t)
+                .is_ok_and(|v| v.iter().any(|x| x.is_finite() && x.abs() > FP16_SAFE_MAX))
+        {
+            big.insert(t.name.as_str());
+        }
+    }
     g.node
         .iter()
-        .filter(|n| {
-            n.output.iter().any(|o| {
-                ranges
-                    .get(o)
-                    .is_some_and(|&(lo, hi)| lo.abs().max(hi.abs()) > FP16_SAFE_MAX)
-            })
-        })
+        .filter(|n| n.input.iter().chain(&n.output).any(|t| big.contains(t.as_str())))
         .map(|n| n.name.clone())
         .collect()
 }

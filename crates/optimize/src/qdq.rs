@@ -14,7 +14,7 @@ use hone_onnx::proto::{ModelProto, NodeProto};
 use hone_onnx::{Attr, tensor_f32};
 
 use crate::calibrate::Ranges;
-use crate::graph::{self, Names, node, quantize_symmetric, tensor_i8, tensor_i32, tensor_u8};
+use crate::graph::{self, Names, node, tensor_i8, tensor_i32, tensor_u8};
 use crate::ops::{data_inputs, is_quantizable};
 use crate::{OptError, Result};
 
@@ -32,6 +32,17 @@ pub struct StaticOptions {
     pub activations: ActType,
     /// Node names left in fp32 (the per-node fallback).
     pub exclude: HashSet<String>,
+    /// 7-bit weights (±63): on x86 without VNNI, ONNX Runtime's int8
+    /// kernels sum uint8 × int8 pairs in int16, which ±127 weights
+    /// overflow (see `DynamicOptions::reduce_range`).
+    pub reduce_range: bool,
+}
+
+impl StaticOptions {
+    /// Whether this machine needs [`StaticOptions::reduce_range`].
+    pub fn needs_reduce_range() -> bool {
+        cfg!(target_arch = "x86_64") && !crate::machine::Machine::detect().int8_dot_product
+    }
 }
 
 impl Default for StaticOptions {
@@ -40,6 +51,7 @@ impl Default for StaticOptions {
             per_channel: true,
             activations: ActType::U8,
             exclude: HashSet::new(),
+            reduce_range: false,
         }
     }
 }
@@ -157,9 +169,29 @@ pub fn quantize_static(
     let mut new_inits = Vec::new();
     let mut qdq_for: HashMap<String, Vec<NodeProto>> = HashMap::new();
     let mut renamed: HashMap<String, String> = HashMap::new();
+    let softmax_out: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Softmax")
+        .filter_map(|n| n.output.first().map(String::as_str))
+        .collect();
+    let mut fixed: HashSet<String> = HashSet::new();
+    for (t, _) in &order {
+        if softmax_out.contains(t.as_str()) {
+            fixed.insert(t.clone());
+        }
+    }
     for (t, share_from) in &order {
         let (s, zp) = match share_from.as_ref().and_then(|f| raw_params.get(f)) {
             Some(&p) => p,
+            // ONNX Runtime fuses DQ → Softmax → Q into QLinearSoftmax, whose
+            // kernel assumes the output spans [0, 1] in steps of 1/256
+            // (onnxruntime's quantizer fixes it so); calibrated on a
+            // narrower range it returned zeros.
+            None if fixed.contains(t) => match opts.activations {
+                ActType::U8 => (1.0 / 256.0, 0),
+                ActType::S8 => (1.0 / 256.0, -128),
+            },
             None => act_params(ranges[t], opts.activations),
         };
         raw_params.insert(t.clone(), (s, zp));
@@ -220,7 +252,12 @@ pub fn quantize_static(
             _ if wdims.len() == 2 => 1,
             _ => continue,
         };
-        let (q, scales) = quantize_symmetric(&w, &wdims, per_channel.then_some(axis));
+        let (q, scales) = graph::quantize_symmetric_to(
+            &w,
+            &wdims,
+            per_channel.then_some(axis),
+            if opts.reduce_range { 63.0 } else { 127.0 },
+        );
         let wname = &n.input[1];
         let wq = names.make(&format!("{wname}_quantized"));
         let ws = names.make(&format!("{wname}_scale"));

@@ -105,5 +105,6 @@ pub(crate) fn static_options(name: &str, exclude: HashSet<String>) -> qdq::Stati
             qdq::ActType::U8
         },
         exclude,
+        reduce_range: qdq::StaticOptions::needs_reduce_range(),
     }
 }

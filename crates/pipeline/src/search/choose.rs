@@ -98,6 +98,31 @@ pub fn reason(
             None => format!("no candidate could be judged. Tried: {}", tried()),
         };
     };
+    if c.name == baseline.name {
+        let best = fastest
+            .filter(|f| f.name != c.name)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .filter(|x| x.meets_budget)
+                    .min_by(|a, b| {
+                        objective_value(a, objective).total_cmp(&objective_value(b, objective))
+                    })
+            })
+            .map(|f| {
+                format!(
+                    "; the best candidate within budget, {}, measured {:.3} ms against fp32's {:.3} ms",
+                    f.name,
+                    f.p50_ms.unwrap_or(f64::NAN),
+                    c.p50_ms.unwrap_or(f64::NAN)
+                )
+            })
+            .unwrap_or_default();
+        return format!(
+            "fp32, the input model unchanged: no candidate within the budget beats it on {objective:?} on this machine by more than the {:.0} % that runs differ by{best}",
+            100.0 * TIE
+        );
+    }
     let vs = match objective {
         Objective::Latency => format!(
             "p50 {:.3} ms vs fp32 {:.3} ms ({:.2}× faster)",

@@ -1,0 +1,250 @@
+//! Models as other toolchains write them: weights in `Constant` nodes, old
+//! opsets whose ops changed signature, values float16 cannot hold. The
+//! canonical form must load and compute what the input computes, and the
+//! passes must work from it.
+
+use hone_core::{Backend, Tensor};
+use hone_data::npy;
+use hone_onnx::{Dim, GraphBuilder};
+use hone_onnx::proto::{ModelProto, OperatorSetIdProto};
+use hone_onnx::{Attr, elem, tensor_f32};
+use hone_optimize::{calibrate, canon, fp16, opset, qdq};
+use hone_runtime::{OrtBackend, SessionConfig};
+
+fn run(model: &ModelProto, input: &Tensor) -> Vec<f32> {
+    hone_runtime::init().unwrap();
+    let mut b =
+        OrtBackend::from_bytes(&hone_onnx::encode(model), &SessionConfig::default()).unwrap();
+    let out = b.infer(&[std::slice::from_ref(input)]).unwrap();
+    npy::to_f32(&out[0]).unwrap()
+}
+
+fn input(rows: usize, cols: usize) -> Tensor {
+    let v: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Tensor::from_wire_bytes(
+        hone_core::DataType::F32,
+        vec![rows as i64, cols as i64],
+        bytes.into(),
+    )
+    .unwrap()
+}
+
+fn weights(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.4)
+        .collect()
+}
+
+fn static_opts() -> qdq::StaticOptions {
+    qdq::StaticOptions {
+        reduce_range: qdq::StaticOptions::needs_reduce_range(),
+        ..Default::default()
+    }
+}
+
+fn with_opset(mut m: ModelProto, v: i64) -> ModelProto {
+    m.opset_import = vec![OperatorSetIdProto {
+        domain: String::new(),
+        version: v,
+    }];
+    m
+}
+
+/// A paddle2onnx-style model at opset 12: every weight a Constant node,
+/// Unsqueeze/Squeeze with an `axes` attribute, Softmax over axis 1 of a
+/// rank-3 tensor (flattening semantics before opset 13).
+fn exporter_style_model() -> ModelProto {
+    let mut g = GraphBuilder::new("exported");
+    let x = g.input("x", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    let w1 = g.node(
+        "Constant",
+        &[],
+        Some("w1"),
+        vec![(
+            "value",
+            Attr::Tensor(Box::new(tensor_f32("w1v", &[16, 32], &weights(512, 1)))),
+        )],
+    );
+    let b1 = g.node(
+        "Constant",
+        &[],
+        Some("b1"),
+        vec![("value", Attr::Tensor(Box::new(tensor_f32("b1v", &[32], &weights(32, 2)))))],
+    );
+    let h = g.node("MatMul", &[&x, &w1], None, vec![]);
+    let h = g.node("Add", &[&h, &b1], None, vec![]);
+    let h = g.node("Relu", &[&h], None, vec![]);
+    let w2 = g.node(
+        "Constant",
+        &[],
+        Some("w2"),
+        vec![(
+            "value",
+            Attr::Tensor(Box::new(tensor_f32("w2v", &[32, 8], &weights(256, 3)))),
+        )],
+    );
+    let h = g.node("MatMul", &[&h, &w2], None, vec![]);
+    let h = g.node("Unsqueeze", &[&h], None, vec![("axes", Attr::Ints(vec![1]))]);
+    let h = g.node("Softmax", &[&h], None, vec![("axis", Attr::Int(1))]);
+    g.node("Squeeze", &[&h], Some("y"), vec![("axes", Attr::Ints(vec![1]))]);
+    g.output("y", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(8)]);
+    with_opset(g.finish("test", &[]), 12)
+}
+
+#[test]
+fn constant_weights_and_an_old_opset_become_the_canonical_form() {
+    let m = exporter_style_model();
+    let x = input(6, 16);
+    let base = run(&m, &x);
+    let c = canon::canonicalize(&hone_onnx::encode(&m), &SessionConfig::default()).unwrap();
+    let g = c.model.graph.as_ref().unwrap();
+    assert!(g.node.iter().all(|n| n.op_type != "Constant"), "{g:?}");
+    assert!(g.initializer.len() >= 3);
+    assert_eq!(c.opset, 13);
+    assert!(c.per_channel_qdq());
+    let steps = c.steps.join("\n");
+    assert!(steps.contains("3 Constant nodes"), "{steps}");
+    assert!(
+        steps.contains("Squeeze") && steps.contains("Unsqueeze") && steps.contains("Softmax"),
+        "{steps}"
+    );
+    // Same function: Softmax keeps its pre-13 meaning over the flattened axes.
+    let out = run(&c.model, &x);
+    assert_eq!(out.len(), base.len());
+    for (a, b) in base.iter().zip(&out) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // The passes find the weights now: static int8 stores them as int8.
+    let ranges = calibrate::calibrate(
+        &c.model,
+        &calibrate::activation_tensors(&c.model).unwrap(),
+        &[vec![x.clone()]],
+        calibrate::Method::MinMax,
+        &SessionConfig::default(),
+    )
+    .unwrap();
+    let (q, nodes) = qdq::quantize_static(&c.model, &ranges, &static_opts()).unwrap();
+    assert!(nodes.len() >= 2, "{nodes:?}");
+    let gq = q.graph.as_ref().unwrap();
+    assert!(
+        gq.initializer
+            .iter()
+            .filter(|t| t.data_type == elem::INT8)
+            .count()
+            >= 2
+    );
+    let qo = run(&q, &x);
+    let worst = base.iter().zip(&qo).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst < 0.05, "{worst} {base:?} {qo:?}");
+}
+
+#[test]
+fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
+    // Resize-10's sampling has no exact Resize-11 spelling: the model keeps
+    // opset 10 and static int8 uses per-tensor QDQ, which opset 10 has.
+    let mut g = GraphBuilder::new("old");
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
+    );
+    let w = g.initializer(tensor_f32("w", &[4, 2, 3, 3], &weights(72, 5)));
+    let b = g.initializer(tensor_f32("b", &[4], &weights(4, 6)));
+    let h = g.node(
+        "Conv",
+        &[&x, &w, &b],
+        None,
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    );
+    let s = g.initializer(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
+    g.node(
+        "Resize",
+        &[&h, &s],
+        Some("y"),
+        vec![("mode", Attr::String("nearest".into()))],
+    );
+    g.output(
+        "y",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(8), Dim::Fixed(8)],
+    );
+    let m = with_opset(g.finish("test", &[]), 10);
+    assert!(opset::upgrade(&m, 13).unwrap_err().0.contains("Resize"));
+    let c = canon::canonicalize(&hone_onnx::encode(&m), &SessionConfig::default()).unwrap();
+    assert_eq!(c.opset, 10);
+    assert!(!c.per_channel_qdq());
+    assert!(c.opset_kept.as_deref().unwrap().contains("Resize"));
+    let v: Vec<f32> = (0..32).map(|i| (i as f32 / 16.0) - 1.0).collect();
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let x = Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into())
+        .unwrap();
+    let ranges = calibrate::calibrate(
+        &c.model,
+        &calibrate::activation_tensors(&c.model).unwrap(),
+        &[vec![x.clone()]],
+        calibrate::Method::MinMax,
+        &SessionConfig::default(),
+    )
+    .unwrap();
+    let (q, _) = qdq::quantize_static(&c.model, &ranges, &static_opts()).unwrap();
+    assert_eq!(opset::default_opset(&q), 10);
+    let gq = q.graph.as_ref().unwrap();
+    assert!(
+        gq.node
+            .iter()
+            .filter(|n| n.op_type == "DequantizeLinear")
+            .all(|n| n.attribute.iter().all(|a| a.name != "axis"))
+    );
+    // It loads (ORT validates opset-10 QDQ) and stays close.
+    let (a, b) = (run(&m, &x), run(&q, &x));
+    let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+}
+
+#[test]
+fn fp16_finds_and_keeps_the_nodes_that_overflow() {
+    // y = (x · 1e5) · 1e-5: the middle value is far beyond float16's 65504.
+    let mut g = GraphBuilder::new("overflow");
+    let x = g.input("x", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    let up = g.initializer(tensor_f32("up", &[], &[1e5]));
+    let down = g.initializer(tensor_f32("down", &[], &[1e-5]));
+    let h = g.node("Mul", &[&x, &up], Some("big"), vec![]);
+    let h = g.node("Mul", &[&h, &down], None, vec![]);
+    g.node("Relu", &[&h], Some("y"), vec![]);
+    g.output("y", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    let m = g.finish("test", &[]);
+    let x = input(4, 16);
+    let base = run(&m, &x);
+    let cfg = SessionConfig::default();
+    let types = fp16::tensor_types(&m, &cfg).unwrap();
+    let plain = run(&fp16::convert(&m, &types, &Default::default()).unwrap(), &x);
+    assert!(plain.iter().any(|v| !v.is_finite()), "{plain:?}");
+    let ranges = calibrate::calibrate(
+        &m,
+        &fp16::float_outputs(&m, &types),
+        &[vec![x.clone()]],
+        calibrate::Method::MinMax,
+        &cfg,
+    )
+    .unwrap();
+    let over = fp16::overflowing_nodes(&m, &ranges);
+    // The producer of the big value and its reader: a float16 copy of the
+    // value between them would already be infinite.
+    assert_eq!(over, vec!["Mul_1".to_string(), "Mul_2".to_string()]);
+    let keep = over.into_iter().collect();
+    let kept = fp16::convert_keeping(&m, &types, &Default::default(), &keep).unwrap();
+    let out = run(&kept, &x);
+    let bad = out.iter().filter(|v| !v.is_finite()).count();
+    let worst = base
+        .iter()
+        .zip(&out)
+        .filter(|(_, b)| b.is_finite())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert_eq!(bad, 0, "{out:?}");
+    assert!(worst < 1e-2, "{worst}");
+}
