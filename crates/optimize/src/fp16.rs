@@ -112,7 +112,12 @@ pub fn overflowing_nodes(model: &ModelProto, ranges: &HashMap<String, (f32, f32)
     }
     g.node
         .iter()
-        .filter(|n| n.input.iter().chain(&n.output).any(|t| big.contains(t.as_str())))
+        .filter(|n| {
+            n.input
+                .iter()
+                .chain(&n.output)
+                .any(|t| big.contains(t.as_str()))
+        })
         .map(|n| n.name.clone())
         .collect()
 }

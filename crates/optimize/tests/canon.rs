@@ -5,9 +5,9 @@
 
 use hone_core::{Backend, Tensor};
 use hone_data::npy;
-use hone_onnx::{Dim, GraphBuilder};
 use hone_onnx::proto::{ModelProto, OperatorSetIdProto};
 use hone_onnx::{Attr, elem, tensor_f32};
+use hone_onnx::{Dim, GraphBuilder};
 use hone_optimize::{calibrate, canon, fp16, opset, qdq};
 use hone_runtime::{OrtBackend, SessionConfig};
 
@@ -58,7 +58,11 @@ fn with_opset(mut m: ModelProto, v: i64) -> ModelProto {
 /// rank-3 tensor (flattening semantics before opset 13).
 fn exporter_style_model() -> ModelProto {
     let mut g = GraphBuilder::new("exported");
-    let x = g.input("x", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(16)],
+    );
     let w1 = g.node(
         "Constant",
         &[],
@@ -72,7 +76,10 @@ fn exporter_style_model() -> ModelProto {
         "Constant",
         &[],
         Some("b1"),
-        vec![("value", Attr::Tensor(Box::new(tensor_f32("b1v", &[32], &weights(32, 2)))))],
+        vec![(
+            "value",
+            Attr::Tensor(Box::new(tensor_f32("b1v", &[32], &weights(32, 2)))),
+        )],
     );
     let h = g.node("MatMul", &[&x, &w1], None, vec![]);
     let h = g.node("Add", &[&h, &b1], None, vec![]);
@@ -87,10 +94,24 @@ fn exporter_style_model() -> ModelProto {
         )],
     );
     let h = g.node("MatMul", &[&h, &w2], None, vec![]);
-    let h = g.node("Unsqueeze", &[&h], None, vec![("axes", Attr::Ints(vec![1]))]);
+    let h = g.node(
+        "Unsqueeze",
+        &[&h],
+        None,
+        vec![("axes", Attr::Ints(vec![1]))],
+    );
     let h = g.node("Softmax", &[&h], None, vec![("axis", Attr::Int(1))]);
-    g.node("Squeeze", &[&h], Some("y"), vec![("axes", Attr::Ints(vec![1]))]);
-    g.output("y", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(8)]);
+    g.node(
+        "Squeeze",
+        &[&h],
+        Some("y"),
+        vec![("axes", Attr::Ints(vec![1]))],
+    );
+    g.output(
+        "y",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(8)],
+    );
     with_opset(g.finish("test", &[]), 12)
 }
 
@@ -137,7 +158,11 @@ fn constant_weights_and_an_old_opset_become_the_canonical_form() {
             >= 2
     );
     let qo = run(&q, &x);
-    let worst = base.iter().zip(&qo).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let worst = base
+        .iter()
+        .zip(&qo)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(worst < 0.05, "{worst} {base:?} {qo:?}");
 }
 
@@ -179,8 +204,8 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
     assert!(c.opset_kept.as_deref().unwrap().contains("Resize"));
     let v: Vec<f32> = (0..32).map(|i| (i as f32 / 16.0) - 1.0).collect();
     let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    let x = Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into())
-        .unwrap();
+    let x =
+        Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap();
     let ranges = calibrate::calibrate(
         &c.model,
         &calibrate::activation_tensors(&c.model).unwrap(),
@@ -200,7 +225,11 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
     );
     // It loads (ORT validates opset-10 QDQ) and stays close.
     let (a, b) = (run(&m, &x), run(&q, &x));
-    let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
     let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(worst < 0.05 * spread, "{worst} of {spread}");
 }
@@ -209,13 +238,21 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
 fn fp16_finds_and_keeps_the_nodes_that_overflow() {
     // y = (x · 1e5) · 1e-5: the middle value is far beyond float16's 65504.
     let mut g = GraphBuilder::new("overflow");
-    let x = g.input("x", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(16)],
+    );
     let up = g.initializer(tensor_f32("up", &[], &[1e5]));
     let down = g.initializer(tensor_f32("down", &[], &[1e-5]));
     let h = g.node("Mul", &[&x, &up], Some("big"), vec![]);
     let h = g.node("Mul", &[&h, &down], None, vec![]);
     g.node("Relu", &[&h], Some("y"), vec![]);
-    g.output("y", elem::FLOAT, &[Dim::Named("batch".into()), Dim::Fixed(16)]);
+    g.output(
+        "y",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(16)],
+    );
     let m = g.finish("test", &[]);
     let x = input(4, 16);
     let base = run(&m, &x);
