@@ -30,7 +30,7 @@ for d in "$ZOO"/*/; do
   read -r ev cal out < <("$PY" -c "import json;m=json.load(open('$d/meta.json'));print(m['eval'],m['calib'],m.get('output',''))")
   echo "== hone optimize $name"
   "$HONE" optimize "$d/model.onnx" --data "$ev" --calibration "$cal" ${out:+--output-name "$out"} \
-    --techniques graph,fp16,dynamic,static,fallback --max-drop 0.01 --measure-seconds 1 --time-budget 4m \
+    --techniques graph,fp16,dynamic,static,fallback --max-drop 0.01 --measure-seconds 1 --time-budget 3m \
     -o "$WORK/$name.onnx" || true
 done
 "$PY" bench/zoo/compare.py "$ZOO" "$WORK" 2>&1 | grep -v "WARNING\|Please consider"

@@ -83,6 +83,11 @@ class Reader(CalibrationDataReader):
         return next(self.it, None)
 
 
+def why(e):
+    first = (str(e).splitlines() or [""])[0]
+    return f"failed: {type(e).__name__}: {first[:120]}"
+
+
 def ort_quantize(model, cal_feeds, work, name):
     """onnxruntime.quantization as its docs advise: pre-process, then static
     QDQ and dynamic. Returns {label: path or 'failed: why'}."""
@@ -94,7 +99,7 @@ def ort_quantize(model, cal_feeds, work, name):
         src = pre
         out["pre_process"] = "ok"
     except Exception as e:  # noqa: BLE001 - reported, not hidden
-        out["pre_process"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        out["pre_process"] = why(e)
     for label, fn in (
         ("ort static", lambda p: quantize_static(src, p, Reader(cal_feeds), quant_format=QuantFormat.QDQ,
                                                   per_channel=True, activation_type=QuantType.QUInt8,
@@ -107,7 +112,7 @@ def ort_quantize(model, cal_feeds, work, name):
             session(p)
             out[label] = p
         except Exception as e:  # noqa: BLE001
-            out[label] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            out[label] = why(e)
     return out
 
 

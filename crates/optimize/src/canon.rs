@@ -131,28 +131,25 @@ fn name_nodes(model: &mut ModelProto) -> usize {
     let Some(g) = model.graph.as_mut() else {
         return 0;
     };
-    let mut seen = std::collections::HashSet::new();
     let mut taken: std::collections::HashSet<String> =
         g.node.iter().map(|n| n.name.clone()).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut next = 0usize;
     let mut changed = 0;
-    for (i, n) in g.node.iter_mut().enumerate() {
-        if n.name.is_empty() || !seen.insert(n.name.clone()) {
-            let mut k = i;
-            let name = loop {
-                let s = format!("{}_hone{k}", n.op_type);
-                if taken.insert(s.clone()) {
-                    break s;
-                }
-                k += g_len_hint();
-            };
-            seen.insert(name.clone());
-            n.name = name;
-            changed += 1;
+    for n in g.node.iter_mut() {
+        if !n.name.is_empty() && seen.insert(n.name.clone()) {
+            continue;
         }
+        let name = loop {
+            next += 1;
+            let s = format!("{}_hone{next}", n.op_type);
+            if taken.insert(s.clone()) {
+                break s;
+            }
+        };
+        seen.insert(name.clone());
+        n.name = name;
+        changed += 1;
     }
     changed
-}
-
-fn g_len_hint() -> usize {
-    100_003
 }

@@ -38,6 +38,18 @@ fn weights(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// MinMax ranges of the activations static int8 quantizes, on one batch.
+fn activation_ranges(m: &ModelProto, x: &Tensor) -> calibrate::Ranges {
+    calibrate::calibrate(
+        m,
+        &calibrate::activation_tensors(m).unwrap(),
+        &[vec![x.clone()]],
+        calibrate::Method::MinMax,
+        &SessionConfig::default(),
+    )
+    .unwrap()
+}
+
 fn static_opts() -> qdq::StaticOptions {
     qdq::StaticOptions {
         reduce_range: qdq::StaticOptions::needs_reduce_range(),
@@ -139,14 +151,7 @@ fn constant_weights_and_an_old_opset_become_the_canonical_form() {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
     // The passes find the weights now: static int8 stores them as int8.
-    let ranges = calibrate::calibrate(
-        &c.model,
-        &calibrate::activation_tensors(&c.model).unwrap(),
-        &[vec![x.clone()]],
-        calibrate::Method::MinMax,
-        &SessionConfig::default(),
-    )
-    .unwrap();
+    let ranges = activation_ranges(&c.model, &x);
     let (q, nodes) = qdq::quantize_static(&c.model, &ranges, &static_opts()).unwrap();
     assert!(nodes.len() >= 2, "{nodes:?}");
     let gq = q.graph.as_ref().unwrap();
@@ -206,14 +211,7 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
     let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
     let x =
         Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap();
-    let ranges = calibrate::calibrate(
-        &c.model,
-        &calibrate::activation_tensors(&c.model).unwrap(),
-        &[vec![x.clone()]],
-        calibrate::Method::MinMax,
-        &SessionConfig::default(),
-    )
-    .unwrap();
+    let ranges = activation_ranges(&c.model, &x);
     let (q, _) = qdq::quantize_static(&c.model, &ranges, &static_opts()).unwrap();
     assert_eq!(opset::default_opset(&q), 10);
     let gq = q.graph.as_ref().unwrap();

@@ -58,14 +58,22 @@ fn paired_p50(scorer: &Scorer, a: &[u8], b: &[u8]) -> Option<(f64, f64)> {
     Some((med(&mut pa), med(&mut pb)))
 }
 
-/// The latency-aware variant of static candidate `src`, or None when every
-/// kind pays in int8 (then `src` stands as it is).
+/// What the latency check found.
+pub(crate) enum Outcome {
+    /// Some kinds ran faster in float: the variant with them float.
+    Variant(Box<Candidate>),
+    /// Every kind paid in int8; the timings, for `src`'s detail.
+    AllPay(String),
+}
+
+/// The latency-aware variant of static candidate `src`, or the timings
+/// showing every kind pays in int8 (then `src` stands as it is).
 pub(crate) fn latency_aware(
     scorer: &Scorer,
     fp32: &ModelProto,
     src: &str,
     cal: &Calibration,
-) -> Option<Candidate> {
+) -> Option<Outcome> {
     let ranges = cal.computed(src)?;
     let g = fp32.graph.as_ref()?;
     let build = |exclude: HashSet<String>| {
@@ -107,16 +115,19 @@ pub(crate) fn latency_aware(
             int8_kinds.push((k, nodes.len(), p_int8, p_float));
         }
     }
-    if float_kinds.is_empty() {
-        return None;
-    }
-    let bytes = current;
     let fmt = |v: &[(&str, usize, f64, f64)]| {
         v.iter()
             .map(|(k, n, a, b)| format!("{k} ×{n} ({a:.3} ms in int8, {b:.3} ms float)"))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if float_kinds.is_empty() {
+        return Some(Outcome::AllPay(format!(
+            "latency check: every node kind ran at least as fast in int8 on this machine: {}",
+            fmt(&int8_kinds)
+        )));
+    }
+    let bytes = current;
     let mut detail = format!(
         "{src} with the node kinds that ran slower in int8 on this machine kept float: {}",
         fmt(&float_kinds)
@@ -124,10 +135,10 @@ pub(crate) fn latency_aware(
     if !int8_kinds.is_empty() {
         detail += &format!("; int8 kept where it paid: {}", fmt(&int8_kinds));
     }
-    Some(scorer.candidate(
+    Some(Outcome::Variant(Box::new(scorer.candidate(
         &format!("{src}+latency"),
         Technique::Static.label(),
         detail,
         bytes,
-    ))
+    ))))
 }

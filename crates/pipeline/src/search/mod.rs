@@ -109,8 +109,14 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
             .map(|c| c.name.clone());
         if let Some(src) = fastest {
             progress(total, total, &format!("{src}+latency"));
-            if let Some(c) = latency::latency_aware(&s.scorer, &s.fp32, &src, &cal) {
-                candidates.push(c);
+            match latency::latency_aware(&s.scorer, &s.fp32, &src, &cal) {
+                Some(latency::Outcome::Variant(c)) => candidates.push(*c),
+                Some(latency::Outcome::AllPay(note)) => {
+                    if let Some(c) = candidates.iter_mut().find(|c| c.name == src) {
+                        c.detail = format!("{}; {note}", c.detail);
+                    }
+                }
+                None => {}
             }
         }
     }
