@@ -18,7 +18,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
                                       quantize_dynamic, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-ZOO, WORK = sys.argv[1], sys.argv[2]
+ZOO, WORK = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 THREADS = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 ROUNDS, PER_ROUND = 5, 0.6
 
@@ -117,6 +117,9 @@ def ort_quantize(model, cal_feeds, work, name):
 
 
 def main():
+    # onnxruntime's pre-processing leaves temporary files (external data,
+    # sym_shape_infer_temp.onnx) in the working directory.
+    os.chdir(WORK)
     rows = []
     print(f"onnxruntime {ort.__version__}, threads={THREADS or 'ORT default'}")
     for name in sorted(os.listdir(ZOO)):
