@@ -428,7 +428,15 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
             }
             None => None,
         };
-    let rows = match (&labels, inputs.first()) {
+    // Rows come from labels, else from the first input whose model shape
+    // is not fully fixed (a fixed one may be state fed whole, below).
+    let sized = inputs
+        .iter()
+        .zip(&meta.inputs)
+        .find(|(_, s)| s.dims.iter().any(|&d| d <= 0))
+        .map(|(t, _)| t)
+        .or(inputs.first());
+    let rows = match (&labels, sized) {
         (Some(l), _) => l.len(),
         (None, Some(t)) => t.shape.first().copied().unwrap_or(0).max(0) as usize,
         (None, None) => 0,

@@ -235,9 +235,12 @@ async fn hundreds_of_large_bodies_stay_within_the_budget() {
     );
     assert_eq!(codes.get(&200), Some(&(BUDGET / body.len())));
     assert_eq!(server.budget.used(), 0, "every ticket is given back");
-    // The budget plus a fixed margin (buffers, the clients' shared body).
+    // The budget plus a fixed margin (buffers, the clients' shared body,
+    // allocator arenas that keep freed buffers of 300 connections: 87-88
+    // MiB of growth were measured under CI load). Without the budget, 300
+    // bodies of 4 MiB would grow it by over a GiB.
     assert!(
-        grown_mib < (BUDGET >> 20) as u64 + 48,
+        grown_mib < (BUDGET >> 20) as u64 + 64,
         "RSS grew {grown_mib} MiB"
     );
     assert!(
