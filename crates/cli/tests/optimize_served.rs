@@ -119,15 +119,6 @@ fn optimize(model: &Path, data: &Path, out: &Path) -> serde_json::Value {
     })
 }
 
-fn candidate<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {name}: {r}"))
-}
-
 #[test]
 fn sequences_are_judged_at_their_own_length_with_padding_left_out() {
     let d = common::tmp("optimize_served", "tokens");
@@ -164,7 +155,7 @@ fn sequences_are_judged_at_their_own_length_with_padding_left_out() {
         judged_as.contains("batch 1") && judged_as.contains("own length"),
         "{judged_as}"
     );
-    let c = candidate(&r, "int8-dynamic");
+    let c = common::candidate(&r, "int8-dynamic");
     // As served no call holds a padding token: the scale fits real tokens.
     let served = c["metric"].as_f64().unwrap();
     assert!(served > 0.99, "{c}");
@@ -202,7 +193,7 @@ fn rows_are_judged_in_the_batches_the_batcher_forms_too() {
     std::fs::create_dir_all(&data).unwrap();
     common::write_npy(&data.join("x.npy"), "<f4", &[rows, HIDDEN], &bytes);
     let r = optimize(&model, &data, &d.join("out.onnx"));
-    let c = candidate(&r, "int8-dynamic");
+    let c = common::candidate(&r, "int8-dynamic");
     assert_eq!(c["judged_in"], "batches of ≤ 64", "{c}");
     assert!(
         c["verdict"].as_str().unwrap().starts_with("over budget"),

@@ -86,15 +86,6 @@ fn optimize(name: &str, techniques: &str) -> serde_json::Value {
     r
 }
 
-fn candidate<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {r}"))
-}
-
 #[test]
 fn a_paddle_mobile_cnn_with_constant_weights_is_quantized() {
     let r = optimize("ppocr_cls", "graph,fp16,dynamic,static");
@@ -107,10 +98,10 @@ fn a_paddle_mobile_cnn_with_constant_weights_is_quantized() {
     // (before canonicalization only activations were quantized and the
     // static model came out larger than fp32).
     let fp32 = r["baseline"]["size_bytes"].as_u64().unwrap();
-    let st = candidate(&r, "int8-static-minmax");
+    let st = common::candidate(&r, "int8-static-minmax");
     assert!(st["size_bytes"].as_u64().unwrap() * 10 < fp32 * 6, "{st}");
     assert_eq!(st["verdict"], "within budget", "{st}");
-    assert_eq!(candidate(&r, "fp16")["verdict"], "within budget");
+    assert_eq!(common::candidate(&r, "fp16")["verdict"], "within budget");
 }
 
 #[test]
@@ -122,16 +113,16 @@ fn an_opset_12_recogniser_with_squeeze_axes_loads_in_every_form() {
         "{canonical}"
     );
     for name in ["int8-static-minmax", "int8-dynamic-per-channel", "fp16"] {
-        assert!(candidate(&r, name)["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(common::candidate(&r, name)["p50_ms"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!(candidate(&r, "fp16")["verdict"], "within budget");
+    assert_eq!(common::candidate(&r, "fp16")["verdict"], "within budget");
 }
 
 #[test]
 fn an_audio_lstm_with_fixed_state_inputs_is_judged_frame_by_frame() {
     let r = optimize("silero_vad", "graph,fp16,dynamic,static");
     assert!(r["judged_as"].as_str().unwrap().contains("batch 1"), "{r}");
-    assert_eq!(candidate(&r, "fp16")["verdict"], "within budget");
+    assert_eq!(common::candidate(&r, "fp16")["verdict"], "within budget");
     assert!(
         r["canonical"].to_string().contains("29 Constant nodes"),
         "{r}"
@@ -143,6 +134,10 @@ fn a_converted_sklearn_pipeline_is_optimized_on_its_probabilities() {
     let r = optimize("skl_pipeline", "graph,fp16,dynamic,static");
     assert_eq!(r["output_judged"], "probabilities");
     for name in ["int8-dynamic", "int8-static-minmax", "fp16"] {
-        assert_eq!(candidate(&r, name)["verdict"], "within budget", "{r}");
+        assert_eq!(
+            common::candidate(&r, name)["verdict"],
+            "within budget",
+            "{r}"
+        );
     }
 }

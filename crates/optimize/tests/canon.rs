@@ -3,21 +3,15 @@
 //! canonical form must load and compute what the input computes, and the
 //! passes must work from it.
 
-use hone_core::{Backend, Tensor};
-use hone_data::npy;
+use hone_core::Tensor;
 use hone_onnx::proto::{ModelProto, OperatorSetIdProto};
 use hone_onnx::{Attr, elem, tensor_f32};
 use hone_onnx::{Dim, GraphBuilder};
 use hone_optimize::{calibrate, canon, fp16, opset, qdq};
-use hone_runtime::{OrtBackend, SessionConfig};
+use hone_runtime::SessionConfig;
 
-fn run(model: &ModelProto, input: &Tensor) -> Vec<f32> {
-    hone_runtime::init().unwrap();
-    let mut b =
-        OrtBackend::from_bytes(&hone_onnx::encode(model), &SessionConfig::default()).unwrap();
-    let out = b.infer(&[std::slice::from_ref(input)]).unwrap();
-    npy::to_f32(&out[0]).unwrap()
-}
+mod common;
+use common::run;
 
 fn input(rows: usize, cols: usize) -> Tensor {
     let v: Vec<f32> = (0..rows * cols)

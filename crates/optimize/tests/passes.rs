@@ -15,13 +15,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn run(model: &ModelProto, input: &Tensor) -> Vec<f32> {
-    hone_runtime::init().unwrap();
-    let mut b =
-        OrtBackend::from_bytes(&hone_onnx::encode(model), &SessionConfig::default()).unwrap();
-    let out = b.infer(&[std::slice::from_ref(input)]).unwrap();
-    npy::to_f32(&out[0]).unwrap()
-}
+mod common;
+use common::run;
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

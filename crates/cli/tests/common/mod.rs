@@ -301,3 +301,13 @@ pub fn venv(requirements: &str, name: &str) -> PathBuf {
     }
     python
 }
+
+/// The candidate `name` of an optimize report.
+pub fn candidate<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {r}"))
+}
