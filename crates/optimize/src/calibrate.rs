@@ -14,7 +14,7 @@ use hone_core::{Backend, DataType, Tensor, TensorData};
 use hone_onnx::proto::{ModelProto, ValueInfoProto};
 use hone_runtime::{OrtBackend, SessionConfig};
 
-use crate::ops::{data_inputs, is_quantizable};
+use crate::ops::{data_inputs, quantizes};
 use crate::{OptError, Result, graph};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +52,7 @@ pub fn activation_tensors(model: &ModelProto) -> Result<Vec<String>> {
         }
     };
     for n in &g.node {
-        if !is_quantizable(&n.op_type) || !n.domain.is_empty() {
+        if !quantizes(n, |i| inits.contains(i)) {
             continue;
         }
         for i in data_inputs(n) {

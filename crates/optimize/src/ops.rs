@@ -23,13 +23,31 @@ pub fn is_quantizable(op: &str) -> bool {
             | "Concat"
             | "Squeeze"
             | "Unsqueeze"
+            | "Sigmoid"
+            | "Mul"
     )
+}
+
+/// Whether static quantization puts QDQ pairs around node `n`, given which
+/// tensors are constants. Mul only when both factors are activations (as
+/// in SiLU, `x · sigmoid(x)`): ONNX Runtime fuses DQ → Mul → Q into
+/// QLinearMul only then, and with a float constant factor the pairs would
+/// be pure overhead around a float Mul.
+pub fn quantizes(n: &NodeProto, is_const: impl Fn(&str) -> bool) -> bool {
+    if !n.domain.is_empty() || !is_quantizable(&n.op_type) {
+        return false;
+    }
+    n.op_type != "Mul"
+        || n.input
+            .iter()
+            .take(2)
+            .all(|i| !i.is_empty() && !is_const(i))
 }
 
 /// The inputs of a node that carry activations (not shapes, axes or bounds).
 pub fn data_inputs(n: &NodeProto) -> Vec<&str> {
     let k = match n.op_type.as_str() {
-        "Conv" | "Gemm" | "MatMul" | "Add" => 2,
+        "Conv" | "Gemm" | "MatMul" | "Add" | "Mul" => 2,
         "Concat" => n.input.len(),
         _ => 1,
     };

@@ -15,7 +15,7 @@ use hone_onnx::{Attr, tensor_f32};
 
 use crate::calibrate::Ranges;
 use crate::graph::{self, Names, node, tensor_i8, tensor_i32, tensor_u8};
-use crate::ops::{data_inputs, is_quantizable};
+use crate::ops::{data_inputs, quantizes};
 use crate::{OptError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub fn quantize_static(
     let mut quantize: HashSet<String> = HashSet::new();
     let mut quantized_nodes = Vec::new();
     for n in &g.node {
-        if !is_quantizable(&n.op_type) || !n.domain.is_empty() || opts.exclude.contains(&n.name) {
+        if !quantizes(n, |i| idx.contains_key(i)) || opts.exclude.contains(&n.name) {
             continue;
         }
         let mut any = false;

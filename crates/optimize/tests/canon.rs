@@ -277,3 +277,69 @@ fn fp16_finds_and_keeps_the_nodes_that_overflow() {
     assert_eq!(bad, 0, "{out:?}");
     assert!(worst < 1e-2, "{worst}");
 }
+
+#[test]
+fn silu_is_quantized_and_a_constant_factor_is_not() {
+    // YOLOv8's activation, x · sigmoid(x): both factors are activations, so
+    // Sigmoid and Mul get QDQ pairs (ONNX Runtime runs them as QLinearSigmoid
+    // and QLinearMul). A Mul by a constant gets none: it would stay a float
+    // Mul between the pairs.
+    let mut g = GraphBuilder::new("silu");
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(16)],
+    );
+    let w1 = g.initializer(tensor_f32("w1", &[16, 32], &weights(512, 7)));
+    let h = g.node("MatMul", &[&x, &w1], Some("h"), vec![]);
+    let s = g.node("Sigmoid", &[&h], Some("s"), vec![]);
+    let a = g.node("Mul", &[&h, &s], Some("silu"), vec![]);
+    let half = g.initializer(tensor_f32("half", &[], &[0.5]));
+    let a = g.node("Mul", &[&a, &half], Some("scaled"), vec![]);
+    let w2 = g.initializer(tensor_f32("w2", &[32, 8], &weights(256, 8)));
+    g.node("MatMul", &[&a, &w2], Some("y"), vec![]);
+    g.output(
+        "y",
+        elem::FLOAT,
+        &[Dim::Named("batch".into()), Dim::Fixed(8)],
+    );
+    let m = with_opset(g.finish("test", &[]), 13);
+    let x = input(8, 16);
+    let ranges = activation_ranges(&m, &x);
+    let (q, nodes) = qdq::quantize_static(&m, &ranges, &static_opts()).unwrap();
+    let gq = q.graph.as_ref().unwrap();
+    let by_out = |o: &str| gq.node.iter().find(|n| n.output[0] == o).unwrap();
+    let quantized: Vec<&str> = nodes.iter().map(|n| by_out_name(&m, n)).collect::<Vec<_>>();
+    assert!(
+        quantized.contains(&"s") && quantized.contains(&"silu"),
+        "{quantized:?}"
+    );
+    assert!(!quantized.contains(&"scaled"), "{quantized:?}");
+    let reads_dq = |n: &hone_onnx::proto::NodeProto, k: usize| {
+        gq.node
+            .iter()
+            .any(|p| p.op_type == "DequantizeLinear" && p.output[0] == n.input[k])
+    };
+    let silu = by_out("silu");
+    assert!(reads_dq(silu, 0) && reads_dq(silu, 1));
+    let scaled = by_out("scaled");
+    assert!(!reads_dq(scaled, 1));
+    let (a, b) = (run(&m, &x), run(&q, &x));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+}
+
+/// The output name of the node called `name` in `m`.
+fn by_out_name<'a>(m: &'a ModelProto, name: &str) -> &'a str {
+    let g = m.graph.as_ref().unwrap();
+    g.node
+        .iter()
+        .find(|n| n.name == name)
+        .map(|n| n.output[0].as_str())
+        .unwrap_or("")
+}
