@@ -574,6 +574,10 @@ pub struct OptimizeArgs {
     /// Time batch-1 latency on the first row of this data (default: EVAL's first row).
     #[arg(long)]
     latency_data: Option<PathBuf>,
+    /// Also write every candidate that built to DIR/<name>.onnx (the report
+    /// says which was chosen and why the others were not).
+    #[arg(long, value_name = "DIR")]
+    keep_candidates: Option<PathBuf>,
     /// Print the report as JSON instead of the table (no progress bar).
     #[arg(long)]
     json: bool,
@@ -627,6 +631,7 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
         train_data: args.train_data,
         prune_ratio: args.prune_ratio,
         latency_data: args.latency_data,
+        keep_candidates: args.keep_candidates,
     };
     let bar = if args.quiet || args.json {
         indicatif::ProgressBar::hidden()

@@ -55,6 +55,8 @@ fn optimize(name: &str, techniques: &str) -> serde_json::Value {
     ];
     let out_model = out_dir.join("out.onnx");
     args.push(s(&out_model));
+    let kept = out_dir.join("candidates");
+    args.extend(["--keep-candidates", s(&kept)]);
     if let Some(o) = meta["output"].as_str() {
         args.extend(["--output-name", o]);
     }
@@ -71,6 +73,17 @@ fn optimize(name: &str, techniques: &str) -> serde_json::Value {
             !c["verdict"].as_str().unwrap().starts_with("failed"),
             "{name}: {c}"
         );
+    }
+    // --keep-candidates wrote every candidate that built, as judged.
+    for c in r["candidates"].as_array().unwrap() {
+        if let Some(size) = c["size_bytes"].as_u64() {
+            let f = kept.join(format!("{}.onnx", c["name"].as_str().unwrap()));
+            assert_eq!(
+                std::fs::metadata(&f).map(|m| m.len()).ok(),
+                Some(size),
+                "{f:?}"
+            );
+        }
     }
     // The choice is within budget and is what was written.
     let chosen = r["chosen"].as_str().unwrap();
@@ -102,6 +115,29 @@ fn a_paddle_mobile_cnn_with_constant_weights_is_quantized() {
     assert!(st["size_bytes"].as_u64().unwrap() * 10 < fp32 * 6, "{st}");
     assert_eq!(st["verdict"], "within budget", "{st}");
     assert_eq!(common::candidate(&r, "fp16")["verdict"], "within budget");
+    // The latency check timed the node kinds here and said what it found:
+    // either a `+latency` variant naming the float nodes, or the timings
+    // showing every kind pays in int8, on its source candidate.
+    let cands = r["candidates"].as_array().unwrap();
+    let variant = cands
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().ends_with("+latency"));
+    match variant {
+        Some(v) => {
+            let d = v["detail"].as_str().unwrap();
+            assert!(
+                d.contains("kept float: ") && d.contains("float nodes: "),
+                "{d}"
+            );
+        }
+        None => assert!(
+            cands.iter().any(|c| c["detail"]
+                .as_str()
+                .unwrap()
+                .contains("latency check: every node kind ran at least as fast in int8")),
+            "{r}"
+        ),
+    }
 }
 
 #[test]

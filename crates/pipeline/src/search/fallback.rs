@@ -54,9 +54,17 @@ pub(crate) fn fallback(
     };
     let (_, nodes) = build(Default::default())?;
     let judge = |m: &ModelProto| scorer.drop_of_model(&hone_onnx::encode(m));
+    // Every node is ranked while 60 % of the time left lasts; the rest is
+    // for the top-k tries. (Ranking only the first nodes in graph order
+    // would never find a sensitive head of a deep network.)
+    let rank_until = start.elapsed()
+        + opts
+            .time_budget
+            .saturating_sub(start.elapsed())
+            .mul_f64(0.6);
     let mut sens: Vec<(f64, String)> = Vec::new();
-    for n in nodes.iter().take(64) {
-        if start.elapsed() > opts.time_budget {
+    for n in &nodes {
+        if start.elapsed() > rank_until {
             break;
         }
         let (m, _) = build([n.clone()].into())?;
@@ -65,7 +73,7 @@ pub(crate) fn fallback(
         }
     }
     sens.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for k in [1usize, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] {
+    for k in [1usize, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128] {
         if k > sens.len() || start.elapsed() > opts.time_budget {
             break;
         }

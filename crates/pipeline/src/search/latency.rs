@@ -34,7 +34,9 @@ fn kind(inits: &HashMap<&str, &[i64]>, n: &NodeProto) -> &'static str {
             }
         }
         "MatMul" | "Gemm" => "MatMul/Gemm",
-        "Add" | "Clip" | "Relu" => "element-wise (Add, Clip, Relu)",
+        "Add" | "Clip" | "Relu" | "Mul" | "Sigmoid" => {
+            "element-wise (Add, Mul, Sigmoid, Clip, Relu)"
+        }
         _ => "pooling and data movement",
     }
 }
@@ -135,6 +137,28 @@ pub(crate) fn latency_aware(
     if !int8_kinds.is_empty() {
         detail += &format!("; int8 kept where it paid: {}", fmt(&int8_kinds));
     }
+    // The nodes themselves, in graph order, so a reader can find them.
+    let float_nodes: Vec<&str> = g
+        .node
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| exclude.contains(*n))
+        .collect();
+    const LISTED: usize = 24;
+    detail += &format!(
+        "; float nodes: {}{}",
+        float_nodes
+            .iter()
+            .take(LISTED)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if float_nodes.len() > LISTED {
+            format!(" and {} more", float_nodes.len() - LISTED)
+        } else {
+            String::new()
+        }
+    );
     Some(Outcome::Variant(Box::new(scorer.candidate(
         &format!("{src}+latency"),
         Technique::Static.label(),

@@ -90,6 +90,9 @@ pub struct OptimizeOptions {
     /// Where the batch-1 latency input comes from (its first row); default
     /// EVAL's first row. Lets padded EVAL sets be timed at a real length.
     pub latency_data: Option<PathBuf>,
+    /// Also write every candidate that built to DIR/<name>.onnx, for
+    /// inspecting the ones that were not chosen.
+    pub keep_candidates: Option<PathBuf>,
 }
 
 impl OptimizeOptions {

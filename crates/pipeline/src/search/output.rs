@@ -50,6 +50,14 @@ pub(crate) fn write_outputs(
             written.push(dir.display().to_string());
         }
     }
+    if let Some(dir) = &opts.keep_candidates {
+        std::fs::create_dir_all(dir)?;
+        for c in report.candidates.iter().filter(|c| !c.bytes.is_empty()) {
+            let path = dir.join(format!("{}.onnx", c.name));
+            write_atomic(&path, &c.bytes)?;
+            written.push(path.display().to_string());
+        }
+    }
     write_atomic(&json_path, &json)?;
     write_atomic(&html_path, html.as_bytes())?;
     written.push(json_path.display().to_string());

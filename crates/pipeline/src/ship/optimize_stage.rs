@@ -53,6 +53,7 @@ pub(super) fn optimize_stage(
             train_data: None,
             prune_ratio: 0.5,
             latency_data: None,
+            keep_candidates: None,
         };
         let r = opt::run(&o, &mut |_, _, _| {})?;
         let base = r.baseline.p50_ms.unwrap_or(f64::MAX);
