@@ -14,7 +14,7 @@ use hone_core::{Backend, DataType, Tensor, TensorData};
 use hone_onnx::proto::{ModelProto, ValueInfoProto};
 use hone_runtime::{OrtBackend, SessionConfig};
 
-use crate::ops::{data_inputs, quantizes};
+use crate::ops::{data_inputs, quantizes, value_outputs};
 use crate::{OptError, Result, graph};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +58,7 @@ pub fn activation_tensors(model: &ModelProto) -> Result<Vec<String>> {
         for i in data_inputs(n) {
             add(i);
         }
-        if let Some(o) = n.output.first() {
+        for o in value_outputs(n) {
             add(o);
         }
     }

@@ -25,7 +25,38 @@ pub fn is_quantizable(op: &str) -> bool {
             | "Unsqueeze"
             | "Sigmoid"
             | "Mul"
+            | "Resize"
+            | "Split"
+            | "Slice"
     )
+}
+
+/// Ops that only move or select values: their outputs take the input's
+/// scale and zero point, so ONNX Runtime drops their Q/DQ pairs and runs
+/// them on int8 directly (onnxruntime's quantizer shares them the same way).
+pub fn moves_only(op: &str) -> bool {
+    matches!(
+        op,
+        "MaxPool"
+            | "Reshape"
+            | "Flatten"
+            | "Transpose"
+            | "Squeeze"
+            | "Unsqueeze"
+            | "Resize"
+            | "Split"
+            | "Slice"
+    )
+}
+
+/// The outputs of `n` that are quantized: every part of a Split, the first
+/// output of anything else (MaxPool's indices are not values).
+pub fn value_outputs(n: &NodeProto) -> &[String] {
+    if n.op_type == "Split" {
+        &n.output
+    } else {
+        n.output.get(..1).unwrap_or(&[])
+    }
 }
 
 /// Whether static quantization puts QDQ pairs around node `n`, given which

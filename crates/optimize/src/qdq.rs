@@ -15,7 +15,7 @@ use hone_onnx::{Attr, tensor_f32};
 
 use crate::calibrate::Ranges;
 use crate::graph::{self, Names, node, tensor_i8, tensor_i32, tensor_u8};
-use crate::ops::{data_inputs, quantizes};
+use crate::ops::{data_inputs, moves_only, quantizes, value_outputs};
 use crate::{OptError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +125,10 @@ pub fn quantize_static(
                 any = true;
             }
         }
-        if let Some(o) = n.output.first()
-            && quantizable_range(ranges, o)
-            && !outputs.contains(o)
-        {
-            quantize.insert(o.clone());
+        for o in value_outputs(n) {
+            if quantizable_range(ranges, o) && !outputs.contains(o) {
+                quantize.insert(o.clone());
+            }
         }
         if any {
             quantized_nodes.push(n.name.clone());
@@ -137,7 +136,7 @@ pub fn quantize_static(
     }
 
     // Scale and zero point per quantized activation, in graph order so that
-    // ops which only move or select values (MaxPool, Reshape, ...) can give
+    // ops which only move or select values (MaxPool, Reshape, Split, ...) can give
     // their output the input's parameters: then ONNX Runtime drops their
     // Q/DQ pairs and runs them on int8 directly.
     let mut order: Vec<(String, Option<String>)> = Vec::new();
@@ -153,15 +152,11 @@ pub fn quantize_static(
                 order.push((i.to_string(), None));
             }
         }
-        if let Some(o) = n.output.first()
-            && quantize.contains(o)
-            && seen.insert(o.clone())
-        {
-            let share = matches!(
-                n.op_type.as_str(),
-                "MaxPool" | "Reshape" | "Flatten" | "Transpose" | "Squeeze" | "Unsqueeze"
-            ) && !opts.exclude.contains(&n.name);
-            order.push((o.clone(), share.then(|| n.input[0].clone())));
+        let share = moves_only(&n.op_type) && !opts.exclude.contains(&n.name);
+        for o in value_outputs(n) {
+            if quantize.contains(o) && seen.insert(o.clone()) {
+                order.push((o.clone(), share.then(|| n.input[0].clone())));
+            }
         }
     }
     let mut params: HashMap<String, (String, String, f32)> = HashMap::new();

@@ -343,3 +343,86 @@ fn by_out_name<'a>(m: &'a ModelProto, name: &str) -> &'a str {
         .map(|n| n.output[0].as_str())
         .unwrap_or("")
 }
+
+#[test]
+fn split_resize_and_slice_take_their_input_scale() {
+    // A detector neck's data movement: with the input's scale and zero
+    // point on every output, ONNX Runtime drops the Q/DQ pairs and runs
+    // these ops on int8 (each its own scale would requantize instead).
+    let mut g = GraphBuilder::new("neck");
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
+    );
+    let w = g.initializer(tensor_f32("w", &[4, 2, 3, 3], &weights(72, 9)));
+    let b = g.initializer(tensor_f32("b", &[4], &weights(4, 10)));
+    let h = g.node(
+        "Conv",
+        &[&x, &w, &b],
+        Some("h"),
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    );
+    g.node("Split", &[&h], Some("a"), vec![("axis", Attr::Int(1))]);
+    g.node(
+        "Concat",
+        &["b2", "a"],
+        Some("c"),
+        vec![("axis", Attr::Int(1))],
+    );
+    let s = g.initializer(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
+    g.node(
+        "Resize",
+        &["c", "", &s],
+        Some("r"),
+        vec![("mode", Attr::String("nearest".into()))],
+    );
+    let st = g.initializer(hone_onnx::tensor_i64("st", &[1], &[0]));
+    let en = g.initializer(hone_onnx::tensor_i64("en", &[1], &[2]));
+    let ax = g.initializer(hone_onnx::tensor_i64("ax", &[1], &[1]));
+    g.node("Slice", &["r", &st, &en, &ax], Some("sl"), vec![]);
+    let w2 = g.initializer(tensor_f32("w2", &[2, 2, 1, 1], &weights(4, 11)));
+    g.node("Conv", &["sl", &w2], Some("y"), vec![]);
+    g.output(
+        "y",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(8), Dim::Fixed(8)],
+    );
+    let mut m = with_opset(g.finish("test", &[]), 13);
+    let gm = m.graph.as_mut().unwrap();
+    let split = gm.node.iter_mut().find(|n| n.op_type == "Split").unwrap();
+    split.output.push("b2".into());
+    let v: Vec<f32> = (0..32)
+        .map(|i| ((i * 7 % 32) as f32 / 16.0) - 1.0)
+        .collect();
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let x =
+        Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap();
+    let ranges = activation_ranges(&m, &x);
+    let (q, _) = qdq::quantize_static(&m, &ranges, &static_opts()).unwrap();
+    let gq = q.graph.as_ref().unwrap();
+    let scale_of = |t: &str| -> f32 {
+        let qn = gq
+            .node
+            .iter()
+            .find(|n| n.op_type == "QuantizeLinear" && n.input[0] == t)
+            .unwrap_or_else(|| panic!("{t} is not quantized"));
+        let s = gq
+            .initializer
+            .iter()
+            .find(|i| i.name == qn.input[1])
+            .unwrap();
+        f32::from_le_bytes(s.raw_data[..4].try_into().unwrap())
+    };
+    for (out, from) in [("a", "h"), ("b2", "h"), ("r", "c"), ("sl", "r")] {
+        assert_eq!(scale_of(out), scale_of(from), "{out} vs {from}");
+    }
+    let (a, b) = (run(&m, &x), run(&q, &x));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+}
