@@ -26,6 +26,24 @@ fn input(rows: usize, cols: usize) -> Tensor {
     .unwrap()
 }
 
+/// A [1, 2, 4, 4] image of these 32 values.
+fn image(v: &[f32]) -> Tensor {
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap()
+}
+
+/// The quantized model `q` stays within 5 % of the output spread of `m` on `x`.
+fn assert_within_5_percent(m: &ModelProto, q: &ModelProto, x: &Tensor) {
+    let (a, b) = (run(m, x), run(q, x));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+}
+
 fn weights(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
         .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.4)
@@ -201,10 +219,11 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
     assert_eq!(c.opset, 10);
     assert!(!c.per_channel_qdq());
     assert!(c.opset_kept.as_deref().unwrap().contains("Resize"));
-    let v: Vec<f32> = (0..32).map(|i| (i as f32 / 16.0) - 1.0).collect();
-    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    let x =
-        Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap();
+    let x = image(
+        &(0..32)
+            .map(|i| (i as f32 / 16.0) - 1.0)
+            .collect::<Vec<f32>>(),
+    );
     let ranges = activation_ranges(&c.model, &x);
     let (q, _) = qdq::quantize_static(&c.model, &ranges, &static_opts()).unwrap();
     assert_eq!(opset::default_opset(&q), 10);
@@ -216,14 +235,7 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
             .all(|n| n.attribute.iter().all(|a| a.name != "axis"))
     );
     // It loads (ORT validates opset-10 QDQ) and stays close.
-    let (a, b) = (run(&m, &x), run(&q, &x));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f32::max);
-    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+    assert_within_5_percent(&m, &q, &x);
 }
 
 #[test]
@@ -324,14 +336,7 @@ fn silu_is_quantized_and_a_constant_factor_is_not() {
     assert!(reads_dq(silu, 0) && reads_dq(silu, 1));
     let scaled = by_out("scaled");
     assert!(!reads_dq(scaled, 1));
-    let (a, b) = (run(&m, &x), run(&q, &x));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f32::max);
-    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+    assert_within_5_percent(&m, &q, &x);
 }
 
 /// The output name of the node called `name` in `m`.
@@ -392,12 +397,11 @@ fn split_resize_and_slice_take_their_input_scale() {
     let gm = m.graph.as_mut().unwrap();
     let split = gm.node.iter_mut().find(|n| n.op_type == "Split").unwrap();
     split.output.push("b2".into());
-    let v: Vec<f32> = (0..32)
-        .map(|i| ((i * 7 % 32) as f32 / 16.0) - 1.0)
-        .collect();
-    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    let x =
-        Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap();
+    let x = image(
+        &(0..32)
+            .map(|i| ((i * 7 % 32) as f32 / 16.0) - 1.0)
+            .collect::<Vec<f32>>(),
+    );
     let ranges = activation_ranges(&m, &x);
     let (q, _) = qdq::quantize_static(&m, &ranges, &static_opts()).unwrap();
     let gq = q.graph.as_ref().unwrap();
@@ -417,12 +421,5 @@ fn split_resize_and_slice_take_their_input_scale() {
     for (out, from) in [("a", "h"), ("b2", "h"), ("r", "c"), ("sl", "r")] {
         assert_eq!(scale_of(out), scale_of(from), "{out} vs {from}");
     }
-    let (a, b) = (run(&m, &x), run(&q, &x));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f32::max);
-    let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(worst < 0.05 * spread, "{worst} of {spread}");
+    assert_within_5_percent(&m, &q, &x);
 }
