@@ -50,18 +50,22 @@ pub(crate) fn write_outputs(
             written.push(dir.display().to_string());
         }
     }
-    if let Some(dir) = &opts.keep_candidates {
-        std::fs::create_dir_all(dir)?;
-        for c in report.candidates.iter().filter(|c| !c.bytes.is_empty()) {
-            let path = dir.join(format!("{}.onnx", c.name));
-            write_atomic(&path, &c.bytes)?;
-            written.push(path.display().to_string());
-        }
-    }
     write_atomic(&json_path, &json)?;
     write_atomic(&html_path, html.as_bytes())?;
     written.push(json_path.display().to_string());
     written.push(html_path.display().to_string());
+    // After the chosen model and the reports, so a bad DIR costs only these.
+    if let Some(dir) = &opts.keep_candidates {
+        let keep = |e: std::io::Error| {
+            crate::PipelineError(format!("--keep-candidates {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(keep)?;
+        for c in report.candidates.iter().filter(|c| !c.bytes.is_empty()) {
+            let path = dir.join(format!("{}.onnx", c.name));
+            std::fs::write(&path, &c.bytes).map_err(keep)?;
+            written.push(path.display().to_string());
+        }
+    }
     report.written = written;
     // The report on disk lists where things went too.
     write_atomic(&json_path, &serde_json::to_vec_pretty(&report)?)?;
