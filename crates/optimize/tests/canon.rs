@@ -32,6 +32,24 @@ fn image(v: &[f32]) -> Tensor {
     Tensor::from_wire_bytes(hone_core::DataType::F32, vec![1, 2, 4, 4], bytes.into()).unwrap()
 }
 
+/// Input `x` [1, 2, 4, 4] and a padded 3×3 Conv to 4 channels with
+/// weights from `seed`; returns the Conv's output.
+fn image_conv(g: &mut GraphBuilder, seed: usize, out: Option<&str>) -> String {
+    let x = g.input(
+        "x",
+        elem::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
+    );
+    let w = g.initializer(tensor_f32("w", &[4, 2, 3, 3], &weights(72, seed)));
+    let b = g.initializer(tensor_f32("b", &[4], &weights(4, seed + 1)));
+    g.node(
+        "Conv",
+        &[&x, &w, &b],
+        out,
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    )
+}
+
 /// The quantized model `q` stays within 5 % of the output spread of `m` on `x`.
 fn assert_within_5_percent(m: &ModelProto, q: &ModelProto, x: &Tensor) {
     let (a, b) = (run(m, x), run(q, x));
@@ -188,19 +206,7 @@ fn an_unconvertible_opset_stays_and_qdq_is_per_tensor_there() {
     // Resize-10's sampling has no exact Resize-11 spelling: the model keeps
     // opset 10 and static int8 uses per-tensor QDQ, which opset 10 has.
     let mut g = GraphBuilder::new("old");
-    let x = g.input(
-        "x",
-        elem::FLOAT,
-        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
-    );
-    let w = g.initializer(tensor_f32("w", &[4, 2, 3, 3], &weights(72, 5)));
-    let b = g.initializer(tensor_f32("b", &[4], &weights(4, 6)));
-    let h = g.node(
-        "Conv",
-        &[&x, &w, &b],
-        None,
-        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
-    );
+    let h = image_conv(&mut g, 5, None);
     let s = g.initializer(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
     g.node(
         "Resize",
@@ -321,7 +327,12 @@ fn silu_is_quantized_and_a_constant_factor_is_not() {
     let (q, nodes) = qdq::quantize_static(&m, &ranges, &static_opts()).unwrap();
     let gq = q.graph.as_ref().unwrap();
     let by_out = |o: &str| gq.node.iter().find(|n| n.output[0] == o).unwrap();
-    let quantized: Vec<&str> = nodes.iter().map(|n| by_out_name(&m, n)).collect::<Vec<_>>();
+    let gm = m.graph.as_ref().unwrap();
+    let quantized: Vec<&str> = nodes
+        .iter()
+        .filter_map(|name| gm.node.iter().find(|n| &n.name == name))
+        .map(|n| n.output[0].as_str())
+        .collect();
     assert!(
         quantized.contains(&"s") && quantized.contains(&"silu"),
         "{quantized:?}"
@@ -339,35 +350,13 @@ fn silu_is_quantized_and_a_constant_factor_is_not() {
     assert_within_5_percent(&m, &q, &x);
 }
 
-/// The output name of the node called `name` in `m`.
-fn by_out_name<'a>(m: &'a ModelProto, name: &str) -> &'a str {
-    let g = m.graph.as_ref().unwrap();
-    g.node
-        .iter()
-        .find(|n| n.name == name)
-        .map(|n| n.output[0].as_str())
-        .unwrap_or("")
-}
-
 #[test]
 fn split_resize_and_slice_take_their_input_scale() {
     // A detector neck's data movement: with the input's scale and zero
     // point on every output, ONNX Runtime drops the Q/DQ pairs and runs
     // these ops on int8 (each its own scale would requantize instead).
     let mut g = GraphBuilder::new("neck");
-    let x = g.input(
-        "x",
-        elem::FLOAT,
-        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
-    );
-    let w = g.initializer(tensor_f32("w", &[4, 2, 3, 3], &weights(72, 9)));
-    let b = g.initializer(tensor_f32("b", &[4], &weights(4, 10)));
-    let h = g.node(
-        "Conv",
-        &[&x, &w, &b],
-        Some("h"),
-        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
-    );
+    let h = image_conv(&mut g, 9, Some("h"));
     g.node("Split", &[&h], Some("a"), vec![("axis", Attr::Int(1))]);
     g.node(
         "Concat",

@@ -145,20 +145,11 @@ pub(crate) fn latency_aware(
         .filter(|n| exclude.contains(*n))
         .collect();
     const LISTED: usize = 24;
-    detail += &format!(
-        "; float nodes: {}{}",
-        float_nodes
-            .iter()
-            .take(LISTED)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", "),
-        if float_nodes.len() > LISTED {
-            format!(" and {} more", float_nodes.len() - LISTED)
-        } else {
-            String::new()
-        }
-    );
+    let shown = float_nodes[..float_nodes.len().min(LISTED)].join(", ");
+    detail += &match float_nodes.len().saturating_sub(LISTED) {
+        0 => format!("; float nodes: {shown}"),
+        more => format!("; float nodes: {shown} and {more} more"),
+    };
     Some(Outcome::Variant(Box::new(scorer.candidate(
         &format!("{src}+latency"),
         Technique::Static.label(),
