@@ -74,7 +74,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         )
         .fallback(|| async { ApiError::from(Error::not_found("no such endpoint")) })
         .method_not_allowed_fallback(|| async {
-            ApiError::with_status(
+            ApiError::refused(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
@@ -118,9 +118,9 @@ async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
         Ok(_) => Ok(json_response(
             &json!({"name": p.get("model"), "ready": true}),
         )),
-        Err(e) if e.err.kind == ErrorKind::Unavailable => Ok((
+        Err(e) if e.kind() == ErrorKind::Unavailable => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
-            json_response(&json!({"name": p.get("model"), "ready": false, "error": e.err.message})),
+            json_response(&json!({"name": p.get("model"), "ready": false, "error": e.to_string()})),
         )
             .into_response()),
         Err(e) => Err(e),

@@ -9,71 +9,31 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hone_core::{Error, ErrorKind};
+use hone_core::Error;
 use serde_json::{Value as Json, json};
 
-use crate::budget::{Overloaded, RETRY_AFTER_SECS, Ticket};
+use crate::budget::{RETRY_AFTER_SECS, Ticket};
 use crate::compress;
+use crate::error::ServeError;
+use crate::infer::{Head, Route};
 use crate::model::LoadedModel;
+use crate::offload::{self, OFF_THREAD_BYTES};
 use crate::state::ServerState;
 
 pub(crate) const HEADER_LEN: &str = "inference-header-content-length";
-/// Bodies larger than this are (de)compressed on a blocking thread.
-pub(crate) const OFF_THREAD_BYTES: usize = 256 << 10;
 
 pub(crate) type St = State<Arc<ServerState>>;
 pub(crate) type Params = Path<HashMap<String, String>>;
 
-/// An error as the client sees it: a status and `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub(crate) err: Error,
-    status: Option<StatusCode>,
-    /// Overload: the client may retry after `Retry-After` seconds.
-    retry: bool,
-}
+/// An error as a REST client sees it: a status and `{"error": message}`.
+pub type ApiError = ServeError;
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        Self {
-            err,
-            status: None,
-            retry: false,
-        }
-    }
-}
-
-impl From<Overloaded> for ApiError {
-    fn from(o: Overloaded) -> Self {
-        Self {
-            err: Error::unavailable(o.0),
-            status: None,
-            retry: true,
-        }
-    }
-}
-
-impl ApiError {
-    /// A status the error kind alone does not say (405, 413).
-    pub(crate) fn with_status(code: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            err: Error::invalid(message),
-            status: Some(code),
-            retry: false,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
-        let code = self.status.unwrap_or(match self.err.kind {
-            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        });
-        let mut r = (code, json_response(&json!({"error": self.err.message}))).into_response();
-        if self.retry {
+        let code = self.http_status();
+        let retry = self.retry();
+        let mut r = (code, json_response(&json!({"error": self.to_string()}))).into_response();
+        if retry {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
@@ -81,28 +41,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs CPU work on a blocking thread when it is `big` (megabytes of JSON
-/// or compression take milliseconds), inline otherwise; either way health
-/// checks and small requests keep their latency. Big work takes a permit of
-/// `heavy` first: it never holds every core, so the I/O threads always
-/// have one.
+/// [`offload::cpu`] with the server's permits.
 pub(crate) async fn cpu<T: Send + 'static>(
     s: &ServerState,
     big: bool,
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
-    if !big {
-        return Ok(f());
-    }
-    let _permit = s
-        .heavy
-        .acquire()
-        .await
-        .map_err(|_| Error::unavailable("the server is shutting down"))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("{what} panicked: {e}")))
+    offload::cpu(&s.heavy, big, what, f).await
 }
 
 /// Reads a request body within the size limit, the body-read timeout and
@@ -119,7 +65,7 @@ pub(crate) async fn read_body(
     use http_body_util::BodyExt;
     let limit = s.max_request_bytes;
     let too_large = || {
-        ApiError::with_status(
+        ApiError::refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds the {limit} byte limit (--max-request-bytes)"),
         )
@@ -128,7 +74,7 @@ pub(crate) async fn read_body(
         Ok(c) => c,
         Err(m) => {
             drain(s, headers, body);
-            return Err(ApiError::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, m));
+            return Err(ApiError::refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, m));
         }
     };
     let declared = headers
@@ -153,7 +99,7 @@ pub(crate) async fn read_body(
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                ApiError::with_status(
+                ApiError::refused(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read request body: {e}"),
                 )
@@ -191,7 +137,7 @@ pub(crate) async fn read_body(
             return Err(e);
         }
         Err(_) => {
-            return Err(ApiError::with_status(
+            return Err(ApiError::refused(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request body did not arrive within {} s",
@@ -255,50 +201,52 @@ pub(crate) fn json_response(v: &Json) -> Response {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// The version a URL names (by number or label), else the newest ready.
+/// The version a URL names (by number or label), else the newest ready
+/// (metadata, config and statistics routes: no traffic split).
 pub(crate) fn model(
     state: &ServerState,
     p: &HashMap<String, String>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
-    routed(state, p, None)
+    let r = route_of(p)?;
+    if r.label.is_none() {
+        return Ok(state.repo.models().get(&r.model, r.version.as_deref())?);
+    }
+    Ok(crate::traffic::resolve(
+        state.repo.models(),
+        &state.traffic,
+        &r.model,
+        r.version.as_deref(),
+        r.label.as_deref(),
+        &|_| None,
+    )?)
 }
 
-/// As [`model`]; an inference request (`headers` given) that names no
-/// version goes where the model's traffic split sends it.
-pub(crate) fn routed(
-    state: &ServerState,
-    p: &HashMap<String, String>,
-    headers: Option<&HeaderMap>,
-) -> Result<Arc<LoadedModel>, ApiError> {
-    let name = p.get("model").map(String::as_str).unwrap_or_default();
-    // `/versions//infer` names no version: an error, not the default version.
+/// The route a V2 URL's parameters name. `/versions//infer` names no
+/// version: an error, not the default version.
+pub(crate) fn route_of(p: &HashMap<String, String>) -> Result<Route, ServeError> {
     if p.get("version").is_some_and(String::is_empty) {
         return Err(Error::invalid(
             "empty version in the URL: give a version number, or leave out /versions/",
         )
         .into());
     }
-    let version = p.get("version").map(String::as_str);
-    let label = p.get("label").map(String::as_str);
-    let Some(headers) = headers.filter(|_| version.is_none()) else {
-        if label.is_none() {
-            return Ok(state.repo.models().get(name, version)?);
-        }
-        return Ok(crate::traffic::resolve(
-            state.repo.models(),
-            &state.traffic,
-            name,
-            version,
-            label,
-            &|_| None,
-        )?);
+    Ok(Route {
+        model: p.get("model").cloned().unwrap_or_default(),
+        version: p.get("version").cloned(),
+        label: p.get("label").cloned(),
+    })
+}
+
+/// The [`Head`] of a REST inference request; a bad path is refused by the
+/// core, observed like any other refusal.
+pub(crate) fn head_of(p: &HashMap<String, String>, headers: HeaderMap) -> Head {
+    let (route, refused) = match route_of(p) {
+        Ok(r) => (r, None),
+        Err(e) => (Route::default(), Some(e)),
     };
-    Ok(crate::traffic::resolve(
-        state.repo.models(),
-        &state.traffic,
-        name,
-        None,
-        label,
-        &|h| headers.get(h).map(|v| v.as_bytes().to_vec()),
-    )?)
+    Head {
+        route,
+        headers,
+        refused,
+    }
 }

@@ -311,3 +311,23 @@ pub fn candidate<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no {name} in {r}"))
 }
+
+/// Whether `tool` runs here. A test that needs a missing one prints one
+/// `SKIPPED: <tool> missing` line and returns (`scripts/test.sh` installs
+/// them as root); `HONE_REQUIRE_TOOLS=1`, as CI sets, makes it a failure.
+pub fn have_tool(tool: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HONE_REQUIRE_TOOLS").is_none(),
+        "HONE_REQUIRE_TOOLS is set but {tool} is missing (apt-get install {tool}; scripts/test.sh does as root)"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {tool} missing");
+    false
+}

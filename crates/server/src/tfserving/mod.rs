@@ -15,10 +15,11 @@ use axum::response::Response;
 use hone_core::{Error, TensorSpec};
 use serde_json::{Map, Value as Json, json};
 
+use crate::http_transport::{Http, HttpBody, HttpEncoded};
+use crate::infer::{Answer, Call, Head, Infer, Route, Wire};
 use crate::model::LoadedModel;
-use crate::rest::{
-    ApiError, ApiResult, OFF_THREAD_BYTES, St, cpu, json_response, read_body, routed,
-};
+use crate::offload::OFF_THREAD_BYTES;
+use crate::rest::{ApiError, ApiResult, St, head_of, json_response, model};
 
 mod decode;
 mod encode;
@@ -79,13 +80,13 @@ fn target(rest: &str) -> Result<Target, ApiError> {
 pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
     let t = target(&rest)?;
     if t.verb.is_some() {
-        return Err(ApiError::with_status(
+        return Err(ApiError::refused(
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST for :predict",
         ));
     }
     if t.metadata {
-        let m = routed(&s, &t.params, None)?;
+        let m = model(&s, &t.params)?;
         return Ok(json_response(&metadata(&m)));
     }
     let name = t
@@ -95,7 +96,7 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
         .unwrap_or_default();
     // One version (by number or label), else every version of the model.
     let wanted = if t.params.contains_key("version") || t.params.contains_key("label") {
-        Some(routed(&s, &t.params, None)?.version.clone())
+        Some(model(&s, &t.params)?.version.clone())
     } else {
         None
     };
@@ -164,116 +165,80 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    use axum::response::IntoResponse;
-    let header = |n: &str| headers.get(n).map(|v| v.as_bytes());
-    let obs = s
-        .observer
-        .begin("tfserving", header("traceparent"), header("x-request-id"));
-    let mut facts = Facts::default();
-    let result = predict(&s, &rest, &headers, body, &mut facts).await;
-    let Some(obs) = obs else {
-        return result.unwrap_or_else(IntoResponse::into_response);
-    };
-    let (mut resp, error) = match result {
-        Ok(r) => (r, None),
+    Infer::new(s)
+        .serve::<Predict>(head(&rest, headers), body)
+        .await
+}
+
+/// The route of a `:predict` path, or why it is refused.
+fn head(rest: &str, headers: HeaderMap) -> Head {
+    let t = match target(rest) {
+        Ok(t) => t,
         Err(e) => {
-            let msg = e.err.message.clone();
-            (e.into_response(), Some(msg))
+            return Head {
+                route: Route::default(),
+                headers,
+                refused: Some(e),
+            };
         }
     };
-    if let Ok(v) = obs.request_id.parse() {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    if let Some(t) = obs.trace.filter(|_| s.observer.tracing())
-        && let Ok(v) = t.header().parse()
-    {
-        resp.headers_mut().insert("traceparent", v);
-    }
-    let bytes_out = axum::body::HttpBody::size_hint(resp.body())
-        .exact()
-        .unwrap_or_default() as usize;
-    let outcome = crate::observe::Outcome {
-        model: facts
-            .model
-            .as_deref()
-            .map(|m| (m.name.as_str(), m.version.as_str())),
-        status: resp.status().as_u16(),
-        error: error.as_deref(),
-        bytes_in: facts.bytes_in,
-        bytes_out,
-        timing: facts.timing,
+    let verb = match t.verb.as_deref() {
+        Some("predict") if t.metadata => {
+            Err(Error::not_found("no such endpoint: metadata takes GET").into())
+        }
+        Some("predict") => Ok(()),
+        Some(v @ ("classify" | "regress")) => Err(ApiError::refused(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "{v} is not supported: hone serves ONNX models, whose one signature is {SIGNATURE}; use :predict"
+            ),
+        )),
+        _ => Err(Error::not_found(format!("no such endpoint: POST /v1/models/{rest}")).into()),
     };
-    s.observer.finish(obs, &outcome, None);
-    resp
+    let mut h = head_of(&t.params, headers);
+    if let Err(e) = verb {
+        h.refused = Some(e);
+    }
+    h
 }
 
-/// What the observer learns of a `:predict` request.
-#[derive(Default)]
-struct Facts {
-    model: Option<std::sync::Arc<LoadedModel>>,
-    bytes_in: usize,
-    timing: Option<crate::scheduler::Timing>,
-}
+/// TF Serving's `:predict`, rows (`instances`) or columns (`inputs`).
+pub(crate) struct Predict;
 
-async fn predict(
-    s: &std::sync::Arc<crate::state::ServerState>,
-    rest: &str,
-    headers: &HeaderMap,
-    body: Body,
-    facts: &mut Facts,
-) -> ApiResult {
-    let t = target(rest)?;
-    match t.verb.as_deref() {
-        Some("predict") => {}
-        Some(v @ ("classify" | "regress")) => {
-            return Err(ApiError::with_status(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "{v} is not supported: hone serves ONNX models, whose one signature is {SIGNATURE}; use :predict"
-                ),
-            ));
-        }
-        _ => {
-            return Err(
-                Error::not_found(format!("no such endpoint: POST /v1/models/{rest}")).into(),
-            );
-        }
+impl Wire for Predict {
+    const PROTOCOL: &'static str = "tfserving";
+    type Transport = Http;
+    /// The request was columnar: the answer is too.
+    type Keep = bool;
+
+    fn decode_off_thread(raw: &HttpBody) -> bool {
+        raw.bytes.len() > OFF_THREAD_BYTES
     }
-    if t.metadata {
-        return Err(Error::not_found("no such endpoint: metadata takes GET").into());
+
+    fn decode(raw: HttpBody, m: &LoadedModel) -> Result<(Call, bool), ApiError> {
+        let (inputs, columnar) = decode(&raw.bytes, &m.metadata.inputs)?;
+        let call = Call {
+            // Every byte of JSON-decoded tensors is new.
+            fresh_bytes: Call::tensor_bytes(&inputs),
+            inputs,
+            outputs: Vec::new(),
+            deadline: crate::model::Deadline::default(),
+        };
+        Ok((call, columnar))
     }
-    let m = routed(s, &t.params, Some(headers))?;
-    facts.model = Some(m.clone());
-    let (body, _ticket) = read_body(s, headers, body).await?;
-    facts.bytes_in = body.len();
-    let received = std::time::Instant::now();
-    let big = body.len() > OFF_THREAD_BYTES;
-    let specs = m.metadata.inputs.clone();
-    let (inputs, columnar) =
-        cpu(s, big, "request decoder", move || decode(&body, &specs)).await??;
-    let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, inputs.clone()));
-    let ran = m.infer(inputs, crate::model::Deadline::default()).await?;
-    facts.timing = Some(ran.timing);
-    if let Some((target, copy)) = shadow {
-        s.shadows
-            .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
+
+    fn encode_off_thread(answer: &Answer) -> bool {
+        let elements: usize = answer.outputs.iter().map(|t| t.element_count()).sum();
+        elements * 12 > OFF_THREAD_BYTES
     }
-    let out_bytes: usize = ran.outputs.iter().map(|t| t.element_count() * 12).sum();
-    let m2 = m.clone();
-    let text = cpu(
-        s,
-        out_bytes > OFF_THREAD_BYTES,
-        "response encoder",
-        move || encode(&m2, &ran.outputs, columnar),
-    )
-    .await??;
-    m.answered(received);
-    let timing = crate::observe::server_timing(&ran.timing);
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("server-timing", timing)
-        .body(Body::from(text))
-        .unwrap_or_default())
+
+    fn encode(answer: &Answer, columnar: bool) -> Result<HttpEncoded, ApiError> {
+        Ok(HttpEncoded {
+            body: encode(&answer.model, &answer.outputs, columnar)?.into_bytes(),
+            content_type: "application/json",
+            header_len: None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -173,3 +173,23 @@ pub fn rss_kib() -> u64 {
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// Whether `tool` runs here. A test that needs a missing one prints one
+/// `SKIPPED: <tool> missing` line and returns (`scripts/test.sh` installs
+/// them as root); `HONE_REQUIRE_TOOLS=1`, as CI sets, makes it a failure.
+pub fn have_tool(tool: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HONE_REQUIRE_TOOLS").is_none(),
+        "HONE_REQUIRE_TOOLS is set but {tool} is missing (apt-get install {tool}; scripts/test.sh does as root)"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {tool} missing");
+    false
+}

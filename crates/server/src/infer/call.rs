@@ -1,0 +1,92 @@
+//! What passes through the inference core: a request's [`Head`] and
+//! [`Route`], its body as [`Read`], the decoded [`Call`] and the
+//! [`Answer`].
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+use hone_core::{NamedTensor, Tensor, TensorData};
+
+use crate::budget::Ticket;
+use crate::error::ServeError;
+use crate::model::{Deadline, LoadedModel};
+
+/// Which model version a request names: a version, a label, or neither
+/// (the traffic split decides).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Route {
+    pub model: String,
+    pub version: Option<String>,
+    pub label: Option<String>,
+}
+
+/// What a front end knows of a request before its body: where it goes and
+/// its headers (gRPC metadata as headers).
+pub(crate) struct Head {
+    pub route: Route,
+    pub headers: HeaderMap,
+    /// Set when the front end already refuses the request (a malformed
+    /// path, a verb it does not serve): the core answers it, observed like
+    /// any other.
+    pub refused: Option<ServeError>,
+}
+
+impl Head {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+/// The body as read, and the budget bytes it holds until the answer.
+pub(crate) struct Read<R> {
+    pub raw: R,
+    pub ticket: Option<Ticket>,
+}
+
+/// One decoded inference call, whatever its protocol.
+pub(crate) struct Call {
+    pub inputs: Vec<NamedTensor>,
+    /// Output names the client asked for (empty: all), checked against
+    /// the model before anything runs.
+    pub outputs: Vec<String>,
+    pub deadline: Deadline,
+    /// Bytes decoding allocated anew (JSON numbers; binary tensors are
+    /// slices of the body): charged to the byte budget.
+    pub fresh_bytes: usize,
+}
+
+impl Call {
+    /// The bytes the tensors of `inputs` hold (strings with their
+    /// allocation overhead).
+    pub(crate) fn tensor_bytes(inputs: &[NamedTensor]) -> usize {
+        inputs
+            .iter()
+            .map(|(_, t)| match &t.data {
+                TensorData::Raw(b) => b.len(),
+                TensorData::Strings(v) => v.iter().map(|b| b.len() + 24).sum(),
+            })
+            .sum()
+    }
+}
+
+/// A call's outputs: all of them, in the model's order.
+pub(crate) struct Answer {
+    pub model: Arc<LoadedModel>,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Answer {
+    /// `(name, tensor)` of each output, in the model's order.
+    pub(crate) fn named(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        let names = self.model.metadata.outputs.iter().map(|o| o.name.as_str());
+        names.zip(&self.outputs)
+    }
+
+    /// Bytes of packed output data (strings counted at 16 a piece).
+    pub(crate) fn bytes(&self) -> usize {
+        self.outputs
+            .iter()
+            .map(|t| t.element_count() * t.dtype.size().unwrap_or(16))
+            .sum()
+    }
+}

@@ -1,0 +1,213 @@
+//! The inference core every protocol shares (text-embeddings-inference's
+//! `Infer`): a request's [`Head`] and body become a [`Call`], the call an
+//! [`Answer`], the answer a reply. Here, once, for every protocol: model
+//! routing (version, label, traffic split), the byte budget, decode
+//! failures counted, output names checked, payload samples, shadow copies,
+//! statistics, CPU work moved off the async threads, `Server-Timing` and
+//! the per-request observation (access log, spans, request id). A protocol
+//! front end implements [`Wire`]: wire format in, wire format out.
+
+mod call;
+mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use hone_core::{Error, NamedTensor, Tensor};
+
+use crate::error::ServeError;
+use crate::metrics::FailReason;
+use crate::model::LoadedModel;
+use crate::observe::{Outcome, server_timing};
+use crate::scheduler::Timing;
+use crate::state::ServerState;
+
+pub(crate) use call::{Answer, Call, Head, Read, Route};
+pub(crate) use wire::{Transport, Wire};
+
+/// What the observation learns of a request on its way.
+#[derive(Default)]
+struct Facts {
+    model: Option<Arc<LoadedModel>>,
+    bytes_in: usize,
+    timing: Option<Timing>,
+    /// The payload log sampled this request.
+    keep: bool,
+    inputs: Option<Vec<NamedTensor>>,
+    outputs: Option<Vec<(String, Tensor)>>,
+}
+
+/// The core: everything a request needs beyond its wire format.
+#[derive(Clone)]
+pub(crate) struct Infer {
+    pub(crate) state: Arc<ServerState>,
+}
+
+impl Infer {
+    pub(crate) fn new(state: Arc<ServerState>) -> Self {
+        Self { state }
+    }
+
+    /// Serves one inference request of protocol `W` from arrival to reply.
+    pub(crate) async fn serve<W: Wire>(
+        &self,
+        mut head: Head,
+        body: <W::Transport as Transport>::Body,
+    ) -> <W::Transport as Transport>::Reply {
+        let s = &self.state;
+        let obs = s.observer.begin(
+            W::PROTOCOL,
+            head.header("traceparent"),
+            head.header("x-request-id"),
+        );
+        let mut f = Facts {
+            keep: obs.is_some() && s.observer.sample_payload(),
+            ..Facts::default()
+        };
+        let result = match head.refused.take() {
+            Some(e) => {
+                W::Transport::discard(&self.state, &head, body);
+                Err(e)
+            }
+            None => self.run::<W>(&head, body, &mut f).await,
+        };
+        let (mut reply, error) = match result {
+            Ok(r) => (r, None),
+            Err(e) => {
+                let msg = e.to_string();
+                (W::Transport::refuse(e), Some(msg))
+            }
+        };
+        let mut extra = HeaderMap::new();
+        let mut put = |name: &'static str, v: String| {
+            if let Ok(v) = HeaderValue::try_from(v) {
+                extra.insert(HeaderName::from_static(name), v);
+            }
+        };
+        if let Some(t) = f.timing.as_ref().filter(|_| error.is_none()) {
+            put("server-timing", server_timing(t));
+        }
+        let Some(mut obs) = obs else {
+            W::Transport::annotate(&mut reply, extra);
+            return reply;
+        };
+        put("x-request-id", obs.request_id.clone());
+        if let Some(t) = obs.trace.filter(|_| s.observer.tracing()) {
+            put("traceparent", t.header());
+        }
+        W::Transport::annotate(&mut reply, extra);
+        obs.keep = f.inputs.take();
+        let outcome = Outcome {
+            model: match &f.model {
+                Some(m) => Some((m.name.as_str(), m.version.as_str())),
+                None => Some((head.route.model.as_str(), "")),
+            },
+            status: W::Transport::status(&reply),
+            error: error.as_deref(),
+            bytes_in: f.bytes_in,
+            bytes_out: W::Transport::bytes_out(&reply),
+            timing: f.timing,
+        };
+        s.observer.finish(obs, &outcome, f.outputs.take());
+        reply
+    }
+
+    async fn run<W: Wire>(
+        &self,
+        head: &Head,
+        body: <W::Transport as Transport>::Body,
+        f: &mut Facts,
+    ) -> Result<<W::Transport as Transport>::Reply, ServeError> {
+        let m = match self.route(head) {
+            Ok(m) => m,
+            Err(e) => {
+                W::Transport::discard(&self.state, head, body);
+                return Err(e);
+            }
+        };
+        f.model = Some(m.clone());
+        let Read { raw, mut ticket } = W::Transport::read(&self.state, head, body).await?;
+        f.bytes_in = W::Transport::raw_len(&raw);
+        let received = Instant::now();
+        let decoded = {
+            let m = m.clone();
+            let big = W::decode_off_thread(&raw);
+            self.cpu(big, "request decoder", move || W::decode(raw, &m))
+                .await?
+        };
+        let (call, keep) = match decoded.and_then(|(call, keep)| {
+            check_outputs(&m, &call.outputs)?;
+            Ok((call, keep))
+        }) {
+            Ok(d) => d,
+            Err(e) => {
+                m.stats.fail(FailReason::Invalid, Duration::ZERO);
+                return Err(e);
+            }
+        };
+        if let Some(t) = ticket.as_mut() {
+            t.grow(call.fresh_bytes)?;
+        }
+        if f.keep {
+            f.inputs = Some(call.inputs.clone());
+        }
+        let s = &self.state;
+        let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, call.inputs.clone()));
+        let ran = m.infer(call.inputs, call.deadline).await?;
+        f.timing = Some(ran.timing);
+        if let Some((target, copy)) = shadow {
+            s.shadows
+                .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
+        }
+        let answer = Answer {
+            model: m.clone(),
+            outputs: ran.outputs,
+        };
+        if f.keep {
+            let named = answer.named().map(|(n, t)| (n.to_string(), t.clone()));
+            f.outputs = Some(named.collect());
+        }
+        let big = W::encode_off_thread(&answer);
+        let encoded = self
+            .cpu(big, "response encoder", move || W::encode(&answer, keep))
+            .await??;
+        let reply = W::Transport::reply(&self.state, head, encoded).await?;
+        m.answered(received);
+        drop(ticket);
+        Ok(reply)
+    }
+
+    /// The version a request goes to: the one it names, the one its label
+    /// names, or the traffic split's pick (sticky on the split's header).
+    pub(crate) fn route(&self, head: &Head) -> Result<Arc<LoadedModel>, ServeError> {
+        let s = &self.state;
+        let r = &head.route;
+        Ok(crate::traffic::resolve(
+            s.repo.models(),
+            &s.traffic,
+            &r.model,
+            r.version.as_deref(),
+            r.label.as_deref(),
+            &|h| head.headers.get(h).map(|v| v.as_bytes().to_vec()),
+        )?)
+    }
+
+    /// [`crate::offload::cpu`] with the server's permits.
+    pub(crate) async fn cpu<T: Send + 'static>(
+        &self,
+        big: bool,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        crate::offload::cpu(&self.state.heavy, big, what, f).await
+    }
+}
+
+/// Every output a call names must exist.
+fn check_outputs(m: &LoadedModel, wanted: &[String]) -> Result<(), ServeError> {
+    match wanted.iter().find(|w| m.output_spec(w).is_none()) {
+        Some(w) => Err(Error::invalid(format!("unknown output '{w}' requested")).into()),
+        None => Ok(()),
+    }
+}

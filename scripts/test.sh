@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: `bash scripts/test.sh` (extra arguments go to cargo test).
+# The image tests check `hone package`'s output with skopeo and umoci, and
+# the dashboard test loads the page in headless Chromium: run as root, this
+# installs whichever of them is missing (Debian's packages); otherwise the
+# tests that need a missing tool print one `SKIPPED: <tool> missing` line
+# (HONE_REQUIRE_TOOLS=1, as CI sets, makes that a failure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in skopeo umoci chromium; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} for the image and dashboard tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+  else
+    echo "not root: ${missing[*]} not installed; the tests that need them are skipped" >&2
+  fi
+fi
+exec cargo test --workspace "$@"
