@@ -5,10 +5,12 @@
 //! and engines can evolve independently.
 
 mod dtype;
+pub mod element;
 mod error;
 mod tensor;
 
 pub use dtype::DataType;
+pub use element::Element;
 pub use error::{Error, ErrorKind, Result};
 pub use tensor::{Tensor, TensorData, element_count};
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hone_core::{DataType, Tensor, TensorData};
+use hone_core::{DataType, Tensor};
 use serde::Serialize;
 
 pub use distance::band;
@@ -294,31 +294,11 @@ fn bin(refs: &[Reference], t: &Tensor, w: &mut Window, now: Instant) -> bool {
 /// A tensor's elements as f64, for the numeric types a profile describes
 /// (shadow comparisons read outputs with it too).
 pub(crate) fn values(t: &Tensor) -> Option<Vec<f64>> {
-    let TensorData::Raw(b) = &t.data else {
-        return None;
-    };
-    macro_rules! le {
-        ($ty:ty, $n:expr) => {
-            b.chunks_exact($n)
-                .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or([0; $n])) as f64)
-                .collect()
-        };
+    // Strings have no histogram; every other element type reads as f64.
+    match t.dtype {
+        DataType::U32 | DataType::U64 => None,
+        _ => t.to_f64s(),
     }
-    Some(match t.dtype {
-        DataType::F32 => le!(f32, 4),
-        DataType::F64 => le!(f64, 8),
-        DataType::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f64())
-            .collect(),
-        DataType::I64 => le!(i64, 8),
-        DataType::I32 => le!(i32, 4),
-        DataType::I16 => le!(i16, 2),
-        DataType::U16 => le!(u16, 2),
-        DataType::U8 | DataType::Bool => b.iter().map(|&x| f64::from(x)).collect(),
-        DataType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
-        _ => return None,
-    })
 }
 
 #[derive(Debug, Clone, Serialize)]
