@@ -11,6 +11,8 @@ mod package_cmd;
 mod perf_cmds;
 mod pipeline_cmds;
 mod profile_cmd;
+#[cfg(test)]
+mod reference;
 mod signal;
 
 use signal::shutdown_signal;
@@ -27,6 +29,14 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--model-control-mode`, as Triton spells it.
+#[derive(Clone, Copy, ValueEnum)]
+enum ControlMode {
+    None,
+    Explicit,
+    Poll,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,8 +104,8 @@ struct ServeArgs {
     /// load/unload API (POST /v2/repository/models/NAME/load); `poll` does
     /// that and rescans the repository every --repository-poll-secs; `none`
     /// keeps what loaded at start. Every mode loads the whole repository first.
-    #[arg(long, default_value = "explicit", value_parser = ["none", "explicit", "poll"])]
-    model_control_mode: String,
+    #[arg(long, value_enum, default_value_t = ControlMode::Explicit)]
+    model_control_mode: ControlMode,
     #[arg(long, default_value_t = 15)]
     repository_poll_secs: u64,
     /// File of inference keys, one per line: inference and read routes then
@@ -226,12 +236,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             metrics_port: (!args.no_metrics).then_some(args.net.metrics_port),
             max_request_bytes: args.max_request_bytes,
             max_inflight_bytes: args.max_inflight_bytes,
-            model_control: match args.model_control_mode.as_str() {
-                "none" => ModelControl::None,
-                "poll" => ModelControl::Poll(std::time::Duration::from_secs(
+            model_control: match args.model_control_mode {
+                ControlMode::None => ModelControl::None,
+                ControlMode::Poll => ModelControl::Poll(std::time::Duration::from_secs(
                     args.repository_poll_secs.max(1),
                 )),
-                _ => ModelControl::Explicit,
+                ControlMode::Explicit => ModelControl::Explicit,
             },
             keys,
             strict_readiness: args.strict_readiness,
@@ -373,5 +383,21 @@ mod tests {
     fn flags_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// `docs/cli.md` is what the flag definitions say.
+    #[test]
+    fn reference_page_is_current() {
+        use clap::CommandFactory;
+        let page = super::reference::markdown(&mut super::Cli::command());
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        if std::env::var_os("HONE_BLESS").is_some() {
+            std::fs::write(path, &page).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == page,
+            "docs/cli.md is stale: run HONE_BLESS=1 cargo test -p hone reference"
+        );
     }
 }
