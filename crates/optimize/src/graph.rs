@@ -224,21 +224,6 @@ pub fn require_opset(model: &mut ModelProto, v: i64) {
     }
 }
 
-/// Count of parameters (elements of float initializers) in a model.
-pub fn float_params(model: &ModelProto) -> usize {
-    model
-        .graph
-        .as_ref()
-        .map(|g| {
-            g.initializer
-                .iter()
-                .filter(|t| t.data_type == elem::FLOAT)
-                .map(|t| hone_onnx::numel(&t.dims))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,15 +183,6 @@ impl Keys {
         }
     }
 
-    /// As [`Keys::new`], with a rate (requests a second) on each API key.
-    pub fn with_rates(api: &[(&str, f64)], admin: &[&str]) -> Keys {
-        Keys {
-            api: api.iter().map(|(k, _)| digest(k.as_bytes())).collect(),
-            rates: api.iter().map(|&(_, r)| Some(Rate::new(r))).collect(),
-            admin: admin.iter().map(|k| digest(k.as_bytes())).collect(),
-        }
-    }
-
     /// No key configured: every route is open.
     pub fn is_open(&self) -> bool {
         self.api.is_empty() && self.admin.is_empty()

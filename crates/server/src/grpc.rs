@@ -215,7 +215,11 @@ impl GrpcInferenceService for GrpcService {
         self.authorize(&r, Access::Admin)?;
         let r = r.into_inner();
         check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
-        self.state.load_model(&r.model_name).await.map_err(status)?;
+        self.state
+            .control
+            .load_model(&r.model_name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
@@ -227,6 +231,7 @@ impl GrpcInferenceService for GrpcService {
         let r = r.into_inner();
         check_load_parameters(r.parameters.keys().map(String::as_str)).map_err(status)?;
         self.state
+            .control
             .unload_model(&r.model_name)
             .await
             .map_err(status)?;

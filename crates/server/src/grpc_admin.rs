@@ -71,23 +71,25 @@ fn traffic(v: &Json) -> Traffic {
     }
 }
 
-fn rollout(s: &crate::rollout::Status) -> RolloutStatus {
-    RolloutStatus {
+fn rollout(s: &crate::rollout::Status) -> Result<RolloutStatus, Status> {
+    Ok(RolloutStatus {
         model: s.model.clone(),
         from: s.from,
         to: s.to,
         state: s.state.into(),
         percent: s.percent,
         reason: s.reason.clone().unwrap_or_default(),
-        json: crate::rollout::to_json(s).to_string(),
-    }
+        json: serde_json::to_string(s)
+            .map_err(|e| Status::internal(format!("rollout status as JSON: {e}")))?,
+    })
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn get_traffic(&self, r: Request<ModelRef>) -> Result<Response<Traffic>, Status> {
         self.admin(&r)?;
-        let v = crate::traffic_admin::view(&self.state, &r.get_ref().model).map_err(status)?;
+        let v =
+            crate::traffic_admin::view(&self.state.control, &r.get_ref().model).map_err(status)?;
         Ok(Response::new(traffic(&v)))
     }
 
@@ -118,26 +120,30 @@ impl Admin for AdminService {
                 share: s.share,
             });
         }
-        let v = crate::traffic_admin::set(&self.state, &req.model, split).map_err(status)?;
+        let v =
+            crate::traffic_admin::set(&self.state.control, &req.model, split).map_err(status)?;
         Ok(Response::new(traffic(&v)))
     }
 
     async fn clear_traffic(&self, r: Request<ModelRef>) -> Result<Response<Traffic>, Status> {
         self.admin(&r)?;
-        let v = crate::traffic_admin::clear(&self.state, &r.get_ref().model).map_err(status)?;
+        let v =
+            crate::traffic_admin::clear(&self.state.control, &r.get_ref().model).map_err(status)?;
         Ok(Response::new(traffic(&v)))
     }
 
     async fn promote(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
         self.admin(&r)?;
-        let s = crate::rollout::decide(&self.state, &r.get_ref().model, true).map_err(status)?;
-        Ok(Response::new(rollout(&s)))
+        let s = crate::rollout::decide(&self.state.control, &r.get_ref().model, true)
+            .map_err(status)?;
+        Ok(Response::new(rollout(&s)?))
     }
 
     async fn rollback(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
         self.admin(&r)?;
-        let s = crate::rollout::decide(&self.state, &r.get_ref().model, false).map_err(status)?;
-        Ok(Response::new(rollout(&s)))
+        let s = crate::rollout::decide(&self.state.control, &r.get_ref().model, false)
+            .map_err(status)?;
+        Ok(Response::new(rollout(&s)?))
     }
 
     async fn get_rollout(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {
@@ -145,9 +151,10 @@ impl Admin for AdminService {
         let name = &r.get_ref().model;
         let s = self
             .state
+            .control
             .rollouts
             .status(name)
             .ok_or_else(|| Status::not_found(format!("no rollout of '{name}'")))?;
-        Ok(Response::new(rollout(&s)))
+        Ok(Response::new(rollout(&s)?))
     }
 }

@@ -163,7 +163,7 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         .collect();
     let mut body = json!({"model_stats": list});
     if let (Some(name), Some(o)) = (p.get("model"), body.as_object_mut()) {
-        let sh = traffic_admin::shadow_json(&s, name);
+        let sh = traffic_admin::shadow_json(&s.control, name);
         if sh.as_array().is_some_and(|a| !a.is_empty()) {
             o.insert("shadow".into(), sh);
         }
@@ -176,7 +176,10 @@ fn model_name(p: &std::collections::HashMap<String, String>) -> &str {
 }
 
 async fn traffic_get(State(s): St, Path(p): Params) -> ApiResult {
-    Ok(json_response(&traffic_admin::view(&s, model_name(&p))?))
+    Ok(json_response(&traffic_admin::view(
+        &s.control,
+        model_name(&p),
+    )?))
 }
 
 /// Sets the model's split at run time (until DELETE or a restart).
@@ -186,23 +189,27 @@ async fn traffic_put(State(s): St, Path(p): Params, headers: HeaderMap, body: Bo
         .map_err(|e| Error::invalid(format!("the traffic body is not JSON: {e}")))?;
     let split = crate::split::Split::from_json(&v)?;
     Ok(json_response(&traffic_admin::set(
-        &s,
+        &s.control,
         model_name(&p),
         split,
     )?))
 }
 
 async fn traffic_delete(State(s): St, Path(p): Params) -> ApiResult {
-    Ok(json_response(&traffic_admin::clear(&s, model_name(&p))?))
+    Ok(json_response(&traffic_admin::clear(
+        &s.control,
+        model_name(&p),
+    )?))
 }
 
 async fn rollout_get(State(s): St, Path(p): Params) -> ApiResult {
     let name = model_name(&p);
     let st = s
+        .control
         .rollouts
         .status(name)
         .ok_or_else(|| Error::not_found(format!("no rollout of '{name}'")))?;
-    Ok(json_response(&crate::rollout::to_json(&st)))
+    Ok(json_response(&st))
 }
 
 /// Starts a rollout: `{"to": 2, "steps": [5, 25, 50, 100], ...}` (see
@@ -211,20 +218,20 @@ async fn rollout_start(State(s): St, Path(p): Params, headers: HeaderMap, body: 
     let (body, _ticket) = read_body(&s, &headers, body).await?;
     let policy: crate::rollout::Policy = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("rollout policy: {e}")))?;
-    let st = crate::rollout::start(&s, model_name(&p), policy)?;
-    let mut r = json_response(&crate::rollout::to_json(&st));
+    let st = crate::rollout::start(&s.control, model_name(&p), policy)?;
+    let mut r = json_response(&st);
     *r.status_mut() = StatusCode::ACCEPTED;
     Ok(r)
 }
 
 async fn rollout_promote(State(s): St, Path(p): Params) -> ApiResult {
-    let st = crate::rollout::decide(&s, model_name(&p), true)?;
-    Ok(json_response(&crate::rollout::to_json(&st)))
+    let st = crate::rollout::decide(&s.control, model_name(&p), true)?;
+    Ok(json_response(&st))
 }
 
 async fn rollout_rollback(State(s): St, Path(p): Params) -> ApiResult {
-    let st = crate::rollout::decide(&s, model_name(&p), false)?;
-    Ok(json_response(&crate::rollout::to_json(&st)))
+    let st = crate::rollout::decide(&s.control, model_name(&p), false)?;
+    Ok(json_response(&st))
 }
 
 /// The drift window against the reference profile, with both histograms.
@@ -262,9 +269,7 @@ async fn repository_index(State(s): St, headers: HeaderMap, body: Body) -> ApiRe
             .map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
         v.get("ready").and_then(Json::as_bool).unwrap_or(false)
     };
-    Ok(json_response(
-        &serde_json::to_value(s.repo.models().index(ready_only)).unwrap_or_default(),
-    ))
+    Ok(json_response(&s.repo.models().index(ready_only)))
 }
 
 /// Triton's load/unload bodies are optional: `{"parameters": {...}}`.
@@ -300,9 +305,9 @@ async fn repository_change(
     check_repository_params(&body)?;
     let name = p.get("model").map(String::as_str).unwrap_or_default();
     if load {
-        s.load_model(name).await?;
+        s.control.load_model(name).await?;
     } else {
-        s.unload_model(name).await?;
+        s.control.unload_model(name).await?;
     }
     Ok(json_response(&json!({})))
 }

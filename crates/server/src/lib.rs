@@ -5,43 +5,43 @@
 //! (`repository`) → validation → batcher queue (`scheduler`) → engine →
 //! split → encode.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod budget;
 pub mod codec;
-pub mod compress;
+pub(crate) mod compress;
 pub mod config;
-pub mod dashboard;
-pub mod drift;
-pub mod engine;
-pub mod error;
+pub(crate) mod dashboard;
+pub(crate) mod drift;
+pub(crate) mod engine;
+pub(crate) mod error;
 pub mod grpc;
-pub mod grpc_admin;
+pub(crate) mod grpc_admin;
 mod grpc_infer;
-pub mod http;
-pub mod http_infer;
+pub(crate) mod http;
+pub(crate) mod http_infer;
 mod http_transport;
 mod infer;
-pub mod keycheck;
+pub(crate) mod keycheck;
 pub mod listen;
-pub mod metrics;
-pub mod metrics_port;
-pub mod model;
+pub(crate) mod metrics;
+pub(crate) mod metrics_port;
+pub(crate) mod model;
 pub mod observe;
 mod offload;
-pub mod pbtxt;
+pub(crate) mod pbtxt;
 pub mod proto;
 pub mod repository;
-pub mod rest;
-pub mod rollout;
-pub mod scheduler;
-pub mod shadow;
-pub mod split;
-pub mod state;
-pub mod tfserving;
-pub mod tls;
-pub mod traffic;
-pub mod traffic_admin;
-pub mod validate;
+pub(crate) mod rest;
+pub(crate) mod rollout;
+pub(crate) mod scheduler;
+pub(crate) mod shadow;
+pub(crate) mod split;
+pub(crate) mod state;
+pub(crate) mod tfserving;
+pub(crate) mod tls;
+pub(crate) mod traffic;
+pub(crate) mod traffic_admin;
+pub(crate) mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -177,24 +177,36 @@ impl Server {
             "request memory budget: {} MiB in flight (--max-inflight-bytes)",
             budget.limit() >> 20
         );
+        let traffic = Arc::new(traffic::Traffic::default());
+        let shadows = Arc::new(shadow::Shadows::default());
+        let control = Arc::new(state::Control {
+            repo: repo.clone(),
+            mode: opts.model_control,
+            traffic: traffic.clone(),
+            shadows: shadows.clone(),
+            rollouts: rollout::status::Rollouts::default(),
+        });
         let state = Arc::new(ServerState {
             repo: repo.clone(),
-            loading: AtomicBool::new(true),
             keys: opts.keys.clone(),
-            max_request_bytes: opts.max_request_bytes,
-            budget: budget.clone(),
-            drains: tokio::sync::Semaphore::new(2),
-            heavy: tokio::sync::Semaphore::new(
-                hone_runtime::sizing::cores().saturating_sub(1).max(1),
-            ),
-            model_control: opts.model_control,
-            strict_readiness: opts.strict_readiness,
-            http_limits: opts.http_limits,
-            shutting_down: AtomicBool::new(false),
+            limits: state::Limits {
+                max_request_bytes: opts.max_request_bytes,
+                budget: budget.clone(),
+                drains: tokio::sync::Semaphore::new(2),
+                heavy: tokio::sync::Semaphore::new(
+                    hone_runtime::sizing::cores().saturating_sub(1).max(1),
+                ),
+                http: opts.http_limits,
+            },
             observer,
-            traffic: traffic::Traffic::default(),
-            shadows: Arc::new(shadow::Shadows::default()),
-            rollouts: rollout::status::Rollouts::default(),
+            traffic,
+            shadows,
+            control,
+            health: state::Health {
+                strict: opts.strict_readiness,
+                shutting_down: AtomicBool::new(false),
+                loading: AtomicBool::new(true),
+            },
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -240,7 +252,10 @@ impl Server {
                 }
             });
         }
-        tasks.spawn(rollout::watch_config(state.clone(), stop_rx.clone()));
+        tasks.spawn(rollout::watch_config(
+            state.control.clone(),
+            stop_rx.clone(),
+        ));
         let mut metrics_addr = None;
         if let Some(l) = metrics {
             metrics_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
@@ -256,7 +271,7 @@ impl Server {
         tokio::task::spawn_blocking(move || loader.load_all())
             .await
             .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))?;
-        state.loading.store(false, Ordering::Relaxed);
+        state.health.loading.store(false, Ordering::Relaxed);
         if let ModelControl::Poll(every) = opts.model_control {
             let repo = state.repo.clone();
             let mut rx = stop_rx.clone();
@@ -270,8 +285,14 @@ impl Server {
                         _ = rx.wait_for(|s| *s) => break,
                     }
                     let repo = repo.clone();
-                    let changes = tokio::task::spawn_blocking(move || repo.poll()).await;
-                    for change in changes.unwrap_or_default() {
+                    let changes = match tokio::task::spawn_blocking(move || repo.poll()).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!("repository poll panicked: {e}");
+                            continue;
+                        }
+                    };
+                    for change in changes {
                         match change {
                             Ok(c) => tracing::info!("repository poll: {c:?}"),
                             Err(e) => tracing::error!("repository poll: {e}"),
@@ -295,7 +316,10 @@ impl Server {
     /// serving. `hone serve` holds this for `--drain-secs` before
     /// [`Server::shutdown_within`].
     pub fn drain(&self) {
-        self.state.shutting_down.store(true, Ordering::Relaxed);
+        self.state
+            .health
+            .shutting_down
+            .store(true, Ordering::Relaxed);
     }
 
     /// [`Server::shutdown`], given up after `limit` (Triton's
@@ -308,7 +332,10 @@ impl Server {
     /// Stops accepting connections, lets in-flight requests finish, then
     /// drains every model queue.
     pub async fn shutdown(mut self) {
-        self.state.shutting_down.store(true, Ordering::Relaxed);
+        self.state
+            .health
+            .shutting_down
+            .store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         let repo = self.state.repo.clone();

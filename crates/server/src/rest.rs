@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hone_core::Error;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::budget::{RETRY_AFTER_SECS, Ticket};
 use crate::compress;
@@ -48,7 +48,7 @@ pub(crate) async fn cpu<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
-    offload::cpu(&s.heavy, big, what, f).await
+    offload::cpu(&s.limits.heavy, big, what, f).await
 }
 
 /// Reads a request body within the size limit, the body-read timeout and
@@ -63,7 +63,7 @@ pub(crate) async fn read_body(
     mut body: Body,
 ) -> Result<(Bytes, Ticket), ApiError> {
     use http_body_util::BodyExt;
-    let limit = s.max_request_bytes;
+    let limit = s.limits.max_request_bytes;
     let too_large = || {
         ApiError::refused(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,7 +83,7 @@ pub(crate) async fn read_body(
     // Refused before a byte is buffered: too large, or no room right now.
     let ticket = match declared {
         Some(n) if n > limit => Err(too_large()),
-        n => s.budget.take(n.unwrap_or(0)).map_err(ApiError::from),
+        n => s.limits.budget.take(n.unwrap_or(0)).map_err(ApiError::from),
     };
     let mut ticket = match ticket {
         Ok(t) => t,
@@ -128,7 +128,7 @@ pub(crate) async fn read_body(
         }
         Ok(first.unwrap_or_else(|| buf.freeze()))
     };
-    let raw = match tokio::time::timeout(s.http_limits.body_read, read).await {
+    let raw = match tokio::time::timeout(s.limits.http.body_read, read).await {
         Ok(Ok(raw)) => raw,
         // Over the size or the budget part-way through a chunked body: the
         // rest is read off so the client gets the answer, not a reset.
@@ -141,7 +141,7 @@ pub(crate) async fn read_body(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request body did not arrive within {} s",
-                    s.http_limits.body_read.as_secs_f64()
+                    s.limits.http.body_read.as_secs_f64()
                 ),
             ));
         }
@@ -173,12 +173,12 @@ pub(crate) fn drain(s: &Arc<ServerState>, headers: &HeaderMap, body: Body) {
     {
         return;
     }
-    let (s, limit) = (s.clone(), s.http_limits.body_read);
+    let (s, limit) = (s.clone(), s.limits.http.body_read);
     tokio::spawn(async move {
         use http_body_util::BodyExt;
         let mut body = body;
         let _ = tokio::time::timeout(limit, async {
-            let Ok(_permit) = s.drains.acquire().await else {
+            let Ok(_permit) = s.limits.drains.acquire().await else {
                 return;
             };
             while let Some(Ok(_)) = body.frame().await {}
@@ -187,16 +187,28 @@ pub(crate) fn drain(s: &Arc<ServerState>, headers: &HeaderMap, body: Body) {
     });
 }
 
-pub(crate) fn json_response(v: &Json) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+/// `v` as a JSON answer; one that cannot be written is a 500, never an
+/// empty 200.
+pub(crate) fn json_response(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json!({"error": format!("cannot write the answer as JSON: {e}")}).to_string(),
+        )
+            .into_response(),
+    }
 }
 
 pub(crate) type ApiResult = Result<Response, ApiError>;

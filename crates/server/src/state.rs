@@ -1,5 +1,5 @@
-//! The state every front end shares: the repository, the server-wide
-//! limits and switches, and the shutdown flag readiness reads.
+//! The state every front end shares, split by who needs it: the data
+//! plane, the limits, the control plane and health.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,9 @@ use crate::auth::Keys;
 use crate::budget::Budget;
 use crate::listen::HttpLimits;
 use crate::repository::{self, Repository};
+use crate::rollout::status::Rollouts;
+use crate::shadow::Shadows;
+use crate::traffic::Traffic;
 
 /// The server name announced in server metadata.
 pub const SERVER_NAME: &str = "hone";
@@ -36,10 +39,8 @@ pub enum ModelControl {
     Poll(std::time::Duration),
 }
 
-pub struct ServerState {
-    pub repo: Arc<Repository>,
-    /// API and admin keys; empty means open.
-    pub keys: Keys,
+/// Server-wide limits every request is read under.
+pub struct Limits {
     pub max_request_bytes: usize,
     /// Request bytes being read, decoded or queued, server-wide.
     pub budget: Arc<Budget>,
@@ -48,23 +49,48 @@ pub struct ServerState {
     pub heavy: tokio::sync::Semaphore,
     /// Permits for discarding the bodies of refused requests.
     pub drains: tokio::sync::Semaphore,
-    pub model_control: ModelControl,
     /// Header and body read timeouts of the HTTP port.
-    pub http_limits: HttpLimits,
+    pub http: HttpLimits,
+}
+
+/// The control plane: what changes which versions serve and where their
+/// traffic goes (the repository API, run-time splits, rollouts). The
+/// rollout loop holds this, not the whole server.
+pub struct Control {
+    pub repo: Arc<Repository>,
+    pub mode: ModelControl,
+    /// Traffic splits set at run time (the data plane reads them).
+    pub traffic: Arc<Traffic>,
+    /// Shadow calls and what their comparisons found.
+    pub shadows: Arc<Shadows>,
+    /// Rollouts, running and finished.
+    pub rollouts: Rollouts,
+}
+
+/// Whether the server takes traffic: readiness reads these.
+pub struct Health {
     /// `--strict-readiness`: ready only when every model is.
-    pub strict_readiness: bool,
+    pub strict: bool,
     pub(crate) shutting_down: AtomicBool,
     /// True until the repository has loaded at start: the ports already
     /// answer, readiness is false.
     pub(crate) loading: AtomicBool,
+}
+
+/// What every front end shares: the data plane (repository, run-time
+/// traffic, shadows, observation), the limits, the keys, the control plane
+/// and health.
+pub struct ServerState {
+    pub repo: Arc<Repository>,
+    /// API and admin keys; empty means open.
+    pub keys: Keys,
+    pub limits: Limits,
     /// Access log, trace export and payload sampling.
     pub observer: crate::observe::Observer,
-    /// Traffic splits set at run time.
-    pub traffic: crate::traffic::Traffic,
-    /// Shadow calls and what their comparisons found.
-    pub shadows: Arc<crate::shadow::Shadows>,
-    /// Rollouts, running and finished.
-    pub rollouts: crate::rollout::status::Rollouts,
+    pub traffic: Arc<Traffic>,
+    pub shadows: Arc<Shadows>,
+    pub control: Arc<Control>,
+    pub health: Health,
 }
 
 impl ServerState {
@@ -72,11 +98,14 @@ impl ServerState {
     /// default), every model has a ready version; without it, as soon as
     /// the server is up, even if a model failed.
     pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed)
-            && !self.loading.load(Ordering::Relaxed)
-            && (!self.strict_readiness || self.repo.models().all_ready())
+        let h = &self.health;
+        !h.shutting_down.load(Ordering::Relaxed)
+            && !h.loading.load(Ordering::Relaxed)
+            && (!h.strict || self.repo.models().all_ready())
     }
+}
 
+impl Control {
     /// Loads (or reloads) a model through the repository API. Session
     /// creation blocks, so it runs off the async workers.
     pub async fn load_model(&self, name: &str) -> Result<repository::Change> {
@@ -96,7 +125,7 @@ impl ServerState {
     }
 
     fn allow_changes(&self) -> Result<()> {
-        if self.model_control == ModelControl::None {
+        if self.mode == ModelControl::None {
             return Err(Error::unavailable(
                 "model load/unload is off: the server runs with --model-control-mode none",
             ));

@@ -6,11 +6,11 @@ use hone_core::{Error, Result};
 use serde_json::{Value as Json, json};
 
 use crate::split::Split;
-use crate::state::ServerState;
+use crate::state::Control;
 
 /// The split in force for a model, with each ready version's weight, share
 /// and the requests it has answered.
-pub fn view(s: &ServerState, name: &str) -> Result<Json> {
+pub fn view(s: &Control, name: &str) -> Result<Json> {
     let ready = s.repo.models().ready(name);
     if ready.is_empty() {
         // Unknown or not ready: the registry's own error says which.
@@ -51,7 +51,7 @@ pub fn view(s: &ServerState, name: &str) -> Result<Json> {
 }
 
 /// Each shadow version of `name` and what its comparisons found.
-pub fn shadow_json(s: &ServerState, name: &str) -> Json {
+pub fn shadow_json(s: &Control, name: &str) -> Json {
     let list: Vec<Json> = s
         .shadows
         .of(name)
@@ -69,7 +69,7 @@ pub fn shadow_json(s: &ServerState, name: &str) -> Json {
 
 /// Sets the model's split at run time (until cleared or a restart).
 /// Weights, labels and the shadow must name versions that are ready now.
-pub fn set(s: &ServerState, name: &str, split: Split) -> Result<Json> {
+pub fn set(s: &Control, name: &str, split: Split) -> Result<Json> {
     let ready = s.repo.models().ready(name);
     if ready.is_empty() {
         s.repo.models().get(name, None)?;
@@ -94,7 +94,7 @@ pub fn set(s: &ServerState, name: &str, split: Split) -> Result<Json> {
 }
 
 /// Back to the config's split (or the newest ready version).
-pub fn clear(s: &ServerState, name: &str) -> Result<Json> {
+pub fn clear(s: &Control, name: &str) -> Result<Json> {
     s.traffic.set(name, None);
     view(s, name)
 }

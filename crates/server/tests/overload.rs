@@ -62,7 +62,7 @@ impl Remote {
             rt.block_on(async move {
                 let opts = adjust(ServerOptions::ephemeral(&dir));
                 let server = Server::start_with(opts, l).await.unwrap();
-                tx.send((server.http_addr, server.state.budget.clone()))
+                tx.send((server.http_addr, server.state.limits.budget.clone()))
                     .unwrap();
                 let _ = stopped.await;
                 server.shutdown().await;
@@ -321,7 +321,7 @@ async fn grpc_and_chunked_bodies_are_metered_too() {
     req.inputs[0].shape = vec![rows / 2, 2];
     req.raw_input_contents = vec![vec![0u8; rows as usize * 4].into()];
     c.model_infer(req).await.unwrap();
-    assert_eq!(s.state.budget.used(), 0);
+    assert_eq!(s.state.limits.budget.used(), 0);
 
     // A chunked HTTP body (no Content-Length) is metered as it arrives;
     // refused part-way (16 MiB against 1 MiB), the rest is still read off,
@@ -353,10 +353,10 @@ async fn grpc_and_chunked_bodies_are_metered_too() {
     .unwrap();
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("retry-after: 1"), "{text}");
-    assert_eq!(s.state.budget.used(), 0);
+    assert_eq!(s.state.limits.budget.used(), 0);
     // A body declared larger than --max-request-bytes is refused before it
     // is read, and the client still reads the 413.
-    let big = (s.state.max_request_bytes / 8) + 1;
+    let big = (s.state.limits.max_request_bytes / 8) + 1;
     let (head, body) = binary_request(s.http_addr, big);
     let (code, text) = exchange(s.http_addr, Arc::new(head), Arc::new(body)).await;
     assert_eq!(code, 413, "{text}");

@@ -200,7 +200,7 @@ impl Infer {
         what: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        crate::offload::cpu(&self.state.heavy, big, what, f).await
+        crate::offload::cpu(&self.state.limits.heavy, big, what, f).await
     }
 }
 

@@ -11,19 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hone_core::{Error, Result};
-use serde_json::Value as Json;
 
 use crate::metrics::quantile_of;
 use crate::split::{ShadowTarget, Split};
-use crate::state::ServerState;
+use crate::state::Control;
 
 pub mod status;
 
 use status::now;
-pub use status::{Policy, Rollouts, Status, Step};
+pub use status::{Policy, Status, Step};
 
 /// Starts a rollout of `model` under `policy`; refused while one runs.
-pub fn start(state: &Arc<ServerState>, model: &str, policy: Policy) -> Result<Status> {
+pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status> {
     policy.check()?;
     let ready = state.repo.models().ready(model);
     if ready.is_empty() {
@@ -125,7 +124,7 @@ struct Counts {
     buckets: Vec<u64>,
 }
 
-fn counts(state: &ServerState, model: &str, v: i64) -> Option<Counts> {
+fn counts(state: &Control, model: &str, v: i64) -> Option<Counts> {
     let m = state.repo.models().get(model, Some(&v.to_string())).ok()?;
     Some(Counts {
         ok: m.stats.success.load(Relaxed),
@@ -154,7 +153,7 @@ fn delta(a: &Counts, b: &Counts) -> (u64, f64, Option<f64>) {
 }
 
 async fn drive(
-    state: Arc<ServerState>,
+    state: Arc<Control>,
     model: String,
     from: i64,
     p: Policy,
@@ -290,7 +289,7 @@ async fn drive(
 
 /// Promotes (`reason` None) or rolls back, and records it.
 fn finish(
-    state: &ServerState,
+    state: &Control,
     model: &str,
     from: i64,
     p: &Policy,
@@ -332,7 +331,7 @@ fn finish(
 
 /// Ends the model's running rollout by hand: all to the new version
 /// (`promote`) or all back.
-pub fn decide(state: &ServerState, model: &str, promote: bool) -> Result<Status> {
+pub fn decide(state: &Control, model: &str, promote: bool) -> Result<Status> {
     let st = state
         .rollouts
         .map
@@ -366,7 +365,7 @@ pub fn decide(state: &ServerState, model: &str, promote: bool) -> Result<Status>
 /// that rollout once version `to` is ready, once per (model, version).
 /// Checked every second, so a reload or a poll that brings the new version
 /// in starts it.
-pub async fn watch_config(state: Arc<ServerState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn watch_config(state: Arc<Control>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tried: std::collections::HashSet<(String, i64)> = Default::default();
     loop {
         tokio::select! {
@@ -411,10 +410,6 @@ pub async fn watch_config(state: Arc<ServerState>, mut stop: tokio::sync::watch:
             }
         }
     }
-}
-
-pub fn to_json(s: &Status) -> Json {
-    serde_json::to_value(s).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ impl Wire for Predict {
 
     fn encode(answer: &Answer, columnar: bool) -> Result<HttpEncoded, ApiError> {
         Ok(HttpEncoded {
-            body: encode(&answer.model, &answer.outputs, columnar)?.into_bytes(),
+            body: encode(&answer.model, &answer.outputs, columnar)?,
             content_type: "application/json",
             header_len: None,
         })
