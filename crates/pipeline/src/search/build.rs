@@ -7,34 +7,38 @@ use std::collections::HashSet;
 use hone_optimize::{dynamic, qdq};
 use hone_runtime::{GraphOptimization, OrtBackend, SessionConfig};
 
-use super::calibration::{Calibration, static_method, static_options};
+use super::calibration::{Calibration, static_options};
 use super::options::OptimizeOptions;
-use super::plan::PRUNED_INT8;
 use super::prune;
+use super::recipe::{Dynamic, Recipe};
 use super::report::Candidate;
 use super::setup::Setup;
 use crate::{PipelineError, Result};
 
-/// Builds the candidate `name`; `earlier` holds the candidates built so far
+/// Builds a planned recipe; `earlier` holds the candidates built so far
 /// (a stacked candidate starts from one of them).
 pub(crate) fn build(
-    name: &str,
+    recipe: &Recipe,
     s: &Setup,
     cal: &mut Calibration,
     opts: &OptimizeOptions,
     earlier: &[Candidate],
 ) -> Result<(Vec<u8>, String)> {
-    match name {
-        "graph-opt" => graph_opt(&s.fp32_bytes, &s.cfg),
-        "fp16" => super::half::fp16_candidate(&s.fp32, &s.cfg, &s.scorer, cal),
-        PRUNED_INT8 => {
+    match recipe {
+        Recipe::GraphOpt => graph_opt(&s.fp32_bytes, &s.cfg),
+        Recipe::Fp16 => super::half::fp16_candidate(&s.fp32, &s.cfg, &s.scorer, cal),
+        Recipe::PrunedInt8 => {
             let pruned = earlier
                 .iter()
-                .find(|c| c.name == "prune-structured" && c.p50_ms.is_some())
+                .find(|c| c.recipe == Recipe::PruneStructured && c.p50_ms.is_some())
                 .ok_or_else(|| PipelineError("prune-structured did not build".into()))?;
             let m = hone_onnx::decode(&pruned.bytes)?;
+            let per_channel = Dynamic {
+                per_channel: true,
+                embeddings: false,
+            };
             let (m, nodes) =
-                dynamic::quantize_dynamic(&m, &dynamic_options("-per-channel", HashSet::new()))
+                dynamic::quantize_dynamic(&m, &dynamic_options(per_channel, HashSet::new()))
                     .map_err(|e| PipelineError(e.0))?;
             Ok((
                 hone_onnx::encode(&m),
@@ -44,8 +48,8 @@ pub(crate) fn build(
                 ),
             ))
         }
-        n if n.starts_with("int8-dynamic") => {
-            let o = dynamic_options(n, HashSet::new());
+        Recipe::Dynamic(d) => {
+            let o = dynamic_options(*d, HashSet::new());
             let (m, nodes) =
                 dynamic::quantize_dynamic(&s.fp32, &o).map_err(|e| PipelineError(e.0))?;
             Ok((
@@ -62,11 +66,11 @@ pub(crate) fn build(
                 ),
             ))
         }
-        n if n.starts_with("int8-static") => {
-            let method = static_method(n);
+        Recipe::Static(st) => {
+            let method = st.method.method();
             let rows = cal.rows;
             let ranges = cal.ranges(&s.fp32, method, &s.cfg)?;
-            let so = static_options(n, HashSet::new());
+            let so = static_options(*st, HashSet::new());
             let s8 = so.activations == qdq::ActType::S8;
             let (m, nodes) =
                 qdq::quantize_static(&s.fp32, ranges, &so).map_err(|e| PipelineError(e.0))?;
@@ -80,20 +84,20 @@ pub(crate) fn build(
                 ),
             ))
         }
-        "prune-structured" => prune::structured(s, opts),
-        "prune-magnitude" => prune::magnitude(s, opts),
-        _ => Err(PipelineError("unknown candidate".into())),
+        Recipe::PruneStructured => prune::structured(s, opts),
+        Recipe::PruneMagnitude => prune::magnitude(s, opts),
+        r => Err(PipelineError(format!("{r} is not built from the plan"))),
     }
 }
 
-/// The dynamic int8 options a candidate's name asks for. Like onnxruntime's
-/// quantize_dynamic, the per-tensor variant also stores embedding tables in
-/// int8.
-pub(crate) fn dynamic_options(name: &str, exclude: HashSet<String>) -> dynamic::DynamicOptions {
-    let per_channel = name.contains("per-channel");
+/// The dynamic int8 options a recipe asks for.
+pub(crate) fn dynamic_options(
+    recipe: Dynamic,
+    exclude: HashSet<String>,
+) -> dynamic::DynamicOptions {
     dynamic::DynamicOptions {
-        per_channel,
-        embeddings: name.ends_with("+emb") || !per_channel,
+        per_channel: recipe.per_channel,
+        embeddings: recipe.embeddings,
         exclude,
         // Judged and timed on this machine: without an int8 dot-product
         // instruction, full-range weights saturate (see the option).

@@ -1,6 +1,6 @@
 //! Calibration for the static int8 candidates: the batches it runs on, the
 //! activation ranges per method (computed once, shared by every candidate
-//! that uses the method), and how a candidate's name maps to its options.
+//! that uses the method), and the QDQ options a static recipe asks for.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,6 +10,7 @@ use hone_optimize::{calibrate, qdq};
 use hone_runtime::SessionConfig;
 
 use super::options::OptimizeOptions;
+use super::recipe::Static;
 use super::setup::Setup;
 use crate::eval;
 use crate::{PipelineError, Result};
@@ -77,29 +78,18 @@ impl Calibration {
             .map_err(|e| PipelineError(e.0))
     }
 
-    /// The ranges a static candidate was built with, if already calibrated.
-    pub fn computed(&self, candidate: &str) -> Option<&calibrate::Ranges> {
-        self.ranges.get(&static_method(candidate).name())
+    /// The ranges a static recipe was built with, if already calibrated.
+    pub fn computed(&self, recipe: Static) -> Option<&calibrate::Ranges> {
+        self.ranges.get(&recipe.method.method().name())
     }
 }
 
-/// The calibration method a static candidate's name asks for.
-pub(crate) fn static_method(name: &str) -> calibrate::Method {
-    if name.contains("percentile") {
-        calibrate::Method::Percentile(99.999)
-    } else if name.contains("entropy") {
-        calibrate::Method::Entropy
-    } else {
-        calibrate::Method::MinMax
-    }
-}
-
-/// The QDQ options a static candidate's name asks for: per-channel weights,
-/// and int8 activations for `-s8s8`, uint8 otherwise.
-pub(crate) fn static_options(name: &str, exclude: HashSet<String>) -> qdq::StaticOptions {
+/// The QDQ options a static recipe asks for: per-channel weights, and int8
+/// or uint8 activations.
+pub(crate) fn static_options(recipe: Static, exclude: HashSet<String>) -> qdq::StaticOptions {
     qdq::StaticOptions {
         per_channel: true,
-        activations: if name.contains("s8s8") {
+        activations: if recipe.s8_activations {
             qdq::ActType::S8
         } else {
             qdq::ActType::U8

@@ -165,8 +165,9 @@ pub fn reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::recipe::{CalMethod, Recipe, Static};
 
-    fn cand(name: &str, drop: f64, p50: f64, tp: f64, size: u64) -> Candidate {
+    fn cand(recipe: Recipe, drop: f64, p50: f64, tp: f64, size: u64) -> Candidate {
         Candidate {
             metric: Some(1.0 - drop),
             drop: Some(drop),
@@ -178,30 +179,36 @@ mod tests {
             intra_op_threads: Some(1),
             instances: Some(1),
             meets_budget: true,
-            ..Candidate::new(name, "", String::new())
+            ..Candidate::new(recipe, String::new())
         }
     }
 
     #[test]
     fn noise_sized_differences_go_to_the_more_accurate_candidate() {
         // The resnet18 case: entropy 2 % faster than minmax but 50× the drop.
-        let minmax = cand("minmax", 0.0001, 8.434, 126.0, 100);
-        let entropy = cand("entropy", 0.0052, 8.268, 122.0, 100);
-        let slow = cand("slow-exact", 0.0, 24.0, 44.0, 400);
+        let st = |method| {
+            Recipe::Static(Static {
+                method,
+                s8_activations: false,
+            })
+        };
+        let minmax = cand(st(CalMethod::MinMax), 0.0001, 8.434, 126.0, 100);
+        let entropy = cand(st(CalMethod::Entropy), 0.0052, 8.268, 122.0, 100);
+        let slow = cand(Recipe::Input, 0.0, 24.0, 44.0, 400);
         let all = [&minmax, &entropy, &slow];
         let (c, f) = choose(&all, Objective::Latency);
         assert_eq!(
             (c.unwrap().name.as_str(), f.unwrap().name.as_str()),
-            ("minmax", "entropy")
+            ("int8-static-minmax", "int8-static-entropy")
         );
         // A real difference still decides.
-        let fast = cand("fast", 0.005, 7.0, 140.0, 100);
+        let fast = cand(Recipe::Fp16, 0.005, 7.0, 140.0, 100);
         let (c, _) = choose(&[&minmax, &fast], Objective::Latency);
-        assert_eq!(c.unwrap().name, "fast");
+        assert_eq!(c.unwrap().name, "fp16");
         let (c, _) = choose(&[&minmax, &entropy], Objective::Throughput);
-        assert_eq!(c.unwrap().name, "minmax");
+        assert_eq!(c.unwrap().name, "int8-static-minmax");
         let (c, _) = choose(&[&minmax, &slow], Objective::Size);
-        assert_eq!(c.unwrap().name, "minmax");
+        assert_eq!(c.unwrap().name, "int8-static-minmax");
         assert!(choose(&[], Objective::Latency).0.is_none());
     }
 }

@@ -11,14 +11,15 @@ use super::build::dynamic_options;
 use super::calibration::{Calibration, static_options};
 use super::judge::Scorer;
 use super::options::OptimizeOptions;
+use super::recipe::Recipe;
 use super::report::Candidate;
 
 /// The int8 candidate to fall back from: the fastest one, when it misses
 /// the budget and no int8 candidate as fast meets it.
-pub(crate) fn source(candidates: &[Candidate]) -> Option<String> {
+pub(crate) fn source(candidates: &[Candidate]) -> Option<Recipe> {
     let fastest = candidates
         .iter()
-        .filter(|c| c.name.starts_with("int8") && c.p50_ms.is_some())
+        .filter(|c| c.recipe.is_plain_int8() && c.p50_ms.is_some())
         .min_by(|a, b| {
             a.p50_ms
                 .unwrap_or(f64::MAX)
@@ -26,12 +27,12 @@ pub(crate) fn source(candidates: &[Candidate]) -> Option<String> {
         });
     let best_passing_int8 = candidates
         .iter()
-        .filter(|c| c.meets_budget && c.name.starts_with("int8"))
+        .filter(|c| c.meets_budget && c.recipe.is_plain_int8())
         .map(|c| c.p50_ms.unwrap_or(f64::MAX))
         .fold(f64::MAX, f64::min);
     fastest
         .filter(|c| !c.meets_budget && c.p50_ms.unwrap_or(f64::MAX) < best_passing_int8)
-        .map(|c| c.name.clone())
+        .map(|c| c.recipe.clone())
 }
 
 /// Greedy per-node fallback: rank the quantized nodes of candidate `src` by
@@ -40,16 +41,20 @@ pub(crate) fn source(candidates: &[Candidate]) -> Option<String> {
 pub(crate) fn fallback(
     scorer: &Scorer,
     fp32: &ModelProto,
-    src: &str,
+    src: &Recipe,
     cal: &Calibration,
     opts: &OptimizeOptions,
     start: Instant,
 ) -> Option<Candidate> {
     let build = |exclude: HashSet<String>| -> Option<(ModelProto, Vec<String>)> {
-        if src.starts_with("int8-dynamic") {
-            dynamic::quantize_dynamic(fp32, &dynamic_options(src, exclude)).ok()
-        } else {
-            qdq::quantize_static(fp32, cal.computed(src)?, &static_options(src, exclude)).ok()
+        match src {
+            Recipe::Dynamic(d) => {
+                dynamic::quantize_dynamic(fp32, &dynamic_options(*d, exclude)).ok()
+            }
+            Recipe::Static(st) => {
+                qdq::quantize_static(fp32, cal.computed(*st)?, &static_options(*st, exclude)).ok()
+            }
+            _ => None,
         }
     };
     let (_, nodes) = build(Default::default())?;
@@ -83,8 +88,7 @@ pub(crate) fn fallback(
             let mut names: Vec<String> = exclude.into_iter().collect();
             names.sort();
             return Some(scorer.candidate(
-                &format!("{src}+fallback"),
-                "fallback",
+                Recipe::Fallback(Box::new(src.clone())),
                 format!(
                     "{src} with {k} most sensitive node(s) kept in fp32: {}",
                     names.join(", ")

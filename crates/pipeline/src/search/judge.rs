@@ -11,7 +11,8 @@ use hone_data::metrics::Metric;
 use hone_optimize::measure;
 use hone_runtime::{OrtBackend, SessionConfig};
 
-use super::report::{Candidate, PassFigure};
+use super::recipe::Recipe;
+use super::report::{Candidate, PassFigure, Verdict};
 use super::served::{self, Pass, Rows, Seq};
 use crate::eval::{self, Dataset};
 use crate::{PipelineError, Result};
@@ -212,14 +213,8 @@ impl Scorer {
     }
 
     /// Judges and measures one model.
-    pub fn candidate(
-        &self,
-        name: &str,
-        technique: &str,
-        detail: String,
-        bytes: Vec<u8>,
-    ) -> Candidate {
-        let mut c = Candidate::new(name, technique, detail);
+    pub fn candidate(&self, recipe: Recipe, detail: String, bytes: Vec<u8>) -> Candidate {
+        let mut c = Candidate::new(recipe, detail);
         c.size_bytes = Some(bytes.len() as u64);
         let r = (|| -> Result<()> {
             let mut b = OrtBackend::from_bytes(&bytes, &self.cfg)?;
@@ -263,18 +258,17 @@ impl Scorer {
         match r {
             Ok(()) => {
                 c.verdict = if c.meets_budget {
-                    "within budget".into()
+                    Verdict::WithinBudget
                 } else {
-                    format!(
-                        "over budget: drop {:.4} > {}",
-                        c.drop.unwrap_or(f64::NAN),
-                        self.max_drop
-                    )
+                    Verdict::OverBudget {
+                        drop: c.drop.unwrap_or(f64::NAN),
+                        max_drop: self.max_drop,
+                    }
                 };
             }
             Err(e) => {
                 c.meets_budget = false;
-                c.verdict = format!("failed: {e}");
+                c.verdict = Verdict::Failed(e.to_string());
             }
         }
         c.bytes = bytes;

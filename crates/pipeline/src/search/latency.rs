@@ -14,7 +14,7 @@ use hone_optimize::{measure, qdq};
 
 use super::calibration::{Calibration, static_options};
 use super::judge::Scorer;
-use super::options::Technique;
+use super::recipe::{Recipe, Static};
 use super::report::Candidate;
 
 /// A kind must run at least this much faster in float to stay float:
@@ -73,7 +73,7 @@ pub(crate) enum Outcome {
 pub(crate) fn latency_aware(
     scorer: &Scorer,
     fp32: &ModelProto,
-    src: &str,
+    src: Static,
     cal: &Calibration,
 ) -> Option<Outcome> {
     let ranges = cal.computed(src)?;
@@ -151,8 +151,7 @@ pub(crate) fn latency_aware(
         more => format!("; float nodes: {shown} and {more} more"),
     };
     Some(Outcome::Variant(Box::new(scorer.candidate(
-        &format!("{src}+latency"),
-        Technique::Static.label(),
+        Recipe::LatencyAware(src),
         detail,
         bytes,
     ))))

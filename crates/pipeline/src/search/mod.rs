@@ -18,6 +18,7 @@ mod options;
 mod output;
 mod plan;
 mod prune;
+mod recipe;
 mod report;
 mod served;
 mod setup;
@@ -28,7 +29,8 @@ use std::time::Instant;
 
 pub use choose::{TIE, choose};
 pub use options::{Objective, OptimizeOptions, Technique};
-pub use report::{Candidate, OptimizeReport, SideBySide, render, report_paths};
+pub use recipe::{CalMethod, Dynamic, Recipe, Static};
+pub use report::{Candidate, OptimizeReport, SideBySide, Verdict, render, report_paths};
 
 use crate::Result;
 use calibration::Calibration;
@@ -49,12 +51,11 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
     let total = plan.len() + 1;
     progress(0, total, "fp32 baseline");
     let mut baseline = s.scorer.candidate(
-        "fp32",
-        "none",
+        Recipe::Input,
         "the input model".into(),
         s.fp32_bytes.clone(),
     );
-    if let Some(v) = baseline.verdict.strip_prefix("failed: ") {
+    if let Verdict::Failed(v) = &baseline.verdict {
         return Err(crate::PipelineError(format!(
             "the fp32 model itself cannot be judged: {v}"
         )));
@@ -63,23 +64,18 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
     // 2. Every planned candidate, built, judged and measured in turn.
     let mut cal = Calibration::new(&s, opts)?;
     let mut candidates: Vec<Candidate> = Vec::new();
-    for (i, (name, tech)) in plan.iter().enumerate() {
-        progress(i + 1, total, name);
+    for (i, recipe) in plan.into_iter().enumerate() {
+        progress(i + 1, total, &recipe.to_string());
         if !within_budget() {
-            candidates.push(C::skipped(name, *tech, "time budget spent"));
+            candidates.push(C::skipped(recipe, "time budget spent"));
             continue;
         }
-        candidates.push(match build::build(name, &s, &mut cal, opts, &candidates) {
-            Ok((bytes, detail)) => {
-                let technique = if *name == plan::PRUNED_INT8 {
-                    "pruning + int8 dynamic"
-                } else {
-                    tech.label()
-                };
-                s.scorer.candidate(name, technique, detail, bytes)
-            }
-            Err(e) => C::failed(name, *tech, &e.0),
-        });
+        candidates.push(
+            match build::build(&recipe, &s, &mut cal, opts, &candidates) {
+                Ok((bytes, detail)) => s.scorer.candidate(recipe, detail, bytes),
+                Err(e) => C::failed(recipe, &e.0),
+            },
+        );
     }
 
     // 3. Per-node fallback from the fastest int8 model over budget.
@@ -98,21 +94,21 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
     if opts.has(Technique::Static) && opts.objective != Objective::Size && within_budget() {
         let fastest = candidates
             .iter()
-            .filter(|c| {
-                c.meets_budget && c.name.starts_with("int8-static") && !c.name.contains('+')
+            .filter_map(|c| match c.recipe {
+                Recipe::Static(st) if c.meets_budget => Some((st, c.p50_ms)),
+                _ => None,
             })
-            .min_by(|a, b| {
-                a.p50_ms
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.p50_ms.unwrap_or(f64::MAX))
-            })
-            .map(|c| c.name.clone());
+            .min_by(|a, b| a.1.unwrap_or(f64::MAX).total_cmp(&b.1.unwrap_or(f64::MAX)))
+            .map(|(st, _)| st);
         if let Some(src) = fastest {
             progress(total, total, &format!("{src}+latency"));
-            match latency::latency_aware(&s.scorer, &s.fp32, &src, &cal) {
+            match latency::latency_aware(&s.scorer, &s.fp32, src, &cal) {
                 Some(latency::Outcome::Variant(c)) => candidates.push(*c),
                 Some(latency::Outcome::AllPay(note)) => {
-                    if let Some(c) = candidates.iter_mut().find(|c| c.name == src) {
+                    if let Some(c) = candidates
+                        .iter_mut()
+                        .find(|c| c.recipe == Recipe::Static(src))
+                    {
                         c.detail = format!("{}; {note}", c.detail);
                     }
                 }
@@ -127,14 +123,18 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
     if opts.has(Technique::Static) && opts.objective != Objective::Size && within_budget() {
         let statics: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| {
-                c.meets_budget && c.name.starts_with("int8-static") && !c.name.contains('+')
-            })
+            .filter(|c| c.meets_budget && matches!(c.recipe, Recipe::Static(_)))
             .collect();
-        if let (Some(src), _) = choose(&statics, opts.objective) {
-            let src = src.name.clone();
+        if let (
+            Some(&Candidate {
+                recipe: Recipe::Static(src),
+                ..
+            }),
+            _,
+        ) = choose(&statics, opts.objective)
+        {
             progress(total, total, &format!("{src}+s2d"));
-            if let Some(c) = stem::s2d_candidate(&s.scorer, &s.fp32, &src, &cal) {
+            if let Some(c) = stem::s2d_candidate(&s.scorer, &s.fp32, src, &cal) {
                 candidates.push(c);
             }
         }

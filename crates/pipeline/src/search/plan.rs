@@ -6,16 +6,11 @@ use std::collections::HashSet;
 use hone_onnx::proto::ModelProto;
 
 use super::options::{OptimizeOptions, Technique};
+use super::recipe::{CalMethod, Dynamic, Recipe, Static};
 use crate::{PipelineError, Result};
 
-/// The stacked candidate: structured pruning, then dynamic int8.
-pub(crate) const PRUNED_INT8: &str = "prune-structured+int8-dynamic";
-
-/// The plan: (candidate name, technique) in the order they are built.
-pub(crate) fn plan(
-    fp32: &ModelProto,
-    opts: &OptimizeOptions,
-) -> Result<Vec<(&'static str, Technique)>> {
+/// The plan: the recipes in the order they are built.
+pub(crate) fn plan(fp32: &ModelProto, opts: &OptimizeOptions) -> Result<Vec<Recipe>> {
     let has = |t: Technique| opts.has(t);
     let g = fp32
         .graph
@@ -31,37 +26,49 @@ pub(crate) fn plan(
         .iter()
         .any(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul"));
 
+    let dynamic = |per_channel, embeddings| {
+        Recipe::Dynamic(Dynamic {
+            per_channel,
+            embeddings,
+        })
+    };
+    let stat = |method, s8_activations| {
+        Recipe::Static(Static {
+            method,
+            s8_activations,
+        })
+    };
     let mut plan = Vec::new();
     if has(Technique::Graph) {
-        plan.push(("graph-opt", Technique::Graph));
+        plan.push(Recipe::GraphOpt);
     }
     if has(Technique::Fp16) {
-        plan.push(("fp16", Technique::Fp16));
+        plan.push(Recipe::Fp16);
     }
     if has(Technique::Dynamic) && has_weights {
-        plan.push(("int8-dynamic", Technique::Dynamic));
-        plan.push(("int8-dynamic-per-channel", Technique::Dynamic));
+        plan.push(dynamic(false, true));
+        plan.push(dynamic(true, false));
         let has_tables = g.node.iter().any(|n| {
             n.op_type == "Gather" && n.input.first().is_some_and(|w| inits.contains(w.as_str()))
         });
         if has_tables {
-            plan.push(("int8-dynamic-per-channel+emb", Technique::Dynamic));
+            plan.push(dynamic(true, true));
         }
     }
     if has(Technique::Static) && has_qdq_ops {
-        plan.push(("int8-static-minmax", Technique::Static));
-        plan.push(("int8-static-percentile", Technique::Static));
-        plan.push(("int8-static-entropy", Technique::Static));
-        plan.push(("int8-static-minmax-s8s8", Technique::Static));
+        plan.push(stat(CalMethod::MinMax, false));
+        plan.push(stat(CalMethod::Percentile, false));
+        plan.push(stat(CalMethod::Entropy, false));
+        plan.push(stat(CalMethod::MinMax, true));
     }
     if has(Technique::Prune) {
-        plan.push(("prune-structured", Technique::Prune));
+        plan.push(Recipe::PruneStructured);
         // Stacked: the pruned model's remaining weights in int8, for the
         // smallest file (breast-cancer MLP: 25 KB → 9 KB pruned → 5 KB).
         if has(Technique::Dynamic) && has_weights {
-            plan.push((PRUNED_INT8, Technique::Prune));
+            plan.push(Recipe::PrunedInt8);
         }
-        plan.push(("prune-magnitude", Technique::Prune));
+        plan.push(Recipe::PruneMagnitude);
     }
     Ok(plan)
 }

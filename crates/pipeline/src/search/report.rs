@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::options::{Objective, Technique};
+use super::options::Objective;
+use super::recipe::Recipe;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
@@ -33,16 +34,19 @@ pub struct Candidate {
     /// Sessions run at once for the throughput figure.
     pub instances: Option<usize>,
     pub meets_budget: bool,
-    pub verdict: String,
+    pub verdict: Verdict,
     #[serde(skip)]
     pub bytes: Vec<u8>,
+    /// What it is made of; `name` and `technique` are its words.
+    #[serde(skip)]
+    pub recipe: Recipe,
 }
 
 impl Candidate {
-    pub(crate) fn new(name: &str, technique: &str, detail: String) -> Candidate {
+    pub(crate) fn new(recipe: Recipe, detail: String) -> Candidate {
         Candidate {
-            name: name.into(),
-            technique: technique.into(),
+            name: recipe.to_string(),
+            technique: recipe.technique_label().into(),
             detail,
             metric: None,
             drop: None,
@@ -58,8 +62,9 @@ impl Candidate {
             intra_op_threads: None,
             instances: None,
             meets_budget: false,
-            verdict: String::new(),
+            verdict: Verdict::Pending,
             bytes: Vec::new(),
+            recipe,
         }
     }
 
@@ -72,22 +77,59 @@ impl Candidate {
                 self.verdict,
                 self.judged_in.as_deref().unwrap_or("?")
             ),
-            _ => self.verdict.clone(),
+            _ => self.verdict.to_string(),
         }
     }
 
-    pub(crate) fn failed(name: &str, t: Technique, why: &str) -> Candidate {
+    pub(crate) fn failed(recipe: Recipe, why: &str) -> Candidate {
         Candidate {
-            verdict: format!("failed: {why}"),
-            ..Candidate::new(name, t.label(), String::new())
+            verdict: Verdict::Failed(why.into()),
+            ..Candidate::new(recipe, String::new())
         }
     }
 
-    pub(crate) fn skipped(name: &str, t: Technique, why: &str) -> Candidate {
+    pub(crate) fn skipped(recipe: Recipe, why: &str) -> Candidate {
         Candidate {
-            verdict: format!("skipped: {why}"),
-            ..Candidate::failed(name, t, "")
+            verdict: Verdict::Skipped(why.into()),
+            ..Candidate::new(recipe, String::new())
         }
+    }
+}
+
+/// What the search concluded about a candidate. Written (text, HTML and
+/// JSON) as the sentence its `Display` gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not judged yet.
+    Pending,
+    WithinBudget,
+    OverBudget {
+        drop: f64,
+        max_drop: f64,
+    },
+    /// Built but could not be judged or measured, or not built at all.
+    Failed(String),
+    /// Never tried (the time budget was spent).
+    Skipped(String),
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Pending => Ok(()),
+            Verdict::WithinBudget => f.write_str("within budget"),
+            Verdict::OverBudget { drop, max_drop } => {
+                write!(f, "over budget: drop {drop:.4} > {max_drop}")
+            }
+            Verdict::Failed(why) => write!(f, "failed: {why}"),
+            Verdict::Skipped(why) => write!(f, "skipped: {why}"),
+        }
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

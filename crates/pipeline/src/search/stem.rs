@@ -8,7 +8,7 @@ use hone_optimize::{qdq, s2d};
 
 use super::calibration::{Calibration, static_options};
 use super::judge::Scorer;
-use super::options::Technique;
+use super::recipe::{Recipe, Static};
 use super::report::Candidate;
 
 /// Static candidate `src` rebuilt on the graph with its image stems
@@ -16,14 +16,14 @@ use super::report::Candidate;
 pub(crate) fn s2d_candidate(
     scorer: &Scorer,
     fp32: &ModelProto,
-    src: &str,
+    src: Static,
     cal: &Calibration,
 ) -> Option<Candidate> {
-    let name = format!("{src}+s2d");
+    let recipe = Recipe::SpaceToDepth(src);
     let (m, stems) = match s2d::space_to_depth_stems(fp32) {
         Ok(Some(x)) => x,
         Ok(None) => return None,
-        Err(e) => return Some(Candidate::failed(&name, Technique::Static, &e.0)),
+        Err(e) => return Some(Candidate::failed(recipe, &e.0)),
     };
     // The packed image holds the stem input's values (and pad zeros, which
     // every activation range includes), so its range is the input's.
@@ -31,7 +31,7 @@ pub(crate) fn s2d_candidate(
     for st in &stems {
         let Some(&v) = r.get(&st.source) else {
             let why = format!("stem input {:?} has no calibrated range", st.source);
-            return Some(Candidate::failed(&name, Technique::Static, &why));
+            return Some(Candidate::failed(recipe, &why));
         };
         r.insert(st.packed.clone(), v);
     }
@@ -40,8 +40,7 @@ pub(crate) fn s2d_candidate(
         Ok((q, _)) => {
             let convs: Vec<&str> = stems.iter().map(|s| s.conv.as_str()).collect();
             scorer.candidate(
-                &name,
-                Technique::Static.label(),
+                recipe,
                 format!(
                     "{src} with stem conv(s) {} run as space-to-depth then a stride-1 conv over 4× the channels",
                     convs.join(", ")
@@ -49,6 +48,6 @@ pub(crate) fn s2d_candidate(
                 hone_onnx::encode(&q),
             )
         }
-        Err(e) => Candidate::failed(&name, Technique::Static, &e.0),
+        Err(e) => Candidate::failed(recipe, &e.0),
     })
 }
