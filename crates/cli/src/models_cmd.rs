@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hone_client::{Access, Method};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
@@ -19,6 +20,10 @@ pub struct ModelsArgs {
     /// server has keys.
     #[arg(long, global = true, value_name = "FILE")]
     admin_key_file: Option<PathBuf>,
+    /// File holding an inference key, for list and status on a server
+    /// with keys (the admin key opens them too).
+    #[arg(long, global = true, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
     /// PEM CA certificate(s) to trust for an https:// server.
     #[arg(long, global = true, value_name = "PEM")]
     cacert: Option<PathBuf>,
@@ -94,42 +99,21 @@ enum Action {
     Rollback { name: String },
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    key: Option<String>,
-}
+/// `hone_client` with the key each route needs: reads take the API key,
+/// changes the admin key.
+struct Api(hone_client::Client);
 
 impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let url = format!("{}{path}", self.base);
-        let mut r = self.client.request(method.clone(), &url);
-        if let Some(k) = &self.key {
-            r = r.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let access = if method == Method::GET || path == "/v2/repository/index" {
+            Access::Read
+        } else {
+            Access::Admin
+        };
+        self.0
+            .call(access, method, path, body.as_ref())
             .await
-            .map_err(|e| format!("cannot reach {url}: {e}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if !status.is_success() {
-            let msg = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map_or(text.clone(), str::to_string);
-            return Err(format!("{method} {url}: {status}: {msg}"));
-        }
-        Ok(v)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -171,33 +155,14 @@ pub fn run(a: ModelsArgs) -> ExitCode {
 }
 
 async fn go(a: ModelsArgs) -> Result<ExitCode, String> {
-    let key = match &a.admin_key_file {
-        None => None,
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| format!("{}: {e}", f.display()))?
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .ok_or_else(|| format!("{}: no key in it", f.display()))?
-                .to_string(),
-        ),
-    };
-    let mut client = reqwest::Client::builder();
-    if let Some(p) = &a.cacert {
-        let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        for c in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-        {
-            client = client.add_root_certificate(c);
-        }
-    }
-    let api = Api {
-        client: client.build().map_err(|e| e.to_string())?,
-        base: a.url.trim_end_matches('/').to_string(),
-        key,
-    };
-    use reqwest::Method as M;
+    let api = Api(hone_client::Client::new(&hone_client::Options {
+        url: a.url.clone(),
+        admin_key_file: a.admin_key_file.clone(),
+        api_key_file: a.api_key_file.clone(),
+        cacert: a.cacert.clone(),
+    })
+    .map_err(|e| e.to_string())?);
+    use Method as M;
     let out = match &a.action {
         Action::List => {
             api.call(M::POST, "/v2/repository/index", Some(json!({})))

@@ -288,6 +288,17 @@ pub struct ShipArgs {
     /// The model must keep two versions loaded (version_policy).
     #[arg(long, value_name = "PERCENT", requires = "into", value_parser = clap::value_parser!(u32).range(0..100))]
     canary: Option<u32>,
+    /// With --into: the server's admin key (first non-comment line of the
+    /// file), for loading the new version and starting a canary.
+    #[arg(long, value_name = "FILE", requires = "into")]
+    admin_key_file: Option<PathBuf>,
+    /// With --into: an inference key, for the readiness check and the smoke
+    /// test (the admin key is used when this is not given).
+    #[arg(long, value_name = "FILE", requires = "into")]
+    api_key_file: Option<PathBuf>,
+    /// With --into https://…: PEM CA certificate(s) to trust.
+    #[arg(long, value_name = "PEM", requires = "into")]
+    cacert: Option<PathBuf>,
     /// Also build a container image of the repository (hone package) after
     /// packaging the new version.
     #[arg(long, value_name = "IMAGE.tar")]
@@ -324,7 +335,12 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         args.holdout,
         &args.server,
         match (args.into, args.serve) {
-            (Some(url), _) => Live::Into(url),
+            (Some(url), _) => Live::Into(hone_client::Options {
+                url,
+                admin_key_file: args.admin_key_file,
+                api_key_file: args.api_key_file,
+                cacert: args.cacert,
+            }),
             (None, true) => Live::Serve,
             (None, false) => Live::Check,
         },
@@ -448,7 +464,7 @@ fn run_ship(
             metrics_port: Some(server.metrics_port),
             ..ServerOptions::new(".")
         },
-        hot_load: live.hot_load_url(),
+        live,
         canary,
         smoke_rows: 32,
         cancel: cancel.clone(),
@@ -457,7 +473,7 @@ fn run_ship(
         image,
     };
     rt.block_on(async move {
-        let shipped = sh::ship_interruptible(opts, &live).await;
+        let shipped = sh::ship_interruptible(opts).await;
         let r = &shipped.report;
         if json {
             println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());

@@ -499,6 +499,76 @@ fn serve_writes_one_json_access_line_per_request() {
 }
 
 /// `hone ship CSV --target label --model-repository REPO --name bc --json EXTRA...`
+/// `--into https://…` on a server with keys: with its CA, admin key and
+/// an inference key the new version loads and is smoke-tested there;
+/// without the admin key the server's refusal is the error and the version
+/// is taken back out.
+#[test]
+fn ship_into_an_https_server_with_keys() {
+    let d = tmp_dir("ship-into-tls");
+    let csv = small_csv(&d, 200);
+    let repo = d.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    common::pki(&d);
+    let admin = d.join("admin.key");
+    std::fs::write(&admin, "# the admin key\nadmin-4f1c2a9e7b3d5f60a8c2\n").unwrap();
+    let api = d.join("api.key");
+    std::fs::write(&api, "api-9d8e7f6a5b4c3d2e1f00 rate=1000\n").unwrap();
+    let server = ServeProcess::start_with(
+        &repo,
+        &[
+            "--tls-cert",
+            s(&d.join("server.pem")),
+            "--tls-key",
+            s(&d.join("server.key")),
+            "--admin-key-file",
+            s(&admin),
+            "--api-key-file",
+            s(&api),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let ca = d.join("ca.pem");
+    let r = json(&ship_bc(
+        &csv,
+        &repo,
+        &[
+            "--into",
+            &server.url,
+            "--admin-key-file",
+            s(&admin),
+            "--api-key-file",
+            s(&api),
+            "--cacert",
+            s(&ca),
+        ],
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["stages"][6]["stage"], "smoke test", "{r}");
+    assert_eq!(r["stages"][6]["status"], "ok", "{r}");
+
+    let before = listing(&repo);
+    let out = ship_bc(
+        &csv,
+        &repo,
+        &[
+            "--into",
+            &server.url,
+            "--api-key-file",
+            s(&api),
+            "--cacert",
+            s(&ca),
+        ],
+    );
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("403"), "{err}");
+    assert!(err.contains("version 2 was removed"), "{err}");
+    assert_eq!(listing(&repo), before);
+}
+
 fn ship_bc(csv: &Path, repo: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "ship",

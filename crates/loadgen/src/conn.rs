@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use hone_core::{Error, Result};
-use hone_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use hone_proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;

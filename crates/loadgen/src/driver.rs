@@ -150,10 +150,7 @@ impl Sender {
 }
 
 /// The gRPC request, with the key in its metadata when there is one.
-fn grpc_request(
-    plan: &Plan,
-    p: &Payload,
-) -> tonic::Request<hone_server::grpc::proto::ModelInferRequest> {
+fn grpc_request(plan: &Plan, p: &Payload) -> tonic::Request<hone_proto::ModelInferRequest> {
     let mut r = tonic::Request::new(p.grpc.clone());
     if let Some(v) = plan
         .api_key

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use hone_core::{DataType, Error, Result, Tensor, TensorData};
-use hone_server::grpc::proto;
+use hone_proto as proto;
 use serde_json::{Value as Json, json};
 
 use crate::conn;

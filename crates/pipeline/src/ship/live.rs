@@ -5,10 +5,12 @@
 use std::path::Path;
 use std::time::Instant;
 
+use hone_client::Client;
 use hone_data::Prepared;
 use hone_server::Server;
+use serde_json::{Value, json};
 
-use super::report::{Data, Run, ShipOptions, Stage, Status};
+use super::report::{Data, Live, Run, ShipOptions, Stage, Status};
 use crate::{PipelineError, Result};
 
 /// The serve and smoke-test stages: start a server on the repository (or
@@ -21,7 +23,6 @@ pub(super) async fn go_live(
     dir: &Path,
     onnx_bytes: &[u8],
     data: &Data,
-    keep_serving: bool,
 ) -> Result<Option<Server>> {
     fn failed(run: &mut Run, stage: &'static str, t: Instant, msg: String) -> PipelineError {
         run.report.stages.push(Stage {
@@ -37,36 +38,47 @@ pub(super) async fn go_live(
         eprintln!("hone ship: serve ...");
     }
     let t = Instant::now();
-    let client = reqwest::Client::new();
     let mut canary_msg: Option<String> = None;
-    let (base, server) = match &opts.hot_load {
-        Some(url) => {
-            let base = url.trim_end_matches('/').to_string();
+    let (client, server) = match &opts.live {
+        Live::Into(o) => {
+            let client = Client::new(o).map_err(|e| failed(run, "serve", t, e.to_string()))?;
             // A canary: the versions serving now keep all traffic while the
             // new one loads, then the rollout takes over.
             let stable = match opts.canary {
-                Some(_) => match canary_prepare(&client, &base, &opts.name).await {
+                Some(_) => match canary_prepare(&client, &opts.name).await {
                     Ok(v) => v,
                     Err(e) => return Err(failed(run, "serve", t, e.0)),
                 },
                 None => None,
             };
-            if let Err(e) = repository_call(&client, &base, &opts.name, "load").await {
-                return Err(failed(run, "serve", t, e.0));
+            if let Err(e) = client.load(&opts.name).await {
+                return Err(failed(run, "serve", t, e.to_string()));
             }
             if let (Some(p), Some(from)) = (opts.canary, stable) {
-                match canary_start(&client, &base, &opts.name, from, version, p).await {
+                match canary_start(&client, &opts.name, from, version, p).await {
                     Ok(msg) => canary_msg = Some(msg),
                     Err(e) => return Err(failed(run, "serve", t, e.0)),
                 }
             }
-            (base, None)
+            (client, None)
         }
-        None => {
+        Live::Check | Live::Serve => {
             let mut server_opts = opts.server.clone();
             server_opts.model_repository = opts.repository.clone();
-            match Server::start(server_opts).await {
-                Ok(s) => (format!("http://{}", s.http_addr), Some(s)),
+            let started = Server::start(server_opts).await.map(|s| {
+                let url = format!("http://{}", s.http_addr);
+                let o = hone_client::Options {
+                    url,
+                    ..Default::default()
+                };
+                (Client::new(&o), s)
+            });
+            match started {
+                Ok((Ok(c), s)) => (c, Some(s)),
+                Ok((Err(e), s)) => {
+                    s.shutdown().await;
+                    return Err(failed(run, "serve", t, e.to_string()));
+                }
                 Err(e) => {
                     return Err(failed(
                         run,
@@ -83,25 +95,26 @@ pub(super) async fn go_live(
             s.shutdown().await;
         }
     };
-    let endpoint = format!("{base}/v2/models/{}/versions/{version}/infer", opts.name);
-    let ready_url = format!("{base}/v2/models/{}/versions/{version}/ready", opts.name);
-    let ready = client
-        .get(&ready_url)
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false);
-    if !ready {
-        let mut msg = format!(
-            "version {version} of {} is not ready at {ready_url}",
-            opts.name
-        );
-        if opts.hot_load.is_some() {
-            msg.push_str(&format!(
-                " (is that server serving --model-repository {}?)",
-                opts.repository.display()
-            ));
+    let base = client.base().to_string();
+    let endpoint = format!(
+        "{base}{}",
+        hone_client::infer_path(&opts.name, Some(version))
+    );
+    let not_ready = match client.ready(&opts.name, Some(version)).await {
+        Ok(true) => None,
+        Ok(false) => {
+            let mut msg = format!("version {version} of {} is not ready at {base}", opts.name);
+            if matches!(opts.live, Live::Into(_)) {
+                msg.push_str(&format!(
+                    " (is that server serving --model-repository {}?)",
+                    opts.repository.display()
+                ));
+            }
+            Some(msg)
         }
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(msg) = not_ready {
         stop(server).await;
         return Err(failed(run, "serve", t, msg));
     }
@@ -132,13 +145,14 @@ pub(super) async fn go_live(
     let t = Instant::now();
     if let Some(row) = (data.holdout.rows > 0).then(|| data.holdout.row(0)) {
         run.report.example_request = Some(
-            serde_json::json!({"inputs": [{"name": hone_train::export::INPUT, "shape": [1, row.len()], "datatype": "FP32", "data": row}]})
+            json!({"inputs": [{"name": hone_train::export::INPUT, "shape": [1, row.len()], "datatype": "FP32", "data": row}]})
                 .to_string(),
         );
     }
     match smoke_test(
         &client,
-        &endpoint,
+        &opts.name,
+        version,
         onnx_bytes,
         &data.holdout,
         opts.smoke_rows,
@@ -161,7 +175,7 @@ pub(super) async fn go_live(
     if let Err(e) = std::fs::write(dir.join("ship.json"), json) {
         tracing::warn!("cannot write {}: {e}", dir.join("ship.json").display());
     }
-    if keep_serving {
+    if opts.live == Live::Serve {
         Ok(server)
     } else {
         stop(server).await;
@@ -169,45 +183,14 @@ pub(super) async fn go_live(
     }
 }
 
-/// Asks a running hone (or Triton) server to `load` (or reload) or `unload`
-/// a model of its repository; a refusal comes back with the server's reason.
-async fn repository_call(
-    client: &reqwest::Client,
-    base: &str,
-    name: &str,
-    action: &str,
-) -> Result<()> {
-    let url = format!("{base}/v2/repository/models/{name}/{action}");
-    let resp = client
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| PipelineError(format!("cannot reach the server: POST {url}: {e}")))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(PipelineError(format!("POST {url}: {status}: {text}")));
-    }
-    Ok(())
-}
-
 /// Before a canary's load: the version serving now gets all traffic (so
 /// the new one gets none once it loads). None for a model with no ready
 /// version: then there is nothing to be a canary against.
-async fn canary_prepare(client: &reqwest::Client, base: &str, name: &str) -> Result<Option<i64>> {
-    let url = format!("{base}/v2/models/{name}/traffic");
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| PipelineError(format!("cannot reach the server: GET {url}: {e}")))?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+async fn canary_prepare(client: &Client, name: &str) -> Result<Option<i64>> {
+    let fail = |e: hone_client::ClientError| PipelineError(e.to_string());
+    let Some(v) = client.traffic(name).await.map_err(fail)? else {
         return Ok(None);
-    }
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| PipelineError(format!("GET {url}: {e}")))?;
+    };
     // The version with the largest share serves now.
     let stable = v["versions"]
         .as_array()
@@ -224,37 +207,22 @@ async fn canary_prepare(client: &reqwest::Client, base: &str, name: &str) -> Res
     let Some(stable) = stable else {
         return Ok(None);
     };
-    let body =
-        serde_json::json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
-    let r = client
-        .put(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| PipelineError(format!("PUT {url}: {e}")))?;
-    if !r.status().is_success() {
-        let text = r.text().await.unwrap_or_default();
-        return Err(PipelineError(format!("PUT {url}: {text}")));
-    }
+    let split = json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
+    client.set_traffic(name, &split).await.map_err(fail)?;
     Ok(Some(stable))
 }
 
 /// After a canary's load: the rollout from `from` to `to`, starting at
 /// `percent`, then 50 (if below) and 100.
 async fn canary_start(
-    client: &reqwest::Client,
-    base: &str,
+    client: &Client,
     name: &str,
     from: i64,
     to: u64,
     percent: u32,
 ) -> Result<String> {
-    let ready = client
-        .get(format!("{base}/v2/models/{name}/versions/{from}/ready"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
-    if !ready {
+    let ready = client.ready(name, u64::try_from(from).ok()).await;
+    if !ready.is_ok_and(|r| r) {
         return Err(PipelineError(format!(
             "--canary: version {from} stopped serving when version {to} loaded; the model must keep two versions loaded (config.pbtxt: version_policy: {{ latest: {{ num_versions: 2 }} }})"
         )));
@@ -264,17 +232,10 @@ async fn canary_start(
         steps.push(50);
     }
     steps.push(100);
-    let url = format!("{base}/v2/models/{name}/rollout");
-    let r = client
-        .post(&url)
-        .json(&serde_json::json!({"to": to, "from": from, "steps": steps}))
-        .send()
+    client
+        .start_rollout(name, &json!({"to": to, "from": from, "steps": steps}))
         .await
-        .map_err(|e| PipelineError(format!("POST {url}: {e}")))?;
-    if !r.status().is_success() {
-        let text = r.text().await.unwrap_or_default();
-        return Err(PipelineError(format!("POST {url}: {text}")));
-    }
+        .map_err(|e| PipelineError(e.to_string()))?;
     let steps: Vec<String> = steps.iter().map(u32::to_string).collect();
     Ok(format!(
         "canary: rollout {from} → {to} over {} % started (hone models status {name})",
@@ -302,19 +263,17 @@ pub(super) async fn roll_back(
         );
     }
     let mut said = format!("version {version} was removed from the repository");
-    if let Some(url) = &opts.hot_load {
-        let base = url.trim_end_matches('/');
-        let client = reqwest::Client::new();
+    if let Live::Into(o) = &opts.live {
         // A model that did not exist before goes away; otherwise the server
         // reloads the directory as it now is.
-        let action = if new_model { "unload" } else { "load" };
-        let back = repository_call(&client, base, &opts.name, action).await;
+        let back = match Client::new(o) {
+            Ok(c) if new_model => c.unload(&opts.name).await,
+            Ok(c) => c.load(&opts.name).await,
+            Err(e) => Err(e),
+        };
         match back {
             Ok(()) => said.push_str(" and the running server reloaded what it served before"),
-            Err(e) => said.push_str(&format!(
-                ", but the running server could not be told: {}",
-                e.0
-            )),
+            Err(e) => said.push_str(&format!(", but the running server could not be told: {e}")),
         }
     }
     said
@@ -323,8 +282,9 @@ pub(super) async fn roll_back(
 /// Sends held-out rows to the live endpoint over V2 JSON and checks the
 /// answers equal what ONNX Runtime computes offline on the same rows.
 async fn smoke_test(
-    client: &reqwest::Client,
-    endpoint: &str,
+    client: &Client,
+    name: &str,
+    version: u64,
     onnx: &[u8],
     holdout: &Prepared,
     rows: usize,
@@ -335,7 +295,7 @@ async fn smoke_test(
     }
     let sample = holdout.select(&(0..n).collect::<Vec<_>>());
     let offline = crate::ort_predict(onnx, &sample)?;
-    let body = serde_json::json!({
+    let body = json!({
         "id": "hone-ship-smoke",
         "inputs": [{
             "name": hone_train::export::INPUT,
@@ -344,24 +304,13 @@ async fn smoke_test(
             "data": sample.x,
         }]
     });
-    let resp = client
-        .post(endpoint)
-        .json(&body)
-        .send()
+    let v: Value = client
+        .infer(name, Some(version), &body)
         .await
-        .map_err(|e| PipelineError(format!("POST {endpoint}: {e}")))?;
-    let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| PipelineError(format!("reading the answer: {e}")))?;
-    if !status.is_success() {
-        return Err(PipelineError(format!("POST {endpoint}: {status}: {text}")));
-    }
-    let v: serde_json::Value = serde_json::from_str(&text)?;
+        .map_err(|e| PipelineError(e.to_string()))?;
     let data = v["outputs"][0]["data"]
         .as_array()
-        .ok_or_else(|| PipelineError(format!("the answer has no outputs[0].data: {text}")))?;
+        .ok_or_else(|| PipelineError(format!("the answer has no outputs[0].data: {v}")))?;
     let served: Vec<f32> = data
         .iter()
         .filter_map(|x| x.as_f64().map(|f| f as f32))

@@ -16,12 +16,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use package::config_pbtxt;
-pub use report::{ImageStage, ShipOptions, ShipReport, Shipped, Stage, Status, render};
+pub use report::{ImageStage, Live, ShipOptions, ShipReport, Shipped, Stage, Status, render};
 
 use report::Run;
 
 /// Runs the whole path. The report is complete whether or not it succeeded.
-pub async fn ship(opts: ShipOptions, keep_serving: bool) -> Shipped {
+pub async fn ship(opts: ShipOptions) -> Shipped {
     let mut run = Run {
         report: ShipReport {
             name: opts.name.clone(),
@@ -31,7 +31,7 @@ pub async fn ship(opts: ShipOptions, keep_serving: bool) -> Shipped {
         progress: opts.progress,
         cancel: opts.cancel.clone(),
     };
-    let result = stages::run_stages(&opts, &mut run, keep_serving).await;
+    let result = stages::run_stages(&opts, &mut run).await;
     run.report.total_seconds = run.start.elapsed().as_secs_f64();
     match result {
         Ok(server) => {
@@ -51,39 +51,16 @@ pub async fn ship(opts: ShipOptions, keep_serving: bool) -> Shipped {
     }
 }
 
-/// What happens once the new version is in the repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Live {
-    /// Start a server, smoke-test, stop.
-    Check,
-    /// Start a server, smoke-test, keep serving.
-    Serve,
-    /// Have the server at this URL (or `host:port`) load it, smoke-test there.
-    Into(String),
-}
-
-impl Live {
-    /// The base URL of the server to hot-load into; `host:port` is taken to
-    /// mean plain HTTP, as curl does.
-    pub fn hot_load_url(&self) -> Option<String> {
-        match self {
-            Live::Into(url) if url.contains("://") => Some(url.clone()),
-            Live::Into(url) => Some(format!("http://{url}")),
-            _ => None,
-        }
-    }
-}
-
 /// [`ship`] with Ctrl-C watched: before the model is live, Ctrl-C stops the
 /// ship between stages and leaves the repository as it was.
-pub async fn ship_interruptible(opts: ShipOptions, live: &Live) -> Shipped {
+pub async fn ship_interruptible(opts: ShipOptions) -> Shipped {
     let flag = opts.cancel.clone();
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, Ordering::Relaxed);
         }
     });
-    let shipped = ship(opts, *live == Live::Serve).await;
+    let shipped = ship(opts).await;
     watcher.abort();
     shipped
 }

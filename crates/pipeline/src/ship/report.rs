@@ -36,11 +36,9 @@ pub struct ShipOptions {
     pub train: TrainConfig,
     /// Where to serve; its repository path is replaced by `repository`.
     pub server: ServerOptions,
-    /// Base URL of a running server on `repository`: instead of starting
-    /// one, ship has it load the new version (the repository API) and smoke
-    /// tests it there.
-    pub hot_load: Option<String>,
-    /// With `hot_load`: the new version starts at this percent of traffic
+    /// Where the new version goes live.
+    pub live: Live,
+    /// With `Live::Into`: the new version starts at this percent of traffic
     /// under the server's rollout policy instead of taking all of it.
     pub canary: Option<u32>,
     /// Held-out rows sent to the live endpoint.
@@ -56,6 +54,19 @@ pub struct ShipOptions {
     /// Build a container image of the repository (with the new version)
     /// after packaging; `None` skips the stage.
     pub image: Option<ImageStage>,
+}
+
+/// What happens once the new version is in the repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Live {
+    /// Start a server, smoke-test, stop.
+    #[default]
+    Check,
+    /// Start a server, smoke-test, keep serving.
+    Serve,
+    /// Have the running server at this address (with these keys and CA)
+    /// load it, and smoke-test it there.
+    Into(hone_client::Options),
 }
 
 /// What the image stage needs: where to write, and the hone binary and

@@ -14,11 +14,7 @@ use super::package::{config_pbtxt, publish, validate_name};
 use super::report::{Data, Run, ShipOptions};
 use crate::{PipelineError, Result};
 
-pub(super) async fn run_stages(
-    opts: &ShipOptions,
-    run: &mut Run,
-    keep_serving: bool,
-) -> Result<Option<Server>> {
+pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Option<Server>> {
     validate_name(&opts.name)?;
     if !(0.0..1.0).contains(&opts.holdout) || opts.holdout == 0.0 {
         return Err(PipelineError("--holdout must be between 0 and 1".into()));
@@ -178,7 +174,7 @@ pub(super) async fn run_stages(
 
     // From here the version is in the repository: a failure takes it out again.
     let live = match image_stage(opts, run, version) {
-        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data, keep_serving).await,
+        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data).await,
         Err(e) => Err(e),
     };
     match live {

@@ -1,4 +1,5 @@
-// Generates the gRPC servers for proto/inference.proto and proto/hone_admin.proto
+// Generates the gRPC servers and clients for proto/inference.proto and
+// proto/hone_admin.proto
 // with a vendored protoc,
 // so building needs no system protobuf compiler.
 // Setting PROTOC is unsafe under edition 2024; a build script runs one thread.
