@@ -95,7 +95,7 @@ pub fn package(a: PackageArgs) -> ExitCode {
                 text += &hone_package::render(&r);
                 out.insert("image".into(), serde_json::to_value(&r).unwrap_or_default());
             }
-            Err(e) => return fail(e.0),
+            Err(e) => return fail(e.to_string()),
         }
     }
     if let Some(dir) = &a.k8s {
@@ -113,7 +113,7 @@ pub fn package(a: PackageArgs) -> ExitCode {
                 })
                 .map(|m| m.len())
                 .sum(),
-            Err(e) => return fail(e.0),
+            Err(e) => return fail(e.to_string()),
         };
         let image = a.image.clone().unwrap_or(reference.clone());
         let o = K8sOptions {
@@ -134,7 +134,7 @@ pub fn package(a: PackageArgs) -> ExitCode {
                     files.iter().map(|f| f.display().to_string()).collect(),
                 );
             }
-            Err(e) => return fail(e.0),
+            Err(e) => return fail(e.to_string()),
         }
     }
     if a.json {

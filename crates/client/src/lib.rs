@@ -291,3 +291,50 @@ pub fn read_key(path: &Path) -> Result<String> {
             path: path.to_path_buf(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("hone-client-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn key_files_and_ca_files_fail_with_their_path() {
+        let k = tmp("key", "# comment\n\n  sk-123 rate=5\nother\n");
+        assert_eq!(read_key(&k).unwrap(), "sk-123");
+        let empty = tmp("empty", "# only a comment\n");
+        let e = read_key(&empty).unwrap_err();
+        assert!(matches!(e, ClientError::NoKey { .. }), "{e}");
+        assert!(e.to_string().contains(&*empty.to_string_lossy()), "{e}");
+        let missing = std::env::temp_dir().join("hone-client-no-such-file");
+        let e = read_key(&missing).unwrap_err();
+        assert!(matches!(e, ClientError::Read { .. }), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        let ca = tmp(
+            "ca",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        );
+        let o = Options {
+            url: "https://127.0.0.1:1".into(),
+            cacert: Some(ca),
+            ..Options::default()
+        };
+        let e = Client::new(&o).unwrap_err();
+        assert!(matches!(e, ClientError::Certificate { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bare_address_is_plain_http() {
+        let c = Client::new(&Options {
+            url: "127.0.0.1:8000/".into(),
+            ..Options::default()
+        })
+        .unwrap();
+        assert_eq!(c.base(), "http://127.0.0.1:8000");
+        assert_eq!(infer_path("m", Some(3)), "/v2/models/m/versions/3/infer");
+    }
+}

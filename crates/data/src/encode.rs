@@ -155,7 +155,7 @@ impl Encoding {
         categorical: &[String],
     ) -> Result<Encoding> {
         let target_col = t.column(target).ok_or_else(|| {
-            DataError(format!(
+            DataError::Invalid(format!(
                 "{}: no column named {target:?} (the columns are {})",
                 t.source,
                 t.names.join(", ")
@@ -255,7 +255,7 @@ impl Encoding {
         let mut cols = Vec::with_capacity(self.features.len());
         for f in &self.features {
             cols.push(t.column(&f.name).ok_or_else(|| {
-                DataError(format!(
+                DataError::Invalid(format!(
                     "{}: the model needs column {:?}, which is missing",
                     t.source, f.name
                 ))
@@ -286,7 +286,7 @@ impl Encoding {
         let mut y = Vec::new();
         if with_target {
             let c = t.column(&self.target.name).ok_or_else(|| {
-                DataError(format!(
+                DataError::Invalid(format!(
                     "{}: no target column {:?}",
                     t.source, self.target.name
                 ))
@@ -489,7 +489,7 @@ mod tests {
             let t = table(csv);
             let cat: Vec<String> = cat.iter().map(|s| s.to_string()).collect();
             let e = Encoding::fit(&t, "y", None, &cat).unwrap_err();
-            assert!(e.0.contains(want), "{e} does not contain {want}");
+            assert!(e.to_string().contains(want), "{e} does not contain {want}");
         };
         bad("a,y\n1,0\n,1\n", &[], "line 3, column \"a\": missing value");
         bad("a,y\n1,0\nNA,1\n", &[], "missing value");

@@ -44,7 +44,7 @@ pub fn categorical_stats(
     name: &str,
     values: &[f64],
     labels: Option<&[String]>,
-) -> Result<FeatureStats, String> {
+) -> crate::Result<FeatureStats> {
     let codes: Vec<(String, f64)> = match labels {
         Some(l) => l
             .iter()
@@ -56,7 +56,7 @@ pub fn categorical_stats(
             d.sort_by(f64::total_cmp);
             d.dedup();
             if d.len() > MAX_CATEGORIES {
-                return Err(format!(
+                return crate::error::err(format!(
                     "column {name:?} has over {MAX_CATEGORIES} distinct values; is it really categorical?"
                 ));
             }
@@ -156,6 +156,7 @@ mod tests {
         assert!(
             categorical_stats("k", &many, None)
                 .unwrap_err()
+                .to_string()
                 .contains("256")
         );
     }

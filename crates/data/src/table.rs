@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::error::at;
 use crate::{Result, err};
 
 #[derive(Debug, Clone)]
@@ -25,8 +26,8 @@ impl Table {
     }
 
     pub fn read_csv(path: &Path) -> Result<Table> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| crate::DataError(format!("cannot read {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(at(format_args!("cannot read {}", path.display())))?;
         Table::parse_csv(&bytes, &path.display().to_string())
     }
 
@@ -42,7 +43,7 @@ impl Table {
             .from_reader(bytes);
         let names: Vec<String> = reader
             .headers()
-            .map_err(|e| crate::DataError(format!("{source}: cannot read the header row: {e}")))?
+            .map_err(at(format_args!("{source}: cannot read the header row")))?
             .iter()
             .map(str::to_string)
             .collect();
@@ -58,8 +59,7 @@ impl Table {
         for (r, record) in reader.records().enumerate() {
             // Line numbers count the header as line 1.
             let line = r + 2;
-            let record =
-                record.map_err(|e| crate::DataError(format!("{source}: line {line}: {e}")))?;
+            let record = record.map_err(at(format_args!("{source}: line {line}")))?;
             if record.len() != names.len() {
                 return err(format!(
                     "{source}: line {line} has {} fields but the header has {}",
@@ -83,14 +83,14 @@ impl Table {
 
     /// Writes the table as CSV (header first; fields quoted where needed).
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let bad = |e: &dyn std::fmt::Display| crate::DataError(format!("{}: {e}", path.display()));
-        let mut w = csv::Writer::from_path(path).map_err(|e| bad(&e))?;
-        w.write_record(&self.names).map_err(|e| bad(&e))?;
+        let here = path.display();
+        let mut w = csv::Writer::from_path(path).map_err(at(&here))?;
+        w.write_record(&self.names).map_err(at(&here))?;
         for r in 0..self.rows() {
             w.write_record(self.columns.iter().map(|c| c[r].as_str()))
-                .map_err(|e| bad(&e))?;
+                .map_err(at(&here))?;
         }
-        w.flush().map_err(|e| bad(&e))
+        w.flush().map_err(at(&here))
     }
 
     /// Keeps only the given rows, in the given order.
@@ -118,13 +118,13 @@ mod tests {
         assert_eq!(t.rows(), 2);
         assert_eq!(t.columns[1], vec!["2", "4"]);
         let e = Table::parse_csv(b"", "t.csv").unwrap_err();
-        assert!(e.0.contains("empty"), "{e}");
+        assert!(e.to_string().contains("empty"), "{e}");
         let e = Table::parse_csv(b"a,b\n", "t.csv").unwrap_err();
-        assert!(e.0.contains("no data rows"), "{e}");
+        assert!(e.to_string().contains("no data rows"), "{e}");
         let e = Table::parse_csv(b"a,b\n1,2\n3\n", "t.csv").unwrap_err();
-        assert!(e.0.contains("line 3"), "{e}");
+        assert!(e.to_string().contains("line 3"), "{e}");
         let e = Table::parse_csv(b"a,a\n1,2\n", "t.csv").unwrap_err();
-        assert!(e.0.contains("twice"), "{e}");
+        assert!(e.to_string().contains("twice"), "{e}");
     }
 }
 
@@ -139,6 +139,7 @@ mod parquet_input {
     use parquet::record::Field;
 
     use super::Table;
+    use crate::error::at;
     use crate::{DataError, Result, err};
 
     fn cell(f: &Field) -> std::result::Result<String, &'static str> {
@@ -175,9 +176,8 @@ mod parquet_input {
 
     pub fn read(path: &Path) -> Result<Table> {
         let source = path.display().to_string();
-        let bad = |e: &dyn std::fmt::Display| DataError(format!("{source}: {e}"));
-        let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
-        let reader = SerializedFileReader::new(file).map_err(|e| bad(&e))?;
+        let file = std::fs::File::open(path).map_err(at(&source))?;
+        let reader = SerializedFileReader::new(file).map_err(at(&source))?;
         let names: Vec<String> = reader
             .metadata()
             .file_metadata()
@@ -191,12 +191,12 @@ mod parquet_input {
             return err(format!("{source}: the file has no columns"));
         }
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); names.len()];
-        let rows = reader.get_row_iter(None).map_err(|e| bad(&e))?;
+        let rows = reader.get_row_iter(None).map_err(at(&source))?;
         for (r, row) in rows.enumerate() {
-            let row = row.map_err(|e| bad(&format!("row {}: {e}", r + 1)))?;
+            let row = row.map_err(at(format_args!("{source}: row {}", r + 1)))?;
             for (c, (name, field)) in row.get_column_iter().enumerate() {
                 let text = cell(field).map_err(|kind| {
-                    DataError(format!(
+                    DataError::Invalid(format!(
                         "{source}: column {name:?} holds {kind} values; hone reads numbers, text and booleans"
                     ))
                 })?;

@@ -138,7 +138,7 @@ impl Http {
         path: &str,
         body: Bytes,
         header_len: Option<usize>,
-    ) -> std::result::Result<(u16, Bytes), String> {
+    ) -> std::result::Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -152,20 +152,11 @@ impl Http {
         if let Some(a) = &self.auth {
             req = req.header("authorization", a);
         }
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        self.send.ready().await.map_err(|e| e.to_string())?;
-        let resp = self
-            .send
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, body))
     }
 }

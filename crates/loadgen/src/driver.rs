@@ -135,7 +135,7 @@ impl Sender {
                         status.to_string(),
                         String::from_utf8_lossy(&body).into_owned(),
                     )),
-                    Err(e) => Err(Failure::Connection(e)),
+                    Err(e) => Err(Failure::Connection(e.to_string())),
                 }
             }
             Sender::Grpc(g) => match g.model_infer(grpc_request(plan, p)).await {

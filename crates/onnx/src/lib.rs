@@ -2,7 +2,6 @@
 //! published schema), reading and writing model files, and a small builder
 //! for the graphs hone writes itself.
 
-use std::fmt;
 use std::path::Path;
 
 use prost::Message;
@@ -32,34 +31,56 @@ pub mod elem {
     pub const DOUBLE: i32 = 11;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnnxError(pub String);
-
-impl fmt::Display for OnnxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a model could not be read, written or taken apart.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The bytes are not an ONNX protobuf.
+    #[error("not a valid ONNX model: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("not a valid ONNX model: it has no graph")]
+    NoGraph,
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file that is not a valid model.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<OnnxError>,
+    },
+    /// A tensor or graph hone cannot read as asked (wrong type, external
+    /// data, a size that does not match its dims).
+    #[error("{0}")]
+    Unsupported(String),
 }
-
-impl std::error::Error for OnnxError {}
 
 pub type Result<T> = std::result::Result<T, OnnxError>;
 
 /// Parses a model from its serialized bytes.
 pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
-    let model =
-        ModelProto::decode(bytes).map_err(|e| OnnxError(format!("not a valid ONNX model: {e}")))?;
+    let model = ModelProto::decode(bytes)?;
     if model.graph.is_none() {
-        return Err(OnnxError("not a valid ONNX model: it has no graph".into()));
+        return Err(OnnxError::NoGraph);
     }
     Ok(model)
 }
 
 /// Reads a model file.
 pub fn load(path: &Path) -> Result<ModelProto> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| OnnxError(format!("cannot read {}: {e}", path.display())))?;
-    decode(&bytes).map_err(|e| OnnxError(format!("{}: {}", path.display(), e.0)))
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode(&bytes).map_err(|e| OnnxError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
 /// Serializes a model.
@@ -69,8 +90,11 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
 
 /// Writes a model file.
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
-    std::fs::write(path, encode(model))
-        .map_err(|e| OnnxError(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, encode(model)).map_err(|source| OnnxError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A float32 tensor with the given dims; data stored as little-endian raw bytes,
@@ -112,13 +136,13 @@ pub fn numel(dims: &[i64]) -> usize {
 /// The values of a float32 tensor, from `raw_data` or `float_data`.
 pub fn to_f32(t: &TensorProto) -> Result<Vec<f32>> {
     if t.data_type != elem::FLOAT {
-        return Err(OnnxError(format!(
+        return Err(OnnxError::Unsupported(format!(
             "tensor {:?} has element type {}, not float32",
             t.name, t.data_type
         )));
     }
     if t.data_location == proto::tensor_proto::DataLocation::External as i32 {
-        return Err(OnnxError(format!(
+        return Err(OnnxError::Unsupported(format!(
             "tensor {:?} keeps its data in an external file, which hone does not read",
             t.name
         )));
@@ -133,7 +157,7 @@ pub fn to_f32(t: &TensorProto) -> Result<Vec<f32>> {
         t.float_data.clone()
     };
     if values.len() != n {
-        return Err(OnnxError(format!(
+        return Err(OnnxError::Unsupported(format!(
             "tensor {:?} holds {} values but its dims {:?} need {n}",
             t.name,
             values.len(),

@@ -89,7 +89,7 @@ pub fn calibrate(
     cfg: &SessionConfig,
 ) -> Result<Ranges> {
     if batches.is_empty() {
-        return Err(OptError(
+        return Err(OptError::Unsupported(
             "calibration needs at least one batch of inputs".into(),
         ));
     }

@@ -111,7 +111,7 @@ pub fn canonicalize(bytes: &[u8], cfg: &SessionConfig) -> Result<Canonical> {
                     Err(e) => opset_kept = Some(format!("the opset-13 graph does not load: {e}")),
                 }
             }
-            Err(e) => opset_kept = Some(e.0),
+            Err(e) => opset_kept = Some(e.to_string()),
         }
         if let Some(why) = &opset_kept {
             steps.push(format!("opset {from} kept ({why}): int8 QDQ is per-tensor"));

@@ -12,14 +12,14 @@ pub fn graph(model: &ModelProto) -> Result<&GraphProto> {
     model
         .graph
         .as_ref()
-        .ok_or_else(|| OptError("the model has no graph".into()))
+        .ok_or_else(|| OptError::Unsupported("the model has no graph".into()))
 }
 
 pub fn graph_mut(model: &mut ModelProto) -> Result<&mut GraphProto> {
     model
         .graph
         .as_mut()
-        .ok_or_else(|| OptError("the model has no graph".into()))
+        .ok_or_else(|| OptError::Unsupported("the model has no graph".into()))
 }
 
 /// Initializers by name.

@@ -19,28 +19,19 @@ pub mod prune;
 pub mod qdq;
 pub mod s2d;
 
-/// A pass failure, worded for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OptError(pub String);
-
-impl std::fmt::Display for OptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OptError {}
-
-impl From<hone_onnx::OnnxError> for OptError {
-    fn from(e: hone_onnx::OnnxError) -> Self {
-        OptError(e.0)
-    }
-}
-
-impl From<hone_core::Error> for OptError {
-    fn from(e: hone_core::Error) -> Self {
-        OptError(e.to_string())
-    }
+/// Why a pass could not transform a model.
+#[derive(Debug, thiserror::Error)]
+pub enum OptError {
+    /// The model has something the pass does not handle, worded for the
+    /// user (an op from an opset it cannot convert, a weight that is not
+    /// float).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Onnx(#[from] hone_onnx::OnnxError),
+    /// ONNX Runtime, while calibrating or measuring.
+    #[error(transparent)]
+    Runtime(#[from] hone_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, OptError>;

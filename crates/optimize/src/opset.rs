@@ -29,7 +29,7 @@ pub fn upgrade(model: &ModelProto, to: i64) -> Result<(ModelProto, Vec<(String, 
         return Ok((m, Vec::new()));
     }
     if from < 10 {
-        return Err(OptError(format!(
+        return Err(OptError::Unsupported(format!(
             "opset {from} is older than 10, where QuantizeLinear starts"
         )));
     }
@@ -88,7 +88,7 @@ fn convert_graph(
                     n.input.push(t);
                     count(done, &op);
                 } else if op == "Unsqueeze" {
-                    return Err(OptError("Unsqueeze without axes".into()));
+                    return Err(OptError::Unsupported("Unsqueeze without axes".into()));
                 }
                 out.push(n);
             }
@@ -158,8 +158,8 @@ fn convert_graph(
                 out.push(n);
             }
             "Pad" if from < 11 => {
-                let pads =
-                    take_attr(&mut n, "pads").ok_or_else(|| OptError("Pad without pads".into()))?;
+                let pads = take_attr(&mut n, "pads")
+                    .ok_or_else(|| OptError::Unsupported("Pad without pads".into()))?;
                 let value = take_attr(&mut n, "value").map_or(0.0, |a| a.f);
                 let p = names.make(&format!("{}_pads", n.name));
                 let v = names.make(&format!("{}_value", n.name));
@@ -181,7 +181,7 @@ fn convert_graph(
             // Resize-10's sampling has no exact spelling in Resize-11's
             // coordinate modes for every case; Upsample is gone from 10.
             "Resize" | "Upsample" if from < 11 => {
-                return Err(OptError(format!("{op} from opset {from}")));
+                return Err(OptError::Unsupported(format!("{op} from opset {from}")));
             }
             _ => out.push(n),
         }

@@ -104,16 +104,16 @@ pub fn structured(model: &ModelProto, ratio: f64) -> Result<(ModelProto, Vec<usi
         }
     }
     if links.is_empty() {
-        return Err(OptError(
+        return Err(OptError::Unsupported(
             "structured pruning needs an MLP: Gemm(transB=1) → activation → Gemm".into(),
         ));
     }
     let mut kept = Vec::new();
     for (a, b) in links {
         let (wa_dims, wa) = graph::const_f32(g, &idx, &dense[a].weight)
-            .ok_or_else(|| OptError("weight is not float".into()))?;
+            .ok_or_else(|| OptError::Unsupported("weight is not float".into()))?;
         let (wb_dims, wb) = graph::const_f32(g, &idx, &dense[b].weight)
-            .ok_or_else(|| OptError("weight is not float".into()))?;
+            .ok_or_else(|| OptError::Unsupported("weight is not float".into()))?;
         let bias_vals = dense[a]
             .bias
             .as_ref()

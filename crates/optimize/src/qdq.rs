@@ -94,7 +94,7 @@ pub fn quantize_static(
 ) -> Result<(ModelProto, Vec<String>)> {
     let opset = crate::opset::default_opset(model);
     if opset < 10 {
-        return Err(OptError(format!(
+        return Err(OptError::Unsupported(format!(
             "opset {opset}: QuantizeLinear needs opset 10 or later"
         )));
     }

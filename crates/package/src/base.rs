@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, at};
 use crate::layer::{self, Layer, sha256_hex};
 
 pub struct Base {
@@ -18,7 +18,7 @@ pub struct Base {
 
 /// Files of the image by path (a directory or a tar's members).
 fn files(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let io = |e: std::io::Error| Error(format!("cannot read base image {}: {e}", path.display()));
+    let io = |e: std::io::Error| at(format_args!("cannot read base image {}", path.display()))(e);
     let mut out = BTreeMap::new();
     if path.is_dir() {
         walk(path, path, &mut out).map_err(io)?;
@@ -55,17 +55,19 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> std::io
 fn json(files: &BTreeMap<String, Vec<u8>>, name: &str) -> Result<Value> {
     let b = files
         .get(name)
-        .ok_or_else(|| Error(format!("the base image has no {name}")))?;
-    serde_json::from_slice(b).map_err(|e| Error(format!("the base image's {name}: {e}")))
+        .ok_or_else(|| Error::Invalid(format!("the base image has no {name}")))?;
+    serde_json::from_slice(b).map_err(at(format_args!("the base image's {name}")))
 }
 
 fn blob<'a>(files: &'a BTreeMap<String, Vec<u8>>, digest: &str) -> Result<&'a Vec<u8>> {
     let hex = digest.trim_start_matches("sha256:");
     let b = files
         .get(&format!("blobs/sha256/{hex}"))
-        .ok_or_else(|| Error(format!("the base image lacks blob {digest}")))?;
+        .ok_or_else(|| Error::Invalid(format!("the base image lacks blob {digest}")))?;
     if sha256_hex(b) != hex {
-        return Err(Error(format!("the base image's blob {digest} is corrupt")));
+        return Err(Error::Invalid(format!(
+            "the base image's blob {digest} is corrupt"
+        )));
     }
     Ok(b)
 }
@@ -77,7 +79,7 @@ pub fn read(path: &Path) -> Result<Base> {
         let mut desc = index["manifests"]
             .get(0)
             .cloned()
-            .ok_or_else(|| Error("the base image's index lists no manifest".into()))?;
+            .ok_or_else(|| Error::Invalid("the base image's index lists no manifest".into()))?;
         // An index of platforms: take linux/amd64.
         if desc["mediaType"]
             .as_str()
@@ -85,7 +87,7 @@ pub fn read(path: &Path) -> Result<Base> {
         {
             let inner: Value =
                 serde_json::from_slice(blob(&files, desc["digest"].as_str().unwrap_or(""))?)
-                    .map_err(|e| Error(format!("base image index: {e}")))?;
+                    .map_err(at(format_args!("base image index")))?;
             desc = inner["manifests"]
                 .as_array()
                 .and_then(|a| {
@@ -93,20 +95,22 @@ pub fn read(path: &Path) -> Result<Base> {
                         .find(|m| m["platform"]["architecture"] == "amd64")
                         .cloned()
                 })
-                .ok_or_else(|| Error("the base image has no linux/amd64 manifest".into()))?;
+                .ok_or_else(|| {
+                    Error::Invalid("the base image has no linux/amd64 manifest".into())
+                })?;
         }
         let manifest: Value =
             serde_json::from_slice(blob(&files, desc["digest"].as_str().unwrap_or(""))?)
-                .map_err(|e| Error(format!("base image manifest: {e}")))?;
+                .map_err(at(format_args!("base image manifest")))?;
         let config: Value = serde_json::from_slice(blob(
             &files,
             manifest["config"]["digest"].as_str().unwrap_or(""),
         )?)
-        .map_err(|e| Error(format!("base image config: {e}")))?;
+        .map_err(at(format_args!("base image config")))?;
         let diff_ids = diff_ids(&config);
         let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
         if descs.len() != diff_ids.len() {
-            return Err(Error(
+            return Err(Error::Invalid(
                 "the base image's layers and diff_ids disagree".into(),
             ));
         }
@@ -122,21 +126,21 @@ pub fn read(path: &Path) -> Result<Base> {
     let m = json(&files, "manifest.json")?;
     let m = m
         .get(0)
-        .ok_or_else(|| Error("the base image's manifest.json is empty".into()))?;
+        .ok_or_else(|| Error::Invalid("the base image's manifest.json is empty".into()))?;
     let cfg_name = m["Config"].as_str().unwrap_or("");
     let config: Value = serde_json::from_slice(
         files
             .get(cfg_name)
-            .ok_or_else(|| Error(format!("the base image lacks {cfg_name}")))?,
+            .ok_or_else(|| Error::Invalid(format!("the base image lacks {cfg_name}")))?,
     )
-    .map_err(|e| Error(format!("base image config: {e}")))?;
+    .map_err(at(format_args!("base image config")))?;
     let diff_ids = diff_ids(&config);
     let names: Vec<&str> = m["Layers"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if names.len() != diff_ids.len() {
-        return Err(Error(
+        return Err(Error::Invalid(
             "the base image's layers and diff_ids disagree".into(),
         ));
     }
@@ -144,7 +148,7 @@ pub fn read(path: &Path) -> Result<Base> {
     for (i, (n, id)) in names.iter().zip(diff_ids).enumerate() {
         let b = files
             .get(*n)
-            .ok_or_else(|| Error(format!("the base image lacks {n}")))?
+            .ok_or_else(|| Error::Invalid(format!("the base image lacks {n}")))?
             .clone();
         let mt = if b.starts_with(&[0x1f, 0x8b]) {
             layer::GZIP

@@ -1,14 +1,32 @@
-//! The crate's error: one message saying what failed and why.
+//! The crate's error: what failed, and why, with its cause.
 
-#[derive(Debug, Clone)]
-pub struct Error(pub String);
+use std::fmt::Display;
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// What was asked cannot be packaged (a base image without a linux/amd64
+    /// manifest, a model directory that is not a repository), worded for the
+    /// user.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading, writing or encoding failed; the context says what.
+    #[error("{context}: {source}")]
+    Failed {
+        context: String,
+        #[source]
+        source: Cause,
+    },
 }
 
-impl std::error::Error for Error {}
-
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `map_err` for a failure while doing what `context` says.
+pub(crate) fn at<E: Into<Cause>>(context: impl Display) -> impl FnOnce(E) -> Error {
+    let context = context.to_string();
+    move |e| Error::Failed {
+        context,
+        source: e.into(),
+    }
+}

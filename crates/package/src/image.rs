@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, at};
 use crate::layer::{Layer, sha256_hex};
 
 pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -79,7 +79,7 @@ pub fn assemble(
     let mut cfg = base.cloned().unwrap_or_else(|| json!({}));
     let obj = cfg
         .as_object_mut()
-        .ok_or_else(|| Error("the base image's config is not a JSON object".into()))?;
+        .ok_or_else(|| Error::Invalid("the base image's config is not a JSON object".into()))?;
     obj.insert("architecture".into(), json!("amd64"));
     obj.insert("os".into(), json!("linux"));
     match created {
@@ -162,7 +162,7 @@ pub fn assemble(
         hist.push(e);
     }
     obj.insert("history".into(), json!(hist));
-    let config = serde_json::to_vec(&cfg).map_err(|e| Error(e.to_string()))?;
+    let config = serde_json::to_vec(&cfg).map_err(at("cannot encode JSON"))?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -174,7 +174,7 @@ pub fn assemble(
         })).collect::<Vec<_>>(),
         "annotations": annotations,
     });
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| Error(e.to_string()))?;
+    let manifest = serde_json::to_vec(&manifest).map_err(at("cannot encode JSON"))?;
     Ok(Image {
         layers,
         config,
@@ -186,7 +186,7 @@ pub fn assemble(
 /// Writes the image as one tar: `oci-layout`, `index.json`, `manifest.json`
 /// and `blobs/sha256/*`, sorted, owner 0, mtime 0.
 pub fn write_archive(img: &Image, out: &Path) -> Result<()> {
-    let io = |e: std::io::Error| Error(format!("writing {}: {e}", out.display()));
+    let io = |e: std::io::Error| at(format_args!("writing {}", out.display()))(e);
     let manifest_digest = img.manifest_digest();
     let index = json!({
         "schemaVersion": 2,
@@ -212,8 +212,8 @@ pub fn write_archive(img: &Image, out: &Path) -> Result<()> {
     }
     blobs.insert(img.config_digest(), &img.config);
     blobs.insert(manifest_digest, &img.manifest);
-    let index = serde_json::to_vec(&index).map_err(|e| Error(e.to_string()))?;
-    let docker = serde_json::to_vec(&docker).map_err(|e| Error(e.to_string()))?;
+    let index = serde_json::to_vec(&index).map_err(at("cannot encode JSON"))?;
+    let docker = serde_json::to_vec(&docker).map_err(at("cannot encode JSON"))?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     // Written beside, then renamed: a failed run leaves no half image.
     let tmp = out.with_extension("tar.partial");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, at};
 use crate::paths::{HONE_IN_IMAGE, MODELS_IN_IMAGE, UID};
 use crate::yaml;
 
@@ -314,8 +314,7 @@ pub fn inference_service(o: &K8sOptions) -> Value {
 
 /// Writes every manifest into `dir`; returns the files written.
 pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(at(format_args!("cannot create {}", dir.display())))?;
     let mut files: Vec<(&str, Value)> = vec![
         ("deployment.yaml", deployment(o)),
         ("service.yaml", service(o)),
@@ -341,11 +340,10 @@ pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
         let p = dir.join(name);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| Error(format!("cannot create {}: {e}", parent.display())))?;
+                .map_err(at(format_args!("cannot create {}", parent.display())))?;
         }
         let text = format!("# Written by hone package.\n{}", yaml::to_yaml(&v));
-        std::fs::write(&p, text)
-            .map_err(|e| Error(format!("cannot write {}: {e}", p.display())))?;
+        std::fs::write(&p, text).map_err(at(format_args!("cannot write {}", p.display())))?;
         out.push(p);
     }
     Ok(out)

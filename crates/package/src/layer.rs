@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{self, Result};
 
 pub const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
@@ -84,7 +84,7 @@ impl Tree {
     pub fn add_dir_from_disk(&mut self, src: &Path, at: &str) -> Result<()> {
         self.dir(at, 0o755);
         let mut entries: Vec<_> = std::fs::read_dir(src)
-            .map_err(|e| Error(format!("cannot read {}: {e}", src.display())))?
+            .map_err(error::at(format_args!("cannot read {}", src.display())))?
             .filter_map(|e| e.ok())
             .collect();
         entries.sort_by_key(|e| e.file_name());
@@ -93,7 +93,7 @@ impl Tree {
             let path = e.path();
             let dest = format!("{}/{name}", at.trim_end_matches('/'));
             let meta = std::fs::metadata(&path)
-                .map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(error::at(format_args!("cannot read {}", path.display())))?;
             if meta.is_dir() {
                 self.add_dir_from_disk(&path, &dest)?;
             } else if meta.is_file() {
@@ -150,7 +150,7 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Builds the layer. The same tree always gives the same bytes.
 pub fn build(name: &str, tree: &Tree) -> Result<Layer> {
-    let io = |e: std::io::Error| Error(format!("building layer {name}: {e}"));
+    let io = |e: std::io::Error| error::at(format_args!("building layer {name}"))(e);
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), Compression::default());
@@ -182,7 +182,7 @@ pub fn build(name: &str, tree: &Tree) -> Result<Layer> {
                     }
                     Content::Disk(p) => {
                         let f = std::fs::File::open(p)
-                            .map_err(|e| Error(format!("cannot read {}: {e}", p.display())))?;
+                            .map_err(error::at(format_args!("cannot read {}", p.display())))?;
                         let len = f.metadata().map_err(io)?.len();
                         h.set_size(len);
                         tar.append_data(&mut h, path, f).map_err(io)?;

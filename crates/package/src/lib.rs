@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use layer::{Content, Tree};
 
+use error::at;
 pub use error::{Error, Result};
 pub use paths::{HONE_IN_IMAGE, LIB_DIR_IN_IMAGE, MODELS_IN_IMAGE, PORTS};
 
@@ -109,7 +110,7 @@ pub fn check_reference(r: &str) -> Result<()> {
     if name_ok && tag_ok {
         Ok(())
     } else {
-        Err(Error(format!(
+        Err(Error::Invalid(format!(
             "--tag {r:?}: expected NAME[:TAG], the name lowercase letters, digits and ._/- and the tag letters, digits and _.- (at most 128)"
         )))
     }
@@ -124,11 +125,11 @@ pub fn package(opts: &Options) -> Result<Report> {
         .onnxruntime
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error("the ONNX Runtime library path has no file name".into()))?;
+        .ok_or_else(|| Error::Invalid("the ONNX Runtime library path has no file name".into()))?;
     let lib_in_image = format!("{LIB_DIR_IN_IMAGE}/{lib_name}");
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
-            .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(at(format_args!("cannot create {}", dir.display())))?;
     }
     let stripped = strip(&opts.hone, &opts.output)?;
 
@@ -257,7 +258,7 @@ fn strip(bin: &Path, output: &Path) -> Result<Stripped> {
             // No binutils: the image still works, only larger.
             tracing::warn!("strip failed ({other:?}): the hone layer keeps its debug info");
             std::fs::copy(bin, &out.0)
-                .map_err(|e| Error(format!("cannot copy {}: {e}", bin.display())))?;
+                .map_err(at(format_args!("cannot copy {}", bin.display())))?;
             Ok(out)
         }
     }

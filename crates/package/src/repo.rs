@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, at};
 use crate::layer::sha256_hex;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,9 +20,8 @@ pub struct Version {
 
 /// Every numbered version directory of every model.
 pub fn scan(repo: &Path) -> Result<Vec<Version>> {
-    let read = |p: &Path| {
-        std::fs::read_dir(p).map_err(|e| Error(format!("cannot read {}: {e}", p.display())))
-    };
+    let read =
+        |p: &Path| std::fs::read_dir(p).map_err(at(format_args!("cannot read {}", p.display())));
     let mut out = Vec::new();
     let mut models: Vec<_> = read(repo)?
         .filter_map(|e| e.ok())
@@ -53,8 +52,8 @@ pub fn scan(repo: &Path) -> Result<Vec<Version>> {
                 continue;
             };
             let path = dir.join(&file);
-            let bytes = std::fs::read(&path)
-                .map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
+            let bytes =
+                std::fs::read(&path).map_err(at(format_args!("cannot read {}", path.display())))?;
             out.push(Version {
                 model: model.clone(),
                 version: v.to_string(),
@@ -65,7 +64,7 @@ pub fn scan(repo: &Path) -> Result<Vec<Version>> {
         }
     }
     if out.is_empty() {
-        return Err(Error(format!(
+        return Err(Error::Invalid(format!(
             "{} holds no model version (MODEL/1/model.onnx)",
             repo.display()
         )));

@@ -20,13 +20,13 @@ pub fn libraries(binaries: &[&Path]) -> Result<Vec<(String, std::path::PathBuf)>
     let mut out: Vec<(String, std::path::PathBuf)> = Vec::new();
     for b in binaries {
         let o = Command::new("ldd").arg(b).output().map_err(|e| {
-            Error(format!(
+            Error::Invalid(format!(
                 "cannot run ldd (needed to find the libraries {} loads; or pass --base): {e}",
                 b.display()
             ))
         })?;
         if !o.status.success() {
-            return Err(Error(format!(
+            return Err(Error::Invalid(format!(
                 "ldd {}: {}",
                 b.display(),
                 String::from_utf8_lossy(&o.stderr).trim()
@@ -48,7 +48,7 @@ fn parse_ldd(text: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.contains("not found") {
-            return Err(Error(format!(
+            return Err(Error::Invalid(format!(
                 "a library is missing on this machine: {line}"
             )));
         }
@@ -69,8 +69,10 @@ pub fn tree(binaries: &[&Path]) -> Result<Tree> {
     for (at, disk) in libraries(binaries)? {
         // The real file under the name the loader asks for: no symlink
         // chains into directories a merged-/usr host has and the image has not.
-        let real = std::fs::canonicalize(&disk)
-            .map_err(|e| Error(format!("cannot resolve {}: {e}", disk.display())))?;
+        let real = std::fs::canonicalize(&disk).map_err(crate::error::at(format_args!(
+            "cannot resolve {}",
+            disk.display()
+        )))?;
         t.file(&at, Content::Disk(real), 0o755);
     }
     if let Some(ca) = CA_BUNDLES.iter().find(|p| Path::new(p).is_file()) {

@@ -117,7 +117,7 @@ pub fn run_output(
         let outs = backend.infer(&[&batch])?;
         let out = &outs[out_index];
         let v = npy::to_f32(out).ok_or_else(|| {
-            PipelineError(format!(
+            PipelineError::Message(format!(
                 "output {name:?} is {}, not numeric",
                 out.dtype.as_v2()
             ))
@@ -125,7 +125,7 @@ pub fn run_output(
         let n = end - at;
         let w = v.len().checked_div(n).unwrap_or(0);
         if w == 0 || w * n != v.len() {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "output {name:?} has shape {:?}, which is not one row per example",
                 out.shape
             )));
@@ -145,7 +145,7 @@ pub fn pick_output(meta: &hone_core::ModelMetadata, name: Option<&str>) -> Resul
             .iter()
             .position(|o| o.name == name)
             .ok_or_else(|| {
-                PipelineError(format!(
+                PipelineError::Message(format!(
                     "the model has no output {name:?} (outputs: {})",
                     names(&meta.outputs)
                 ))
@@ -155,7 +155,7 @@ pub fn pick_output(meta: &hone_core::ModelMetadata, name: Option<&str>) -> Resul
             .iter()
             .position(|o| matches!(o.dtype, DataType::F32 | DataType::F64 | DataType::F16))
             .or_else(|| (!meta.outputs.is_empty()).then_some(0))
-            .ok_or_else(|| PipelineError("the model has no outputs".into())),
+            .ok_or_else(|| PipelineError::Message("the model has no outputs".into())),
     }
 }
 
@@ -181,7 +181,7 @@ pub fn score(
     let report = match task {
         Task::Regression => {
             if width != 1 {
-                return Err(PipelineError(format!(
+                return Err(PipelineError::Message(format!(
                     "regression metrics need one output column; the output has {width}"
                 )));
             }
@@ -190,7 +190,7 @@ pub fn score(
         Task::Binary if width == 1 => metrics::binary(&values, labels),
         _ => {
             if width < 2 {
-                return Err(PipelineError(format!(
+                return Err(PipelineError::Message(format!(
                     "classification over several classes needs one output column per class; the output has {width}"
                 )));
             }
@@ -198,7 +198,7 @@ pub fn score(
                 .iter()
                 .find(|&&y| y < 0.0 || y as usize >= width || y.fract() != 0.0)
             {
-                return Err(PipelineError(format!(
+                return Err(PipelineError::Message(format!(
                     "label {bad} is not a class index below {width} (the output's width)"
                 )));
             }
@@ -220,7 +220,7 @@ pub fn score(
     if let Some(m) = metric
         && report.get(m).is_none()
     {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "metric {} does not apply to a {} model",
             m.name(),
             task.name()
@@ -237,7 +237,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
     let card = crate::read_card(&opts.model)?;
     let ds = load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
     let labels = ds.labels.clone().ok_or_else(|| {
-        PipelineError(format!(
+        PipelineError::Message(format!(
             "{}: no labels (a {:?} column, or labels.npy); pass --target",
             opts.data.display(),
             opts.target
@@ -302,7 +302,7 @@ fn load_csv(
 ) -> Result<Dataset> {
     let table = Table::read(path)?;
     if meta.inputs.len() != 1 {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "the model has {} inputs ({}); a CSV feeds models with one input, use a directory of .npy files",
             meta.inputs.len(),
             names(&meta.inputs)
@@ -310,7 +310,7 @@ fn load_csv(
     }
     let spec = &meta.inputs[0];
     if spec.dtype != DataType::F32 {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "input {:?} is {}; CSV rows are fed as FP32, use a directory of .npy files",
             spec.name,
             spec.dtype.as_v2()
@@ -370,7 +370,7 @@ fn load_csv(
     } else if row_dims.len() == 1 && row_dims[0] < 0 || row_dims.is_empty() {
         shape.push(prepared.cols as i64);
     } else {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "the data has {} feature columns but input {:?} takes rows of shape {:?}",
             prepared.cols, spec.name, row_dims
         )));
@@ -395,7 +395,7 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
             dir.join(format!("input_{}.npy", spec.name)),
         ];
         let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-            PipelineError(format!(
+            PipelineError::Message(format!(
                 "{}: no {}.npy for model input {:?}",
                 dir.display(),
                 spec.name,
@@ -404,7 +404,7 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         })?;
         let t = npy::read(path)?;
         if t.dtype != spec.dtype {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "{}: element type {} but input {:?} takes {}",
                 path.display(),
                 t.dtype.as_v2(),
@@ -418,16 +418,15 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file());
-    let labels =
-        match labels_path {
-            Some(p) => {
-                let t = npy::read(&p)?;
-                Some(npy::to_f32(&t).ok_or_else(|| {
-                    PipelineError(format!("{}: labels must be numeric", p.display()))
-                })?)
-            }
-            None => None,
-        };
+    let labels = match labels_path {
+        Some(p) => {
+            let t = npy::read(&p)?;
+            Some(npy::to_f32(&t).ok_or_else(|| {
+                PipelineError::Message(format!("{}: labels must be numeric", p.display()))
+            })?)
+        }
+        None => None,
+    };
     // Rows come from labels, else from the first input whose model shape
     // is not fully fixed (a fixed one may be state fed whole, below).
     let sized = inputs
@@ -455,7 +454,7 @@ fn load_npy_dir(dir: &Path, meta: &hone_core::ModelMetadata) -> Result<Dataset> 
         .collect();
     for ((t, spec), &w) in inputs.iter().zip(&meta.inputs).zip(&whole) {
         if !w && t.shape.first().copied() != Some(rows as i64) {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "input {:?} has {:?} rows but the others (or labels.npy) have {rows}",
                 spec.name,
                 t.shape.first()

@@ -50,7 +50,7 @@ pub fn load(
     Vec<u8>,
 )> {
     let bytes = std::fs::read(&opts.data)
-        .map_err(|e| PipelineError(format!("cannot read {}: {e}", opts.data.display())))?;
+        .map_err(|e| PipelineError::Message(format!("cannot read {}: {e}", opts.data.display())))?;
     let table = Table::read(&opts.data)?;
     let encoding = Encoding::fit(&table, &opts.target, opts.task, &opts.categorical)?;
     let all = encoding.apply(&table, true)?;
@@ -61,7 +61,9 @@ pub fn load(
         }
         None if opts.val_fraction > 0.0 => {
             if opts.val_fraction >= 1.0 {
-                return Err(PipelineError("--val-fraction must be below 1".into()));
+                return Err(PipelineError::Message(
+                    "--val-fraction must be below 1".into(),
+                ));
             }
             let strat = (encoding.target.task != Task::Regression).then_some(&all.y[..]);
             let (tr, va) = split::split(all.rows, opts.val_fraction, strat, opts.train.seed);

@@ -11,38 +11,35 @@ pub mod search;
 pub mod ship;
 pub mod tune;
 
-/// A pipeline failure, already worded for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineError(pub String);
-
-impl std::fmt::Display for PipelineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A pipeline failure: worded for the user, with the cause it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A stage's own failure (a gate missed, a server that answered wrong),
+    /// already worded for the user.
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Data(#[from] hone_data::DataError),
+    #[error(transparent)]
+    Train(#[from] hone_train::TrainError),
+    #[error(transparent)]
+    Runtime(#[from] hone_core::Error),
+    #[error(transparent)]
+    Onnx(#[from] hone_onnx::OnnxError),
+    #[error(transparent)]
+    Optimize(#[from] hone_optimize::OptError),
+    #[error(transparent)]
+    Package(#[from] hone_package::Error),
+    /// A running server refused or could not be reached.
+    #[error(transparent)]
+    Client(#[from] hone_client::ClientError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
-
-impl std::error::Error for PipelineError {}
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
-
-macro_rules! from_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for PipelineError {
-            fn from(e: $t) -> Self {
-                PipelineError(e.to_string())
-            }
-        }
-    )*};
-}
-
-from_error!(
-    hone_data::DataError,
-    hone_train::TrainError,
-    hone_core::Error,
-    hone_onnx::OnnxError,
-    std::io::Error,
-    serde_json::Error
-);
 
 /// Where the model card of a model file lives: `model.onnx` → `model.card.json`.
 pub fn card_path(model: &std::path::Path) -> std::path::PathBuf {
@@ -53,11 +50,14 @@ pub fn card_path(model: &std::path::Path) -> std::path::PathBuf {
 pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard>> {
     let p = card_path(model);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| PipelineError(format!("{}: not a valid model card: {e}", p.display()))),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            PipelineError::Message(format!("{}: not a valid model card: {e}", p.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(PipelineError(format!("cannot read {}: {e}", p.display()))),
+        Err(e) => Err(PipelineError::Message(format!(
+            "cannot read {}: {e}",
+            p.display()
+        ))),
     }
 }
 
@@ -70,7 +70,7 @@ pub fn ort_predict(onnx: &[u8], d: &hone_data::Prepared) -> Result<Vec<f32>> {
     let input = hone_core::Tensor::from_f32(vec![d.rows as i64, d.cols as i64], &d.x)?;
     let out = hone_core::Backend::infer(&mut ort, &[&[input]])?;
     hone_data::npy::to_f32(&out[0])
-        .ok_or_else(|| PipelineError("the model's output is not numeric".into()))
+        .ok_or_else(|| PipelineError::Message("the model's output is not numeric".into()))
 }
 
 /// Largest difference between two output vectors, relative to |a| where
@@ -95,7 +95,7 @@ pub fn check_export(
     let served = ort_predict(onnx, d)?;
     let diff = max_rel_diff(&served, &model.predict(&d.x, d.rows)?);
     if diff > 1e-5 {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "internal error: the exported graph disagrees with the trained model (max diff {diff:e})"
         )));
     }

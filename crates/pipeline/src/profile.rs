@@ -57,17 +57,21 @@ fn column(values: &[f32], width: usize, j: usize) -> Vec<f64> {
 
 pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     hone_runtime::init()?;
-    let bytes = std::fs::read(&opts.model)
-        .map_err(|e| PipelineError(format!("cannot read {}: {e}", opts.model.display())))?;
+    let bytes = std::fs::read(&opts.model).map_err(|e| {
+        PipelineError::Message(format!("cannot read {}: {e}", opts.model.display()))
+    })?;
     let mut backend = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
     let card = crate::read_card(&opts.model)?;
     let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
     if ds.rows == 0 {
-        return Err(PipelineError(format!("{}: no rows", opts.data.display())));
+        return Err(PipelineError::Message(format!(
+            "{}: no rows",
+            opts.data.display()
+        )));
     }
     let (Some(input), Some(first)) = (meta.inputs.first(), ds.inputs.first()) else {
-        return Err(PipelineError("the model has no inputs".into()));
+        return Err(PipelineError::Message("the model has no inputs".into()));
     };
     if meta.inputs.len() > 1 {
         tracing::warn!(
@@ -77,7 +81,7 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
         );
     }
     let values = npy::to_f32(first).ok_or_else(|| {
-        PipelineError(format!(
+        PipelineError::Message(format!(
             "input {:?} is {}, which has no histogram",
             input.name,
             first.dtype.as_v2()
@@ -91,7 +95,7 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
         (0..width).map(|i| format!("{}[{i}]", input.name)).collect()
     };
     if let Some(c) = opts.categorical.iter().find(|c| !names.contains(c)) {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "--categorical {c:?}: no such input column (columns: {})",
             names.join(", ")
         )));
@@ -102,7 +106,7 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
         .map(|(j, n)| {
             let v = column(&values, width, j);
             if opts.categorical.contains(n) {
-                stats::categorical_stats(n, &v, None).map_err(PipelineError)
+                Ok(stats::categorical_stats(n, &v, None)?)
             } else {
                 Ok(stats::feature_stats(n, &v))
             }
@@ -115,7 +119,7 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
         .map(|o| o.name.clone())
         .unwrap_or_default();
     if out_index != 0 {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "the server watches a model's first output, and {:?} is not numeric",
             meta.outputs.first().map(|o| o.name.as_str()).unwrap_or("")
         )));
@@ -146,7 +150,8 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&opts.output, json)
-        .map_err(|e| PipelineError(format!("cannot write {}: {e}", opts.output.display())))?;
+    std::fs::write(&opts.output, json).map_err(|e| {
+        PipelineError::Message(format!("cannot write {}: {e}", opts.output.display()))
+    })?;
     Ok(p)
 }

@@ -32,7 +32,7 @@ pub fn publish_files(
     cancel: &AtomicBool,
 ) -> Result<(u64, PathBuf)> {
     std::fs::create_dir_all(repo)
-        .map_err(|e| PipelineError(format!("cannot create {}: {e}", repo.display())))?;
+        .map_err(|e| PipelineError::Message(format!("cannot create {}: {e}", repo.display())))?;
     let model_dir = repo.join(name);
     let version = next_version(&model_dir);
     let staging = repo.join(format!(".hone-ship-{}-{}", name, std::process::id()));
@@ -53,7 +53,7 @@ pub fn publish_files(
             std::fs::write(vdir.join(file), bytes)?;
         }
         if cancel.load(Ordering::Relaxed) {
-            return Err(PipelineError(
+            return Err(PipelineError::Message(
                 "interrupted; the repository was not changed".into(),
             ));
         }
@@ -74,10 +74,9 @@ pub fn publish_files(
     })();
     let _ = std::fs::remove_dir_all(&staging);
     result.map(|d| (version, d)).map_err(|e| {
-        PipelineError(format!(
-            "cannot write the model into {}: {}",
-            repo.display(),
-            e.0
+        PipelineError::Message(format!(
+            "cannot write the model into {}: {e}",
+            repo.display()
         ))
     })
 }
@@ -94,13 +93,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
-        .map_err(|e| PipelineError(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| PipelineError::Message(format!("cannot create {}: {e}", dir.display())))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            PipelineError(format!("cannot write {}: {e}", path.display()))
+            PipelineError::Message(format!("cannot write {}: {e}", path.display()))
         })
 }

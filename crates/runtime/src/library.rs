@@ -27,7 +27,33 @@ const WHEEL_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
 /// sha256 of that member: what a cached copy must hash to every time it loads.
 const LIB_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 
-static INIT: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
+static INIT: OnceLock<Result<(PathBuf, ort::environment::Environment)>> = OnceLock::new();
+
+/// Why the pinned library could not be fetched or checked.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// A step failed; the context says which (and on what file).
+    #[error("{context}: {source}")]
+    Step {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// What was fetched is not what was pinned.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// `map_err` for a failure while doing what `context` says.
+fn step<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    context: impl std::fmt::Display,
+) -> impl FnOnce(E) -> FetchError {
+    let context = context.to_string();
+    move |e| FetchError::Step {
+        context,
+        source: e.into(),
+    }
+}
 
 fn fix_hint() -> String {
     format!(
@@ -44,13 +70,13 @@ pub fn init() -> Result<&'static Path> {
 
 pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environment::Environment)> {
     let outcome = INIT.get_or_init(|| {
-        let path = library_path().map_err(|e| e.message)?;
+        let path = library_path()?;
         let builder = ort::init_from(&path).map_err(|e| {
-            format!(
+            Error::internal(format!(
                 "cannot load ONNX Runtime from {}: {e}; {}",
                 path.display(),
                 fix_hint()
-            )
+            ))
         })?;
         // ONNX Runtime's own log lines go through tracing (target
         // `onnxruntime`), so `--log-format json` stays JSON. A failed run is
@@ -75,11 +101,11 @@ pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environme
             .with_logger(logger)
             .build()
             .map_err(|e| {
-                format!(
+                Error::internal(format!(
                     "cannot start ONNX Runtime from {}: {e}; {}",
                     path.display(),
                     fix_hint()
-                )
+                ))
             })?;
         // ort keeps only a weak reference to the environment; it lives in this
         // static for the life of the process.
@@ -87,7 +113,7 @@ pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environme
     });
     match outcome {
         Ok((p, env)) => Ok((p, env)),
-        Err(m) => Err(Error::internal(m.clone())),
+        Err(e) => Err(e.clone()),
     }
 }
 
@@ -147,8 +173,8 @@ pub fn library_path() -> Result<PathBuf> {
     Ok(lib)
 }
 
-fn sha256_file(path: &Path) -> std::result::Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+fn sha256_file(path: &Path) -> std::result::Result<String, FetchError> {
+    let bytes = std::fs::read(path).map_err(step(format_args!("read {}", path.display())))?;
     Ok(Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -184,7 +210,7 @@ fn private(paths: &[&Path]) -> Result<()> {
     Ok(())
 }
 
-fn fetch(root: &Path, dir: &Path, lib: &Path) -> std::result::Result<(), String> {
+fn fetch(root: &Path, dir: &Path, lib: &Path) -> std::result::Result<(), FetchError> {
     // Created private (0700); an existing directory keeps its mode and is
     // checked by `private` before anything from it loads.
     for d in [root, dir] {
@@ -192,7 +218,7 @@ fn fetch(root: &Path, dir: &Path, lib: &Path) -> std::result::Result<(), String>
             .recursive(true)
             .mode(0o700)
             .create(d)
-            .map_err(|e| format!("create {}: {e}", d.display()))?;
+            .map_err(step(format_args!("create {}", d.display())))?;
     }
     let tmp = dir.join(format!("download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -220,50 +246,50 @@ fn fetch(root: &Path, dir: &Path, lib: &Path) -> std::result::Result<(), String>
         .arg(&tmp)
         .arg(format!("onnxruntime=={ORT_VERSION}"))
         .output()
-        .map_err(|e| format!("cannot run `{python} -m pip`: {e}"))?;
+        .map_err(step(format_args!("cannot run `{python} -m pip`")))?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(format!(
+        return Err(FetchError::Mismatch(format!(
             "pip download failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )));
     }
     let result = extract(&tmp.join(WHEEL_FILE), lib);
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-fn extract(wheel: &Path, lib: &Path) -> std::result::Result<(), String> {
-    let bytes = std::fs::read(wheel).map_err(|e| format!("read {}: {e}", wheel.display()))?;
+fn extract(wheel: &Path, lib: &Path) -> std::result::Result<(), FetchError> {
+    let bytes = std::fs::read(wheel).map_err(step(format_args!("read {}", wheel.display())))?;
     let digest = Sha256::digest(&bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     if hex != WHEEL_SHA256 {
-        return Err(format!(
+        return Err(FetchError::Mismatch(format!(
             "{WHEEL_FILE} has sha256 {hex}, expected {WHEEL_SHA256}; refusing to use it"
-        ));
+        )));
     }
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("{WHEEL_FILE} is not a zip: {e}"))?;
+        .map_err(step(format_args!("{WHEEL_FILE} is not a zip")))?;
     let mut member = archive
         .by_name(WHEEL_MEMBER)
-        .map_err(|e| format!("{WHEEL_FILE} lacks {WHEEL_MEMBER}: {e}"))?;
+        .map_err(step(format_args!("{WHEEL_FILE} lacks {WHEEL_MEMBER}")))?;
     let mut data = Vec::with_capacity(member.size() as usize);
     member
         .read_to_end(&mut data)
-        .map_err(|e| format!("unzip {WHEEL_MEMBER}: {e}"))?;
+        .map_err(step(format_args!("unzip {WHEEL_MEMBER}")))?;
     let hex: String = Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     if hex != LIB_SHA256 {
-        return Err(format!(
+        return Err(FetchError::Mismatch(format!(
             "{WHEEL_MEMBER} has sha256 {hex}, expected {LIB_SHA256}; refusing to use it"
-        ));
+        )));
     }
     // Write then rename so a concurrent or interrupted fetch never leaves a
     // half-written library where the next run would load it.
     let part = lib.with_extension(format!("part{}", std::process::id()));
-    std::fs::write(&part, &data).map_err(|e| format!("write {}: {e}", part.display()))?;
-    std::fs::rename(&part, lib).map_err(|e| format!("rename to {}: {e}", lib.display()))?;
+    std::fs::write(&part, &data).map_err(step(format_args!("write {}", part.display())))?;
+    std::fs::rename(&part, lib).map_err(step(format_args!("rename to {}", lib.display())))?;
     Ok(())
 }

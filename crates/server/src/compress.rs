@@ -36,17 +36,19 @@ impl Coding {
     }
 }
 
-/// The request body's coding; an unsupported one is an error naming it
-/// (the caller answers 415).
-pub fn request_coding(headers: &HeaderMap) -> std::result::Result<Coding, String> {
+/// A `Content-Encoding` hone does not inflate (answered 415).
+#[derive(Debug, thiserror::Error)]
+#[error("Content-Encoding '{0}' is not supported: send gzip, deflate or identity")]
+pub struct UnsupportedCoding(pub String);
+
+/// The request body's coding; an unsupported one is an error naming it.
+pub fn request_coding(headers: &HeaderMap) -> std::result::Result<Coding, UnsupportedCoding> {
     let Some(v) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(Coding::Identity);
     };
     let v = v.to_str().unwrap_or("?");
     // One coding at most: stacked codings are not something clients send.
-    Coding::parse(v).ok_or_else(|| {
-        format!("Content-Encoding '{v}' is not supported: send gzip, deflate or identity")
-    })
+    Coding::parse(v).ok_or_else(|| UnsupportedCoding(v.to_string()))
 }
 
 /// The coding to answer in: the first of gzip, deflate that the client
@@ -147,6 +149,6 @@ mod tests {
         );
         assert_eq!(response_coding(&h), Coding::Deflate);
         h.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
-        assert!(request_coding(&h).unwrap_err().contains("'br'"));
+        assert!(request_coding(&h).unwrap_err().to_string().contains("'br'"));
     }
 }

@@ -104,3 +104,33 @@ mod tests {
         assert_eq!(e.to_string(), "too big");
     }
 }
+
+/// Why a part of the server could not start or read its settings: an
+/// observer, an exporter, a drift profile or a config parameter.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A setting or file that is not what it must be, worded for the user.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file, directory or thread the part needs; the context names it.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SetupError {
+    /// `map_err` for an I/O failure while doing what `context` says.
+    pub fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> SetupError {
+        let context = context.to_string();
+        move |source| SetupError::Io { context, source }
+    }
+}
+
+impl From<SetupError> for Error {
+    fn from(e: SetupError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}

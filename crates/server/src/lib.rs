@@ -165,7 +165,7 @@ impl Server {
             None => None,
         };
         let grpc_tls = opts.tls.as_ref().map(TlsFiles::tonic_config).transpose()?;
-        let observer = observe::Observer::start(&opts.observe).map_err(Error::invalid)?;
+        let observer = observe::Observer::start(&opts.observe)?;
         engines.init()?;
         // The ports answer from here on (ready: false) while models load.
         let repo = Arc::new(Repository::empty(&opts.model_repository, engines)?);

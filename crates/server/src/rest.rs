@@ -74,7 +74,10 @@ pub(crate) async fn read_body(
         Ok(c) => c,
         Err(m) => {
             drain(s, headers, body);
-            return Err(ApiError::refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, m));
+            return Err(ApiError::refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                m.to_string(),
+            ));
         }
     };
     let declared = headers

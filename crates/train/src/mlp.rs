@@ -83,21 +83,19 @@ impl TrainConfig {
     }
 }
 
-#[derive(Debug)]
-pub struct TrainError(pub String);
-
-impl std::fmt::Display for TrainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TrainError {}
-
-impl From<candle_core::Error> for TrainError {
-    fn from(e: candle_core::Error) -> Self {
-        TrainError(format!("training failed in candle: {e}"))
-    }
+/// Why training (or reading a trained model back) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The data or settings cannot train a model (no rows, one class).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("training failed in candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A model that is not one hone trained.
+    #[error("{0}")]
+    NotHoneMlp(String),
+    #[error(transparent)]
+    Onnx(#[from] hone_onnx::OnnxError),
 }
 
 type Result<T> = std::result::Result<T, TrainError>;
@@ -231,7 +229,7 @@ pub fn train(
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<Mlp> {
     if train.rows == 0 {
-        return Err(TrainError("no training rows".into()));
+        return Err(TrainError::Invalid("no training rows".into()));
     }
     let task = encoding.target.task;
     let (lr, weight_decay) = (cfg.lr_for(task), cfg.weight_decay_for(task));
@@ -243,7 +241,7 @@ pub fn train(
         || !weight_decay.is_finite()
         || weight_decay < 0.0
     {
-        return Err(TrainError(
+        return Err(TrainError::Invalid(
             "hidden sizes, batch size, epochs and learning rate must be positive, weight decay not negative".into(),
         ));
     }
@@ -272,7 +270,7 @@ pub fn train(
     if let Some(init) = &cfg.init {
         // Fine-tuning keeps the model's own standardisation: the weights were learnt against it.
         if init.mean.len() != numeric.len() || init.std.len() != numeric.len() {
-            return Err(TrainError(format!(
+            return Err(TrainError::Invalid(format!(
                 "the starting model standardises {} numeric features, the data has {}",
                 init.mean.len(),
                 numeric.len()
@@ -291,7 +289,7 @@ pub fn train(
     if let Some(t) = &cfg.teacher
         && (t.len() != train.rows * per_row || t.iter().any(|v| !v.is_finite()))
     {
-        return Err(TrainError(format!(
+        return Err(TrainError::Invalid(format!(
             "the teacher's outputs do not fit the data: {} values for {} rows ({} expected){}",
             t.len(),
             train.rows,
@@ -318,7 +316,7 @@ pub fn train(
         let first_ok = init.layers.first().is_some_and(|l| l.inputs == width);
         let last_ok = init.layers.last().is_some_and(|l| l.outputs == k);
         if !first_ok || !last_ok || init.layers.windows(2).any(|p| p[0].outputs != p[1].inputs) {
-            return Err(TrainError(
+            return Err(TrainError::Invalid(
                 "the starting model's layer sizes do not fit this data".into(),
             ));
         }
@@ -458,7 +456,7 @@ pub fn train(
         }
         let train_loss = total / train.rows as f64;
         if !train_loss.is_finite() {
-            return Err(TrainError(format!(
+            return Err(TrainError::Invalid(format!(
                 "training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr"
             )));
         }
@@ -526,14 +524,16 @@ impl Init {
         let g = model
             .graph
             .as_ref()
-            .ok_or_else(|| TrainError("the model has no graph".into()))?;
+            .ok_or_else(|| TrainError::NotHoneMlp("the model has no graph".into()))?;
         let get = |name: &str| -> Result<Vec<f32>> {
             let t = g
                 .initializer
                 .iter()
                 .find(|t| t.name == name)
-                .ok_or_else(|| TrainError(format!("not a hone MLP: no initializer {name:?}")))?;
-            hone_onnx::to_f32(t).map_err(|e| TrainError(e.0))
+                .ok_or_else(|| {
+                    TrainError::NotHoneMlp(format!("not a hone MLP: no initializer {name:?}"))
+                })?;
+            Ok(hone_onnx::to_f32(t)?)
         };
         let dims = |name: &str| -> Vec<i64> {
             g.initializer
@@ -548,13 +548,13 @@ impl Init {
         for n in g.node.iter().filter(|n| n.op_type == "Gemm") {
             let transb = hone_onnx::attr(n, "transB").is_some_and(|a| a.i == 1);
             if !transb || n.input.len() < 3 {
-                return Err(TrainError(
+                return Err(TrainError::NotHoneMlp(
                     "not a hone MLP: Gemm without transB=1 and bias".into(),
                 ));
             }
             let d = dims(&n.input[1]);
             if d.len() != 2 {
-                return Err(TrainError(
+                return Err(TrainError::NotHoneMlp(
                     "not a hone MLP: weights are not matrices".into(),
                 ));
             }
@@ -566,7 +566,9 @@ impl Init {
             });
         }
         if layers.is_empty() {
-            return Err(TrainError("not a hone MLP: no Gemm layers".into()));
+            return Err(TrainError::NotHoneMlp(
+                "not a hone MLP: no Gemm layers".into(),
+            ));
         }
         Ok(Init { layers, mean, std })
     }

@@ -247,5 +247,5 @@ fn distillation_fits_the_teacher_not_the_labels() {
         ..quick(1, 0)
     };
     let err = train(&enc, &data, None, &cfg, |_| {}).unwrap_err();
-    assert!(err.0.contains("teacher"), "{}", err.0);
+    assert!(err.to_string().contains("teacher"), "{err}");
 }

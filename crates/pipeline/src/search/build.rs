@@ -31,7 +31,7 @@ pub(crate) fn build(
             let pruned = earlier
                 .iter()
                 .find(|c| c.recipe == Recipe::PruneStructured && c.p50_ms.is_some())
-                .ok_or_else(|| PipelineError("prune-structured did not build".into()))?;
+                .ok_or_else(|| PipelineError::Message("prune-structured did not build".into()))?;
             let m = hone_onnx::decode(&pruned.bytes)?;
             let per_channel = Dynamic {
                 per_channel: true,
@@ -39,7 +39,7 @@ pub(crate) fn build(
             };
             let (m, nodes) =
                 dynamic::quantize_dynamic(&m, &dynamic_options(per_channel, HashSet::new()))
-                    .map_err(|e| PipelineError(e.0))?;
+                    .map_err(PipelineError::from)?;
             Ok((
                 hone_onnx::encode(&m),
                 format!(
@@ -50,8 +50,7 @@ pub(crate) fn build(
         }
         Recipe::Dynamic(d) => {
             let o = dynamic_options(*d, HashSet::new());
-            let (m, nodes) =
-                dynamic::quantize_dynamic(&s.fp32, &o).map_err(|e| PipelineError(e.0))?;
+            let (m, nodes) = dynamic::quantize_dynamic(&s.fp32, &o).map_err(PipelineError::from)?;
             Ok((
                 hone_onnx::encode(&m),
                 format!(
@@ -73,7 +72,7 @@ pub(crate) fn build(
             let so = static_options(*st, HashSet::new());
             let s8 = so.activations == qdq::ActType::S8;
             let (m, nodes) =
-                qdq::quantize_static(&s.fp32, ranges, &so).map_err(|e| PipelineError(e.0))?;
+                qdq::quantize_static(&s.fp32, ranges, &so).map_err(PipelineError::from)?;
             Ok((
                 hone_onnx::encode(&m),
                 format!(
@@ -86,7 +85,9 @@ pub(crate) fn build(
         }
         Recipe::PruneStructured => prune::structured(s, opts),
         Recipe::PruneMagnitude => prune::magnitude(s, opts),
-        r => Err(PipelineError(format!("{r} is not built from the plan"))),
+        r => Err(PipelineError::Message(format!(
+            "{r} is not built from the plan"
+        ))),
     }
 }
 

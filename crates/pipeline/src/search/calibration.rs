@@ -40,7 +40,7 @@ impl Calibration {
             .step_by(cal_batch)
             .map(|st| cal_ds.slice(st, (st + cal_batch).min(rows)))
             .collect();
-        let act_tensors = calibrate::activation_tensors(&s.fp32).map_err(|e| PipelineError(e.0))?;
+        let act_tensors = calibrate::activation_tensors(&s.fp32).map_err(PipelineError::from)?;
         Ok(Calibration {
             rows,
             batches,
@@ -59,12 +59,12 @@ impl Calibration {
         let key = method.name();
         if !self.ranges.contains_key(&key) {
             let r = calibrate::calibrate(fp32, &self.act_tensors, &self.batches, method, cfg)
-                .map_err(|e| PipelineError(e.0))?;
+                .map_err(PipelineError::from)?;
             self.ranges.insert(key.clone(), r);
         }
         self.ranges
             .get(&key)
-            .ok_or_else(|| PipelineError(format!("no {key} ranges")))
+            .ok_or_else(|| PipelineError::Message(format!("no {key} ranges")))
     }
 
     /// Min/max of any tensors of `fp32` over the calibration batches.
@@ -75,7 +75,7 @@ impl Calibration {
         cfg: &SessionConfig,
     ) -> Result<calibrate::Ranges> {
         calibrate::calibrate(fp32, tensors, &self.batches, calibrate::Method::MinMax, cfg)
-            .map_err(|e| PipelineError(e.0))
+            .map_err(PipelineError::from)
     }
 
     /// The ranges a static recipe was built with, if already calibrated.

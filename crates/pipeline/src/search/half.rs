@@ -51,12 +51,12 @@ pub(crate) fn fp16_candidate(
     scorer: &Scorer,
     cal: &Calibration,
 ) -> Result<(Vec<u8>, String)> {
-    let types = fp16::tensor_types(fp32, cfg).map_err(|e| PipelineError(e.0))?;
+    let types = fp16::tensor_types(fp32, cfg).map_err(PipelineError::from)?;
     let (mut block, learned) = loadable_block(fp32, &types, cfg)?;
     let mut keep: HashSet<String> = HashSet::new();
     let build = |block: &BTreeSet<String>, keep: &HashSet<String>| -> Result<Vec<u8>> {
         let set: HashSet<String> = block.iter().cloned().collect();
-        let m = fp16::convert_keeping(fp32, &types, &set, keep).map_err(|e| PipelineError(e.0))?;
+        let m = fp16::convert_keeping(fp32, &types, &set, keep).map_err(PipelineError::from)?;
         Ok(hone_onnx::encode(&m))
     };
     let mut notes = Vec::new();
@@ -160,7 +160,7 @@ fn loadable_block(
     let mut learned = Vec::new();
     for _ in 0..24 {
         let set: HashSet<String> = block.iter().cloned().collect();
-        let m = fp16::convert(fp32, types, &set).map_err(|e| PipelineError(e.0))?;
+        let m = fp16::convert(fp32, types, &set).map_err(PipelineError::from)?;
         match OrtBackend::from_bytes(&hone_onnx::encode(&m), cfg) {
             Ok(_) => return Ok((block, learned)),
             Err(e) => {
@@ -173,7 +173,7 @@ fn loadable_block(
                 match op {
                     Some(op) if block.insert(op.clone()) => learned.push(op),
                     _ => {
-                        return Err(PipelineError(format!(
+                        return Err(PipelineError::Message(format!(
                             "the fp16 graph does not load: {msg}"
                         )));
                     }
@@ -181,7 +181,7 @@ fn loadable_block(
             }
         }
     }
-    Err(PipelineError(
+    Err(PipelineError::Message(
         "the fp16 graph still does not load after 24 ops moved to fp32".into(),
     ))
 }

@@ -93,14 +93,14 @@ impl Scorer {
     /// The judged value of outputs against the fp32 model's in the same pass.
     pub fn value(&self, rows: &Rows, base: &Rows) -> Result<f64> {
         if rows.len() != base.len() {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "{} rows of output, the fp32 model gave {}",
                 rows.len(),
                 base.len()
             )));
         }
         if let Some(i) = (0..rows.len()).find(|&i| rows.row(i).len() != base.row(i).len()) {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "row {i}: output width changed from {} to {}",
                 base.row(i).len(),
                 rows.row(i).len()
@@ -109,7 +109,7 @@ impl Scorer {
         Ok(match self.judge {
             Judge::Labels(m) => {
                 let width = rows.width().ok_or_else(|| {
-                    PipelineError("label metrics need one output row per example".into())
+                    PipelineError::Message("label metrics need one output row per example".into())
                 })?;
                 let labels = self.ds.labels.as_deref().unwrap_or(&[]);
                 let (_, r, _) =
@@ -142,7 +142,7 @@ impl Scorer {
         let &(pass, metric, drop) = all
             .iter()
             .reduce(|w, x| if x.2.is_nan() || x.2 > w.2 { x } else { w })
-            .ok_or_else(|| PipelineError("no pass to judge in".into()))?;
+            .ok_or_else(|| PipelineError::Message("no pass to judge in".into()))?;
         let mut j = Judged {
             metric,
             drop,
@@ -248,7 +248,7 @@ impl Scorer {
                 self.measure,
                 &self.perf_batches,
             )
-            .map_err(|e| PipelineError(e.0))?;
+            .map_err(PipelineError::from)?;
             c.p50_ms = Some(p.p50_ms);
             c.p99_ms = Some(p.p99_ms);
             c.throughput = Some(p.throughput);

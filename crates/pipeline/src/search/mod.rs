@@ -56,7 +56,7 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
         s.fp32_bytes.clone(),
     );
     if let Verdict::Failed(v) = &baseline.verdict {
-        return Err(crate::PipelineError(format!(
+        return Err(crate::PipelineError::Message(format!(
             "the fp32 model itself cannot be judged: {v}"
         )));
     }
@@ -73,7 +73,7 @@ pub fn run(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<OptimizeRep
         candidates.push(
             match build::build(&recipe, &s, &mut cal, opts, &candidates) {
                 Ok((bytes, detail)) => s.scorer.candidate(recipe, detail, bytes),
-                Err(e) => C::failed(recipe, &e.0),
+                Err(e) => C::failed(recipe, &e.to_string()),
             },
         );
     }

@@ -57,7 +57,7 @@ pub(crate) fn write_outputs(
     // After the chosen model and the reports, so a bad DIR costs only these.
     if let Some(dir) = &opts.keep_candidates {
         let keep = |e: std::io::Error| {
-            crate::PipelineError(format!("--keep-candidates {}: {e}", dir.display()))
+            crate::PipelineError::Message(format!("--keep-candidates {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(dir).map_err(keep)?;
         for c in report.candidates.iter().filter(|c| !c.bytes.is_empty()) {

@@ -15,7 +15,7 @@ pub(crate) fn plan(fp32: &ModelProto, opts: &OptimizeOptions) -> Result<Vec<Reci
     let g = fp32
         .graph
         .as_ref()
-        .ok_or_else(|| PipelineError("the model has no graph".into()))?;
+        .ok_or_else(|| PipelineError::Message("the model has no graph".into()))?;
     let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
     let has_weights = g.node.iter().any(|n| {
         matches!(n.op_type.as_str(), "MatMul" | "Gemm")

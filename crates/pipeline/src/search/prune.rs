@@ -20,7 +20,7 @@ pub(crate) fn structured(s: &Setup, opts: &OptimizeOptions) -> Result<(Vec<u8>, 
     let mut kept = Vec::new();
     let mut tuned_how = None;
     for step in steps {
-        let (p, k) = hone_optimize::prune::structured(&m, step).map_err(|e| PipelineError(e.0))?;
+        let (p, k) = hone_optimize::prune::structured(&m, step).map_err(PipelineError::from)?;
         kept = k;
         m = match fine_tune(&p, &s.fp32, opts, s.card.as_ref())? {
             Some((t, how)) => {
@@ -44,11 +44,11 @@ pub(crate) fn structured(s: &Setup, opts: &OptimizeOptions) -> Result<(Vec<u8>, 
 }
 
 pub(crate) fn magnitude(s: &Setup, opts: &OptimizeOptions) -> Result<(Vec<u8>, String)> {
-    let (m, zeroed) = hone_optimize::prune::magnitude(&s.fp32, opts.prune_ratio)
-        .map_err(|e| PipelineError(e.0))?;
+    let (m, zeroed) =
+        hone_optimize::prune::magnitude(&s.fp32, opts.prune_ratio).map_err(PipelineError::from)?;
     if zeroed == 0 {
         // Else a re-encoded but unchanged model would compete.
-        return Err(PipelineError(
+        return Err(PipelineError::Message(
             "no Gemm, MatMul or Conv weight to prune".into(),
         ));
     }

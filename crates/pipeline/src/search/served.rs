@@ -148,18 +148,18 @@ pub(crate) fn run(
     let out_spec = meta
         .outputs
         .get(out_index)
-        .ok_or_else(|| PipelineError(format!("no output {out_index}")))?;
+        .ok_or_else(|| PipelineError::Message(format!("no output {out_index}")))?;
     let name = out_spec.name.clone();
     let seq_out = out_spec.dims.len() >= 2 && out_spec.dims.get(1) == Some(&-1);
     let mut per_row: Vec<Vec<f32>> = vec![Vec::new(); ds.rows];
     for group in groups(ds.rows, seq, pass) {
         let (inputs, start, len) = gather(ds, seq, &group, pass)?;
         let outs = backend.infer(&[&inputs])?;
-        let out = outs
-            .get(out_index)
-            .ok_or_else(|| PipelineError(format!("the model returned no output {name:?}")))?;
+        let out = outs.get(out_index).ok_or_else(|| {
+            PipelineError::Message(format!("the model returned no output {name:?}"))
+        })?;
         let v = npy::to_f32(out).ok_or_else(|| {
-            PipelineError(format!(
+            PipelineError::Message(format!(
                 "output {name:?} is {}, not numeric",
                 out.dtype.as_v2()
             ))
@@ -167,7 +167,7 @@ pub(crate) fn run(
         let n = group.len();
         let w = v.len().checked_div(n).unwrap_or(0);
         if w == 0 || w * n != v.len() {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Message(format!(
                 "output {name:?} has shape {:?}, which is not one row per example",
                 out.shape
             )));
@@ -246,7 +246,7 @@ fn gather(
     pass: Pass,
 ) -> Result<(Vec<Tensor>, Vec<usize>, Option<usize>)> {
     let (Some(&first), Some(&last)) = (group.first(), group.last()) else {
-        return Err(PipelineError("an empty batch".into()));
+        return Err(PipelineError::Message("an empty batch".into()));
     };
     let contiguous = last + 1 - first == group.len();
     let cut = seq.filter(|s| s.trim && !is_padded(pass));
@@ -303,7 +303,7 @@ fn pick(t: &Tensor, rows: &[usize], cut: Option<(&Vec<(usize, usize)>, usize)>) 
                     for (&r, &(a, _)) in rows.iter().zip(spans.iter()) {
                         let base = r * row + a * pos;
                         out.extend_from_slice(b.get(base..base + len * pos).ok_or_else(|| {
-                            PipelineError(format!("row {r} is shorter than its mask"))
+                            PipelineError::Message(format!("row {r} is shorter than its mask"))
                         })?);
                     }
                     if let Some(d1) = shape.get_mut(1) {

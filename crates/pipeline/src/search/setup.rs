@@ -43,13 +43,16 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     // Candidates start from the canonical form; the baseline stays the file
     // as given, which every candidate is judged against.
     let canon = hone_optimize::canon::canonicalize(&fp32_bytes, &cfg)
-        .map_err(|e| PipelineError(format!("canonicalizing the model: {e}")))?;
+        .map_err(|e| PipelineError::Message(format!("canonicalizing the model: {e}")))?;
     let fp32 = canon.model.clone();
     let meta = base_backend.metadata().clone();
     let card = crate::read_card(&opts.model)?;
     let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
     if ds.rows == 0 {
-        return Err(PipelineError(format!("{}: no rows", opts.data.display())));
+        return Err(PipelineError::Message(format!(
+            "{}: no rows",
+            opts.data.display()
+        )));
     }
     let out_index = eval::pick_output(&meta, opts.output_name.as_deref())?;
     let task_hint = ds.encoding.as_ref().map(|e| e.target.task);
@@ -88,9 +91,9 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     let mut judge = judge;
     // A label metric of one pass's rows: the task judged by and the value.
     let metric_of = |m: Metric, rows: &served::Rows| -> Result<(Task, Option<f64>)> {
-        let width = rows
-            .width()
-            .ok_or_else(|| PipelineError("label metrics need one output row per example".into()))?;
+        let width = rows.width().ok_or_else(|| {
+            PipelineError::Message("label metrics need one output row per example".into())
+        })?;
         let labels = ds.labels.as_deref().unwrap_or(&[]);
         let (task, r, _) = eval::score(task_hint, Some(m), rows.values.clone(), width, labels)
             .or_else(|_| {
@@ -145,7 +148,7 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         Some(p) => {
             let l = eval::load_dataset(p, &opts.target, &meta, card.as_ref())?;
             if l.rows == 0 {
-                return Err(PipelineError(format!("{}: no rows", p.display())));
+                return Err(PipelineError::Message(format!("{}: no rows", p.display())));
             }
             l.slice(0, 1)
         }
@@ -192,12 +195,12 @@ fn pick_judge(opts: &OptimizeOptions, has_labels: bool) -> Result<Judge> {
         Some("maxabs") | Some("max-abs") => Judge::MaxAbs,
         Some(m) => {
             let m = Metric::parse(m).ok_or_else(|| {
-                PipelineError(format!(
+                PipelineError::Message(format!(
                     "unknown metric {m:?}: accuracy, auc, f1, logloss, mse, mae, r2, cosine or maxabs"
                 ))
             })?;
             if !has_labels {
-                return Err(PipelineError(format!(
+                return Err(PipelineError::Message(format!(
                     "--metric {} needs labels; {} has none (use --metric cosine for fidelity to fp32)",
                     m.name(),
                     opts.data.display()

@@ -23,7 +23,7 @@ pub(crate) fn s2d_candidate(
     let (m, stems) = match s2d::space_to_depth_stems(fp32) {
         Ok(Some(x)) => x,
         Ok(None) => return None,
-        Err(e) => return Some(Candidate::failed(recipe, &e.0)),
+        Err(e) => return Some(Candidate::failed(recipe, &e.to_string())),
     };
     // The packed image holds the stem input's values (and pad zeros, which
     // every activation range includes), so its range is the input's.
@@ -48,6 +48,6 @@ pub(crate) fn s2d_candidate(
                 hone_onnx::encode(&q),
             )
         }
-        Err(e) => Candidate::failed(recipe, &e.0),
+        Err(e) => Candidate::failed(recipe, &e.to_string()),
     })
 }

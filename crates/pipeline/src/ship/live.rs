@@ -31,7 +31,7 @@ pub(super) async fn go_live(
             status: Status::Failed,
             detail: msg.clone(),
         });
-        PipelineError(msg)
+        PipelineError::Message(msg)
     }
     run.check_cancel()?;
     if run.progress {
@@ -47,7 +47,7 @@ pub(super) async fn go_live(
             let stable = match opts.canary {
                 Some(_) => match canary_prepare(&client, &opts.name).await {
                     Ok(v) => v,
-                    Err(e) => return Err(failed(run, "serve", t, e.0)),
+                    Err(e) => return Err(failed(run, "serve", t, e.to_string())),
                 },
                 None => None,
             };
@@ -57,7 +57,7 @@ pub(super) async fn go_live(
             if let (Some(p), Some(from)) = (opts.canary, stable) {
                 match canary_start(&client, &opts.name, from, version, p).await {
                     Ok(msg) => canary_msg = Some(msg),
-                    Err(e) => return Err(failed(run, "serve", t, e.0)),
+                    Err(e) => return Err(failed(run, "serve", t, e.to_string())),
                 }
             }
             (client, None)
@@ -167,7 +167,7 @@ pub(super) async fn go_live(
         }),
         Err(e) => {
             stop(server).await;
-            return Err(failed(run, "smoke test", t, e.0));
+            return Err(failed(run, "smoke test", t, e.to_string()));
         }
     }
     let json = serde_json::to_vec_pretty(&run.report)?;
@@ -187,7 +187,7 @@ pub(super) async fn go_live(
 /// the new one gets none once it loads). None for a model with no ready
 /// version: then there is nothing to be a canary against.
 async fn canary_prepare(client: &Client, name: &str) -> Result<Option<i64>> {
-    let fail = |e: hone_client::ClientError| PipelineError(e.to_string());
+    let fail = PipelineError::from;
     let Some(v) = client.traffic(name).await.map_err(fail)? else {
         return Ok(None);
     };
@@ -223,7 +223,7 @@ async fn canary_start(
 ) -> Result<String> {
     let ready = client.ready(name, u64::try_from(from).ok()).await;
     if !ready.is_ok_and(|r| r) {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "--canary: version {from} stopped serving when version {to} loaded; the model must keep two versions loaded (config.pbtxt: version_policy: {{ latest: {{ num_versions: 2 }} }})"
         )));
     }
@@ -235,7 +235,7 @@ async fn canary_start(
     client
         .start_rollout(name, &json!({"to": to, "from": from, "steps": steps}))
         .await
-        .map_err(|e| PipelineError(e.to_string()))?;
+        .map_err(PipelineError::from)?;
     let steps: Vec<String> = steps.iter().map(u32::to_string).collect();
     Ok(format!(
         "canary: rollout {from} → {to} over {} % started (hone models status {name})",
@@ -291,7 +291,7 @@ async fn smoke_test(
 ) -> Result<String> {
     let n = rows.clamp(1, holdout.rows.max(1)).min(holdout.rows);
     if n == 0 {
-        return Err(PipelineError("no held-out rows to send".into()));
+        return Err(PipelineError::Message("no held-out rows to send".into()));
     }
     let sample = holdout.select(&(0..n).collect::<Vec<_>>());
     let offline = crate::ort_predict(onnx, &sample)?;
@@ -307,16 +307,16 @@ async fn smoke_test(
     let v: Value = client
         .infer(name, Some(version), &body)
         .await
-        .map_err(|e| PipelineError(e.to_string()))?;
+        .map_err(PipelineError::from)?;
     let data = v["outputs"][0]["data"]
         .as_array()
-        .ok_or_else(|| PipelineError(format!("the answer has no outputs[0].data: {v}")))?;
+        .ok_or_else(|| PipelineError::Message(format!("the answer has no outputs[0].data: {v}")))?;
     let served: Vec<f32> = data
         .iter()
         .filter_map(|x| x.as_f64().map(|f| f as f32))
         .collect();
     if served.len() != offline.len() {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "served {} values for {n} rows, offline {}",
             served.len(),
             offline.len()
@@ -324,7 +324,7 @@ async fn smoke_test(
     }
     let diff = crate::max_rel_diff(&served, &offline);
     if diff > 1e-6 {
-        return Err(PipelineError(format!(
+        return Err(PipelineError::Message(format!(
             "served predictions differ from offline ones by up to {diff:e}"
         )));
     }

@@ -42,7 +42,7 @@ pub async fn ship(opts: ShipOptions) -> Shipped {
             }
         }
         Err(e) => {
-            run.report.error = Some(e.0);
+            run.report.error = Some(e.to_string());
             Shipped {
                 report: run.report,
                 server: None,

@@ -17,7 +17,7 @@ pub(super) fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(PipelineError(format!(
+        Err(PipelineError::Message(format!(
             "model name {name:?}: use letters, digits, '-', '_' and '.' (not leading)"
         )))
     }

@@ -163,7 +163,7 @@ impl Run {
                     stage: name,
                     seconds,
                     status: Status::Failed,
-                    detail: e.0.clone(),
+                    detail: e.to_string(),
                 });
                 Err(e)
             }
@@ -181,7 +181,7 @@ impl Run {
 
     pub(super) fn check_cancel(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(PipelineError(
+            return Err(PipelineError::Message(
                 "interrupted; the repository was not changed".into(),
             ));
         }

@@ -17,7 +17,9 @@ use crate::{PipelineError, Result};
 pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Option<Server>> {
     validate_name(&opts.name)?;
     if !(0.0..1.0).contains(&opts.holdout) || opts.holdout == 0.0 {
-        return Err(PipelineError("--holdout must be between 0 and 1".into()));
+        return Err(PipelineError::Message(
+            "--holdout must be between 0 and 1".into(),
+        ));
     }
     let seed = opts.train.seed;
     let data = run.stage("load data", || {
@@ -93,7 +95,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
             &data.holdout.y,
         );
         let value = report.get(metric).ok_or_else(|| {
-            PipelineError(format!(
+            PipelineError::Message(format!(
                 "metric {} does not apply to a {} model",
                 metric.name(),
                 task.name()
@@ -111,7 +113,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
                 value <= min
             };
             if !ok {
-                return Err(PipelineError(format!(
+                return Err(PipelineError::Message(format!(
                     "held-out {} = {value:.4} misses --min-metric {min}",
                     metric.name()
                 )));
@@ -181,7 +183,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
         Ok(server) => Ok(server),
         Err(e) => {
             let undone = roll_back(opts, version, &dir, new_model).await;
-            Err(PipelineError(format!("{}; {undone}", e.0)))
+            Err(PipelineError::Message(format!("{e}; {undone}")))
         }
     }
 }
@@ -213,7 +215,7 @@ fn image_stage(opts: &ShipOptions, run: &mut Run, version: u64) -> Result<()> {
             onnxruntime: img.onnxruntime.clone(),
             created: None,
         })
-        .map_err(|e| PipelineError(format!("image: {e}")))?;
+        .map_err(|e| PipelineError::Message(format!("image: {e}")))?;
         let detail = format!(
             "{} ({}, {} layers, {:.1} MB, {})",
             r.image,

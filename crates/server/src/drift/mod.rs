@@ -22,6 +22,8 @@ pub use distance::band;
 use profile::{Profile, Reference};
 use window::Window;
 
+use crate::error::SetupError;
+
 /// Samples waiting for the worker; past this, new ones are dropped.
 const QUEUE: usize = 1024;
 
@@ -41,11 +43,11 @@ pub struct DriftSettings {
 }
 
 impl DriftSettings {
-    pub fn from_params(p: &BTreeMap<String, String>) -> Result<Option<DriftSettings>, String> {
+    pub fn from_params(p: &BTreeMap<String, String>) -> Result<Option<DriftSettings>, SetupError> {
         if p.get("drift").is_some_and(|v| v == "off" || v == "false") {
             return Ok(None);
         }
-        let num = |k: &str, d: f64| -> Result<f64, String> {
+        let num = |k: &str, d: f64| -> Result<f64, SetupError> {
             match p.get(k) {
                 None => Ok(d),
                 Some(v) => v
@@ -53,7 +55,11 @@ impl DriftSettings {
                     .parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite() && *x > 0.0)
-                    .ok_or_else(|| format!("parameter {k} = {v:?}: expected a positive number")),
+                    .ok_or_else(|| {
+                        SetupError::Invalid(format!(
+                            "parameter {k} = {v:?}: expected a positive number"
+                        ))
+                    }),
             }
         };
         Ok(Some(DriftSettings {
@@ -113,7 +119,7 @@ impl DriftMonitor {
         model: &Path,
         params: &BTreeMap<String, String>,
         label: &str,
-    ) -> Result<Option<Arc<DriftMonitor>>, String> {
+    ) -> Result<Option<Arc<DriftMonitor>>, SetupError> {
         let Some(settings) = DriftSettings::from_params(params)? else {
             return Ok(None);
         };

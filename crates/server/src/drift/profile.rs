@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::error::SetupError;
+
 /// One feature's reference: equal-width bins over `[edges[0], edges[n]]`.
 #[derive(Debug, Clone)]
 pub struct Reference {
@@ -118,26 +120,30 @@ fn list(v: &Value) -> Option<Vec<Reference>> {
 /// The profile beside `model` (`model.onnx` → `model.profile.json`, else
 /// `model.card.json`), or None. A present but unreadable file is an error
 /// the caller logs.
-pub fn load(model: &Path) -> Result<Option<Profile>, String> {
+pub fn load(model: &Path) -> Result<Option<Profile>, SetupError> {
     for (ext, inputs_key) in [("profile.json", "inputs"), ("card.json", "reference")] {
         let p = model.with_extension(ext);
         let bytes = match std::fs::read(&p) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("{}: {e}", p.display())),
+            Err(e) => return Err(SetupError::io(p.display())(e)),
         };
         let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
+            .map_err(|e| SetupError::Invalid(format!("{}: not JSON: {e}", p.display())))?;
         let inputs = v.get(inputs_key).and_then(list).ok_or_else(|| {
-            format!(
+            SetupError::Invalid(format!(
                 "{}: `{inputs_key}` is not a list of histograms",
                 p.display()
-            )
+            ))
         })?;
         let outputs = match v.get("outputs") {
             None | Some(Value::Null) => Vec::new(),
-            Some(o) => list(o)
-                .ok_or_else(|| format!("{}: `outputs` is not a list of histograms", p.display()))?,
+            Some(o) => list(o).ok_or_else(|| {
+                SetupError::Invalid(format!(
+                    "{}: `outputs` is not a list of histograms",
+                    p.display()
+                ))
+            })?,
         };
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         return Ok(Some(Profile {

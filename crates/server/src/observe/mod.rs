@@ -78,7 +78,7 @@ pub struct Outcome<'a> {
 }
 
 impl Observer {
-    pub fn start(o: &ObserveOptions) -> Result<Observer, String> {
+    pub fn start(o: &ObserveOptions) -> Result<Observer, crate::error::SetupError> {
         let exporter = o
             .otlp_endpoint
             .as_deref()

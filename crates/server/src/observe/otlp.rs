@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::context::hex;
+use crate::error::SetupError;
 
 /// Requests' span sets waiting for export; past this, new ones are dropped
 /// and counted.
@@ -48,12 +49,12 @@ struct Endpoint {
     path: String,
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, String> {
+fn endpoint(url: &str) -> Result<Endpoint, SetupError> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         if url.starts_with("https://") {
-            format!("--otlp-endpoint {url}: only plain http:// is supported; export to a collector on the node or in the pod (an OpenTelemetry Collector agent or sidecar), which forwards over TLS")
+            SetupError::Invalid(format!("--otlp-endpoint {url}: only plain http:// is supported; export to a collector on the node or in the pod (an OpenTelemetry Collector agent or sidecar), which forwards over TLS"))
         } else {
-            format!("--otlp-endpoint {url}: expected http://HOST:PORT (an OTLP/HTTP receiver, usually port 4318)")
+            SetupError::Invalid(format!("--otlp-endpoint {url}: expected http://HOST:PORT (an OTLP/HTTP receiver, usually port 4318)"))
         }
     })?;
     let (authority, path) = match rest.find('/') {
@@ -61,7 +62,9 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
         None => (rest, ""),
     };
     if authority.is_empty() {
-        return Err(format!("--otlp-endpoint {url}: no host"));
+        return Err(SetupError::Invalid(format!(
+            "--otlp-endpoint {url}: no host"
+        )));
     }
     let authority = if authority
         .rsplit_once(':')
@@ -94,7 +97,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn start(url: &str) -> Result<Exporter, String> {
+    pub fn start(url: &str) -> Result<Exporter, SetupError> {
         let ep = endpoint(url)?;
         let (tx, rx) = flume::bounded::<Vec<Span>>(QUEUE);
         let stats = Arc::new(ExportStats::default());
@@ -102,7 +105,7 @@ impl Exporter {
         let thread = std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || run(&ep, &rx, &st))
-            .map_err(|e| format!("cannot start the OTLP export thread: {e}"))?;
+            .map_err(SetupError::io("cannot start the OTLP export thread"))?;
         Ok(Exporter {
             tx: Some(tx),
             thread: Some(thread),
@@ -241,26 +244,26 @@ pub fn encode(spans: &[Span]) -> Vec<u8> {
 
 /// One HTTP/1.1 POST on a fresh connection: export runs at most once a
 /// second per batch, so a connection per batch costs nothing that matters.
-fn post(ep: &Endpoint, body: &[u8]) -> Result<(), String> {
+fn post(ep: &Endpoint, body: &[u8]) -> std::io::Result<()> {
     let addr = ep
         .authority
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", ep.authority))?
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot resolve {}: {e}", ep.authority))
+        })?
         .next()
-        .ok_or_else(|| format!("{} resolves to no address", ep.authority))?;
-    let mut c = TcpStream::connect_timeout(&addr, NET_TIMEOUT).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(NET_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    c.set_write_timeout(Some(NET_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| std::io::Error::other(format!("{} resolves to no address", ep.authority)))?;
+    let mut c = TcpStream::connect_timeout(&addr, NET_TIMEOUT)?;
+    c.set_read_timeout(Some(NET_TIMEOUT))?;
+    c.set_write_timeout(Some(NET_TIMEOUT))?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         ep.path,
         ep.authority,
         body.len()
     );
-    c.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    c.write_all(body).map_err(|e| e.to_string())?;
+    c.write_all(head.as_bytes())?;
+    c.write_all(body)?;
     let mut reply = Vec::new();
     let _ = c.take(64 << 10).read_to_end(&mut reply);
     let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -268,8 +271,10 @@ fn post(ep: &Endpoint, body: &[u8]) -> Result<(), String> {
     let code = line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
     match code {
         Some(c) if (200..300).contains(&c) => Ok(()),
-        Some(_) => Err(format!("the collector answered {line}")),
-        None => Err("no HTTP answer from the collector".into()),
+        Some(_) => Err(std::io::Error::other(format!(
+            "the collector answered {line}"
+        ))),
+        None => Err(std::io::Error::other("no HTTP answer from the collector")),
     }
 }
 
@@ -297,6 +302,7 @@ mod tests {
         assert!(
             endpoint("https://otel:4318")
                 .unwrap_err()
+                .to_string()
                 .contains("plain http")
         );
         assert!(endpoint("otel:4318").is_err());

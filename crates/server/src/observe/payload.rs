@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hone_core::{NamedTensor, Tensor};
 
+use crate::error::SetupError;
+
 const QUEUE: usize = 256;
 /// Files the cap is spread over: the oldest file goes when the total passes it.
 const FILES: u64 = 4;
@@ -43,13 +45,18 @@ pub struct PayloadLog {
 
 impl PayloadLog {
     /// Writes under `dir` (created if missing), keeping at most `max_bytes`.
-    pub fn start(dir: &Path, ratio: f64, max_bytes: u64) -> Result<PayloadLog, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("--payload-log {}: {e}", dir.display()))?;
+    pub fn start(dir: &Path, ratio: f64, max_bytes: u64) -> Result<PayloadLog, SetupError> {
+        std::fs::create_dir_all(dir).map_err(SetupError::io(format_args!(
+            "--payload-log {}",
+            dir.display()
+        )))?;
         let probe = dir.join(".hone-write-test");
         std::fs::write(&probe, b"")
             .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| format!("--payload-log {}: not writable: {e}", dir.display()))?;
+            .map_err(SetupError::io(format_args!(
+                "--payload-log {}: not writable",
+                dir.display()
+            )))?;
         let (tx, rx) = flume::bounded::<Sample>(QUEUE);
         let stats = Arc::new(PayloadStats::default());
         let mut w = Writer {
@@ -74,7 +81,7 @@ impl PayloadLog {
                     };
                 }
             })
-            .map_err(|e| format!("cannot start the payload log thread: {e}"))?;
+            .map_err(SetupError::io("cannot start the payload log thread"))?;
         Ok(PayloadLog {
             ratio,
             tx: Some(tx),
@@ -116,7 +123,7 @@ struct Writer {
 
 impl Writer {
     /// Ok(false): the line alone is larger than a file may be.
-    fn write(&mut self, s: &Sample) -> Result<bool, String> {
+    fn write(&mut self, s: &Sample) -> std::io::Result<bool> {
         let line = line(s);
         if line.len() as u64 > self.file_cap {
             return Ok(false);
@@ -129,16 +136,15 @@ impl Writer {
             self.rotate()?;
         }
         let Some((path, f, n)) = self.current.as_mut() else {
-            return Err("no open file".into());
+            return Err(std::io::Error::other("no open file"));
         };
-        f.write_all(&line)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(&line).map_err(|e| at(path, e))?;
         *n += line.len() as u64;
         Ok(true)
     }
 
     /// Starts a new file and removes the oldest ones past the cap.
-    fn rotate(&mut self) -> Result<(), String> {
+    fn rotate(&mut self) -> std::io::Result<()> {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -150,10 +156,10 @@ impl Writer {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| at(&path, e))?;
         self.current = Some((path.clone(), f, 0));
         let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?
+            .map_err(|e| at(&self.dir, e))?
             .filter_map(Result::ok)
             .filter(|e| {
                 let n = e.file_name();
@@ -202,4 +208,9 @@ fn line(s: &Sample) -> Vec<u8> {
     crate::codec::write_tensors(&mut out, &outs);
     out.extend_from_slice(b"}\n");
     out
+}
+
+/// An I/O error that names its file.
+fn at(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
