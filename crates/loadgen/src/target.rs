@@ -318,33 +318,17 @@ fn json_data(t: &Tensor) -> Json {
         }
         TensorData::Raw(b) => b,
     };
-    macro_rules! nums {
-        ($ty:ty, $n:expr) => {
-            raw.chunks_exact($n)
-                .filter_map(|c| c.try_into().ok())
-                .map(|c| Json::from(<$ty>::from_le_bytes(c)))
-                .collect()
-        };
-    }
-    match t.dtype {
-        DataType::Bool => raw.iter().map(|&b| Json::from(b != 0)).collect(),
-        DataType::U8 => raw.iter().map(|&b| Json::from(b)).collect(),
-        DataType::I8 => raw.iter().map(|&b| Json::from(b as i8)).collect(),
-        DataType::U16 => nums!(u16, 2),
-        DataType::I16 => nums!(i16, 2),
-        DataType::U32 => nums!(u32, 4),
-        DataType::I32 => nums!(i32, 4),
-        DataType::U64 => nums!(u64, 8),
-        DataType::I64 => nums!(i64, 8),
-        DataType::F32 => nums!(f32, 4),
-        DataType::F64 => nums!(f64, 8),
-        DataType::F16 => raw
-            .chunks_exact(2)
-            .filter_map(|c| c.try_into().ok())
-            .map(|c| Json::from(half::f16::from_le_bytes(c).to_f32()))
-            .collect(),
-        DataType::Bytes => Json::Array(Vec::new()),
-    }
+    // Written by core's one element writer, then read back as a value:
+    // requests are built once, before the run.
+    let mut out = vec![b'['];
+    hone_core::element::write_json_list(
+        t.dtype,
+        raw,
+        hone_core::element::NonFinite::Null,
+        &mut out,
+    );
+    out.push(b']');
+    serde_json::from_slice(&out).unwrap_or_else(|_| Json::Array(Vec::new()))
 }
 
 fn encode(target: &Target, set: &[Tensor]) -> Result<Payload> {

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use bytes::Bytes;
+use hone_core::element::{JsonNumber, NonFinite, push_json_number, write_json_list};
 use hone_core::{DataType, Error, Result, Tensor, TensorData};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
@@ -177,75 +178,6 @@ pub fn decode_request(body: Bytes, header_len: Option<usize>) -> Result<DecodedR
     })
 }
 
-enum Num {
-    U(u64),
-    I(i64),
-    F(f64),
-    B(bool),
-}
-
-impl fmt::Display for Num {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Num::U(v) => write!(f, "{v}"),
-            Num::I(v) => write!(f, "{v}"),
-            Num::F(v) => write!(f, "{v}"),
-            Num::B(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-macro_rules! int {
-    ($t:ty, $v:expr, $out:expr) => {{
-        let x: Option<$t> = match $v {
-            Num::U(u) => <$t>::try_from(*u).ok(),
-            Num::I(i) => <$t>::try_from(*i).ok(),
-            Num::F(f) if f.fract() == 0.0 && *f >= <$t>::MIN as f64 && *f <= <$t>::MAX as f64 => {
-                Some(*f as $t)
-            }
-            _ => None,
-        };
-        x.map(|x| $out.extend_from_slice(&x.to_le_bytes()))
-            .is_some()
-    }};
-}
-
-fn push_num(dtype: DataType, v: &Num, out: &mut Vec<u8>) -> bool {
-    let float = |v: &Num| match v {
-        Num::U(u) => Some(*u as f64),
-        Num::I(i) => Some(*i as f64),
-        Num::F(f) => Some(*f),
-        Num::B(_) => None,
-    };
-    match dtype {
-        DataType::Bool => match v {
-            Num::B(b) => {
-                out.push(u8::from(*b));
-                true
-            }
-            _ => false,
-        },
-        DataType::U8 => int!(u8, v, out),
-        DataType::U16 => int!(u16, v, out),
-        DataType::U32 => int!(u32, v, out),
-        DataType::U64 => int!(u64, v, out),
-        DataType::I8 => int!(i8, v, out),
-        DataType::I16 => int!(i16, v, out),
-        DataType::I32 => int!(i32, v, out),
-        DataType::I64 => int!(i64, v, out),
-        DataType::F16 => float(v)
-            .map(|f| out.extend_from_slice(&half::f16::from_f64(f).to_le_bytes()))
-            .is_some(),
-        DataType::F32 => float(v)
-            .map(|f| out.extend_from_slice(&(f as f32).to_le_bytes()))
-            .is_some(),
-        DataType::F64 => float(v)
-            .map(|f| out.extend_from_slice(&f.to_le_bytes()))
-            .is_some(),
-        DataType::Bytes => false,
-    }
-}
-
 /// Flattens arbitrarily nested JSON arrays into packed elements.
 struct Flatten<'a> {
     dtype: DataType,
@@ -277,9 +209,9 @@ impl Flatten<'_> {
         Ok(())
     }
 
-    fn num<E: de::Error>(mut self, v: Num) -> Result<(), E> {
+    fn num<E: de::Error>(mut self, v: JsonNumber) -> Result<(), E> {
         self.bump()?;
-        if push_num(self.dtype, &v, self.raw) {
+        if push_json_number(self.dtype, v, self.raw) {
             Ok(())
         } else {
             Err(E::custom(format_args!(
@@ -307,16 +239,16 @@ impl<'de> Visitor<'de> for Flatten<'_> {
         Ok(())
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.num(Num::B(v))
+        self.num(JsonNumber::B(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.num(Num::U(v))
+        self.num(JsonNumber::U(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.num(Num::I(v))
+        self.num(JsonNumber::I(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.num(Num::F(v))
+        self.num(JsonNumber::F(v))
     }
     fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
         if self.dtype != DataType::Bytes {
@@ -386,18 +318,7 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn write_f64(out: &mut Vec<u8>, v: f64, buf: &mut ryu::Buffer) {
-    if v.is_finite() {
-        out.extend_from_slice(buf.format_finite(v).as_bytes());
-    } else {
-        // JSON has no NaN/Infinity; null is what clients can parse.
-        out.extend_from_slice(b"null");
-    }
-}
-
 fn write_data(out: &mut Vec<u8>, t: &Tensor) {
-    let mut rb = ryu::Buffer::new();
-    let mut ib = itoa::Buffer::new();
     out.push(b'[');
     match &t.data {
         TensorData::Strings(items) => {
@@ -408,61 +329,8 @@ fn write_data(out: &mut Vec<u8>, t: &Tensor) {
                 write_str(out, &String::from_utf8_lossy(s));
             }
         }
-        TensorData::Raw(b) => {
-            macro_rules! each {
-                ($n:expr, |$c:ident| $body:expr) => {
-                    for (i, $c) in b.chunks_exact($n).enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        $body;
-                    }
-                };
-            }
-            macro_rules! ints {
-                ($t:ty) => {
-                    each!(size_of::<$t>(), |c| out.extend_from_slice(
-                        ib.format(<$t>::from_le_bytes(c.try_into().unwrap_or_default()))
-                            .as_bytes()
-                    ))
-                };
-            }
-            match t.dtype {
-                DataType::Bool => each!(1, |c| out.extend_from_slice(if c != [0] {
-                    b"true"
-                } else {
-                    b"false"
-                })),
-                DataType::U8 => ints!(u8),
-                DataType::U16 => ints!(u16),
-                DataType::U32 => ints!(u32),
-                DataType::U64 => ints!(u64),
-                DataType::I8 => ints!(i8),
-                DataType::I16 => ints!(i16),
-                DataType::I32 => ints!(i32),
-                DataType::I64 => ints!(i64),
-                DataType::F16 => each!(2, |c| write_f64(
-                    out,
-                    half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f64(),
-                    &mut rb
-                )),
-                DataType::F32 => each!(4, |c| {
-                    let v = f32::from_le_bytes(c.try_into().unwrap_or_default());
-                    // Shortest f32 text, so the client's float32 is exact.
-                    if v.is_finite() {
-                        out.extend_from_slice(rb.format_finite(v).as_bytes())
-                    } else {
-                        out.extend_from_slice(b"null")
-                    }
-                }),
-                DataType::F64 => each!(8, |c| write_f64(
-                    out,
-                    f64::from_le_bytes(c.try_into().unwrap_or_default()),
-                    &mut rb
-                )),
-                DataType::Bytes => {}
-            }
-        }
+        // JSON has no NaN/Infinity; null is what clients can parse.
+        TensorData::Raw(b) => write_json_list(t.dtype, b, NonFinite::Null, out),
     }
     out.push(b']');
 }

@@ -2,6 +2,7 @@
 //! NaN/Infinity tokens, `{"b64": ...}` bytes, shapes from list nesting.
 
 use bytes::Bytes;
+use hone_core::element::{JsonNumber, push_json_number};
 use hone_core::{DataType, Error, NamedTensor, Tensor, TensorData, TensorSpec};
 use serde_json::Value as Json;
 
@@ -223,61 +224,38 @@ fn build(s: &TensorSpec, shape: Vec<i64>, leaves: &[&Json]) -> Result<Tensor, Er
             .collect::<Result<Vec<_>, _>>()?;
         return Tensor::new(DataType::Bytes, shape, TensorData::Strings(items));
     }
-    let float = |v: &Json| match v {
-        Json::Number(n) => n.as_f64(),
-        Json::String(t) => match t.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        _ => None,
-    };
-    let int = |v: &Json| match v {
-        Json::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())),
-        Json::Bool(b) => Some(i64::from(*b)),
-        _ => None,
+    // TF Serving's reading: the NaN/Infinity strings as floats, 0/1 as
+    // booleans and booleans as integers; the rest is core's one reader.
+    let number = |v: &Json| -> Option<JsonNumber> {
+        let n = match v {
+            Json::Number(n) => n
+                .as_u64()
+                .map(JsonNumber::U)
+                .or_else(|| n.as_i64().map(JsonNumber::I))
+                .or_else(|| n.as_f64().map(JsonNumber::F))?,
+            Json::Bool(b) => JsonNumber::B(*b),
+            Json::String(t) => JsonNumber::F(match t.as_str() {
+                "NaN" => f64::NAN,
+                "Infinity" => f64::INFINITY,
+                "-Infinity" => f64::NEG_INFINITY,
+                _ => return None,
+            }),
+            _ => return None,
+        };
+        Some(match (s.dtype, n) {
+            (DataType::Bool, JsonNumber::U(u)) => JsonNumber::B(u != 0),
+            (DataType::Bool, JsonNumber::I(i)) => JsonNumber::B(i != 0),
+            (DataType::Bool, n) => n,
+            (DataType::F16 | DataType::F32 | DataType::F64, JsonNumber::B(_)) => return None,
+            (_, JsonNumber::B(b)) => JsonNumber::U(u64::from(b)),
+            (_, n) => n,
+        })
     };
     let mut out: Vec<u8> = Vec::with_capacity(leaves.len() * s.dtype.size().unwrap_or(8));
     for v in leaves {
-        macro_rules! put_int {
-            ($t:ty) => {{
-                let x = int(v)
-                    .and_then(|x| <$t>::try_from(x).ok())
-                    .ok_or_else(|| bad(v))?;
-                out.extend_from_slice(&x.to_le_bytes());
-            }};
-        }
-        match s.dtype {
-            DataType::F32 => {
-                out.extend_from_slice(&(float(v).ok_or_else(|| bad(v))? as f32).to_le_bytes())
-            }
-            DataType::F64 => out.extend_from_slice(&float(v).ok_or_else(|| bad(v))?.to_le_bytes()),
-            DataType::F16 => out.extend_from_slice(
-                &half::f16::from_f64(float(v).ok_or_else(|| bad(v))?).to_le_bytes(),
-            ),
-            DataType::Bool => out.push(u8::from(match v {
-                Json::Bool(b) => *b,
-                _ => int(v).ok_or_else(|| bad(v))? != 0,
-            })),
-            DataType::I8 => put_int!(i8),
-            DataType::I16 => put_int!(i16),
-            DataType::I32 => put_int!(i32),
-            DataType::I64 => put_int!(i64),
-            DataType::U8 => put_int!(u8),
-            DataType::U16 => put_int!(u16),
-            DataType::U32 => put_int!(u32),
-            DataType::U64 => {
-                let x = match v {
-                    Json::Number(n) => n.as_u64(),
-                    _ => None,
-                }
-                .ok_or_else(|| bad(v))?;
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::Bytes => {}
+        let fits = number(v).is_some_and(|n| push_json_number(s.dtype, n, &mut out));
+        if !fits {
+            return Err(bad(v));
         }
     }
     Tensor::new(s.dtype, shape, TensorData::Raw(Bytes::from(out)))
