@@ -1,10 +1,8 @@
 //! `hone.admin.v1.Admin` on the gRPC port: traffic and rollout control, the
 //! same actions as the REST admin routes, behind the admin key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value as Json;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
@@ -13,6 +11,7 @@ use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
 use crate::split::{ShadowTarget, Split};
 use crate::state::ServerState;
+use crate::traffic_admin::TrafficView;
 
 pub use crate::proto::admin::admin_server::AdminServer;
 
@@ -26,46 +25,31 @@ impl AdminService {
     }
 }
 
-/// The REST view's JSON as the typed message.
-fn traffic(v: &Json) -> Traffic {
-    let split = &v["split"];
-    let weights: HashMap<String, u32> = split["weights"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, w)| Some((k.clone(), u32::try_from(w.as_u64()?).ok()?)))
-        .collect();
-    let labels: HashMap<String, i64> = split["labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?)))
-        .collect();
-    let shadow = split["shadow"].as_object().and_then(|s| {
-        Some(Shadow {
-            version: s.get("version")?.as_str()?.parse().ok()?,
-            share: s.get("share")?.as_f64()?,
-        })
-    });
+/// The traffic view as the typed message.
+fn traffic(v: TrafficView) -> Traffic {
+    let split = v.split.map(|s| (*s).clone()).unwrap_or_default();
     Traffic {
-        model: v["model"].as_str().unwrap_or_default().into(),
-        source: v["source"].as_str().unwrap_or_default().into(),
-        weights,
-        labels,
-        sticky_header: split["sticky_header"].as_str().unwrap_or_default().into(),
-        shadow,
-        versions: v["versions"]
-            .as_array()
+        model: v.model,
+        source: v.source.into(),
+        weights: split
+            .weights
+            .iter()
+            .map(|(k, w)| (k.to_string(), *w))
+            .collect(),
+        labels: split.labels.into_iter().collect(),
+        sticky_header: split.sticky_header.unwrap_or_default(),
+        shadow: split.shadow.map(|s| Shadow {
+            version: s.version,
+            share: s.share,
+        }),
+        versions: v
+            .versions
             .into_iter()
-            .flatten()
             .map(|r| VersionShare {
-                version: r["version"].as_str().unwrap_or_default().into(),
-                weight: r["weight"]
-                    .as_u64()
-                    .and_then(|w| u32::try_from(w).ok())
-                    .unwrap_or(0),
-                share: r["share"].as_f64().unwrap_or(0.0),
-                success: r["success"].as_u64().unwrap_or(0),
+                version: r.version.to_string(),
+                weight: r.weight.unwrap_or(0),
+                share: r.share,
+                success: r.success,
             })
             .collect(),
     }
@@ -90,7 +74,7 @@ impl Admin for AdminService {
         self.admin(&r)?;
         let v =
             crate::traffic_admin::view(&self.state.control, &r.get_ref().model).map_err(status)?;
-        Ok(Response::new(traffic(&v)))
+        Ok(Response::new(traffic(v)))
     }
 
     async fn set_traffic(
@@ -122,14 +106,14 @@ impl Admin for AdminService {
         }
         let v =
             crate::traffic_admin::set(&self.state.control, &req.model, split).map_err(status)?;
-        Ok(Response::new(traffic(&v)))
+        Ok(Response::new(traffic(v)))
     }
 
     async fn clear_traffic(&self, r: Request<ModelRef>) -> Result<Response<Traffic>, Status> {
         self.admin(&r)?;
         let v =
             crate::traffic_admin::clear(&self.state.control, &r.get_ref().model).map_err(status)?;
-        Ok(Response::new(traffic(&v)))
+        Ok(Response::new(traffic(v)))
     }
 
     async fn promote(&self, r: Request<ModelRef>) -> Result<Response<RolloutStatus>, Status> {

@@ -102,7 +102,11 @@ async fn good_versions_promote_and_bad_ones_roll_back() {
     let clients = load(base.clone(), stop.clone(), failed.clone());
 
     // A good version: 10 → 50 → 100 %.
-    let policy = json!({"to": 2, "from": 1, "steps": [10, 50, 100], "step_requests": 100, "shadow_share": 0.5});
+    // The same model must promote even when the machine is busy (tests run
+    // side by side on two cores): its p99 may pass the stable one's by a
+    // scheduling hiccup, so the slack is wider than the default here; the
+    // slow version below is judged with the default.
+    let policy = json!({"to": 2, "from": 1, "steps": [10, 50, 100], "step_requests": 100, "shadow_share": 0.5, "p99_slack_ms": 100.0});
     let r = c
         .post(format!("{base}/rollout"))
         .json(&policy)
