@@ -623,6 +623,7 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let opts = opt::OptimizeOptions {
+        in_memory: None,
         model: args.model,
         data: args.data,
         target: args.target,

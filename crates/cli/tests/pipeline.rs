@@ -379,7 +379,7 @@ fn ship_serves_and_verifies_then_gates() {
     }
     // The packaged version is a valid repository entry for `hone serve`'s loader.
     let cfg = std::fs::read_to_string(repo.join("bc/config.pbtxt")).unwrap();
-    assert!(cfg.contains("dims: [ 30 ]"), "{cfg}");
+    assert!(cfg.contains("dims: [30]"), "{cfg}");
 
     // A second ship adds version 2.
     let r = json(&ship(&[]));

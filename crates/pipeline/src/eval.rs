@@ -300,7 +300,16 @@ fn load_csv(
     meta: &hone_core::ModelMetadata,
     card: Option<&hone_train::ModelCard>,
 ) -> Result<Dataset> {
-    let table = Table::read(path)?;
+    dataset_from_table(Table::read(path)?, target, meta, card)
+}
+
+/// EVAL from a table already read (a CSV or Parquet file's rows).
+pub fn dataset_from_table(
+    table: Table,
+    target: &str,
+    meta: &hone_core::ModelMetadata,
+    card: Option<&hone_train::ModelCard>,
+) -> Result<Dataset> {
     if meta.inputs.len() != 1 {
         return Err(PipelineError::Message(format!(
             "the model has {} inputs ({}); a CSV feeds models with one input, use a directory of .npy files",

@@ -6,6 +6,11 @@
 
 use crate::SessionConfig;
 
+/// Batch size used when a model has a dynamic first dimension and no config
+/// says otherwise: the server batches up to it, and the optimizer judges
+/// candidates in the batches that gives.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+
 /// Cores ONNX Runtime may use on this machine.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

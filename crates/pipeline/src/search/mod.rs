@@ -28,7 +28,7 @@ mod timing;
 use std::time::Instant;
 
 pub use choose::{TIE, choose};
-pub use options::{Objective, OptimizeOptions, Technique};
+pub use options::{InMemory, Objective, OptimizeOptions, Technique};
 pub use recipe::{CalMethod, Dynamic, Recipe, Static};
 pub use report::{Candidate, OptimizeReport, SideBySide, Verdict, render, report_paths};
 

@@ -93,6 +93,30 @@ pub struct OptimizeOptions {
     /// Also write every candidate that built to DIR/<name>.onnx, for
     /// inspecting the ones that were not chosen.
     pub keep_candidates: Option<PathBuf>,
+    /// The model, its card and EVAL already in memory (`hone ship`): read
+    /// from here instead of `model`/`data` (which then only name them in
+    /// the report), and nothing is written; the candidates' bytes are in
+    /// the report.
+    pub in_memory: Option<InMemory>,
+}
+
+#[derive(Clone)]
+pub struct InMemory {
+    pub model: Vec<u8>,
+    pub card: Option<hone_train::ModelCard>,
+    pub data: hone_data::Table,
+}
+
+impl std::fmt::Debug for InMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InMemory {{ model: {} bytes, card: {}, data: {} rows }}",
+            self.model.len(),
+            self.card.is_some(),
+            self.data.rows()
+        )
+    }
 }
 
 impl OptimizeOptions {

@@ -15,6 +15,10 @@ pub(crate) fn write_outputs(
     chosen: Option<&Candidate>,
     card: Option<&hone_train::ModelCard>,
 ) -> Result<()> {
+    // In memory: the caller takes the chosen bytes from the report.
+    if opts.in_memory.is_some() {
+        return Ok(());
+    }
     let json = serde_json::to_vec_pretty(&report)?;
     let html = super::html::render(report);
     let (json_path, html_path) = report_paths(&opts.output);

@@ -34,7 +34,10 @@ pub(crate) struct Setup {
 
 pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     hone_runtime::init()?;
-    let fp32_bytes = std::fs::read(&opts.model)?;
+    let fp32_bytes = match &opts.in_memory {
+        Some(m) => m.model.clone(),
+        None => std::fs::read(&opts.model)?,
+    };
     let cfg = SessionConfig {
         intra_op_threads: opts.threads,
         ..Default::default()
@@ -46,8 +49,18 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         .map_err(|e| PipelineError::Message(format!("canonicalizing the model: {e}")))?;
     let fp32 = canon.model.clone();
     let meta = base_backend.metadata().clone();
-    let card = crate::read_card(&opts.model)?;
-    let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+    let (card, ds) = match &opts.in_memory {
+        Some(m) => {
+            let ds =
+                eval::dataset_from_table(m.data.clone(), &opts.target, &meta, m.card.as_ref())?;
+            (m.card.clone(), ds)
+        }
+        None => {
+            let card = crate::read_card(&opts.model)?;
+            let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+            (card, ds)
+        }
+    };
     if ds.rows == 0 {
         return Err(PipelineError::Message(format!(
             "{}: no rows",
@@ -77,7 +90,7 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     // sequence models also the padded bulk figure, shown beside.
     let seq = Seq::detect(&meta, &ds);
     let eval_batch = eval_batch.min(ds.rows);
-    let batched = eval_batch.min(hone_server::config::DEFAULT_MAX_BATCH_SIZE as usize);
+    let batched = eval_batch.min(hone_runtime::sizing::DEFAULT_MAX_BATCH_SIZE as usize);
     let mut passes = vec![Pass::Single];
     if batched > 1 {
         passes.push(Pass::Batched(batched));

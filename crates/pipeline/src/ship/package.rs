@@ -25,18 +25,24 @@ pub(super) fn validate_name(name: &str) -> Result<()> {
 
 /// The Triton config hone writes for a model it trained.
 pub fn config_pbtxt(name: &str, model: &Mlp) -> String {
+    use hone_server::config::{DynamicBatching, IoConfig, ModelConfig};
     let e = &model.encoding;
-    format!(
-        "# Written by hone ship.\nname: \"{name}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 64\n\
-         input [\n  {{ name: \"{}\" data_type: TYPE_FP32 dims: [ {} ] }}\n]\n\
-         output [\n  {{ name: \"{}\" data_type: TYPE_FP32 dims: [ {} ] }}\n]\n\
-         dynamic_batching {{ max_queue_delay_microseconds: 0 }}\n\
-         instance_group [ {{ count: 1 kind: KIND_CPU }} ]\n",
-        hone_train::export::INPUT,
-        e.input_width(),
-        hone_train::export::OUTPUT,
-        e.output_width()
-    )
+    let io = |name: &str, width: usize| IoConfig {
+        name: name.into(),
+        dtype: hone_core::DataType::F32,
+        dims: vec![width as i64],
+    };
+    let config = ModelConfig {
+        name: name.into(),
+        max_batch_size: Some(64),
+        inputs: vec![io(hone_train::export::INPUT, e.input_width())],
+        outputs: vec![io(hone_train::export::OUTPUT, e.output_width())],
+        dynamic_batching: Some(DynamicBatching::default()),
+        instance_count: 1,
+        ..ModelConfig::default()
+    };
+    // The server's own writer, so what ship writes is what the server reads.
+    format!("# Written by hone ship.\n{}", config.to_pbtxt())
 }
 
 /// Writes model, card and config into a hidden staging directory inside the

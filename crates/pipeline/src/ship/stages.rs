@@ -138,7 +138,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
         data_bytes: &opts.data,
         seconds: train_seconds,
     });
-    let card = serde_json::to_vec_pretty(&card)?;
+    let card_json = serde_json::to_vec_pretty(&card)?;
     let onnx_bytes = match opts.optimize {
         None => {
             run.skipped(
@@ -160,7 +160,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
             &opts.repository,
             &opts.name,
             &onnx_bytes,
-            &card,
+            &card_json,
             &config,
             &cancel,
         )?;

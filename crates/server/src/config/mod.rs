@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use hone_core::{DataType, Error, ModelMetadata, Result, TensorSpec};
 use hone_runtime::{GraphOptimization, SessionConfig};
 
-/// Batch size used when a model has a dynamic first dimension and no config
-/// says otherwise.
-pub const DEFAULT_MAX_BATCH_SIZE: u32 = 64;
+pub use hone_runtime::sizing::DEFAULT_MAX_BATCH_SIZE;
 /// What a dimension the model leaves dynamic (a sequence length, an image
 /// side) counts for in the default element limits.
 pub const DYNAMIC_EXTENT: usize = 4096;

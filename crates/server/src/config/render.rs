@@ -184,18 +184,26 @@ impl ModelConfig {
                 "  max_queue_delay_microseconds: {}",
                 d.max_queue_delay_us
             );
-            let _ = writeln!(
-                o,
-                "  default_queue_policy {{ max_queue_size: {} default_timeout_microseconds: {} allow_timeout_override: {} timeout_action: {} }}",
-                d.max_queue_size,
-                d.default_timeout_us,
-                d.allow_timeout_override,
-                if d.delay_on_timeout {
-                    "DELAY"
-                } else {
-                    "REJECT"
-                }
-            );
+            // Left out when it says nothing: Triton reads max_queue_size 0
+            // as unbounded, hone as its default bound.
+            let policy_default = d.max_queue_size == 0
+                && d.default_timeout_us == 0
+                && !d.allow_timeout_override
+                && !d.delay_on_timeout;
+            if !policy_default {
+                let _ = writeln!(
+                    o,
+                    "  default_queue_policy {{ max_queue_size: {} default_timeout_microseconds: {} allow_timeout_override: {} timeout_action: {} }}",
+                    d.max_queue_size,
+                    d.default_timeout_us,
+                    d.allow_timeout_override,
+                    if d.delay_on_timeout {
+                        "DELAY"
+                    } else {
+                        "REJECT"
+                    }
+                );
+            }
             o.push_str("}\n");
         }
         if self.instance_count > 0 {
