@@ -45,7 +45,12 @@ impl Repository {
     pub fn load_all(&self) {
         let _one_at_a_time = self.changing.lock();
         let root = &self.root;
-        let mut names = model_dirs(root).unwrap_or_default();
+        // An unreadable root serves nothing and says why; the next poll or
+        // load tries again.
+        let mut names = model_dirs(root).unwrap_or_else(|e| {
+            tracing::error!("cannot list the model repository {}: {e}", root.display());
+            Vec::new()
+        });
         names.sort();
         let engines_ref = &self.engines;
         let loaded: Vec<(String, ModelEntry)> = std::thread::scope(|s| {
