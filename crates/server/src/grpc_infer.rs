@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use hone_core::element::{JsonNumber, push_json_number};
 use hone_core::{DataType, Error, NamedTensor, Result, Tensor, TensorData};
 use tonic::{Response, Status};
 
@@ -186,26 +187,23 @@ fn request_timeout_us(req: &ModelInferRequest) -> Option<u64> {
     }
 }
 
-fn pack<T: Copy>(name: &str, values: &[T], f: impl Fn(T, &mut Vec<u8>) -> bool) -> Result<Bytes> {
-    let mut out = Vec::with_capacity(values.len() * 8);
+/// Packs the values of one typed field as `dtype`, each through core's one
+/// range-checked reader.
+fn pack<T: Copy>(
+    name: &str,
+    dtype: DataType,
+    values: &[T],
+    number: impl Fn(T) -> JsonNumber,
+) -> Result<Bytes> {
+    let mut out = Vec::with_capacity(values.len() * dtype.size().unwrap_or(8));
     for &v in values {
-        if !f(v, &mut out) {
+        if !push_json_number(dtype, number(v), &mut out) {
             return Err(Error::invalid(format!(
                 "input '{name}': a value in contents does not fit the datatype"
             )));
         }
     }
     Ok(Bytes::from(out))
-}
-
-macro_rules! narrow {
-    ($t:ty) => {
-        |v, out: &mut Vec<u8>| {
-            <$t>::try_from(v)
-                .map(|x| out.extend_from_slice(&x.to_le_bytes()))
-                .is_ok()
-        }
-    };
 }
 
 /// Typed `contents` to a tensor: the field must fit the datatype, as the
@@ -216,10 +214,6 @@ fn typed_tensor(
     shape: Vec<i64>,
     c: InferTensorContents,
 ) -> Result<Tensor> {
-    let raw = |b: Result<Bytes>| -> Result<Tensor> {
-        Tensor::new(dtype, shape.clone(), TensorData::Raw(b?))
-            .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)))
-    };
     let expect = |field: &str, len: usize| -> Result<()> {
         let others = c.bool_contents.len()
             + c.int_contents.len()
@@ -236,61 +230,35 @@ fn typed_tensor(
         }
         Ok(())
     };
-    match dtype {
+    use JsonNumber::{B, F, I, U};
+    let packed = match dtype {
         DataType::Bool => {
             expect("bool_contents", c.bool_contents.len())?;
-            raw(Ok(Bytes::from(
-                c.bool_contents
-                    .iter()
-                    .map(|&b| u8::from(b))
-                    .collect::<Vec<u8>>(),
-            )))
+            pack(name, dtype, &c.bool_contents, B)
         }
-        DataType::I8 => {
+        DataType::I8 | DataType::I16 | DataType::I32 => {
             expect("int_contents", c.int_contents.len())?;
-            raw(pack(name, &c.int_contents, narrow!(i8)))
-        }
-        DataType::I16 => {
-            expect("int_contents", c.int_contents.len())?;
-            raw(pack(name, &c.int_contents, narrow!(i16)))
-        }
-        DataType::I32 => {
-            expect("int_contents", c.int_contents.len())?;
-            raw(pack(name, &c.int_contents, narrow!(i32)))
+            pack(name, dtype, &c.int_contents, |v| I(v.into()))
         }
         DataType::I64 => {
             expect("int64_contents", c.int64_contents.len())?;
-            raw(pack(name, &c.int64_contents, narrow!(i64)))
+            pack(name, dtype, &c.int64_contents, I)
         }
-        DataType::U8 => {
+        DataType::U8 | DataType::U16 | DataType::U32 => {
             expect("uint_contents", c.uint_contents.len())?;
-            raw(pack(name, &c.uint_contents, narrow!(u8)))
-        }
-        DataType::U16 => {
-            expect("uint_contents", c.uint_contents.len())?;
-            raw(pack(name, &c.uint_contents, narrow!(u16)))
-        }
-        DataType::U32 => {
-            expect("uint_contents", c.uint_contents.len())?;
-            raw(pack(name, &c.uint_contents, narrow!(u32)))
+            pack(name, dtype, &c.uint_contents, |v| U(v.into()))
         }
         DataType::U64 => {
             expect("uint64_contents", c.uint64_contents.len())?;
-            raw(pack(name, &c.uint64_contents, narrow!(u64)))
+            pack(name, dtype, &c.uint64_contents, U)
         }
         DataType::F32 => {
             expect("fp32_contents", c.fp32_contents.len())?;
-            raw(pack(name, &c.fp32_contents, |v: f32, o: &mut Vec<u8>| {
-                o.extend_from_slice(&v.to_le_bytes());
-                true
-            }))
+            pack(name, dtype, &c.fp32_contents, |v| F(v.into()))
         }
         DataType::F64 => {
             expect("fp64_contents", c.fp64_contents.len())?;
-            raw(pack(name, &c.fp64_contents, |v: f64, o: &mut Vec<u8>| {
-                o.extend_from_slice(&v.to_le_bytes());
-                true
-            }))
+            pack(name, dtype, &c.fp64_contents, F)
         }
         DataType::F16 => Err(Error::invalid(format!(
             "input '{name}': FP16 has no typed contents field; send it in raw_input_contents"
@@ -298,10 +266,12 @@ fn typed_tensor(
         DataType::Bytes => {
             expect("bytes_contents", c.bytes_contents.len())?;
             let items = c.bytes_contents.into_iter().map(Bytes::from).collect();
-            Tensor::new(dtype, shape, TensorData::Strings(items))
-                .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)))
+            return Tensor::new(dtype, shape, TensorData::Strings(items))
+                .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)));
         }
-    }
+    };
+    Tensor::new(dtype, shape, TensorData::Raw(packed?))
+        .map_err(|e| Error::invalid(format!("input '{name}': {}", e.message)))
 }
 
 fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<NamedTensor>> {
@@ -342,4 +312,67 @@ fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<NamedTensor>> {
         out.push((input.name, t));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(dtype: DataType, c: InferTensorContents) -> Result<Tensor> {
+        let n = i64::try_from(
+            c.bool_contents.len()
+                + c.int_contents.len()
+                + c.int64_contents.len()
+                + c.uint_contents.len()
+                + c.uint64_contents.len()
+                + c.fp32_contents.len()
+                + c.fp64_contents.len(),
+        )
+        .unwrap();
+        typed_tensor("x", dtype, vec![n], c)
+    }
+
+    /// Each typed field reaches its datatypes through core's range checks.
+    #[test]
+    fn typed_contents_are_range_checked_per_datatype() {
+        let ints = |v: Vec<i32>| InferTensorContents {
+            int_contents: v,
+            ..Default::default()
+        };
+        let t = typed(DataType::I8, ints(vec![-128, 127])).unwrap();
+        assert_eq!(t.to_f64s(), Some(vec![-128.0, 127.0]));
+        let e = typed(DataType::I8, ints(vec![128])).unwrap_err();
+        assert!(e.message.contains("input 'x'"), "{e}");
+        let t = typed(
+            DataType::U16,
+            InferTensorContents {
+                uint_contents: vec![65535],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(t.to_f64s(), Some(vec![65535.0]));
+        assert!(
+            typed(
+                DataType::U8,
+                InferTensorContents {
+                    uint_contents: vec![256],
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        let t = typed(
+            DataType::Bool,
+            InferTensorContents {
+                bool_contents: vec![true, false],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(t.to_f64s(), Some(vec![1.0, 0.0]));
+        // The wrong field for the datatype is named.
+        let e = typed(DataType::I64, ints(vec![1])).unwrap_err();
+        assert!(e.message.contains("int64_contents"), "{e}");
+    }
 }
