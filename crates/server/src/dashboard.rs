@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value as Json, json};
 
 use crate::metrics::FailReason;
+use crate::repository::VersionState;
 use crate::state::ServerState;
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -50,10 +51,10 @@ fn versions(s: &ServerState) -> Vec<Json> {
         .versions()
         .into_iter()
         .map(|(name, version, m)| match m {
-            Err(reason) => {
+            VersionState::Unavailable(reason) => {
                 json!({"model": name, "version": version, "state": "UNAVAILABLE", "reason": reason})
             }
-            Ok(m) => {
+            VersionState::Ready(m) => {
                 let st = &m.stats;
                 let relaxed = std::sync::atomic::Ordering::Relaxed;
                 let errors: serde_json::Map<String, Json> = FailReason::ALL

@@ -12,6 +12,7 @@ use crate::metrics::MetricSource;
 use crate::model::LoadedModel;
 
 /// One version directory and what became of it.
+#[derive(Clone)]
 pub enum VersionState {
     Ready(Arc<LoadedModel>),
     Unavailable(String),
@@ -187,7 +188,7 @@ impl Registry {
 
     /// Every model and version with its loaded model, or why it has none
     /// (a model that failed as a whole has one entry with an empty version).
-    pub fn versions(&self) -> Vec<(String, String, Result<Arc<LoadedModel>, String>)> {
+    pub fn versions(&self) -> Vec<(String, String, VersionState)> {
         let Ok(models) = self.models.read() else {
             return Vec::new();
         };
@@ -195,14 +196,10 @@ impl Registry {
         for (name, e) in models.iter() {
             if e.versions.is_empty() {
                 let why = e.error.clone().unwrap_or_else(|| "no versions".into());
-                out.push((name.clone(), String::new(), Err(why)));
+                out.push((name.clone(), String::new(), VersionState::Unavailable(why)));
             }
             for (v, s) in &e.versions {
-                let m = match s {
-                    VersionState::Ready(m) => Ok(m.clone()),
-                    VersionState::Unavailable(r) => Err(r.clone()),
-                };
-                out.push((name.clone(), v.to_string(), m));
+                out.push((name.clone(), v.to_string(), s.clone()));
             }
         }
         out

@@ -19,6 +19,7 @@ use crate::http_transport::{Http, HttpBody, HttpEncoded};
 use crate::infer::{Answer, Call, Head, Infer, Route, Wire};
 use crate::model::LoadedModel;
 use crate::offload::OFF_THREAD_BYTES;
+use crate::repository::VersionState;
 use crate::rest::{ApiError, ApiResult, St, head_of, json_response, model};
 
 mod decode;
@@ -100,7 +101,7 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
     } else {
         None
     };
-    let versions: Vec<(String, Result<_, String>)> = s
+    let versions: Vec<(String, VersionState)> = s
         .repo
         .models()
         .versions()
@@ -118,8 +119,8 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
         .filter(|(v, _)| wanted.as_deref().is_none_or(|w| w == v))
         .map(|(v, state)| {
             let (st, code, msg) = match state {
-                Ok(_) => ("AVAILABLE", "OK", String::new()),
-                Err(why) => ("END", "UNKNOWN", why.clone()),
+                VersionState::Ready(_) => ("AVAILABLE", "OK", String::new()),
+                VersionState::Unavailable(why) => ("END", "UNKNOWN", why.clone()),
             };
             json!({"version": v, "state": st,
                    "status": {"error_code": code, "error_message": msg}})
