@@ -59,13 +59,6 @@ pub enum ClientError {
         status: StatusCode,
         message: String,
     },
-    #[error("{method} {url}: the answer is not JSON: {source}")]
-    NotJson {
-        method: Method,
-        url: String,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl ClientError {

@@ -27,7 +27,8 @@ impl AdminService {
 
 /// The traffic view as the typed message.
 fn traffic(v: TrafficView) -> Traffic {
-    let split = v.split.map(|s| (*s).clone()).unwrap_or_default();
+    let none = crate::split::Split::default();
+    let split = v.split.as_deref().unwrap_or(&none);
     Traffic {
         model: v.model,
         source: v.source.into(),
@@ -36,8 +37,8 @@ fn traffic(v: TrafficView) -> Traffic {
             .iter()
             .map(|(k, w)| (k.to_string(), *w))
             .collect(),
-        labels: split.labels.into_iter().collect(),
-        sticky_header: split.sticky_header.unwrap_or_default(),
+        labels: split.labels.clone().into_iter().collect(),
+        sticky_header: split.sticky_header.clone().unwrap_or_default(),
         shadow: split.shadow.map(|s| Shadow {
             version: s.version,
             share: s.share,
