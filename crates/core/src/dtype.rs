@@ -15,6 +15,8 @@ pub enum DataType {
     I32,
     I64,
     F16,
+    /// bfloat16: FP32's exponent range with an 8-bit mantissa.
+    Bf16,
     F32,
     F64,
     /// Variable-length byte strings (ONNX `string`).
@@ -22,7 +24,7 @@ pub enum DataType {
 }
 
 impl DataType {
-    pub const ALL: [DataType; 13] = [
+    pub const ALL: [DataType; 14] = [
         DataType::Bool,
         DataType::U8,
         DataType::U16,
@@ -33,6 +35,7 @@ impl DataType {
         DataType::I32,
         DataType::I64,
         DataType::F16,
+        DataType::Bf16,
         DataType::F32,
         DataType::F64,
         DataType::Bytes,
@@ -42,7 +45,7 @@ impl DataType {
     pub fn size(self) -> Option<usize> {
         Some(match self {
             DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 | DataType::F16 => 2,
+            DataType::U16 | DataType::I16 | DataType::F16 | DataType::Bf16 => 2,
             DataType::U32 | DataType::I32 | DataType::F32 => 4,
             DataType::U64 | DataType::I64 | DataType::F64 => 8,
             DataType::Bytes => return None,
@@ -62,10 +65,19 @@ impl DataType {
             DataType::I32 => "INT32",
             DataType::I64 => "INT64",
             DataType::F16 => "FP16",
+            DataType::Bf16 => "BF16",
             DataType::F32 => "FP32",
             DataType::F64 => "FP64",
             DataType::Bytes => "BYTES",
         }
+    }
+
+    /// FP16, BF16, FP32 or FP64.
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64
+        )
     }
 
     pub fn from_v2(s: &str) -> Option<Self> {
@@ -86,6 +98,7 @@ impl DataType {
             DataType::I32 => "TYPE_INT32",
             DataType::I64 => "TYPE_INT64",
             DataType::F16 => "TYPE_FP16",
+            DataType::Bf16 => "TYPE_BF16",
             DataType::F32 => "TYPE_FP32",
             DataType::F64 => "TYPE_FP64",
         }
@@ -113,6 +126,8 @@ mod tests {
             assert_eq!(DataType::from_triton(d.as_triton()), Some(d));
         }
         assert_eq!(DataType::from_v2("FLOAT"), None);
-        assert_eq!(DataType::from_triton("TYPE_BF16"), None);
+        assert_eq!(DataType::from_triton("TYPE_BF16"), Some(DataType::Bf16));
+        assert_eq!(DataType::from_v2("BF16").and_then(DataType::size), Some(2));
+        assert!(DataType::Bf16.is_float() && !DataType::I64.is_float());
     }
 }

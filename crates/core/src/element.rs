@@ -9,7 +9,7 @@
 use crate::{Tensor, TensorData};
 
 /// Runs `$body` with `$T` the Rust type of `$dtype`'s elements (`bool` for
-/// BOOL, `half::f16` for FP16); `$other` for BYTES.
+/// BOOL, `half::f16` for FP16, `half::bf16` for BF16); `$other` for BYTES.
 #[macro_export]
 macro_rules! with_numeric_type {
     ($dtype:expr, |$T:ident| $body:expr, bytes => $other:expr) => {
@@ -54,6 +54,10 @@ macro_rules! with_numeric_type {
                 type $T = $crate::element::F16;
                 $body
             }
+            $crate::DataType::Bf16 => {
+                type $T = $crate::element::BF16;
+                $body
+            }
             $crate::DataType::F32 => {
                 type $T = f32;
                 $body
@@ -67,6 +71,7 @@ macro_rules! with_numeric_type {
     };
 }
 
+pub use half::bf16 as BF16;
 pub use half::f16 as F16;
 
 /// A JSON number (or boolean) as a parser read it, before it meets a dtype.
@@ -287,6 +292,27 @@ impl Element for F16 {
     }
 }
 
+impl Element for BF16 {
+    const SIZE: usize = 2;
+    fn read(le: &[u8]) -> Self {
+        le.get(..2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(BF16::ZERO, BF16::from_le_bytes)
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_json(n: JsonNumber) -> Option<Self> {
+        n.float().map(BF16::from_f64)
+    }
+    fn write_json_as(self, out: &mut Vec<u8>, non_finite: NonFinite) {
+        write_json_f64_as(out, self.to_f64(), non_finite);
+    }
+}
+
 /// A float as JSON: shortest round-trip text, or a non-finite token.
 pub fn write_json_f64(out: &mut Vec<u8>, x: f64) {
     write_json_f64_as(out, x, NonFinite::Tokens);
@@ -356,6 +382,8 @@ mod tests {
         assert_eq!(json(f32::NAN), "NaN");
         assert_eq!(json(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(json(F16::from_f32(1.5)), "1.5");
+        assert_eq!(json(BF16::from_f32(-2.5)), "-2.5");
+        assert_eq!(BF16::read(&BF16::from_f32(3.0).to_le_bytes()).to_f64(), 3.0);
         assert_eq!(json(-7i8), "-7");
         assert_eq!(json(u64::MAX), "18446744073709551615");
         assert_eq!(json(true), "true");
@@ -398,6 +426,10 @@ mod tests {
         assert_eq!(
             push(DataType::F16, F(0.5)),
             Some(F16::from_f32(0.5).to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            push(DataType::Bf16, F(0.5)),
+            Some(BF16::from_f32(0.5).to_le_bytes().to_vec())
         );
         assert_eq!(push(DataType::Bytes, U(1)), None);
         let le: Vec<u8> = [1.5f32, f32::NAN, f32::INFINITY]

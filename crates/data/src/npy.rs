@@ -67,29 +67,6 @@ pub fn read(path: &Path) -> Result<Tensor> {
 
 /// The values of a numeric tensor as f32 (labels and float outputs).
 pub fn to_f32(t: &Tensor) -> Option<Vec<f32>> {
-    let raw = match &t.data {
-        hone_core::TensorData::Raw(b) => b,
-        hone_core::TensorData::Strings(_) => return None,
-    };
-    Some(match t.dtype {
-        DataType::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DataType::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        DataType::I64 => raw
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        DataType::I32 => raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
-        DataType::U8 | DataType::Bool => raw.iter().map(|&b| b as f32).collect(),
-        DataType::I8 => raw.iter().map(|&b| b as i8 as f32).collect(),
-        _ => return None,
-    })
+    t.to_f64s()
+        .map(|v| v.into_iter().map(|x| x as f32).collect())
 }

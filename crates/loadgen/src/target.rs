@@ -175,6 +175,7 @@ fn random(i: &Input, rng: &mut hone_data::rng::Rng) -> Result<Tensor> {
             DataType::U32 | DataType::I32 => raw.extend((int(rng) as u32).to_le_bytes()),
             DataType::U64 | DataType::I64 => raw.extend(int(rng).to_le_bytes()),
             DataType::F16 => raw.extend(half::f16::from_f32(rng.uniform(0.0, 1.0)).to_le_bytes()),
+            DataType::Bf16 => raw.extend(half::bf16::from_f32(rng.uniform(0.0, 1.0)).to_le_bytes()),
             DataType::F32 => raw.extend(rng.uniform(0.0, 1.0).to_le_bytes()),
             DataType::F64 => raw.extend(rng.next_f64().to_le_bytes()),
             DataType::Bytes => {}
@@ -243,7 +244,7 @@ fn from_csv(target: &Target, path: &std::path::Path) -> Result<Vec<Vec<Tensor>>>
     Ok(sets)
 }
 
-/// A CSV gives floats; an FP64 or FP16 input gets them converted.
+/// A CSV gives floats; an FP64, FP16 or BF16 input gets them converted.
 fn convert_f32(t: Tensor, dtype: DataType) -> Result<Tensor> {
     let TensorData::Raw(b) = &t.data else {
         return Ok(t);
@@ -257,6 +258,9 @@ fn convert_f32(t: Tensor, dtype: DataType) -> Result<Tensor> {
         DataType::F64 => vals.flat_map(|v| f64::from(v).to_le_bytes()).collect(),
         DataType::F16 => vals
             .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DataType::Bf16 => vals
+            .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
             .collect(),
         other => {
             return Err(Error::invalid(format!(

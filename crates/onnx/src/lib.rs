@@ -29,6 +29,7 @@ pub mod elem {
     pub const BOOL: i32 = 9;
     pub const FLOAT16: i32 = 10;
     pub const DOUBLE: i32 = 11;
+    pub const BFLOAT16: i32 = 16;
 }
 
 /// Why a model could not be read, written or taken apart.

@@ -153,7 +153,7 @@ pub fn pick_output(meta: &hone_core::ModelMetadata, name: Option<&str>) -> Resul
         None => meta
             .outputs
             .iter()
-            .position(|o| matches!(o.dtype, DataType::F32 | DataType::F64 | DataType::F16))
+            .position(|o| o.dtype.is_float())
             .or_else(|| (!meta.outputs.is_empty()).then_some(0))
             .ok_or_else(|| PipelineError::Message("the model has no outputs".into())),
     }

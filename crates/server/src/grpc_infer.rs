@@ -260,8 +260,8 @@ fn typed_tensor(
             expect("fp64_contents", c.fp64_contents.len())?;
             pack(name, dtype, &c.fp64_contents, F)
         }
-        DataType::F16 => Err(Error::invalid(format!(
-            "input '{name}': FP16 has no typed contents field; send it in raw_input_contents"
+        DataType::F16 | DataType::Bf16 => Err(Error::invalid(format!(
+            "input '{name}': {dtype} has no typed contents field; send it in raw_input_contents"
         ))),
         DataType::Bytes => {
             expect("bytes_contents", c.bytes_contents.len())?;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hone_core::{DataType, NamedTensor, Tensor};
+use hone_core::{NamedTensor, Tensor};
 use serde_json::{Value as Json, json};
 
 use crate::drift::values;
@@ -268,7 +268,7 @@ fn compare(d: &mut Divergence, primary: &[Tensor], shadow: &[Tensor]) {
         d.elements += x.len() as u64;
         // The first [batch, classes] float output is the classifier's.
         if !classified
-            && matches!(a.dtype, DataType::F32 | DataType::F64 | DataType::F16)
+            && a.dtype.is_float()
             && let (Some(ca), Some(cb)) = (classes(&x, &a.shape), classes(&y, &b.shape))
         {
             classified = true;

@@ -26,7 +26,7 @@ const MODELS: &[(&str, &str)] = &[
 
 const DTYPES: &[&str] = &[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
-    "FP32", "FP64", "BYTES",
+    "BF16", "FP32", "FP64", "BYTES",
 ];
 
 /// A JSON value list of `n` elements valid for `dtype`.
@@ -34,7 +34,7 @@ fn data(dtype: &str, n: usize, v: f64) -> Value {
     match dtype {
         "BOOL" => json!(vec![true; n]),
         "BYTES" => json!(vec!["x"; n]),
-        d if d.starts_with("FP") => json!(vec![v; n]),
+        d if d.starts_with("FP") || d == "BF16" => json!(vec![v; n]),
         _ => json!(vec![v as i64; n]),
     }
 }

@@ -246,7 +246,7 @@ fn build(s: &TensorSpec, shape: Vec<i64>, leaves: &[&Json]) -> Result<Tensor, Er
             (DataType::Bool, JsonNumber::U(u)) => JsonNumber::B(u != 0),
             (DataType::Bool, JsonNumber::I(i)) => JsonNumber::B(i != 0),
             (DataType::Bool, n) => n,
-            (DataType::F16 | DataType::F32 | DataType::F64, JsonNumber::B(_)) => return None,
+            (d, JsonNumber::B(_)) if d.is_float() => return None,
             (_, JsonNumber::B(b)) => JsonNumber::U(u64::from(b)),
             (_, n) => n,
         })

@@ -17,6 +17,7 @@ pub(super) fn dtype(d: DataType) -> &'static str {
         DataType::I32 => "DT_INT32",
         DataType::I64 => "DT_INT64",
         DataType::F16 => "DT_HALF",
+        DataType::Bf16 => "DT_BFLOAT16",
         DataType::F32 => "DT_FLOAT",
         DataType::F64 => "DT_DOUBLE",
         DataType::Bytes => "DT_STRING",
