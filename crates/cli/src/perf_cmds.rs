@@ -189,24 +189,15 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
         .map(|s| shape(s))
         .collect::<Result<Vec<_>, _>>()?;
     let protocol = Protocol::parse(&a.protocol).map_err(|e| e.message)?;
-    let api_key = match &a.api_key_file {
-        None => None,
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| format!("--api-key-file {}: {e}", f.display()))?;
-            let key = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .and_then(|l| l.split_whitespace().next())
-                .ok_or_else(|| format!("--api-key-file {}: holds no key", f.display()))?;
-            Some(key.to_string())
-        }
-    };
     Ok((
         Plan {
             grpc_url: a.grpc_url.unwrap_or_else(|| default_grpc(&a.url)),
-            url: a.url.trim_end_matches('/').to_string(),
+            server: hone_client::Options {
+                url: a.url.trim_end_matches('/').to_string(),
+                api_key_file: a.api_key_file,
+                cacert: a.cacert,
+                admin_key_file: None,
+            },
             model: a.model,
             version: a.model_version,
             protocol,
@@ -216,13 +207,6 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
             batch: a.batch,
             data,
             shapes,
-            api_key,
-            tls: a
-                .cacert
-                .as_deref()
-                .map(hone_loadgen::conn::Tls::from_pem_file)
-                .transpose()
-                .map_err(|e| e.message)?,
         },
         a.json,
     ))

@@ -1,8 +1,12 @@
-//! A client of a running hone server (or any KServe V2 server) over HTTP:
-//! inference, readiness, the repository, traffic and rollout. It sends the
-//! API key on inference and read routes and the admin key on control
-//! routes (`Authorization: Bearer`), and trusts a CA file for `https://`.
-//! `hone models` and `hone ship --into` speak through it.
+//! A client of a running hone server (or any KServe V2 server): over HTTP,
+//! inference, metadata, statistics, readiness, the repository, traffic and
+//! rollout; over gRPC, a channel to the V2 inference service ([`grpc`]).
+//! It sends the API key on inference and read routes and the admin key on
+//! control routes (`Authorization: Bearer`), and trusts a CA file for
+//! `https://`. `hone models`, `hone ship --into`, `hone bench` and
+//! `hone tune` speak through it.
+
+pub mod grpc;
 
 use std::path::{Path, PathBuf};
 
@@ -43,10 +47,21 @@ pub enum ClientError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
-    #[error("cannot reach the server: {method} {url}: {source}")]
+    #[error("{url} is https: give --cacert with its CA")]
+    NoCa { url: String },
+    #[error("cannot connect to gRPC {url}: {source}")]
+    Grpc {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// No answer: `cause` is the innermost reason (connection refused, a
+    /// name that does not resolve, an untrusted certificate), with a hint.
+    #[error("cannot connect to {url} ({method}): {cause}")]
     Unreachable {
         method: Method,
         url: String,
+        cause: String,
         #[source]
         source: reqwest::Error,
     },
@@ -127,6 +142,12 @@ impl Client {
         &self.base
     }
 
+    /// The inference key read from `api_key_file`, for callers that send
+    /// requests on connections of their own (the load generator).
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
     /// Calls `path` (from the base URL) and returns the JSON answer (a
     /// string for an answer that is not JSON, `null` for an empty one).
     pub async fn call(
@@ -177,9 +198,10 @@ impl Client {
         if let Some(b) = body {
             r = r.json(b);
         }
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |source: reqwest::Error| ClientError::Unreachable {
             method: method.clone(),
             url: url.clone(),
+            cause: root_cause(&source, url.starts_with("https://")),
             source,
         };
         let resp = r.send().await.map_err(unreachable)?;
@@ -248,6 +270,27 @@ impl Client {
             .await
     }
 
+    /// A model's (or one version's) V2 metadata: name, versions, inputs
+    /// and outputs with their datatypes and shapes.
+    pub async fn metadata(&self, model: &str, version: Option<&str>) -> Result<Value> {
+        let path = model_path(model, version);
+        self.call(Access::Read, Method::GET, &path, None).await
+    }
+
+    /// The model configuration (Triton's model-configuration extension:
+    /// `max_batch_size`, `dynamic_batching`, `instance_group`, ...).
+    pub async fn model_config(&self, model: &str, version: Option<&str>) -> Result<Value> {
+        let path = format!("{}/config", model_path(model, version));
+        self.call(Access::Read, Method::GET, &path, None).await
+    }
+
+    /// Triton's statistics extension for a model (or one version):
+    /// counts and cumulative nanoseconds of success, queue and compute.
+    pub async fn statistics(&self, model: &str, version: Option<&str>) -> Result<Value> {
+        let path = format!("{}/stats", model_path(model, version));
+        self.call(Access::Read, Method::GET, &path, None).await
+    }
+
     /// A KServe V2 JSON inference request to a model (or one version).
     pub async fn infer(&self, model: &str, version: Option<u64>, body: &Value) -> Result<Value> {
         self.call(
@@ -257,6 +300,32 @@ impl Client {
             Some(body),
         )
         .await
+    }
+}
+
+/// The innermost error under reqwest's "error sending request" (where the
+/// reason is), with what to do about an untrusted certificate.
+fn root_cause(e: &reqwest::Error, https: bool) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    let text = inner.to_string();
+    if e.is_timeout() {
+        return format!("no answer in time ({text})");
+    }
+    let lower = text.to_lowercase();
+    if https && (lower.contains("certificate") || lower.contains("unknownissuer")) {
+        return format!("{text}: give --cacert with the CA that signed the server's certificate");
+    }
+    text
+}
+
+/// The V2 route of a model (or one version).
+fn model_path(model: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("/v2/models/{model}/versions/{v}"),
+        None => format!("/v2/models/{model}"),
     }
 }
 

@@ -1,16 +1,16 @@
-//! Connections that send one request at a time: HTTP/1.1 keep-alive over
-//! hyper (what tritonclient, perf_analyzer and wrk use), or a gRPC channel.
+//! The measured HTTP/1.1 keep-alive connections, over hyper (what
+//! tritonclient, perf_analyzer and wrk use): one per client task, no pool,
+//! so the bench sends exactly what it times. Metadata, statistics and gRPC
+//! channels come from hone-client.
 //! A failed request is named by what a user would look for: the HTTP status,
 //! the gRPC code, or `connection`.
 
 use bytes::Bytes;
 use hone_core::{Error, Result};
-use hone_proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use serde_json::Value as Json;
 
 /// `host:port` of an `http://` or `https://` URL, and whether it is TLS.
 pub fn authority(base: &str) -> Result<(String, bool)> {
@@ -159,55 +159,4 @@ impl Http {
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, body))
     }
-}
-
-/// GET `path` as JSON over a fresh connection; an error names the status
-/// and the server's message.
-pub async fn get_json(
-    base: &str,
-    path: &str,
-    key: Option<&str>,
-    tls: Option<&Tls>,
-) -> Result<Json> {
-    let mut c = Http::connect(base, key, tls).await?;
-    let (status, body) = c
-        .request("GET", path, Bytes::new(), None)
-        .await
-        .map_err(|e| Error::unavailable(format!("GET {base}{path}: {e}")))?;
-    let v: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-    if status != 200 {
-        let msg = v.get("error").and_then(Json::as_str).map_or_else(
-            || String::from_utf8_lossy(&body).into_owned(),
-            str::to_string,
-        );
-        let e = format!("GET {base}{path}: {status} {msg}");
-        return Err(if status == 404 {
-            Error::not_found(e)
-        } else {
-            Error::unavailable(e)
-        });
-    }
-    Ok(v)
-}
-
-/// A gRPC client on its own HTTP/2 connection.
-pub type Grpc = GrpcInferenceServiceClient<tonic::transport::Channel>;
-
-pub async fn grpc(url: &str, tls: Option<&Tls>) -> Result<Grpc> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::unavailable(format!("cannot connect to gRPC {url}: {e}"))
-    };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| fail(&e))?
-        .connect_timeout(CONNECT);
-    if url.starts_with("https://") {
-        let tls = tls
-            .ok_or_else(|| Error::invalid(format!("{url} is https: give --cacert with its CA")))?;
-        let ca = tonic::transport::Certificate::from_pem(&tls.ca_pem);
-        endpoint = endpoint
-            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca))
-            .map_err(|e| fail(&e))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| fail(&e))?;
-    Ok(GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX))
 }

@@ -65,8 +65,9 @@ impl std::fmt::Display for Load {
 /// Everything `hone bench` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// `http://HOST:PORT`: metadata and statistics always come from here.
-    pub url: String,
+    /// The server (`http://HOST:PORT`, its API key file and CA file):
+    /// metadata and statistics always come from here, over hone-client.
+    pub server: hone_client::Options,
     /// `http://HOST:PORT` of the gRPC port (for `--protocol grpc`).
     pub grpc_url: String,
     pub model: String,
@@ -79,10 +80,16 @@ pub struct Plan {
     pub data: Data,
     /// Dims without the batch dimension, per input name (`--shape`).
     pub shapes: Vec<(String, Vec<i64>)>,
-    /// An API key sent as `Authorization: Bearer KEY` (HTTP and gRPC).
-    pub api_key: Option<String>,
-    /// Trust for `https://` URLs (`--cacert`).
-    pub tls: Option<conn::Tls>,
+}
+
+/// How the measured connections reach the server: read once from the
+/// plan's options, shared by every client task.
+struct Link {
+    base: String,
+    /// Sent as `Authorization: Bearer KEY` (HTTP and gRPC).
+    key: Option<String>,
+    /// Trust for `https://` (the plan's `cacert`), for the HTTP/1 connections.
+    tls: Option<conn::Tls>,
 }
 
 /// What a progress line shows, about once a second.
@@ -103,15 +110,21 @@ const MAX_OUTSTANDING: u64 = 4096;
 /// One client's connection, in the plan's protocol.
 enum Sender {
     Http(conn::Http),
-    Grpc(conn::Grpc),
+    /// The channel and the key its requests carry.
+    Grpc(hone_client::grpc::Grpc, Option<String>),
 }
 
 impl Sender {
-    async fn open(plan: &Plan) -> Result<Sender> {
+    async fn open(plan: &Plan, link: &Link) -> Result<Sender> {
         Ok(match plan.protocol {
-            Protocol::Grpc => Sender::Grpc(conn::grpc(&plan.grpc_url, plan.tls.as_ref()).await?),
+            Protocol::Grpc => Sender::Grpc(
+                hone_client::grpc::connect(&plan.grpc_url, plan.server.cacert.as_deref())
+                    .await
+                    .map_err(client_error)?,
+                link.key.clone(),
+            ),
             _ => Sender::Http(
-                conn::Http::connect(&plan.url, plan.api_key.as_deref(), plan.tls.as_ref()).await?,
+                conn::Http::connect(&link.base, link.key.as_deref(), link.tls.as_ref()).await?,
             ),
         })
     }
@@ -138,7 +151,10 @@ impl Sender {
                     Err(e) => Err(Failure::Connection(e.to_string())),
                 }
             }
-            Sender::Grpc(g) => match g.model_infer(grpc_request(plan, p)).await {
+            Sender::Grpc(g, key) => match g
+                .model_infer(hone_client::grpc::authorize(p.grpc.clone(), key.as_deref()))
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(s) => Err(Failure::Answer(
                     format!("{:?}", s.code()).to_uppercase(),
@@ -149,17 +165,13 @@ impl Sender {
     }
 }
 
-/// The gRPC request, with the key in its metadata when there is one.
-fn grpc_request(plan: &Plan, p: &Payload) -> tonic::Request<hone_proto::ModelInferRequest> {
-    let mut r = tonic::Request::new(p.grpc.clone());
-    if let Some(v) = plan
-        .api_key
-        .as_ref()
-        .and_then(|k| format!("Bearer {k}").parse().ok())
-    {
-        r.metadata_mut().insert("authorization", v);
+/// A client error as the load generator reports it: a missing model is
+/// NOT_FOUND, anything else UNAVAILABLE, with the client's whole message.
+pub(crate) fn client_error(e: hone_client::ClientError) -> Error {
+    match e.status() {
+        Some(hone_client::StatusCode::NOT_FOUND) => Error::not_found(e.to_string()),
+        _ => Error::unavailable(e.to_string()),
     }
-    r
 }
 
 enum Failure {
@@ -213,14 +225,23 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
     if plan.batch == 0 {
         return Err(Error::invalid("--batch must be at least 1"));
     }
+    let client = hone_client::Client::new(&plan.server).map_err(client_error)?;
+    let link = Arc::new(Link {
+        base: client.base().to_string(),
+        key: client.api_key().map(str::to_string),
+        tls: plan
+            .server
+            .cacert
+            .as_deref()
+            .map(conn::Tls::from_pem_file)
+            .transpose()?,
+    });
     let target = Target::describe(
-        &plan.url,
+        &client,
         &plan.model,
         plan.version.as_deref(),
         plan.batch,
         &plan.shapes,
-        plan.api_key.as_deref(),
-        plan.tls.as_ref(),
     )
     .await?;
     let payloads = Arc::new(pool(&target, &plan.data, 1)?);
@@ -230,7 +251,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
     };
     // One request first: a model that refuses it is a clear error, not a
     // table of failures.
-    let mut probe = Sender::open(plan).await?;
+    let mut probe = Sender::open(plan, &link).await?;
     if let Some(p) = payloads.first()
         && let Err(f) = probe.send(plan, &path, p).await
     {
@@ -244,29 +265,41 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         )));
     }
     drop(probe);
-    let stats_path = match &plan.version {
-        Some(v) => format!("/v2/models/{}/versions/{v}/stats", plan.model),
-        None => format!("/v2/models/{}/stats", plan.model),
-    };
     let counters = || async {
-        conn::get_json(
-            &plan.url,
-            &stats_path,
-            plan.api_key.as_deref(),
-            plan.tls.as_ref(),
-        )
-        .await
-        .ok()
-        .and_then(|v| Counters::from_stats(&v))
+        client
+            .statistics(&plan.model, plan.version.as_deref())
+            .await
+            .ok()
+            .and_then(|v| Counters::from_stats(&v))
     };
     let mut steps = Vec::new();
     for &load in &plan.loads {
         if !plan.warmup.is_zero() {
-            drive(plan, &path, &payloads, load, plan.warmup, true, progress).await?;
+            drive(
+                plan,
+                &link,
+                &path,
+                &payloads,
+                load,
+                plan.warmup,
+                true,
+                progress,
+            )
+            .await?;
         }
         let before = counters().await;
         let start = Instant::now();
-        let s = drive(plan, &path, &payloads, load, plan.duration, false, progress).await?;
+        let s = drive(
+            plan,
+            &link,
+            &path,
+            &payloads,
+            load,
+            plan.duration,
+            false,
+            progress,
+        )
+        .await?;
         let seconds = start.elapsed().as_secs_f64();
         let after = counters().await;
         let ok = s.latencies_us.len() as u64;
@@ -294,7 +327,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         });
     }
     Ok(Report {
-        url: plan.url.clone(),
+        url: link.base.clone(),
         model: plan.model.clone(),
         protocol: plan.protocol.name().to_string(),
         batch: plan.batch,
@@ -309,8 +342,10 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
 }
 
 /// One run of `load` for `length`, with a progress line.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     plan: &Plan,
+    link: &Arc<Link>,
     path: &str,
     payloads: &Arc<Vec<Payload>>,
     load: Load,
@@ -322,8 +357,10 @@ async fn drive(
     let start = Instant::now();
     let work = async {
         match load {
-            Load::Concurrency(c) => closed(plan, path, payloads, c, start + length, &live).await,
-            Load::Rate(r) => open(plan, path, payloads, r, start + length, &live).await,
+            Load::Concurrency(c) => {
+                closed(plan, link, path, payloads, c, start + length, &live).await
+            }
+            Load::Rate(r) => open(plan, link, path, payloads, r, start + length, &live).await,
         }
     };
     tokio::pin!(work);
@@ -346,6 +383,7 @@ async fn drive(
 
 async fn closed(
     plan: &Plan,
+    link: &Arc<Link>,
     path: &str,
     payloads: &Arc<Vec<Payload>>,
     clients: usize,
@@ -357,15 +395,16 @@ async fn closed(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..clients {
-        let (plan, path, payloads, live) = (
+        let (plan, link, path, payloads, live) = (
             plan.clone(),
+            link.clone(),
             path.to_string(),
             payloads.clone(),
             live.clone(),
         );
         tasks.spawn(async move {
             let mut s = Samples::default();
-            let mut sender = Sender::open(&plan).await?;
+            let mut sender = Sender::open(&plan, &link).await?;
             let mut i = k;
             while Instant::now() < end {
                 let Some(p) = payloads.get(i % payloads.len().max(1)) else {
@@ -379,7 +418,7 @@ async fn closed(
                         live.errors.fetch_add(1, Relaxed);
                         *s.errors.entry(f.label()).or_default() += 1;
                         if matches!(f, Failure::Connection(_)) {
-                            sender = Sender::open(&plan).await?;
+                            sender = Sender::open(&plan, &link).await?;
                         }
                     }
                 }
@@ -397,6 +436,7 @@ async fn closed(
 
 async fn open(
     plan: &Plan,
+    link: &Arc<Link>,
     path: &str,
     payloads: &Arc<Vec<Payload>>,
     rate: f64,
@@ -424,8 +464,9 @@ async fn open(
             continue;
         }
         outstanding.fetch_add(1, Relaxed);
-        let (plan, path, payloads, live) = (
+        let (plan, link, path, payloads, live) = (
             plan.clone(),
+            link.clone(),
             path.to_string(),
             payloads.clone(),
             live.clone(),
@@ -438,7 +479,7 @@ async fn open(
             let taken = idle.lock().ok().and_then(|mut v| v.pop());
             let sender = match taken {
                 Some(s) => Ok(s),
-                None => Sender::open(&plan).await,
+                None => Sender::open(&plan, &link).await,
             };
             let outcome = match sender {
                 Ok(mut s) => {

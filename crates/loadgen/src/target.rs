@@ -9,8 +9,6 @@ use hone_core::{DataType, Error, Result, Tensor, TensorData};
 use hone_proto as proto;
 use serde_json::{Value as Json, json};
 
-use crate::conn;
-
 /// Where request data comes from.
 #[derive(Debug, Clone)]
 pub enum Data {
@@ -51,29 +49,29 @@ impl Target {
     /// `max_batch_size`) from `base`; `shapes` give dims without the batch
     /// dimension, as perf_analyzer's `--shape` does.
     pub async fn describe(
-        base: &str,
+        client: &hone_client::Client,
         model: &str,
         version: Option<&str>,
         batch: usize,
         shapes: &[(String, Vec<i64>)],
-        key: Option<&str>,
-        tls: Option<&conn::Tls>,
     ) -> Result<Target> {
-        let path = match version {
-            Some(v) => format!("/v2/models/{model}/versions/{v}"),
-            None => format!("/v2/models/{model}"),
-        };
-        let meta = conn::get_json(base, &path, key, tls).await?;
+        let meta = client
+            .metadata(model, version)
+            .await
+            .map_err(crate::driver::client_error)?;
         // Servers without the config extension: a dynamic first dimension is
         // taken for the batch dimension.
-        let max_batch = conn::get_json(base, &format!("{path}/config"), key, tls)
+        let max_batch = client
+            .model_config(model, version)
             .await
             .ok()
             .and_then(|c| c.get("max_batch_size").and_then(Json::as_i64));
-        let list = meta
-            .get("inputs")
-            .and_then(Json::as_array)
-            .ok_or_else(|| Error::invalid(format!("{base}{path}: metadata lists no inputs")))?;
+        let list = meta.get("inputs").and_then(Json::as_array).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: the metadata of '{model}' lists no inputs",
+                client.base()
+            ))
+        })?;
         let mut inputs = Vec::new();
         let mut guessed = Vec::new();
         for i in list {

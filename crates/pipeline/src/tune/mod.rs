@@ -131,7 +131,10 @@ impl Search<'_> {
             Err(e) => trial.error = Some(e.message),
             Ok(_) => {
                 let plan = Plan {
-                    url: format!("http://{}", server.http_addr),
+                    server: hone_client::Options {
+                        url: format!("http://{}", server.http_addr),
+                        ..hone_client::Options::default()
+                    },
                     grpc_url: server
                         .grpc_addr
                         .map(|a| format!("http://{a}"))
@@ -145,8 +148,6 @@ impl Search<'_> {
                     batch: 1,
                     data: Data::Random,
                     shapes: Vec::new(),
-                    api_key: None,
-                    tls: None,
                 };
                 match hone_loadgen::run(&plan, &|_| {}).await {
                     Ok(r) => {
