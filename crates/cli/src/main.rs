@@ -117,8 +117,10 @@ struct ServeArgs {
     /// (an inference key gets 403); an admin key also opens every other route.
     #[arg(long, value_name = "FILE")]
     admin_key_file: Option<PathBuf>,
-    /// Triton's flag: with `false`, /v2/health/ready is 200 as soon as the
-    /// server is up, even if a model failed to load.
+    /// Triton's flag: with `true`, /v2/health/ready is 200 only once the
+    /// repository holds a model and every model has a ready version; with
+    /// `false`, as soon as the server is up, even with no model or one that
+    /// failed to load.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     strict_readiness: bool,
     /// On SIGTERM or Ctrl-C, report not-ready but keep serving this long

@@ -33,7 +33,7 @@ pub async fn page() -> impl IntoResponse {
 
 pub async fn data(State(s): State<Arc<ServerState>>) -> impl IntoResponse {
     let body = json!({
-        "server_ready": s.repo.models().all_ready(),
+        "server_ready": s.ready(),
         "unix_ms": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

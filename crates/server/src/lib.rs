@@ -272,6 +272,12 @@ impl Server {
             .await
             .map_err(|e| Error::internal(format!("repository loader panicked: {e}")))?;
         state.health.loading.store(false, Ordering::Relaxed);
+        if state.health.strict && !state.repo.models().any_model() {
+            tracing::warn!(
+                "{} holds no model: readiness stays false until one is loaded (--strict-readiness false to be ready without one)",
+                opts.model_repository.display()
+            );
+        }
         if let ModelControl::Poll(every) = opts.model_control {
             let repo = state.repo.clone();
             let mut rx = stop_rx.clone();

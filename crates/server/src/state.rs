@@ -95,13 +95,15 @@ pub struct ServerState {
 
 impl ServerState {
     /// Ready while not shutting down and, under strict readiness (Triton's
-    /// default), every model has a ready version; without it, as soon as
-    /// the server is up, even if a model failed.
+    /// default), there is a model and every model has a ready version (a
+    /// pod with an empty repository must not take traffic); without it, as
+    /// soon as the server is up, even if a model failed.
     pub fn ready(&self) -> bool {
         let h = &self.health;
+        let models = self.repo.models();
         !h.shutting_down.load(Ordering::Relaxed)
             && !h.loading.load(Ordering::Relaxed)
-            && (!h.strict || self.repo.models().all_ready())
+            && (!h.strict || (models.any_model() && models.all_ready()))
     }
 }
 

@@ -336,3 +336,43 @@ async fn model_control_none_refuses_changes() {
     assert!(infer_ones(&t.http, "mlp", 30).await.is_ok());
     t.server.shutdown().await;
 }
+
+/// A pod whose repository is empty must not take traffic: not ready until a
+/// model is loaded (or with strict readiness off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_repository_is_not_ready_until_a_model_loads() {
+    let dir = common::TempDir::new();
+    let s = hone_server::Server::start(hone_server::ServerOptions::ephemeral(dir.path()))
+        .await
+        .expect("server starts");
+    let c = reqwest::Client::new();
+    let base = format!("http://{}", s.http_addr);
+    let ready = || async {
+        c.get(format!("{base}/v2/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 503);
+    common::add_version(dir.path(), "mlp100", "late", 1);
+    let r = c
+        .post(format!("{base}/v2/repository/models/late/load"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(ready().await, 200);
+
+    let empty = common::TempDir::new();
+    let mut o = hone_server::ServerOptions::ephemeral(empty.path());
+    o.strict_readiness = false;
+    let lax = hone_server::Server::start(o).await.expect("server starts");
+    let r = c
+        .get(format!("http://{}/v2/health/ready", lax.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -121,6 +121,13 @@ impl Registry {
             .map_or_else(Vec::new, |e| e.ready().keys().map(i64::to_string).collect())
     }
 
+    /// Whether any model is known that was not unloaded on request.
+    pub fn any_model(&self) -> bool {
+        self.models
+            .read()
+            .is_ok_and(|m| m.values().any(|e| !e.unloaded))
+    }
+
     /// Every model not unloaded on request has a ready version.
     pub fn all_ready(&self) -> bool {
         let Ok(models) = self.models.read() else {
