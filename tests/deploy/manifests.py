@@ -3,12 +3,13 @@ against the real schemas.
 
 Kubernetes kinds: kubernetes-validate (the official OpenAPI schemas) in
 strict mode, so an unknown field fails as `kubectl apply` with strict field
-validation would. KServe kinds: KServe's own CRD schemas, with unknown
+validation would. KServe and Prometheus Operator kinds: their own CRD schemas, with unknown
 fields refused the way the API server's strict field validation refuses
-them. ServiceMonitor has no schema offline: its fields are checked by hand.
-Every validator is first shown a broken manifest it must refuse.
+them. Every validator is first shown a broken manifest it must refuse.
+The folder loads as `kubectl apply -R` would: every .yaml/.yml/.json file
+is one object with apiVersion and kind, and no kind/name pair repeats.
 
-usage: manifests.py K8S_DIR KSERVE_CRD_DIR
+usage: manifests.py K8S_DIR CRD_DIR...
 """
 import copy
 import glob
@@ -19,7 +20,7 @@ import sys
 import jsonschema
 import yaml
 
-DIR, CRDS = sys.argv[1], sys.argv[2]
+DIR, CRDS = sys.argv[1], sys.argv[2:]
 failures = []
 
 
@@ -59,7 +60,7 @@ def strict(schema):
 
 
 def crd_schema(kind, api_version):
-    for path in glob.glob(os.path.join(CRDS, "*.yaml")):
+    for path in [p for d in CRDS for p in glob.glob(os.path.join(d, "*.yaml"))]:
         crd = load(path)
         if crd["spec"]["names"]["kind"] != kind:
             continue
@@ -71,22 +72,12 @@ def crd_schema(kind, api_version):
     raise AssertionError(f"no CRD schema for {kind} {api_version}")
 
 
-def kserve_validate(doc):
+def crd_validate(doc):
     try:
         jsonschema.validate(doc, crd_schema(doc["kind"], doc["apiVersion"]))
         return True, ""
     except jsonschema.ValidationError as e:
         return False, e.message
-
-
-def service_monitor_ok(doc):
-    assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["kind"] == "ServiceMonitor"
-    spec = doc["spec"]
-    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}, spec
-    assert spec["selector"]["matchLabels"], spec
-    for e in spec["endpoints"]:
-        assert set(e) <= {"port", "path", "interval", "scheme"}, e
-        assert isinstance(e["port"], str) and e["path"].startswith("/"), e
 
 
 def report(name, ok, msg):
@@ -95,26 +86,28 @@ def report(name, ok, msg):
         failures.append(name)
 
 
-files = sorted(glob.glob(os.path.join(DIR, "**", "*.yaml"), recursive=True))
+files = sorted(p for ext in ("yaml", "yml", "json")
+               for p in glob.glob(os.path.join(DIR, "**", f"*.{ext}"), recursive=True))
 kinds = {}
+seen = {}
 for path in files:
     doc = load(path)
     rel = os.path.relpath(path, DIR)
+    if not (isinstance(doc, dict) and doc.get("apiVersion") and doc.get("kind")):
+        report(f"{rel} is an object kubectl apply -R can load", False, repr(doc)[:200])
+        continue
+    key = (doc["kind"], doc["metadata"]["name"])
+    report(f"{rel}: {key[0]}/{key[1]} is written once", key not in seen, f"also in {seen.get(key)}")
+    seen[key] = rel
     kinds[doc["kind"]] = doc
-    if doc["apiVersion"].startswith("serving.kserve.io/"):
-        ok, msg = kserve_validate(doc)
-    elif doc["kind"] == "ServiceMonitor":
-        try:
-            service_monitor_ok(doc)
-            ok, msg = True, ""
-        except AssertionError as e:
-            ok, msg = False, repr(e)
+    if doc["apiVersion"].split("/")[0] in ("serving.kserve.io", "monitoring.coreos.com"):
+        ok, msg = crd_validate(doc)
     else:
         ok, msg = k8s_validate(doc, doc["kind"].lower())
     report(f"{rel} ({doc['kind']})", ok, msg)
 
 expected = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
-            "ConfigMap", "ClusterServingRuntime", "InferenceService"}
+            "ServingRuntime", "InferenceService"}
 report("every kind written", expected <= set(kinds), f"missing {expected - set(kinds)}")
 
 # The validators refuse what they should, so a pass above means something.
@@ -128,10 +121,13 @@ ok, _ = k8s_validate(bad, "bad-field")
 report("kubernetes-validate refuses an unknown field", not ok, "accepted")
 bad = copy.deepcopy(kinds["InferenceService"])
 bad["spec"]["predictor"]["minReplicas"] = "two"
-report("the KServe schema refuses a wrong type", not kserve_validate(bad)[0], "accepted")
-bad = copy.deepcopy(kinds["ClusterServingRuntime"])
+report("the KServe schema refuses a wrong type", not crd_validate(bad)[0], "accepted")
+bad = copy.deepcopy(kinds["ServingRuntime"])
 bad["spec"]["supportedModelFormat"] = bad["spec"]["supportedModelFormats"]
-report("the KServe schema refuses an unknown field", not kserve_validate(bad)[0], "accepted")
+report("the KServe schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
+bad = copy.deepcopy(kinds["ServiceMonitor"])
+bad["spec"]["endpoints"][0]["intervall"] = "15s"
+report("the Prometheus Operator schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
 
 # What the deployment promises, field by field.
 pod = kinds["Deployment"]["spec"]["template"]["spec"]
@@ -147,10 +143,27 @@ report("grace period covers the preStop pause and hone's exit timeout",
        pod["terminationGracePeriodSeconds"] >= c["lifecycle"]["preStop"]["sleep"]["seconds"] + 30, repr(pod))
 ports = {p["name"]: p["port"] for p in kinds["Service"]["spec"]["ports"]}
 report("service ports named http/grpc/metrics", ports == {"http": 8000, "grpc": 8001, "metrics": 8002}, repr(ports))
-rt = kinds["ClusterServingRuntime"]["spec"]
-report("runtime: V2 protocol, onnx, /mnt/models",
+report("no replicas beside the autoscaler (apply must not reset its scale)",
+       "replicas" not in kinds["Deployment"]["spec"]
+       and kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"],
+       repr(kinds["Deployment"]["spec"].get("replicas")))
+rt = kinds["ServingRuntime"]["spec"]
+isvc = kinds["InferenceService"]
+storage = "storageUri" in isvc["spec"]["predictor"]["model"]
+report("runtime: V2 protocol, onnx, selected by name only, the right repository",
        "v2" in rt["protocolVersions"] and rt["supportedModelFormats"][0]["name"] == "onnx"
-       and "/mnt/models" in rt["containers"][0]["args"], repr(rt))
+       and all(f.get("autoSelect") is False and "priority" not in f for f in rt["supportedModelFormats"])
+       and ("/mnt/models" if storage else "/models") in rt["containers"][0]["args"], repr(rt))
+report("the InferenceService names hone's runtime",
+       isvc["spec"]["predictor"]["model"]["runtime"] == kinds["ServingRuntime"]["metadata"]["name"], repr(isvc))
+ports = {p["containerPort"] for p in rt["containers"][0]["ports"]}
+report("runtime declares the HTTP and gRPC ports it serves", ports == {8080, 8081}, repr(ports))
+for c in pod["containers"] + rt["containers"]:
+    report(f"container {c['name']}: readiness probe, restricted security context, memory sized",
+           c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+           and c["securityContext"]["readOnlyRootFilesystem"] is True
+           and c["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+           and c["resources"]["requests"]["memory"].endswith("Mi"), repr(c))
 
 print(f"{len(files)} manifests, {len(failures)} failures")
 sys.exit(1 if failures else 0)

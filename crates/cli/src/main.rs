@@ -1,5 +1,6 @@
 //! The `hone` binary: parses flags and calls the crates.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -192,18 +193,26 @@ fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `default` when HONE_LOG is unset: `hone tune` serves many times over and
-/// its own progress lines say what happens, so the server's info is noise.
+/// `default` when HONE_LOG is unset: `hone tune` and `hone package` serve
+/// in-process, and their own lines say what happens, so the server's info
+/// is noise.
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HONE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour codes only on a terminal, and never with `NO_COLOR` set to
+/// anything (no-color.org): a log file or a pipe gets plain text.
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -360,7 +369,9 @@ fn try_line(server: &Server, scheme: &str, keyed: bool) -> Option<String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
-        Command::Tune(_) => "warn",
+        // Both serve in-process (tune per trial, package to measure
+        // memory); their own lines say what happens.
+        Command::Tune(_) | Command::Package(_) => "warn",
         _ => "info,ort=warn",
     };
     init_logging(cli.log_format, level);

@@ -14,7 +14,7 @@ pub struct PackageArgs {
     /// `docker load` archive.
     #[arg(short = 'o', long = "output", value_name = "IMAGE.tar")]
     output: Option<PathBuf>,
-    /// The image's NAME[:TAG] (default hone:latest).
+    /// The image's NAME[:TAG]; a NAME without a tag gets `:latest`.
     #[arg(long, default_value = "hone")]
     tag: String,
     /// Stack on this base image (an OCI layout directory, or an OCI or
@@ -32,12 +32,29 @@ pub struct PackageArgs {
     /// Also write Kubernetes manifests into this directory.
     #[arg(long, value_name = "OUT_DIR")]
     k8s: Option<PathBuf>,
-    /// The image reference the manifests pull (default: --tag).
+    /// The image reference the manifests pull, with its registry
+    /// (`ghcr.io/team/fraud:3`); without --image, --tag, which must then
+    /// name a registry too.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
+    /// The fewest replicas the autoscaler keeps.
     #[arg(long, default_value_t = 2)]
     replicas: u32,
-    /// Also write a KServe ClusterServingRuntime and an InferenceService.
+    /// What the HorizontalPodAutoscaler scales on: cpu (metrics-server
+    /// only) or queue-time (hone's queue time through prometheus-adapter,
+    /// whose Helm values are written beside).
+    #[arg(long, value_enum, default_value_t = AutoscaleArg::Cpu)]
+    autoscale: AutoscaleArg,
+    /// A label for the ServiceMonitor, KEY=VALUE (repeatable): the one
+    /// your Prometheus selects on, e.g. release=kube-prometheus-stack.
+    #[arg(long, value_name = "KEY=VALUE")]
+    monitor_label: Vec<String>,
+    /// With --no-models: the PersistentVolumeClaim that holds the
+    /// repository, mounted read-only where the image reads its models.
+    #[arg(long, value_name = "CLAIM")]
+    models_pvc: Option<String>,
+    /// Also write a KServe ServingRuntime and an InferenceService that
+    /// uses it.
     #[arg(long)]
     kserve: bool,
     /// For --kserve: the repository's storage URI (s3://, gs://, pvc://);
@@ -47,6 +64,12 @@ pub struct PackageArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AutoscaleArg {
+    Cpu,
+    QueueTime,
 }
 
 pub fn package(a: PackageArgs) -> ExitCode {
@@ -99,30 +122,55 @@ pub fn package(a: PackageArgs) -> ExitCode {
         }
     }
     if let Some(dir) = &a.k8s {
-        let model_bytes = match hone_package::repo::scan(&a.model_repository) {
-            Ok(v) => v
-                .iter()
-                .filter_map(|v| {
-                    std::fs::metadata(
-                        a.model_repository
-                            .join(&v.model)
-                            .join(&v.version)
-                            .join(&v.file),
-                    )
-                    .ok()
-                })
-                .map(|m| m.len())
-                .sum(),
-            Err(e) => return fail(e.to_string()),
-        };
         let image = a.image.clone().unwrap_or(reference.clone());
+        if let Err(e) = k8s::check_registry(&image) {
+            return fail(format!("--k8s: {e}"));
+        }
+        if a.no_models && a.models_pvc.is_none() {
+            return fail(
+                "--no-models with --k8s: the pods would serve an empty repository; give --models-pvc CLAIM (mounted read-only at /models), or build the image with its models".into(),
+            );
+        }
+        let monitor_labels = match a
+            .monitor_label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(format!("--monitor-label {l}: expected KEY=VALUE")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        let peak = match measure_serving_memory(&a.model_repository) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("--k8s: cannot size memory: {e}")),
+        };
+        let memory = k8s::Memory::from_peak_rss(peak);
+        text += &format!(
+            "memory: hone serve on this repository peaked at {} MiB RSS; request {} Mi, limit {} Mi\n",
+            peak >> 20,
+            memory.request_mib,
+            memory.limit_mib
+        );
+        out.insert(
+            "memory".into(),
+            serde_json::json!({"peak_rss_bytes": peak, "request_mib": memory.request_mib, "limit_mib": memory.limit_mib}),
+        );
         let o = K8sOptions {
             name: k8s::name_from(&image),
             image,
             replicas: a.replicas.max(1),
             kserve: a.kserve,
             storage_uri: a.storage_uri.clone(),
-            model_bytes,
+            memory,
+            autoscale: match a.autoscale {
+                AutoscaleArg::Cpu => k8s::Autoscale::Cpu,
+                AutoscaleArg::QueueTime => k8s::Autoscale::QueueTime,
+            },
+            monitor_labels,
+            models_claim: a.models_pvc.clone(),
         };
         match k8s::write(&o, dir) {
             Ok(files) => {
@@ -143,6 +191,68 @@ pub fn package(a: PackageArgs) -> ExitCode {
         print!("{text}");
     }
     ExitCode::SUCCESS
+}
+
+/// Serves the repository in this process, as `hone serve` would (every
+/// model loaded, with its instances), and returns the peak RSS: what a pod
+/// needs, measured rather than guessed from file sizes.
+fn measure_serving_memory(repo: &std::path::Path) -> Result<u64, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut o = hone_server::ServerOptions::ephemeral(repo);
+        o.grpc_port = None;
+        o.metrics_port = None;
+        let server = hone_server::Server::start(o)
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = hone_client::Client::new(&hone_client::Options {
+            url: format!("http://{}", server.http_addr),
+            ..hone_client::Options::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let index = client
+            .call(
+                hone_client::Access::Read,
+                hone_client::Method::POST,
+                "/v2/repository/index",
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string());
+        server.shutdown().await;
+        let index = index?;
+        let failed = index
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m.get("state").and_then(serde_json::Value::as_str) != Some("READY"));
+        match failed {
+            Some(m) => Err(format!(
+                "model '{}' does not load: {}",
+                m.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?"),
+                m.get("reason")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("no reason given")
+            )),
+            None => Ok(()),
+        }
+    })?;
+    peak_rss().ok_or_else(|| "cannot read /proc/self/status".into())
+}
+
+/// VmHWM: the most resident memory this process has held.
+fn peak_rss() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
 }
 
 /// Seconds since the epoch as RFC 3339 UTC (civil-from-days, no time crate).

@@ -212,10 +212,23 @@ fn manifests_validate_against_the_real_schemas() {
     let d = common::tmp("package", "k8s");
     let repo = repository(&d, &m);
     let python = venv("tests/deploy/requirements.txt", "deploy-venv");
-    let crds = workspace().join("../shared/schemas/kserve");
+    let scanner = venv("tests/deploy/scan-requirements.txt", "scan-venv");
+    let checkov = scanner.with_file_name("checkov");
+    let kserve = workspace().join("../shared/schemas/kserve");
+    let prometheus = workspace().join("../shared/schemas/prometheus-operator");
     for (dir, extra) in [
         ("baked", vec![]),
-        ("storage", vec!["--storage-uri", "s3://models/hone"]),
+        (
+            "storage",
+            vec![
+                "--storage-uri",
+                "s3://models/hone",
+                "--autoscale",
+                "queue-time",
+                "--monitor-label",
+                "release=kube-prometheus-stack",
+            ],
+        ),
     ] {
         let out = d.join(dir);
         let mut args = vec![
@@ -231,23 +244,87 @@ fn manifests_validate_against_the_real_schemas() {
         ];
         args.extend(extra);
         let r = package(&args);
-        assert!(r["manifests"].as_array().unwrap().len() >= 9, "{r}");
+        assert!(r["manifests"].as_array().unwrap().len() >= 7, "{r}");
+        // Sized from the measured peak, not 512 MiB plus three times the files.
+        let request = r["memory"]["request_mib"].as_u64().unwrap();
+        assert!((64..512).contains(&request), "{r}");
         let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
         assert!(dep.contains("name: \"fraud-model\""), "{dep}");
-        assert!(dep.contains("replicas: 3"), "{dep}");
+        assert!(dep.contains(&format!("memory: \"{request}Mi\"")), "{dep}");
+        let hpa = std::fs::read_to_string(out.join("hpa.yaml")).unwrap();
+        assert!(hpa.contains("minReplicas: 3"), "{hpa}");
         run(Command::new(&python)
             .arg(workspace().join("tests/deploy/manifests.py"))
             .arg(&out)
-            .arg(&crds));
+            .arg(&kserve)
+            .arg(&prometheus));
+        run(Command::new(&python)
+            .arg(workspace().join("tests/deploy/scan.py"))
+            .arg(&out)
+            .arg(&checkov));
     }
     let isvc = std::fs::read_to_string(d.join("storage/kserve/inferenceservice.yaml")).unwrap();
     assert!(isvc.contains("storageUri: \"s3://models/hone\""), "{isvc}");
+    let hpa = std::fs::read_to_string(d.join("storage/hpa.yaml")).unwrap();
+    assert!(hpa.contains("hone_queue_seconds_per_request"), "{hpa}");
+    let values = std::fs::read_to_string(d.join("storage/prometheus-adapter.values")).unwrap();
+    assert!(
+        values.contains("as: hone_queue_seconds_per_request"),
+        "{values}"
+    );
+    let sm =
+        std::fs::read_to_string(d.join("storage/prometheus-operator/servicemonitor.yaml")).unwrap();
+    assert!(sm.contains("release: \"kube-prometheus-stack\""), "{sm}");
+
+    // An image built without models runs on a claim that holds them.
+    let out = d.join("claim");
+    package(&[
+        "--model-repository",
+        s(&repo),
+        "--k8s",
+        s(&out),
+        "--no-models",
+        "--models-pvc",
+        "fraud-models",
+        "--image",
+        "registry.example.com/team/fraud-model:3",
+    ]);
+    let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
+    assert!(dep.contains("claimName: \"fraud-models\""), "{dep}");
+    assert!(dep.contains("mountPath: \"/models\""), "{dep}");
 }
 
 #[test]
 fn bad_arguments_are_refused_clearly() {
     let d = common::tmp("package", "bad");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--model-repository", s(&d), "--k8s", s(&d)],
+            "docker.io/library/hone:latest",
+        ),
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&d),
+                "--image",
+                "team/churn:1",
+            ],
+            "names no registry",
+        ),
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&d),
+                "--image",
+                "ghcr.io/team/churn:1",
+                "--no-models",
+            ],
+            "--models-pvc",
+        ),
         (
             &[
                 "--model-repository",

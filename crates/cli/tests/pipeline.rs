@@ -499,6 +499,22 @@ fn serve_writes_one_json_access_line_per_request() {
     );
     assert_eq!(f(2)["status"], 404);
     assert_eq!(f(2)["model"], "nope");
+    drop(server);
+
+    // Text logs into a pipe carry no colour codes.
+    let text = ServeProcess::start_with(&repo, &["--access-log"]);
+    let (code, _) = text.post("/v2/models/bc/infer", &body);
+    assert_eq!(code, 200);
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = text.log().join("\n");
+        if log.contains("hone::access") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(log.contains("hone::access"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
 }
 
 /// `hone ship CSV --target label --model-repository REPO --name bc --json EXTRA...`

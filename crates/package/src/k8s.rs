@@ -1,7 +1,12 @@
 //! Kubernetes manifests for a hone image: Deployment, Service,
-//! HorizontalPodAutoscaler, PodDisruptionBudget, ServiceMonitor, the
-//! Prometheus-adapter rule for queue-time autoscaling, and with KServe a
-//! ClusterServingRuntime plus an InferenceService.
+//! HorizontalPodAutoscaler (on CPU, or on hone's queue time through
+//! prometheus-adapter, whose Helm values are written beside),
+//! PodDisruptionBudget, ServiceMonitor, and with KServe a namespaced
+//! ServingRuntime plus an InferenceService that names it.
+//!
+//! Every object a `kubectl apply -R` of the folder creates has its own
+//! kind and name; every container has probes and the restricted security
+//! context; memory is sized from what the caller measured.
 
 use std::path::{Path, PathBuf};
 
@@ -15,14 +20,62 @@ use crate::yaml;
 pub struct K8sOptions {
     /// Resource name (DNS-1123).
     pub name: String,
+    /// An image reference that names its registry ([`check_registry`]).
     pub image: String,
+    /// The autoscaler's minimum (the Deployment leaves replicas to it).
     pub replicas: u32,
     pub kserve: bool,
     /// For KServe: where the storage initializer fetches the repository
-    /// from; without it the InferenceService runs the image's own models.
+    /// from; without it the runtime serves the image's own models.
     pub storage_uri: Option<String>,
-    /// Bytes of model files, which sizes the memory request.
-    pub model_bytes: u64,
+    pub memory: Memory,
+    pub autoscale: Autoscale,
+    /// Extra labels on the ServiceMonitor (kube-prometheus-stack selects
+    /// ServiceMonitors by its `release` label).
+    pub monitor_labels: Vec<(String, String)>,
+    /// A PersistentVolumeClaim holding the repository, mounted read-only at
+    /// the image's model path (for an image built with --no-models).
+    pub models_claim: Option<String>,
+}
+
+/// What the autoscaler scales on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Autoscale {
+    /// CPU utilisation: needs only metrics-server.
+    #[default]
+    Cpu,
+    /// Mean queue time per request, through prometheus-adapter.
+    QueueTime,
+}
+
+/// Memory request and limit in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub request_mib: u64,
+    pub limit_mib: u64,
+}
+
+impl Memory {
+    /// From the peak RSS of a server that loaded the repository: the
+    /// request is that plus a quarter (request buffers, allocator slack),
+    /// the limit twice the request, because a hot reload holds the old and
+    /// the new version at once. Rounded up to 16 MiB, at least 64 MiB.
+    pub fn from_peak_rss(bytes: u64) -> Memory {
+        let mib = bytes.div_ceil(1 << 20);
+        let request = (mib + mib / 4).max(64).div_ceil(16) * 16;
+        Memory {
+            request_mib: request,
+            limit_mib: request * 2,
+        }
+    }
+
+    fn request(&self) -> String {
+        format!("{}Mi", self.request_mib)
+    }
+
+    fn limit(&self) -> String {
+        format!("{}Mi", self.limit_mib)
+    }
 }
 
 /// Seconds `hone serve` keeps going after SIGTERM to finish in-flight work
@@ -50,6 +103,29 @@ pub fn name_from(reference: &str) -> String {
     if n.is_empty() { "hone".into() } else { n }
 }
 
+/// A reference a cluster pulls from where the user pushed it: its first
+/// component must be a registry host (with a dot or a port, or
+/// `localhost`). `churn:1` or `team/churn:1` would silently resolve to
+/// Docker Hub on every node.
+pub fn check_registry(reference: &str) -> std::result::Result<(), String> {
+    let host = reference.split('/').next().unwrap_or_default();
+    let has_path = reference.contains('/');
+    if has_path && (host.contains('.') || host.contains(':') || host == "localhost") {
+        return Ok(());
+    }
+    let repo = reference.rsplit_once(':').map_or(reference, |(n, _)| n);
+    let hub = if has_path {
+        format!("docker.io/{reference}")
+    } else {
+        format!("docker.io/library/{reference}")
+    };
+    Err(format!(
+        "the image {reference} names no registry, so every node would pull {hub} from Docker Hub; \
+         push the image to your registry and pass --image REGISTRY/{repo}:TAG \
+         (write docker.io/... if Docker Hub is meant)"
+    ))
+}
+
 fn labels(o: &K8sOptions) -> Value {
     json!({
         "app.kubernetes.io/name": o.name,
@@ -62,73 +138,114 @@ fn selector(o: &K8sOptions) -> Value {
     json!({"app.kubernetes.io/name": o.name})
 }
 
-/// Memory for the models' sessions: ORT holds about two copies of the
-/// weights while it loads; 512 MiB covers the server itself.
-fn memory(o: &K8sOptions) -> (String, String) {
-    let mib = 512 + (o.model_bytes * 3).div_ceil(1 << 20);
-    (format!("{mib}Mi"), format!("{}Mi", mib * 2))
+fn probe(path: &str, port: Value, period: u32, failures: u32) -> Value {
+    json!({
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    })
+}
+
+/// Ready only once every model is loaded; a slow load is given two
+/// minutes before liveness counts.
+fn probes(port: Value) -> [(&'static str, Value); 3] {
+    [
+        (
+            "startupProbe",
+            probe("/v2/health/ready", port.clone(), 2, 60),
+        ),
+        (
+            "readinessProbe",
+            probe("/v2/health/ready", port.clone(), 5, 2),
+        ),
+        ("livenessProbe", probe("/v2/health/live", port, 10, 3)),
+    ]
+}
+
+/// The pod-level restricted profile: a numeric non-root user, the
+/// runtime's default seccomp filter.
+fn pod_security() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// The container-level restricted profile, repeated per container so a
+/// scanner (or a pod that drops the pod-level one) sees it.
+fn container_security() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "privileged": false,
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+fn resources(o: &K8sOptions) -> Value {
+    json!({
+        "requests": {"cpu": "1", "memory": o.memory.request()},
+        // No CPU limit: throttling inflates tail latency.
+        "limits": {"memory": o.memory.limit()},
+    })
+}
+
+/// A writable /tmp on the read-only root.
+fn tmp_volume() -> Value {
+    json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
 }
 
 pub fn deployment(o: &K8sOptions) -> Value {
-    let (req, limit) = memory(o);
-    let probe = |path: &str, period: u32, failures: u32| {
-        json!({
-            "httpGet": {"path": path, "port": "http"},
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": failures,
-        })
-    };
+    let mut mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
+    let mut volumes = vec![tmp_volume()];
+    if let Some(claim) = &o.models_claim {
+        mounts.push(json!({"name": "models", "mountPath": MODELS_IN_IMAGE, "readOnly": true}));
+        volumes.push(json!({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}));
+    }
+    let mut container = json!({
+        "name": "hone",
+        "image": o.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [
+            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
+        ],
+        // The pod leaves the Service's endpoints while it still serves;
+        // then SIGTERM: hone finishes what it accepted within
+        // --exit-timeout-secs.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP}}},
+        "resources": resources(o),
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
+    });
+    for (k, v) in probes(json!("http")) {
+        container[k] = v;
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": o.name, "labels": labels(o)},
+        // No replicas: the HorizontalPodAutoscaler owns the count, and a
+        // replicas field would reset it on every `kubectl apply`.
         "spec": {
-            "replicas": o.replicas,
             "selector": {"matchLabels": selector(o)},
             "template": {
                 "metadata": {"labels": labels(o)},
                 "spec": {
                     "terminationGracePeriodSeconds": PRESTOP + EXIT_TIMEOUT + 5,
                     "automountServiceAccountToken": false,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": UID,
-                        "runAsGroup": UID,
-                        "fsGroup": UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [{
-                        "name": "hone",
-                        "image": o.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "ports": [
-                            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
-                            {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
-                            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
-                        ],
-                        // Ready only once every model is loaded; a slow
-                        // load is given two minutes before liveness counts.
-                        "startupProbe": probe("/v2/health/ready", 2, 60),
-                        "readinessProbe": probe("/v2/health/ready", 5, 2),
-                        "livenessProbe": probe("/v2/health/live", 10, 3),
-                        // The pod leaves the Service's endpoints while it
-                        // still serves; then SIGTERM: hone finishes what it
-                        // accepted within --exit-timeout-secs.
-                        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP}}},
-                        "resources": {
-                            "requests": {"cpu": "1", "memory": req},
-                            // No CPU limit: throttling inflates tail latency.
-                            "limits": {"memory": limit},
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    }],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+                    "securityContext": pod_security(),
+                    "containers": [container],
+                    "volumes": volumes,
                 },
             },
         },
@@ -152,7 +269,25 @@ pub fn service(o: &K8sOptions) -> Value {
     })
 }
 
-fn hpa_base(o: &K8sOptions, metrics: Value) -> Value {
+/// The metric prometheus-adapter publishes from the rule in its values.
+pub const QUEUE_METRIC: &str = "hone_queue_seconds_per_request";
+
+/// One autoscaler per Deployment, on CPU (every hone pod keeps its cores
+/// busy before it queues) or on queue time.
+pub fn hpa(o: &K8sOptions) -> Value {
+    let metrics = match o.autoscale {
+        Autoscale::Cpu => json!([{
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+        }]),
+        Autoscale::QueueTime => json!([{
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": QUEUE_METRIC},
+                "target": {"type": "AverageValue", "averageValue": "20m"},
+            },
+        }]),
+    };
     json!({
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -168,46 +303,20 @@ fn hpa_base(o: &K8sOptions, metrics: Value) -> Value {
     })
 }
 
-/// CPU by default: every hone pod keeps its cores busy before it queues.
-pub fn hpa(o: &K8sOptions) -> Value {
-    hpa_base(
-        o,
-        json!([{
-            "type": "Resource",
-            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
-        }]),
+/// Helm values for the prometheus-community/prometheus-adapter chart: the
+/// rule that turns `hone_queue_duration_seconds` into [`QUEUE_METRIC`]
+/// (mean queue time per request over a minute). prometheus-adapter reads
+/// its rules from its own chart's ConfigMap, so they go in as values, not
+/// as an object of ours.
+pub fn adapter_values() -> String {
+    format!(
+        "# Helm values for prometheus-community/prometheus-adapter: the rule behind\n\
+         # hpa.yaml's {QUEUE_METRIC}. Not a Kubernetes object (kubectl apply -R skips\n\
+         # this file); merge it into the adapter's release:\n\
+         #   helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter \\\n\
+         #     --namespace monitoring --reuse-values -f prometheus-adapter.values\n\
+         rules:\n  custom:\n  - seriesQuery: 'hone_queue_duration_seconds_count{{namespace!=\"\",pod!=\"\"}}'\n    resources:\n      overrides:\n        namespace: {{resource: namespace}}\n        pod: {{resource: pod}}\n    name:\n      matches: hone_queue_duration_seconds_count\n      as: {QUEUE_METRIC}\n    metricsQuery: 'sum(rate(hone_queue_duration_seconds_sum{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / clamp_min(sum(rate(hone_queue_duration_seconds_count{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>), 1e-9)'\n"
     )
-}
-
-/// The metric the Prometheus adapter rule below publishes.
-pub const QUEUE_METRIC: &str = "hone_queue_seconds_per_request";
-
-/// Scales on the mean time requests wait in hone's queues (needs the rule).
-pub fn hpa_queue(o: &K8sOptions) -> Value {
-    hpa_base(
-        o,
-        json!([{
-            "type": "Pods",
-            "pods": {
-                "metric": {"name": QUEUE_METRIC},
-                "target": {"type": "AverageValue", "averageValue": "20m"},
-            },
-        }]),
-    )
-}
-
-/// prometheus-adapter's rule: mean queue time per request over a minute,
-/// from the `hone_queue_duration_seconds` histogram.
-pub fn adapter_rule(o: &K8sOptions) -> Value {
-    let rule = format!(
-        "rules:\n- seriesQuery: 'hone_queue_duration_seconds_count{{namespace!=\"\",pod!=\"\"}}'\n  resources:\n    overrides:\n      namespace: {{resource: namespace}}\n      pod: {{resource: pod}}\n  name:\n    matches: hone_queue_duration_seconds_count\n    as: {QUEUE_METRIC}\n  metricsQuery: 'sum(rate(hone_queue_duration_seconds_sum{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / clamp_min(sum(rate(hone_queue_duration_seconds_count{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>), 1e-9)'\n"
-    );
-    json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": format!("{}-adapter-rule", o.name), "labels": labels(o)},
-        "data": {"config.yaml": rule},
-    })
 }
 
 pub fn pdb(o: &K8sOptions) -> Value {
@@ -222,10 +331,14 @@ pub fn pdb(o: &K8sOptions) -> Value {
 }
 
 pub fn service_monitor(o: &K8sOptions) -> Value {
+    let mut l = labels(o);
+    for (k, v) in &o.monitor_labels {
+        l[k.as_str()] = json!(v);
+    }
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": {"name": o.name, "labels": labels(o)},
+        "metadata": {"name": o.name, "labels": l},
         "spec": {
             "selector": {"matchLabels": selector(o)},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
@@ -233,31 +346,49 @@ pub fn service_monitor(o: &K8sOptions) -> Value {
     })
 }
 
-/// KServe's runtime: the V2 protocol on KServe's ports (HTTP 8080, gRPC
-/// 8081), models from the storage initializer's `/mnt/models`.
+fn runtime_name(o: &K8sOptions) -> String {
+    format!("{}-runtime", o.name)
+}
+
+/// KServe's runtime, namespaced and selected by name only (no autoSelect:
+/// it must not capture other teams' ONNX InferenceServices): the V2
+/// protocol on KServe's ports (HTTP 8080, gRPC 8081), the models from the
+/// storage initializer's `/mnt/models`, or the image's own without a
+/// storage URI.
 pub fn serving_runtime(o: &K8sOptions) -> Value {
+    let repo = if o.storage_uri.is_some() {
+        "/mnt/models"
+    } else {
+        MODELS_IN_IMAGE
+    };
+    let mut container = json!({
+        "name": "kserve-container",
+        "image": o.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [HONE_IN_IMAGE],
+        "args": kserve_args(repo),
+        // KServe's port names: http1 for REST, h2c for gRPC.
+        "ports": [
+            {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "h2c", "containerPort": 8081, "protocol": "TCP"},
+        ],
+        "resources": resources(o),
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    });
+    for (k, v) in probes(json!(8080)) {
+        container[k] = v;
+    }
     json!({
         "apiVersion": "serving.kserve.io/v1alpha1",
-        "kind": "ClusterServingRuntime",
-        "metadata": {"name": format!("{}-runtime", o.name), "labels": labels(o)},
+        "kind": "ServingRuntime",
+        "metadata": {"name": runtime_name(o), "labels": labels(o)},
         "spec": {
             "annotations": {"prometheus.kserve.io/port": "8002", "prometheus.kserve.io/path": "/metrics"},
-            "supportedModelFormats": [{"name": "onnx", "version": "1", "autoSelect": true, "priority": 2}],
+            "supportedModelFormats": [{"name": "onnx", "version": "1", "autoSelect": false}],
             "protocolVersions": ["v2", "grpc-v2"],
-            "containers": [{
-                "name": "kserve-container",
-                "image": o.image,
-                "command": [HONE_IN_IMAGE],
-                "args": kserve_args("/mnt/models"),
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "1", "memory": memory(o).0}, "limits": {"memory": memory(o).1}},
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "runAsUser": UID,
-                    "allowPrivilegeEscalation": false,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-            }],
+            "containers": [container],
+            "volumes": [tmp_volume()],
         },
     })
 }
@@ -280,42 +411,40 @@ fn kserve_args(repo: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// The InferenceService names hone's runtime explicitly, with or without
+/// a storage URI, as a raw Deployment (KServe's serverless mode allows a
+/// single container port, which would drop gRPC).
 pub fn inference_service(o: &K8sOptions) -> Value {
-    let predictor = match &o.storage_uri {
-        Some(uri) => json!({
-            "minReplicas": o.replicas,
-            "model": {
-                "modelFormat": {"name": "onnx"},
-                "runtime": format!("{}-runtime", o.name),
-                "protocolVersion": "v2",
-                "storageUri": uri,
-            },
-        }),
-        // No storage: the image's own models, through the same binary.
-        None => json!({
-            "minReplicas": o.replicas,
-            "containers": [{
-                "name": "kserve-container",
-                "image": o.image,
-                "command": [HONE_IN_IMAGE],
-                "args": kserve_args(MODELS_IN_IMAGE),
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "1", "memory": memory(o).0}, "limits": {"memory": memory(o).1}},
-            }],
-        }),
-    };
+    let mut model = json!({
+        "modelFormat": {"name": "onnx"},
+        "runtime": runtime_name(o),
+        "protocolVersion": "v2",
+    });
+    if let Some(uri) = &o.storage_uri {
+        model["storageUri"] = json!(uri);
+    }
     json!({
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": o.name, "labels": labels(o)},
-        "spec": {"predictor": predictor},
+        "metadata": {
+            "name": o.name,
+            "labels": labels(o),
+            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
+        },
+        "spec": {"predictor": {
+            "minReplicas": o.replicas,
+            "maxReplicas": (o.replicas * 4).max(o.replicas + 1),
+            "automountServiceAccountToken": false,
+            "securityContext": pod_security(),
+            "model": model,
+        }},
     })
 }
 
 /// Writes every manifest into `dir`; returns the files written.
 pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(at(format_args!("cannot create {}", dir.display())))?;
-    let mut files: Vec<(&str, Value)> = vec![
+    let mut files: Vec<(&str, String)> = [
         ("deployment.yaml", deployment(o)),
         ("service.yaml", service(o)),
         ("hpa.yaml", hpa(o)),
@@ -324,25 +453,33 @@ pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
             "prometheus-operator/servicemonitor.yaml",
             service_monitor(o),
         ),
-    ];
-    // Not applied by `kubectl apply -f DIR`: the queue-time HPA replaces
-    // hpa.yaml once prometheus-adapter has the rule.
-    let extra: Vec<(&str, Value)> = vec![
-        ("optional/hpa-queue-time.yaml", hpa_queue(o)),
-        ("optional/prometheus-adapter-rule.yaml", adapter_rule(o)),
-    ];
-    if o.kserve {
-        files.push(("kserve/clusterservingruntime.yaml", serving_runtime(o)));
-        files.push(("kserve/inferenceservice.yaml", inference_service(o)));
+    ]
+    .into_iter()
+    .chain(
+        o.kserve
+            .then(|| ("kserve/servingruntime.yaml", serving_runtime(o))),
+    )
+    .chain(
+        o.kserve
+            .then(|| ("kserve/inferenceservice.yaml", inference_service(o))),
+    )
+    .map(|(name, v)| {
+        (
+            name,
+            format!("# Written by hone package.\n{}", yaml::to_yaml(&v)),
+        )
+    })
+    .collect();
+    if o.autoscale == Autoscale::QueueTime {
+        files.push(("prometheus-adapter.values", adapter_values()));
     }
     let mut out = Vec::new();
-    for (name, v) in files.into_iter().chain(extra) {
+    for (name, text) in files {
         let p = dir.join(name);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(at(format_args!("cannot create {}", parent.display())))?;
         }
-        let text = format!("# Written by hone package.\n{}", yaml::to_yaml(&v));
         std::fs::write(&p, text).map_err(at(format_args!("cannot write {}", p.display())))?;
         out.push(p);
     }
@@ -358,5 +495,29 @@ mod tests {
         assert_eq!(name_from("ghcr.io/me/Fraud_Model:2"), "fraud-model");
         assert_eq!(name_from("hone"), "hone");
         assert_eq!(name_from(":x"), "hone");
+    }
+
+    #[test]
+    fn references_without_a_registry_are_refused() {
+        for ok in [
+            "ghcr.io/me/churn:1",
+            "registry.example.com:5000/churn",
+            "localhost/churn:2",
+            "docker.io/me/churn:1",
+        ] {
+            assert!(check_registry(ok).is_ok(), "{ok}");
+        }
+        let e = check_registry("churn:1").unwrap_err();
+        assert!(e.contains("docker.io/library/churn:1"), "{e}");
+        let e = check_registry("team/churn").unwrap_err();
+        assert!(e.contains("docker.io/team/churn"), "{e}");
+    }
+
+    #[test]
+    fn memory_follows_the_measured_peak() {
+        let m = Memory::from_peak_rss(40 << 20);
+        assert_eq!((m.request_mib, m.limit_mib), (64, 128));
+        let m = Memory::from_peak_rss(1000 << 20);
+        assert_eq!((m.request_mib, m.limit_mib), (1264, 2528));
     }
 }
