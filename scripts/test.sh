@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test: `bash scripts/test.sh` (extra arguments go to cargo test).
-# The image tests check `hone package`'s output with skopeo and umoci, and
-# the dashboard test loads the page in headless Chromium: run as root, this
+# The image tests check `hone package`'s output with skopeo and umoci, the
+# dashboard test loads the page in headless Chromium, and the metrics tests
+# lint /metrics with promtool: run as root, this
 # installs whichever of them is missing (Debian's packages); otherwise the
 # tests that need a missing tool print one `SKIPPED: <tool> missing` line
 # (HONE_REQUIRE_TOOLS=1, as CI sets, makes that a failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in skopeo umoci chromium; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
+# tool:Debian package (promtool lints the /metrics pages).
+for pair in skopeo:skopeo umoci:umoci chromium:chromium promtool:prometheus; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -437,7 +437,7 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
     }
     head(
         out,
-        "hone_feature_out_of_range_total",
+        "hone_feature_out_of_range_rows",
         "gauge",
         "Input values in the window below or above the reference range, not finite (NaN, ±Inf), or (categorical features) no category seen in the reference.",
     );
@@ -454,7 +454,7 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
             {
                 let _ = writeln!(
                     out,
-                    "hone_feature_out_of_range_total{{{l},feature=\"{}\",side=\"{side}\"}} {n}",
+                    "hone_feature_out_of_range_rows{{{l},feature=\"{}\",side=\"{side}\"}} {n}",
                     escape(&f.name)
                 );
             }

@@ -90,7 +90,9 @@ async fn drift_after(client: &reqwest::Client, url: &str, rows: u64) -> Value {
 
 async fn metrics(client: &reqwest::Client, server: &hone_server::Server) -> String {
     let url = format!("http://{}/metrics", server.metrics_addr.unwrap());
-    client.get(url).send().await.unwrap().text().await.unwrap()
+    let text = client.get(url).send().await.unwrap().text().await.unwrap();
+    common::promtool_clean(&text);
+    text
 }
 
 fn psi(d: &Value, side: &str, i: usize) -> f64 {
@@ -166,7 +168,7 @@ async fn a_shifted_feature_is_flagged_and_only_that_one() {
         text.contains("hone_drift_window_rows{model=\"m\",version=\"1\"} 2000"),
         "{text}"
     );
-    assert!(text.contains("hone_feature_out_of_range_total{model=\"m\",version=\"1\",feature=\"income\",side=\"above\"}"), "{text}");
+    assert!(text.contains("hone_feature_out_of_range_rows{model=\"m\",version=\"1\",feature=\"income\",side=\"above\"}"), "{text}");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -411,7 +413,7 @@ async fn categorical_features_drift_on_category_frequencies() {
     assert!(d["features"][1]["psi"].as_f64().unwrap() < 0.1, "{d}");
     let text = metrics(&client, &server).await;
     assert!(
-        text.contains("hone_feature_out_of_range_total{model=\"m\",version=\"1\",feature=\"colour\",side=\"unseen\"} 100"),
+        text.contains("hone_feature_out_of_range_rows{model=\"m\",version=\"1\",feature=\"colour\",side=\"unseen\"} 100"),
         "{text}"
     );
 }

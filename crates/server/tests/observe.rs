@@ -243,6 +243,7 @@ async fn traceparent_over_rest_and_grpc_reaches_the_collector() {
         .text()
         .await
         .unwrap();
+    common::promtool_clean(&text);
     assert!(
         text.contains("hone_trace_spans_exported_total 11"),
         "{text}"

@@ -220,6 +220,7 @@ async fn good_versions_promote_and_bad_ones_roll_back() {
         .text()
         .await
         .unwrap();
+    common::promtool_clean(&m);
     assert!(
         m.contains("hone_rollout_events_total{model=\"m\",event=\"rolled_back\"} 2"),
         "{m}"

@@ -345,6 +345,7 @@ async fn concurrent_requests_are_batched_and_split_correctly() {
         .text()
         .await
         .unwrap();
+    common::promtool_clean(&metrics);
     let line = format!(
         "hone_inference_count_total{{model=\"mlp100\",version=\"1\"}} {}",
         rows + 40

@@ -193,3 +193,36 @@ pub fn have_tool(tool: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {tool} missing");
     false
 }
+
+/// `promtool check metrics` on a /metrics page: Prometheus' own linter
+/// (naming, units, `_total` only on counters, HELP on each) must report
+/// nothing. Skipped (one line) where promtool is missing.
+pub fn promtool_clean(text: &str) {
+    if !have_tool("promtool") {
+        return;
+    }
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+}
