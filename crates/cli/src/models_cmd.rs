@@ -36,8 +36,15 @@ pub struct ModelsArgs {
 enum Action {
     /// Every model and version in the repository, with its state.
     List,
-    /// One model: its versions, traffic split, shadow divergence, rollout.
-    Status { name: String },
+    /// One model: each version's readiness, request rate, p50/p99, errors
+    /// by reason, queue time and drift; the traffic split; the rollout's
+    /// step, its progress and deadline.
+    Status {
+        name: String,
+        /// Seconds between the two samples the request rate comes from.
+        #[arg(long, default_value_t = 1.0)]
+        window: f64,
+    },
     /// Load (or reload) a model from the repository.
     Load { name: String },
     /// Unload a model.
@@ -168,15 +175,10 @@ async fn go(a: ModelsArgs) -> Result<ExitCode, String> {
             api.call(M::POST, "/v2/repository/index", Some(json!({})))
                 .await?
         }
-        Action::Status { name } => {
-            let traffic = api
-                .call(M::GET, &format!("/v2/models/{name}/traffic"), None)
-                .await?;
-            let rollout = api
-                .call(M::GET, &format!("/v2/models/{name}/rollout"), None)
-                .await
-                .ok();
-            json!({"traffic": traffic, "rollout": rollout})
+        Action::Status { name, window } => {
+            let window = std::time::Duration::try_from_secs_f64(*window)
+                .map_err(|_| format!("--window {window}: expected seconds"))?;
+            crate::models_status::gather(&api.0, name, window).await?
         }
         Action::Load { name } => {
             api.call(M::POST, &format!("/v2/repository/models/{name}/load"), None)
@@ -289,6 +291,11 @@ async fn go(a: ModelsArgs) -> Result<ExitCode, String> {
     };
     if a.json {
         println!("{out}");
+    } else if let Action::Status { .. } = a.action {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        print!("{}", crate::models_status::render(&out, now));
     } else {
         print!("{}", table(&a.action, &out));
     }
@@ -341,12 +348,8 @@ fn table(action: &Action, v: &Value) -> String {
                 );
             }
         }
-        Action::Status { .. } | Action::Traffic { .. } => {
-            let t = if v.get("traffic").is_some() {
-                &v["traffic"]
-            } else {
-                v
-            };
+        Action::Traffic { .. } => {
+            let t = v;
             out += &format!(
                 "model {} (split from {})\n",
                 s(&t["model"]),
@@ -382,10 +385,8 @@ fn table(action: &Action, v: &Value) -> String {
                     s(&sh["class_mismatch_ratio"])
                 );
             }
-            if let Some(r) = v.get("rollout").filter(|r| !r.is_null()) {
-                out += &rollout_line(r);
-            }
         }
+        Action::Status { .. } => {}
         Action::Load { name } => out += &format!("loaded {name}\n"),
         Action::Unload { name } => out += &format!("unloaded {name}\n"),
         Action::Rollout { .. } | Action::Promote { .. } | Action::Rollback { .. } => {

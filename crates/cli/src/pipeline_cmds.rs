@@ -24,7 +24,7 @@ fn parse_metric(s: &str) -> Result<Metric, String> {
 #[derive(clap::Args, Clone)]
 pub struct ModelFlags {
     /// The column to predict.
-    #[arg(long)]
+    #[arg(long, default_value = "label")]
     target: String,
     /// auto picks binary/multiclass for text or small-integer targets, else regression.
     #[arg(long, default_value = "auto", value_parser = ["auto", "binary", "multiclass", "regression"])]
@@ -185,9 +185,10 @@ pub struct EvalArgs {
     /// A CSV, or a directory of <input>.npy files plus labels.npy.
     #[arg(long)]
     data: PathBuf,
-    /// The label column of a CSV.
-    #[arg(long, default_value = "label")]
-    target: String,
+    /// The label column of a CSV [default: the target in the model's
+    /// card (MODEL.card.json), else label].
+    #[arg(long)]
+    target: Option<String>,
     /// The headline metric, marked in the table and given in --json: accuracy, auc, f1,
     /// logloss, mse, mae or r2 (default: accuracy, or r2 for regression). All that fit are printed.
     #[arg(long, value_parser = parse_metric)]
@@ -205,9 +206,9 @@ pub struct EvalArgs {
 
 pub fn eval(args: EvalArgs) -> ExitCode {
     let opts = ev::EvalOptions {
+        target: target_or_card(args.target, &args.model),
         model: args.model,
         data: args.data,
-        target: args.target,
         metric: args.metric,
         output: args.output,
         batch_size: args.batch_size,
@@ -285,7 +286,9 @@ pub struct ShipArgs {
     /// With --into: the new version starts at PERCENT of the traffic and
     /// the server's rollout moves it to 100 % while it holds up against the
     /// version serving now (rolled back otherwise; `hone models status`).
-    /// The model must keep two versions loaded (version_policy).
+    /// The serving version must stay loaded beside the new one: a config
+    /// ship wrote is widened to keep it; with your own config that would
+    /// drop it, the canary is refused before anything loads.
     #[arg(long, value_name = "PERCENT", requires = "into", value_parser = clap::value_parser!(u32).range(0..100))]
     canary: Option<u32>,
     /// With --into: the server's admin key (first non-comment line of the
@@ -492,10 +495,13 @@ fn run_ship(
                     r.version.unwrap_or(0)
                 );
                 println!("  curl -s -X POST {endpoint} -d '{body}'");
-                println!("Ctrl-C stops it.");
             }
+            println!("Dashboard: {}", crate::dashboard_url(&server, "http"));
+            println!("Ctrl-C stops it.");
             crate::signal::shutdown_signal().await;
+            println!("Stopping: finishing in-flight requests ...");
             server.shutdown().await;
+            println!("Stopped; {} is no longer served.", r.name);
         }
         ExitCode::SUCCESS
     })
@@ -534,9 +540,10 @@ pub struct OptimizeArgs {
     /// or data without labels (judged by fidelity to the fp32 outputs).
     #[arg(long)]
     data: PathBuf,
-    /// The label column of a CSV.
-    #[arg(long, default_value = "label")]
-    target: String,
+    /// The label column of a CSV [default: the target in the model's
+    /// card (MODEL.card.json), else label].
+    #[arg(long)]
+    target: Option<String>,
     /// accuracy, auc, f1, logloss, mse, mae, r2 (with labels), cosine or maxabs (fidelity).
     #[arg(long)]
     metric: Option<String>,
@@ -624,9 +631,9 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
     }
     let opts = opt::OptimizeOptions {
         in_memory: None,
+        target: target_or_card(args.target, &args.model),
         model: args.model,
         data: args.data,
-        target: args.target,
         metric: args.metric,
         max_drop: args.max_drop,
         relative: args.relative,
@@ -699,4 +706,17 @@ fn image_stage(output: PathBuf) -> Result<sh::ImageStage, String> {
         hone,
         onnxruntime: onnxruntime.to_path_buf(),
     })
+}
+
+/// `--target` when given; otherwise the target the model's card names
+/// (`hone train`/`ship` wrote it beside the model), else `label`: the same
+/// default as `train` and `ship`.
+pub fn target_or_card(target: Option<String>, model: &std::path::Path) -> String {
+    target
+        .or_else(|| {
+            let text = std::fs::read_to_string(hone_pipeline::card_path(model)).ok()?;
+            let card: serde_json::Value = serde_json::from_str(&text).ok()?;
+            card["target"].as_str().map(str::to_string)
+        })
+        .unwrap_or_else(|| "label".into())
 }

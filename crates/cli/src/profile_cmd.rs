@@ -14,9 +14,10 @@ pub struct ProfileArgs {
     /// The ONNX model.
     #[arg(long)]
     model: PathBuf,
-    /// A label column in the data, left out of the inputs.
-    #[arg(long, default_value = "label")]
-    target: String,
+    /// A label column in the data, left out of the inputs [default: the
+    /// target in the model's card, else label].
+    #[arg(long)]
+    target: Option<String>,
     /// Where to write (default: MODEL.profile.json beside the model, where
     /// `hone serve` reads it).
     #[arg(short = 'o', long = "output")]
@@ -34,9 +35,9 @@ pub struct ProfileArgs {
 pub fn run(a: ProfileArgs) -> ExitCode {
     let output = a.output.clone().unwrap_or_else(|| profile_path(&a.model));
     let opts = ProfileOptions {
+        target: crate::pipeline_cmds::target_or_card(a.target, &a.model),
         model: a.model,
         data: a.data,
-        target: a.target,
         output: output.clone(),
         categorical: a.categorical,
     };

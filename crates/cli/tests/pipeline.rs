@@ -134,6 +134,21 @@ fn train_writes_model_and_card_and_eval_scores_it() {
     ]));
     assert!(table.contains("confusion matrix"), "{table}");
     assert!(table.contains("auc"), "{table}");
+
+    // Without --target, eval reads the column the card names.
+    let test = std::fs::read_to_string(bc.join("test.csv")).unwrap();
+    let (head, rows) = test.split_once('\n').unwrap();
+    let renamed = d.join("renamed.csv");
+    std::fs::write(
+        &renamed,
+        format!("{}\n{rows}", head.replace("label", "diagnosis")),
+    )
+    .unwrap();
+    let mut card = card;
+    card["target"] = serde_json::json!("diagnosis");
+    std::fs::write(d.join("bc.card.json"), card.to_string()).unwrap();
+    let e = eval_json(&model, &renamed, &[]);
+    assert_eq!(e["report"]["rows"], 114, "{e}");
 }
 
 #[test]
@@ -222,7 +237,7 @@ fn bad_training_data_gets_one_clear_error() {
             "no_target",
             "a,b,y\n1,2,0\n3,4,1\n",
             &[],
-            "no column named \"label\"",
+            "no column named \"label\" to predict (the columns are a, b, y; --target",
         ),
         ("ragged", "a,b,label\n1,2,0\n3,4\n", &[], "line 3"),
         (
@@ -242,15 +257,8 @@ fn bad_training_data_gets_one_clear_error() {
         let p = d.join(format!("{name}.csv"));
         std::fs::write(&p, csv).unwrap();
         let out_model = d.join(format!("{name}.onnx"));
-        let mut args = vec![
-            "train",
-            s(&p),
-            "--target",
-            "label",
-            "-o",
-            s(&out_model),
-            "--quiet",
-        ];
+        // No --target: it defaults to label, as in eval and profile.
+        let mut args = vec!["train", s(&p), "-o", s(&out_model), "--quiet"];
         args.extend_from_slice(extra);
         let out = hone(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -638,6 +646,59 @@ fn demo_ships_the_embedded_data() {
     assert!(repo.join("breast_cancer/1/model.onnx").is_file());
 }
 
+/// `hone demo` serving: it says where the dashboard is (which answers),
+/// that Ctrl-C stops it, and when it has stopped.
+#[test]
+fn demo_says_where_the_dashboard_is_and_when_it_stops() {
+    use std::io::BufRead;
+    let d = tmp_dir("demo-serve");
+    let repo = d.join("repo");
+    let mut args = vec!["demo", "--model-repository", s(&repo)];
+    args.extend_from_slice(&EPHEMERAL_PORTS);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
+        .args(&args)
+        .env("HONE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut dashboard = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.strip_prefix("Dashboard: ") {
+            dashboard = Some(url.to_string());
+        }
+        let done = line == "Ctrl-C stops it.";
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let url = dashboard.unwrap_or_else(|| panic!("no dashboard line in {seen:#?}"));
+    let page = common::http_get(&url);
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{url}: {page}"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter()
+            .any(|l| l == "Stopped; breast_cancer is no longer served."),
+        "{rest:#?}"
+    );
+}
+
 /// `hone models` against a running server: list, traffic, status, a
 /// rollout under load waited to promotion, rollback refused once it ended,
 /// unload and load.
@@ -758,9 +819,10 @@ fn hone_models_drives_traffic_and_rollouts() {
 }
 
 /// `hone ship --into URL --canary 20`: the new version loads with no
-/// traffic, then the server's rollout gives it 20 %; a model whose config
-/// keeps one version loaded is refused with the fix, and the version taken
-/// back out.
+/// traffic, then the server's rollout gives it 20 %. With the config ship
+/// wrote (one version kept) ship widens it before loading, so the serving
+/// version never leaves; a user's own config that would drop it is refused
+/// before anything loads, and the version taken back out.
 #[test]
 fn ship_canary_hands_the_new_version_to_a_rollout() {
     let d = tmp_dir("ship-canary");
@@ -768,24 +830,14 @@ fn ship_canary_hands_the_new_version_to_a_rollout() {
     let repo = d.join("repo");
     let r = json(&ship_bc(&csv, &repo, &[]));
     assert_eq!(r["ok"], true, "{r}");
-    let server = ServeProcess::start(&repo);
-    // One version loaded (the default policy): refused, version 2 removed.
-    let out = ship_bc(&csv, &repo, &["--into", &server.url, "--canary", "20"]);
-    assert!(!out.status.success());
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let err = r["error"].as_str().unwrap();
-    assert!(err.contains("keep two versions loaded"), "{err}");
-    assert!(!repo.join("bc/2").exists());
-    assert_eq!(server.get("/v2/models/bc/versions/1/ready").0, 200);
-
     let cfg = repo.join("bc/config.pbtxt");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{text}version_policy: {{ latest: {{ num_versions: 2 }} }}\n"),
-    )
-    .unwrap();
-    assert_eq!(server.post("/v2/repository/models/bc/load", "").0, 200);
+    assert!(
+        !std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("num_versions: 2")
+    );
+    let server = ServeProcess::start(&repo);
+
     let r = json(&ship_bc(
         &csv,
         &repo,
@@ -794,15 +846,44 @@ fn ship_canary_hands_the_new_version_to_a_rollout() {
     assert_eq!(r["ok"], true, "{r}");
     let detail = r["stages"][5]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("canary: rollout 1 → 2 over 20 → 50 → 100 %"),
+        detail.contains("keeps the latest 2 versions loaded")
+            && detail.contains("canary: rollout 1 → 2 over 20 → 50 → 100 %"),
         "{detail}"
     );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.starts_with("# Written by hone ship.") && text.contains("num_versions: 2"),
+        "{text}"
+    );
+    assert_eq!(server.get("/v2/models/bc/versions/1/ready").0, 200);
     let (code, body) = server.get("/v2/models/bc/rollout");
     assert_eq!(code, 200, "{body}");
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (st["state"].as_str(), st["percent"].as_u64()),
         (Some("running"), Some(20))
+    );
+    // The step's progress and deadline, as `hone models status` shows them.
+    assert_eq!(st["current"]["percent"], 20, "{st}");
+    assert_eq!(st["current"]["next_percent"], 50, "{st}");
+    assert!(
+        st["current"]["deadline_unix"].as_f64().unwrap()
+            > st["current"]["started_unix"].as_f64().unwrap()
+    );
+    let out = hone(&[
+        "models",
+        "status",
+        "bc",
+        "--url",
+        &server.url,
+        "--window",
+        "0.1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("step 20 %: ") && text.contains("next: 50 %"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let (_, body) = server.get("/v2/models/bc/traffic");
     let t: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -816,4 +897,32 @@ fn ship_canary_hands_the_new_version_to_a_rollout() {
     let (_, body) = server.get("/v2/models/bc/traffic");
     let t: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(t["split"]["weights"], serde_json::json!({"1": 100, "2": 0}));
+
+    // A user's own config that serves versions 1 and 2 only: a canary of
+    // version 3 is refused before the load.
+    let own: String = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#') && !l.contains("version_policy") && !l.contains("num_versions")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!("{own}version_policy: {{ specific: {{ versions: [1, 2] }} }}\n"),
+    )
+    .unwrap();
+    assert_eq!(server.post("/v2/repository/models/bc/load", "").0, 200);
+    let out = ship_bc(&csv, &repo, &["--into", &server.url, "--canary", "20"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains("nothing was loaded") && err.contains("num_versions: 2"),
+        "{err}"
+    );
+    assert!(!repo.join("bc/3").exists());
+    assert_eq!(server.get("/v2/models/bc/versions/1/ready").0, 200);
+    assert_ne!(server.get("/v2/models/bc/versions/3/ready").0, 200);
 }

@@ -156,7 +156,7 @@ impl Encoding {
     ) -> Result<Encoding> {
         let target_col = t.column(target).ok_or_else(|| {
             DataError::Invalid(format!(
-                "{}: no column named {target:?} (the columns are {})",
+                "{}: no column named {target:?} to predict (the columns are {}; --target names the one to predict)",
                 t.source,
                 t.names.join(", ")
             ))

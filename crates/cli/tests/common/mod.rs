@@ -331,3 +331,19 @@ pub fn have_tool(tool: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {tool} missing");
     false
 }
+
+/// GET an `http://HOST:PORT/PATH` URL over a fresh connection: the body.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").map_or("", |b| b.1).to_string()
+}

@@ -51,12 +51,26 @@ pub(super) async fn go_live(
                 },
                 None => None,
             };
+            // Checked before the load: a load under a policy that keeps
+            // one version would hand the new one all traffic at once.
+            if let Some(from) = stable {
+                match canary_policy(&opts.repository, &opts.name, from, version) {
+                    Ok(Some(note)) => canary_msg = Some(note),
+                    Ok(None) => {}
+                    Err(e) => return Err(failed(run, "serve", t, e.to_string())),
+                }
+            }
             if let Err(e) = client.load(&opts.name).await {
                 return Err(failed(run, "serve", t, e.to_string()));
             }
             if let (Some(p), Some(from)) = (opts.canary, stable) {
                 match canary_start(&client, &opts.name, from, version, p).await {
-                    Ok(msg) => canary_msg = Some(msg),
+                    Ok(msg) => {
+                        canary_msg = Some(match canary_msg.take() {
+                            Some(note) => format!("{note}; {msg}"),
+                            None => msg,
+                        });
+                    }
                     Err(e) => return Err(failed(run, "serve", t, e.to_string())),
                 }
             }
@@ -210,6 +224,54 @@ async fn canary_prepare(client: &Client, name: &str) -> Result<Option<i64>> {
     let split = json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
     client.set_traffic(name, &split).await.map_err(fail)?;
     Ok(Some(stable))
+}
+
+/// The first line of every config.pbtxt ship writes.
+pub(super) const SHIP_HEADER: &str = "# Written by hone ship.";
+
+/// Before a canary's load: the model's config.pbtxt must keep the serving
+/// version `from` loaded beside the new `to`. A config ship wrote is
+/// widened (`latest` as many versions as reach back to `from`, said in the
+/// returned note); a user's own is left alone and the canary refused, with
+/// the fix.
+fn canary_policy(repo: &Path, name: &str, from: i64, to: u64) -> Result<Option<String>> {
+    use hone_server::config::{ModelConfig, VersionPolicy};
+    let path = repo.join(name).join("config.pbtxt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (mut config, _) = ModelConfig::parse(&text).map_err(|e| {
+        PipelineError::Message(format!("--canary: cannot read {}: {e}", path.display()))
+    })?;
+    let mut on_disk: Vec<i64> = std::fs::read_dir(repo.join(name))
+        .map_err(|e| PipelineError::Message(format!("--canary: {}: {e}", repo.display())))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .collect();
+    on_disk.sort_unstable();
+    let to = i64::try_from(to).unwrap_or(i64::MAX);
+    let served: Vec<i64> = match &config.version_policy {
+        VersionPolicy::All => on_disk.clone(),
+        VersionPolicy::Latest(n) => on_disk.iter().rev().take(*n as usize).copied().collect(),
+        VersionPolicy::Specific(v) => on_disk.iter().filter(|x| v.contains(x)).copied().collect(),
+    };
+    if served.contains(&from) && served.contains(&to) {
+        return Ok(None);
+    }
+    if text.starts_with(SHIP_HEADER) {
+        let keep = on_disk
+            .iter()
+            .filter(|v| **v >= from.min(to))
+            .count()
+            .max(2);
+        config.version_policy = VersionPolicy::Latest(keep as u32);
+        let widened = format!("{SHIP_HEADER}\n{}", config.to_pbtxt());
+        crate::publish::write_atomic(&path, widened.as_bytes())?;
+        return Ok(Some(format!(
+            "config.pbtxt now keeps the latest {keep} versions loaded, so version {from} serves while version {to} is a canary"
+        )));
+    }
+    Err(PipelineError::Message(format!(
+        "--canary: loading version {to} under {}'s version_policy would serve versions {served:?}, not version {from} (serving now) beside version {to}; nothing was loaded. Keep both loaded (version_policy: {{ latest: {{ num_versions: 2 }} }}) and ship again",
+        path.display()
+    )))
 }
 
 /// After a canary's load: the rollout from `from` to `to`, starting at

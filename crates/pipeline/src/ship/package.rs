@@ -42,7 +42,7 @@ pub fn config_pbtxt(name: &str, model: &Mlp) -> String {
         ..ModelConfig::default()
     };
     // The server's own writer, so what ship writes is what the server reads.
-    format!("# Written by hone ship.\n{}", config.to_pbtxt())
+    format!("{}\n{}", super::live::SHIP_HEADER, config.to_pbtxt())
 }
 
 /// Writes model, card and config into a hidden staging directory inside the

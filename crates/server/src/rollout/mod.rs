@@ -19,7 +19,7 @@ use crate::state::Control;
 pub mod status;
 
 use status::now;
-pub use status::{Policy, Status, Step};
+pub use status::{Policy, Status, Step, StepProgress};
 
 /// Starts a rollout of `model` under `policy`; refused while one runs.
 pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status> {
@@ -75,6 +75,7 @@ pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status
         started_unix: now(),
         finished_unix: None,
         steps: Vec::new(),
+        current: None,
     }));
     {
         let mut m = state
@@ -167,14 +168,26 @@ async fn drive(
     // The stable version's p99 from the last step where it had traffic:
     // at 100 % it has none of its own.
     let mut stable_p99: Option<f64> = None;
-    for &percent in &p.steps {
+    for (i, &percent) in p.steps.iter().enumerate() {
         if status.lock().map_or(true, |s| s.state != "running") {
             return; // promoted or rolled back by hand
         }
         state
             .traffic
             .set(&model, Some(split(from, p.to, percent, p.shadow_share)));
-        set(&|s| s.percent = percent);
+        let started_unix = now();
+        let progress = |new_requests| StepProgress {
+            percent,
+            new_requests,
+            needed: p.step_requests,
+            started_unix,
+            deadline_unix: started_unix + p.step_timeout_secs,
+            next_percent: p.steps.get(i + 1).copied(),
+        };
+        set(&|s| {
+            s.percent = percent;
+            s.current = Some(progress(0));
+        });
         let t0 = Instant::now();
         let (Some(n0), Some(s0)) = (counts(&state, &model, p.to), counts(&state, &model, from))
         else {
@@ -218,6 +231,7 @@ async fn drive(
             let div = state.shadows.get(&model, p.to);
             let class = div.as_ref().and_then(|d| d.class_mismatch_ratio());
             let mad = div.as_ref().and_then(|d| d.mean_abs_diff());
+            set(&|s| s.current = Some(progress(nn)));
             let done = nn >= p.step_requests;
             // Judged early once a tenth of the step is in, so a bad version
             // goes back before it answers the whole step.
@@ -327,6 +341,7 @@ fn finish(
     }
     s.reason = reason;
     s.finished_unix = Some(now());
+    s.current = None;
 }
 
 /// Ends the model's running rollout by hand: all to the new version

@@ -135,6 +135,21 @@ pub struct Status {
     pub started_unix: f64,
     pub finished_unix: Option<f64>,
     pub steps: Vec<Step>,
+    /// The step under way, while the rollout runs.
+    pub current: Option<StepProgress>,
+}
+
+/// How far the running step is: the new version's requests in it against
+/// the `step_requests` it needs, and when the step fails for want of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepProgress {
+    pub percent: u32,
+    pub new_requests: u64,
+    pub needed: u64,
+    pub started_unix: f64,
+    pub deadline_unix: f64,
+    /// The step after this one; None at the last.
+    pub next_percent: Option<u32>,
 }
 
 #[derive(Default)]
