@@ -14,6 +14,7 @@ usage: manifests.py K8S_DIR CRD_DIR...
 import copy
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,6 +48,9 @@ def strict(schema):
 
     def walk(n):
         if isinstance(n, dict):
+            # Go regexes may set flags after the anchor; Python's must lead.
+            if isinstance(n.get("pattern"), str) and n["pattern"].startswith("^(?i)"):
+                n["pattern"] = "(?i)^" + n["pattern"][len("^(?i)"):]
             if ("properties" in n and "additionalProperties" not in n
                     and not n.get("x-kubernetes-preserve-unknown-fields")):
                 n["additionalProperties"] = False
@@ -100,14 +104,32 @@ for path in files:
     report(f"{rel}: {key[0]}/{key[1]} is written once", key not in seen, f"also in {seen.get(key)}")
     seen[key] = rel
     kinds[doc["kind"]] = doc
-    if doc["apiVersion"].split("/")[0] in ("serving.kserve.io", "monitoring.coreos.com"):
+    if doc["apiVersion"].split("/")[0] in ("serving.kserve.io", "monitoring.coreos.com", "keda.sh"):
         ok, msg = crd_validate(doc)
     else:
         ok, msg = k8s_validate(doc, doc["kind"].lower())
     report(f"{rel} ({doc['kind']})", ok, msg)
 
-expected = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+expected = {"Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule",
             "ServingRuntime", "InferenceService"}
+
+# The alert rules are valid Prometheus rules, by Prometheus' own checker.
+if shutil.which("promtool"):
+    tmp = os.path.join(DIR, ".check-rules.yml")
+    with open(tmp, "w") as f:
+        yaml.safe_dump({"groups": kinds["PrometheusRule"]["spec"]["groups"]}, f)
+    try:
+        p = subprocess.run(["promtool", "check", "rules", tmp], capture_output=True, text=True)
+    finally:
+        os.remove(tmp)
+    report("promtool check rules", p.returncode == 0, (p.stdout + p.stderr).strip())
+elif os.environ.get("HONE_REQUIRE_TOOLS"):
+    report("promtool check rules", False, "HONE_REQUIRE_TOOLS is set but promtool is missing")
+else:
+    print("SKIPPED: promtool missing")
+scalers = {"HorizontalPodAutoscaler", "ScaledObject"} & set(kinds)
+report("exactly one autoscaler (an HPA or KEDA's ScaledObject, never both)", len(scalers) == 1, repr(scalers))
+scaler = kinds[next(iter(scalers))] if scalers else {"spec": {"scaleTargetRef": {}}}
 report("every kind written", expected <= set(kinds), f"missing {expected - set(kinds)}")
 
 # The validators refuse what they should, so a pass above means something.
@@ -145,7 +167,7 @@ ports = {p["name"]: p["port"] for p in kinds["Service"]["spec"]["ports"]}
 report("service ports named http/grpc/metrics", ports == {"http": 8000, "grpc": 8001, "metrics": 8002}, repr(ports))
 report("no replicas beside the autoscaler (apply must not reset its scale)",
        "replicas" not in kinds["Deployment"]["spec"]
-       and kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"],
+       and scaler["spec"]["scaleTargetRef"].get("name") == kinds["Deployment"]["metadata"]["name"],
        repr(kinds["Deployment"]["spec"].get("replicas")))
 rt = kinds["ServingRuntime"]["spec"]
 isvc = kinds["InferenceService"]

@@ -40,11 +40,26 @@ pub struct PackageArgs {
     /// The fewest replicas the autoscaler keeps.
     #[arg(long, default_value_t = 2)]
     replicas: u32,
-    /// What the HorizontalPodAutoscaler scales on: cpu (metrics-server
-    /// only) or queue-time (hone's queue time through prometheus-adapter,
-    /// whose Helm values are written beside).
+    /// What scales the pods: cpu (an HPA; metrics-server only),
+    /// queue-time (an HPA on hone's queue time through prometheus-adapter,
+    /// whose Helm values are written beside) or keda (a KEDA ScaledObject
+    /// on hone's queue time from Prometheus; with --kserve, KServe's KEDA
+    /// autoscaler class).
     #[arg(long, value_enum, default_value_t = AutoscaleArg::Cpu)]
     autoscale: AutoscaleArg,
+    /// With --autoscale keda: the Prometheus KEDA queries.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://prometheus-operated.monitoring.svc:9090"
+    )]
+    prometheus_url: String,
+    /// With --autoscale keda: scale to no pod when idle, and wake when this
+    /// PromQL request rate is above zero. It must count requests before
+    /// they reach a pod (an idle model has no pod to report its queue),
+    /// e.g. your ingress controller's rate for the Service.
+    #[arg(long, value_name = "PROMQL")]
+    scale_to_zero: Option<String>,
     /// A label for the ServiceMonitor, KEY=VALUE (repeatable): the one
     /// your Prometheus selects on, e.g. release=kube-prometheus-stack.
     #[arg(long, value_name = "KEY=VALUE")]
@@ -70,6 +85,7 @@ pub struct PackageArgs {
 enum AutoscaleArg {
     Cpu,
     QueueTime,
+    Keda,
 }
 
 pub fn package(a: PackageArgs) -> ExitCode {
@@ -126,6 +142,11 @@ pub fn package(a: PackageArgs) -> ExitCode {
         if let Err(e) = k8s::check_registry(&image) {
             return fail(format!("--k8s: {e}"));
         }
+        if a.scale_to_zero.is_some() && !matches!(a.autoscale, AutoscaleArg::Keda) {
+            return fail(
+                "--scale-to-zero needs --autoscale keda (an HPA keeps at least one pod)".into(),
+            );
+        }
         if a.no_models && a.models_pvc.is_none() {
             return fail(
                 "--no-models with --k8s: the pods would serve an empty repository; give --models-pvc CLAIM (mounted read-only at /models), or build the image with its models".into(),
@@ -168,6 +189,10 @@ pub fn package(a: PackageArgs) -> ExitCode {
             autoscale: match a.autoscale {
                 AutoscaleArg::Cpu => k8s::Autoscale::Cpu,
                 AutoscaleArg::QueueTime => k8s::Autoscale::QueueTime,
+                AutoscaleArg::Keda => k8s::Autoscale::Keda {
+                    prometheus: a.prometheus_url.clone(),
+                    wake: a.scale_to_zero.clone(),
+                },
             },
             monitor_labels,
             models_claim: a.models_pvc.clone(),

@@ -216,6 +216,7 @@ fn manifests_validate_against_the_real_schemas() {
     let checkov = scanner.with_file_name("checkov");
     let kserve = workspace().join("../shared/schemas/kserve");
     let prometheus = workspace().join("../shared/schemas/prometheus-operator");
+    let keda = workspace().join("../shared/schemas/keda");
     for (dir, extra) in [
         ("baked", vec![]),
         (
@@ -227,6 +228,15 @@ fn manifests_validate_against_the_real_schemas() {
                 "queue-time",
                 "--monitor-label",
                 "release=kube-prometheus-stack",
+            ],
+        ),
+        (
+            "keda",
+            vec![
+                "--autoscale",
+                "keda",
+                "--scale-to-zero",
+                "sum(rate(nginx_ingress_controller_requests{service=\"fraud-model\"}[1m]))",
             ],
         ),
     ] {
@@ -251,13 +261,16 @@ fn manifests_validate_against_the_real_schemas() {
         let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
         assert!(dep.contains("name: \"fraud-model\""), "{dep}");
         assert!(dep.contains(&format!("memory: \"{request}Mi\"")), "{dep}");
-        let hpa = std::fs::read_to_string(out.join("hpa.yaml")).unwrap();
-        assert!(hpa.contains("minReplicas: 3"), "{hpa}");
+        if dir != "keda" {
+            let hpa = std::fs::read_to_string(out.join("hpa.yaml")).unwrap();
+            assert!(hpa.contains("minReplicas: 3"), "{hpa}");
+        }
         run(Command::new(&python)
             .arg(workspace().join("tests/deploy/manifests.py"))
             .arg(&out)
             .arg(&kserve)
-            .arg(&prometheus));
+            .arg(&prometheus)
+            .arg(&keda));
         run(Command::new(&python)
             .arg(workspace().join("tests/deploy/scan.py"))
             .arg(&out)
@@ -272,6 +285,14 @@ fn manifests_validate_against_the_real_schemas() {
         values.contains("as: hone_queue_seconds_per_request"),
         "{values}"
     );
+    let so = std::fs::read_to_string(d.join("keda/keda/scaledobject.yaml")).unwrap();
+    assert!(
+        so.contains("minReplicaCount: 0") && so.contains("nginx_ingress_controller_requests"),
+        "{so}"
+    );
+    assert!(!d.join("keda/hpa.yaml").exists());
+    let isvc = std::fs::read_to_string(d.join("keda/kserve/inferenceservice.yaml")).unwrap();
+    assert!(isvc.contains("autoscalerClass: \"keda\""), "{isvc}");
     let sm =
         std::fs::read_to_string(d.join("storage/prometheus-operator/servicemonitor.yaml")).unwrap();
     assert!(sm.contains("release: \"kube-prometheus-stack\""), "{sm}");
@@ -292,6 +313,11 @@ fn manifests_validate_against_the_real_schemas() {
     let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
     assert!(dep.contains("claimName: \"fraud-models\""), "{dep}");
     assert!(dep.contains("mountPath: \"/models\""), "{dep}");
+    // Plain --k8s output (no KServe) passes the same scan.
+    run(Command::new(&python)
+        .arg(workspace().join("tests/deploy/scan.py"))
+        .arg(&out)
+        .arg(&checkov));
 }
 
 #[test]

@@ -39,13 +39,23 @@ pub struct K8sOptions {
 }
 
 /// What the autoscaler scales on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Autoscale {
     /// CPU utilisation: needs only metrics-server.
     #[default]
     Cpu,
     /// Mean queue time per request, through prometheus-adapter.
     QueueTime,
+    /// Mean queue time per request, through a KEDA ScaledObject's
+    /// Prometheus trigger (KEDA makes the HPA; hone writes none).
+    Keda {
+        /// The Prometheus KEDA queries.
+        prometheus: String,
+        /// Scale to zero when idle, waking on this PromQL request rate
+        /// (traffic counted before it reaches a pod: an idle model has
+        /// none to report its queue).
+        wake: Option<String>,
+    },
 }
 
 /// Memory request and limit in MiB.
@@ -272,11 +282,67 @@ pub fn service(o: &K8sOptions) -> Value {
 /// The metric prometheus-adapter publishes from the rule in its values.
 pub const QUEUE_METRIC: &str = "hone_queue_seconds_per_request";
 
+/// Mean seconds a request waited in hone's queues over the last minute,
+/// over the series `sel` (a PromQL label matcher) picks.
+fn queue_query(sel: &str) -> String {
+    format!(
+        "sum(rate(hone_queue_duration_seconds_sum{{{sel}}}[1m])) / clamp_min(sum(rate(hone_queue_duration_seconds_count{{{sel}}}[1m])), 1e-9)"
+    )
+}
+
+/// The target mean queue time (seconds) every autoscaler aims at.
+const QUEUE_TARGET_S: &str = "0.02";
+
+/// KEDA's ScaledObject: the Deployment scales on hone's mean queue time
+/// (a Value trigger: it is already a mean over the pods) and, with a
+/// `wake` query, down to no pod after the cooldown and back to one when
+/// that request rate rises above zero.
+pub fn scaled_object(o: &K8sOptions, prometheus: &str, wake: Option<&str>) -> Value {
+    let mut triggers = vec![json!({
+        "type": "prometheus",
+        "metricType": "Value",
+        "metadata": {
+            "serverAddress": prometheus,
+            // The ServiceMonitor's job label is the Service's name.
+            "query": queue_query(&format!("job=\"{}\"", o.name)),
+            "threshold": QUEUE_TARGET_S,
+        },
+    })];
+    if let Some(q) = wake {
+        triggers.push(json!({
+            "type": "prometheus",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": prometheus,
+                "query": q,
+                // Requests per second per pod before another pod is added;
+                // any request at all wakes the first.
+                "threshold": "50",
+                "activationThreshold": "0",
+            },
+        }));
+    }
+    json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": o.name, "labels": labels(o)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": o.name},
+            "minReplicaCount": if wake.is_some() { 0 } else { o.replicas.max(1) },
+            "maxReplicaCount": (o.replicas * 4).max(o.replicas + 1),
+            "pollingInterval": 15,
+            // Scale down slowly: a model's warm-up costs more than a spare pod.
+            "cooldownPeriod": 300,
+            "triggers": triggers,
+        },
+    })
+}
+
 /// One autoscaler per Deployment, on CPU (every hone pod keeps its cores
 /// busy before it queues) or on queue time.
 pub fn hpa(o: &K8sOptions) -> Value {
     let metrics = match o.autoscale {
-        Autoscale::Cpu => json!([{
+        Autoscale::Cpu | Autoscale::Keda { .. } => json!([{
             "type": "Resource",
             "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
         }]),
@@ -343,6 +409,87 @@ pub fn service_monitor(o: &K8sOptions) -> Value {
             "selector": {"matchLabels": selector(o)},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
+    })
+}
+
+/// Alert rules for the Prometheus Operator, over the series of this
+/// Service's pods (`job`): a version that is not ready, server-side errors,
+/// p99 latency, queue time, major input drift, and a rollout rolled back.
+/// Labelled like the ServiceMonitor, so the same `ruleSelector` picks it.
+pub fn prometheus_rule(o: &K8sOptions) -> Value {
+    let mut l = labels(o);
+    for (k, v) in &o.monitor_labels {
+        l[k.as_str()] = json!(v);
+    }
+    let job = format!("job=\"{}\"", o.name);
+    let rule = |alert: &str, expr: String, for_: &str, severity: &str, summary: &str| {
+        json!({
+            "alert": alert,
+            "expr": expr,
+            "for": for_,
+            "labels": {"severity": severity},
+            "annotations": {"summary": summary},
+        })
+    };
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": o.name, "labels": l},
+        "spec": {"groups": [{
+            "name": format!("hone-{}", o.name),
+            "rules": [
+                rule(
+                    "HoneModelVersionNotReady",
+                    format!("hone_model_ready{{{job}}} == 0"),
+                    "5m",
+                    "critical",
+                    "{{ $labels.model }} version {{ $labels.version }} is not serving on {{ $labels.pod }}",
+                ),
+                // Server-side failures only: a client's bad request is not
+                // the model's fault.
+                rule(
+                    "HoneErrorRateHigh",
+                    format!(
+                        "sum by (model) (rate(hone_request_failure_total{{{job},reason=~\"BACKEND|TIMEOUT|REJECTED\"}}[5m])) / clamp_min(sum by (model) (rate(hone_request_success_total{{{job}}}[5m])) + sum by (model) (rate(hone_request_failure_total{{{job}}}[5m])), 1e-9) > 0.01"
+                    ),
+                    "10m",
+                    "warning",
+                    "{{ $labels.model }}: over 1 % of requests fail on the server side",
+                ),
+                rule(
+                    "HoneP99LatencyHigh",
+                    format!(
+                        "histogram_quantile(0.99, sum by (model, le) (rate(hone_request_duration_seconds_bucket{{{job}}}[5m]))) > 0.25"
+                    ),
+                    "10m",
+                    "warning",
+                    "{{ $labels.model }}: p99 latency above 250 ms",
+                ),
+                rule(
+                    "HoneQueueTimeHigh",
+                    format!(
+                        "sum by (model) (rate(hone_queue_duration_seconds_sum{{{job}}}[5m])) / clamp_min(sum by (model) (rate(hone_queue_duration_seconds_count{{{job}}}[5m])), 1e-9) > 0.05"
+                    ),
+                    "10m",
+                    "warning",
+                    "{{ $labels.model }}: requests wait over 50 ms in the queue; more replicas or instances needed",
+                ),
+                rule(
+                    "HoneInputDriftMajor",
+                    format!("max by (model, version, feature) (hone_feature_drift_psi{{{job}}}) > 0.25"),
+                    "30m",
+                    "warning",
+                    "{{ $labels.model }} version {{ $labels.version }}: feature {{ $labels.feature }} drifted (PSI above 0.25)",
+                ),
+                rule(
+                    "HoneRolloutRolledBack",
+                    format!("increase(hone_rollout_events_total{{{job},event=\"rolled_back\"}}[10m]) > 0"),
+                    "0m",
+                    "warning",
+                    "{{ $labels.model }}: a rollout was rolled back",
+                ),
+            ],
+        }]},
     })
 }
 
@@ -423,35 +570,73 @@ pub fn inference_service(o: &K8sOptions) -> Value {
     if let Some(uri) = &o.storage_uri {
         model["storageUri"] = json!(uri);
     }
+    let mut annotations = json!({"serving.kserve.io/deploymentMode": "RawDeployment"});
+    let mut predictor = json!({
+        "minReplicas": o.replicas,
+        "maxReplicas": (o.replicas * 4).max(o.replicas + 1),
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security(),
+        "model": model,
+    });
+    // KServe's own KEDA integration: it writes the ScaledObject from this.
+    if let Autoscale::Keda { prometheus, wake } = &o.autoscale {
+        annotations["serving.kserve.io/autoscalerClass"] = json!("keda");
+        if wake.is_some() {
+            predictor["minReplicas"] = json!(0);
+        }
+        let sel = format!("pod=~\"{}-predictor-.*\"", o.name);
+        let mut metrics = vec![json!({
+            "type": "External",
+            "external": {
+                "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": queue_query(&sel)},
+                "target": {"type": "Value", "value": QUEUE_TARGET_S},
+            },
+        })];
+        if let Some(q) = wake {
+            metrics.push(json!({
+                "type": "External",
+                "external": {
+                    "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": q},
+                    "target": {"type": "AverageValue", "averageValue": "50"},
+                },
+            }));
+        }
+        predictor["autoScaling"] = json!({"metrics": metrics});
+    }
     json!({
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {
             "name": o.name,
             "labels": labels(o),
-            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
+            "annotations": annotations,
         },
-        "spec": {"predictor": {
-            "minReplicas": o.replicas,
-            "maxReplicas": (o.replicas * 4).max(o.replicas + 1),
-            "automountServiceAccountToken": false,
-            "securityContext": pod_security(),
-            "model": model,
-        }},
+        "spec": {"predictor": predictor},
     })
 }
 
 /// Writes every manifest into `dir`; returns the files written.
 pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(at(format_args!("cannot create {}", dir.display())))?;
+    let autoscaler = match &o.autoscale {
+        Autoscale::Keda { prometheus, wake } => (
+            "keda/scaledobject.yaml",
+            scaled_object(o, prometheus, wake.as_deref()),
+        ),
+        _ => ("hpa.yaml", hpa(o)),
+    };
     let mut files: Vec<(&str, String)> = [
         ("deployment.yaml", deployment(o)),
         ("service.yaml", service(o)),
-        ("hpa.yaml", hpa(o)),
+        autoscaler,
         ("pdb.yaml", pdb(o)),
         (
             "prometheus-operator/servicemonitor.yaml",
             service_monitor(o),
+        ),
+        (
+            "prometheus-operator/prometheusrule.yaml",
+            prometheus_rule(o),
         ),
     ]
     .into_iter()
