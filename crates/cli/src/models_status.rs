@@ -103,7 +103,7 @@ fn ms(v: &Value) -> Value {
     v.as_f64().map_or(Value::Null, |s| json!(s * 1e3))
 }
 
-/// Features by band and the window's size; None without a reference.
+/// Features (and outputs) by verdict and the window's size; None without a reference.
 fn drift_summary(d: &Value) -> Value {
     let Some(features) = d["features"].as_array() else {
         return Value::Null;
@@ -113,11 +113,14 @@ fn drift_summary(d: &Value) -> Value {
         .iter()
         .chain(d["outputs"].as_array().into_iter().flatten())
     {
-        let b = f["band"].as_str().unwrap_or("no data").to_string();
+        let b = f["verdict"]
+            .as_str()
+            .unwrap_or("not_enough_data")
+            .to_string();
         let n = bands.get(&b).and_then(Value::as_u64).unwrap_or(0);
         bands.insert(b, json!(n + 1));
     }
-    json!({"rows": d["rows"], "features": features.len(), "bands": bands})
+    json!({"rows": d["rows"], "features": features.len(), "verdicts": bands})
 }
 
 fn s(v: &Value) -> String {
@@ -156,7 +159,7 @@ pub fn render(v: &Value, now_unix: f64) -> String {
             .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
-        let drift = match r["drift"]["bands"].as_object() {
+        let drift = match r["drift"]["verdicts"].as_object() {
             Some(b) => {
                 let parts: Vec<String> = b.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 format!(

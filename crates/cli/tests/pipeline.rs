@@ -110,9 +110,15 @@ fn train_writes_model_and_card_and_eval_scores_it() {
     assert_eq!(card["input"]["features"][0]["name"], "mean_radius");
     assert_eq!(card["labels"], serde_json::json!(["0", "1"]));
     assert_eq!(card["data"]["sha256"].as_str().unwrap().len(), 64);
+    // The reference covers every training and validation row, in decile
+    // bins that all hold data; the outputs have one too.
     let r0 = &card["reference"][0];
-    assert_eq!(r0["count"], 341);
-    assert_eq!(r0["histogram"]["counts"].as_array().unwrap().len(), 10);
+    assert_eq!(r0["count"], 341 + 114);
+    let counts = r0["histogram"]["counts"].as_array().unwrap();
+    assert_eq!(counts.len(), 10);
+    assert!(counts.iter().all(|c| c.as_u64().unwrap() >= 30), "{r0}");
+    assert_eq!(card["outputs"][0]["name"], "output");
+    assert_eq!(card["outputs"][0]["count"], 341 + 114);
     assert!(card["metrics"]["validation"]["accuracy"].as_f64().unwrap() > 0.9);
 
     // Same seed, same bytes.

@@ -158,22 +158,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value> {
         let (status, url, text) = self.send(access, method.clone(), path, body).await?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(text);
-            return Err(ClientError::Refused {
-                method,
-                url,
-                status,
-                message,
-            });
-        }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        answer(method, status, url, text)
     }
 
     /// The status and body of a call, whatever the status.
@@ -184,8 +169,22 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, String, String)> {
+        self.send_with(access, method, path, body, None).await
+    }
+
+    async fn send_with(
+        &self,
+        access: Access,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        header: Option<(&str, &str)>,
+    ) -> Result<(StatusCode, String, String)> {
         let url = format!("{}{path}", self.base);
         let mut r = self.http.request(method.clone(), &url);
+        if let Some((k, v)) = header {
+            r = r.header(k, v);
+        }
         // The admin key opens read routes too; a server without an admin
         // key lets its inference keys make changes.
         let key = match access {
@@ -291,6 +290,29 @@ impl Client {
         self.call(Access::Read, Method::GET, &path, None).await
     }
 
+    /// A V2 JSON inference request marked synthetic ([`SYNTHETIC_HEADER`]):
+    /// answered as any other, left out of the model's live drift. For
+    /// checks such as ship's smoke test.
+    pub async fn infer_synthetic(
+        &self,
+        model: &str,
+        version: Option<u64>,
+        body: &Value,
+    ) -> Result<Value> {
+        let method = Method::POST;
+        let path = infer_path(model, version);
+        let (status, url, text) = self
+            .send_with(
+                Access::Read,
+                method.clone(),
+                &path,
+                Some(body),
+                Some((SYNTHETIC_HEADER, "synthetic")),
+            )
+            .await?;
+        answer(method, status, url, text)
+    }
+
     /// A KServe V2 JSON inference request to a model (or one version).
     pub async fn infer(&self, model: &str, version: Option<u64>, body: &Value) -> Result<Value> {
         self.call(
@@ -320,6 +342,31 @@ fn root_cause(e: &reqwest::Error, https: bool) -> String {
     }
     text
 }
+
+/// A call's JSON answer (a string for an answer that is not JSON, `null`
+/// for an empty one), or the refusal with the server's `error` field.
+fn answer(method: Method, status: StatusCode, url: String, text: String) -> Result<Value> {
+    if !status.is_success() {
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(text);
+        return Err(ClientError::Refused {
+            method,
+            url,
+            status,
+            message,
+        });
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The request header hone serve reads to tell checks from live traffic
+/// (value `synthetic`); the server's own constant has the same name.
+pub const SYNTHETIC_HEADER: &str = "hone-traffic";
 
 /// The V2 route of a model (or one version).
 fn model_path(model: &str, version: Option<&str>) -> String {

@@ -17,7 +17,9 @@ pub struct FeatureStats {
     pub max: f64,
     /// `(q, value)` pairs for the quantiles in [`QUANTILES`], linear interpolation.
     pub quantiles: Vec<(f64, f64)>,
-    /// `BINS` equal-width bins over [min, max]: `BINS + 1` edges and `BINS` counts.
+    /// Up to `BINS` bins at the data's deciles over [min, max], so each
+    /// holds about a tenth of the rows (fewer bins where values tie): the
+    /// edges ascend, a value belongs to the last edge at or below it.
     pub histogram: Histogram,
     /// Categorical features: each category's code (the value the model
     /// sees), its label and its count. A live value that is none of these
@@ -100,15 +102,23 @@ pub fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
         let hi = pos.ceil() as usize;
         sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
     };
-    let width = (max - min) / BINS as f64;
-    let edges: Vec<f64> = (0..=BINS).map(|i| min + width * i as f64).collect();
-    let mut counts = vec![0usize; BINS];
+    // Decile edges, ties collapsed: with equal-width bins a skewed
+    // feature puts most rows in two bins and leaves the tail ones with 0-2
+    // rows, which no sample can compare against.
+    let mut edges: Vec<f64> = (0..=BINS)
+        .map(|i| quantile(i as f64 / BINS as f64))
+        .collect();
+    edges.dedup();
+    if edges.len() < 2 {
+        edges = vec![min, max];
+    }
+    let bins = edges.len() - 1;
+    let mut counts = vec![0usize; bins];
     for &v in values {
-        let b = if width > 0.0 {
-            (((v - min) / width) as usize).min(BINS - 1)
-        } else {
-            0
-        };
+        let b = edges
+            .partition_point(|e| *e <= v)
+            .saturating_sub(1)
+            .min(bins - 1);
         counts[b] += 1;
     }
     FeatureStats {
@@ -140,6 +150,31 @@ mod tests {
         assert_eq!(s.histogram.counts.iter().sum::<usize>(), 10);
         assert_eq!(s.histogram.counts[BINS - 1], 1);
         assert!(s.categories.is_none());
+    }
+
+    #[test]
+    fn skewed_features_get_bins_that_all_hold_data() {
+        // Mostly small values, a long tail: equal-width bins would leave
+        // the top ones nearly empty.
+        let v: Vec<f64> = (0..1000).map(|i| (f64::from(i) / 100.0).exp()).collect();
+        let s = feature_stats("area", &v);
+        assert_eq!(s.histogram.counts.len(), BINS);
+        assert!(
+            s.histogram.counts.iter().all(|&c| (90..=110).contains(&c)),
+            "{:?}",
+            s.histogram.counts
+        );
+        // Ties collapse bins instead of leaving empty ones.
+        let ties: Vec<f64> = (0..100)
+            .map(|i| if i < 80 { 0.0 } else { f64::from(i) })
+            .collect();
+        let s = feature_stats("t", &ties);
+        assert!(
+            s.histogram.counts.iter().all(|&c| c > 0),
+            "{:?}",
+            s.histogram
+        );
+        assert_eq!(s.histogram.counts.iter().sum::<usize>(), 100);
     }
 
     #[test]

@@ -476,10 +476,10 @@ pub fn prometheus_rule(o: &K8sOptions) -> Value {
                 ),
                 rule(
                     "HoneInputDriftMajor",
-                    format!("max by (model, version, feature) (hone_feature_drift_psi{{{job}}}) > 0.25"),
+                    format!("max by (model, version, feature) (hone_feature_drift_verdict{{{job},verdict=\"major\"}}) == 1"),
                     "30m",
                     "warning",
-                    "{{ $labels.model }} version {{ $labels.version }}: feature {{ $labels.feature }} drifted (PSI above 0.25)",
+                    "{{ $labels.model }} version {{ $labels.version }}: feature {{ $labels.feature }} drifted (verdict major)",
                 ),
                 rule(
                     "HoneRolloutRolledBack",

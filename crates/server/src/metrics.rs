@@ -402,7 +402,7 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
     let gauges: [(&str, &str, &str, bool); 3] = [
         (
             "hone_feature_drift_psi",
-            "Population Stability Index of an input feature over the window against its reference (< 0.1 stable, 0.1-0.25 moderate, > 0.25 major).",
+            "Population Stability Index of an input feature over the window against its reference (hone_feature_drift_verdict says whether it matters).",
             "feature",
             true,
         ),
@@ -432,6 +432,44 @@ fn render_drift(out: &mut String, sources: &[MetricSource<'_>]) {
                 if let Some(v) = v {
                     let _ = writeln!(out, "{name}{{{l},{key}=\"{}\"}} {v}", escape(&f.name));
                 }
+            }
+        }
+    }
+    head(
+        out,
+        "hone_feature_drift_verdict",
+        "gauge",
+        "1 for an input feature's or output's current drift verdict (not_enough_data, stable, moderate, major), 0 for the others: significance for the window's size and PSI above sampling noise.",
+    );
+    for (l, d) in &snaps {
+        for (key, list) in [("feature", &d.features), ("output", &d.outputs)] {
+            for f in list.iter() {
+                for v in crate::drift::Verdict::ALL {
+                    let _ = writeln!(
+                        out,
+                        "hone_feature_drift_verdict{{{l},{key}=\"{}\",verdict=\"{}\"}} {}",
+                        escape(&f.name),
+                        v.as_str(),
+                        u8::from(f.verdict == v)
+                    );
+                }
+            }
+        }
+    }
+    head(
+        out,
+        "hone_feature_drift_expected_psi",
+        "gauge",
+        "The PSI sampling alone reaches for an input feature at the window's and the reference's sizes.",
+    );
+    for (l, d) in &snaps {
+        for f in &d.features {
+            if let Some(e) = f.expected_psi.filter(|e| e.is_finite()) {
+                let _ = writeln!(
+                    out,
+                    "hone_feature_drift_expected_psi{{{l},feature=\"{}\"}} {e}",
+                    escape(&f.name)
+                );
             }
         }
     }

@@ -68,8 +68,9 @@ impl LoadedModel {
         Ok(tensors)
     }
 
-    /// Validates, queues and runs one request; failures are counted.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline) -> Result<Ran> {
+    /// Validates, queues and runs one request; failures are counted. Only
+    /// `live` requests (not a smoke test's) are offered to drift.
+    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline, live: bool) -> Result<Ran> {
         let start = Instant::now();
         let queue_us = match &self.config.dynamic_batching {
             Some(b) => b.queue_timeout_us(d.timeout_us),
@@ -87,10 +88,11 @@ impl LoadedModel {
                 return Err(e);
             }
         };
-        let sampled = self
-            .drift
-            .as_ref()
-            .is_some_and(|d| d.offer_inputs(&prepared));
+        let sampled = live
+            && self
+                .drift
+                .as_ref()
+                .is_some_and(|d| d.offer_inputs(&prepared));
         match self.scheduler.infer(prepared, deadline).await {
             // Success is recorded by the front end once the reply is encoded
             // (see `answered`), so the request histogram spans decode to reply.

@@ -138,7 +138,7 @@ impl Shadows {
         let me = self.clone();
         tokio::spawn(async move {
             let r = shadow
-                .infer(inputs, crate::model::Deadline::default())
+                .infer(inputs, crate::model::Deadline::default(), true)
                 .await;
             drop(permit);
             me.update(&shadow.name, version, |d| match r {

@@ -24,6 +24,10 @@ pub struct ModelCard {
     pub labels: Vec<String>,
     pub metrics: CardMetrics,
     pub reference: Vec<stats::FeatureStats>,
+    /// The model's outputs on the same rows, per output column: the
+    /// reference live predictions are compared with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<stats::FeatureStats>,
     pub data: DataInfo,
     pub training: TrainingInfo,
 }
@@ -98,13 +102,17 @@ pub struct CardInput<'a> {
 
 pub fn card_for(c: CardInput<'_>) -> ModelCard {
     let enc = &c.model.encoding;
+    // Every row the model was trained and validated on: the reference a
+    // live window is judged against should be as large as the data allows.
+    let sets: Vec<&Prepared> = std::iter::once(c.train).chain(c.val).collect();
     let reference = enc
         .features
         .iter()
         .enumerate()
         .map(|(j, f)| {
-            let v: Vec<f64> = (0..c.train.rows)
-                .map(|r| c.train.row(r)[j] as f64)
+            let v: Vec<f64> = sets
+                .iter()
+                .flat_map(|s| (0..s.rows).map(move |r| s.row(r)[j] as f64))
                 .collect();
             match &f.kind {
                 hone_data::encode::FeatureKind::Categorical { categories } => {
@@ -115,6 +123,7 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
             }
         })
         .collect();
+    let outputs = output_reference(c.model, &sets);
     let meaning = match enc.target.task {
         Task::Binary => format!(
             "P({} = {:?}); predict {:?} when >= 0.5",
@@ -154,6 +163,7 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
             validation: c.val_report.map(to_json),
         },
         reference,
+        outputs,
         data: DataInfo {
             file: c.data_file.to_string(),
             validation_file: c.val_file.map(str::to_string),
@@ -173,4 +183,34 @@ pub fn card_for(c: CardInput<'_>) -> ModelCard {
             seconds: c.seconds,
         },
     }
+}
+
+/// Statistics of each output column over `sets`, named as the server's
+/// drift names them (`output`, or `output[j]` for several columns). Empty
+/// when the model cannot run (the card is still written).
+fn output_reference(model: &Mlp, sets: &[&Prepared]) -> Vec<stats::FeatureStats> {
+    let width = model.encoding.output_width();
+    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); width];
+    for s in sets {
+        let Ok(out) = model.predict(&s.x, s.rows) else {
+            return Vec::new();
+        };
+        for row in out.chunks(width.max(1)) {
+            for (col, v) in columns.iter_mut().zip(row) {
+                col.push(f64::from(*v));
+            }
+        }
+    }
+    columns
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let name = if width == 1 {
+                crate::export::OUTPUT.to_string()
+            } else {
+                format!("{}[{j}]", crate::export::OUTPUT)
+            };
+            stats::feature_stats(&name, v)
+        })
+        .collect()
 }

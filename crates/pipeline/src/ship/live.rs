@@ -367,7 +367,7 @@ async fn smoke_test(
         }]
     });
     let v: Value = client
-        .infer(name, Some(version), &body)
+        .infer_synthetic(name, Some(version), &body)
         .await
         .map_err(PipelineError::from)?;
     let data = v["outputs"][0]["data"]

@@ -1,7 +1,8 @@
 //! Distances between a reference histogram and a current one, over the same
-//! bins: the Population Stability Index (bands: < 0.1 stable, 0.1-0.25
-//! moderate, > 0.25 major) and the Jensen-Shannon distance (base 2, in
-//! [0, 1]), which unlike PSI stays bounded and does not grow with empty bins.
+//! bins: the Population Stability Index (its bands, read above the level
+//! sampling alone reaches, are in `verdict`) and the Jensen-Shannon
+//! distance (base 2, in [0, 1]), which unlike PSI stays bounded and does not
+//! grow with empty bins.
 
 /// A proportion never taken as zero in PSI's logarithm: the common 1e-4
 /// floor, so one value in a bin the reference never saw counts, but finitely.
@@ -51,17 +52,6 @@ pub fn jensen_shannon(reference: &[f64], current: &[f64]) -> Option<f64> {
     Some(d.clamp(0.0, 1.0).sqrt())
 }
 
-/// PSI's band, as the dashboard and the JSON name it.
-pub fn band(psi: f64) -> &'static str {
-    if psi < 0.1 {
-        "stable"
-    } else if psi <= 0.25 {
-        "moderate"
-    } else {
-        "major"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,8 +65,5 @@ mod tests {
         assert!(psi(&r, &far).unwrap() > 5.0);
         assert!((jensen_shannon(&r, &far).unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(psi(&r, &[0.0; 4]), None);
-        assert_eq!(band(0.05), "stable");
-        assert_eq!(band(0.2), "moderate");
-        assert_eq!(band(0.3), "major");
     }
 }

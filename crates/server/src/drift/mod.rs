@@ -7,6 +7,7 @@
 
 mod distance;
 mod profile;
+mod verdict;
 mod window;
 
 use std::collections::BTreeMap;
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 use hone_core::{DataType, Tensor};
 use serde::Serialize;
 
-pub use distance::band;
 use profile::{Profile, Reference};
+pub use verdict::Verdict;
 use window::Window;
 
 use crate::error::SetupError;
@@ -100,6 +101,12 @@ pub struct DriftMonitor {
     second: AtomicU64,
     /// Rows sampled in that second.
     taken: AtomicU64,
+    /// Rows seen in that second.
+    seen_in_second: AtomicU64,
+    /// One request in this many rows is sampled: the last second's rows
+    /// over the budget, so a steady load is sampled evenly across each
+    /// second rather than first come, first taken.
+    stride: AtomicU64,
     seen: AtomicU64,
     sampled: AtomicU64,
 }
@@ -197,24 +204,37 @@ impl DriftMonitor {
             started: Instant::now(),
             second: AtomicU64::new(0),
             taken: AtomicU64::new(0),
+            seen_in_second: AtomicU64::new(0),
+            stride: AtomicU64::new(1),
             seen: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
         })
     }
 
-    /// Whether a request of `rows` rows is sampled: until this second's
-    /// budget of rows is spent. A few atomics, no lock, no allocation.
+    /// Whether a request of `rows` rows is sampled: one every `stride`
+    /// rows (the last second's load over the budget), and never more than
+    /// twice the budget in a second, so a burst after a quiet second is
+    /// sampled too instead of the first rows spending the whole budget. A
+    /// few atomics, no lock, no allocation.
     fn sample(&self, rows: u64) -> bool {
         self.seen.fetch_add(rows, Relaxed);
+        let budget = self.settings.rows_per_second.max(1);
         let now = self.started.elapsed().as_secs();
         // A plain load first: the shared line is written once a second,
         // not by every request.
         if self.second.load(Relaxed) != now && self.second.swap(now, Relaxed) != now {
+            let last = self.seen_in_second.swap(0, Relaxed);
+            self.stride.store(last.div_ceil(budget).max(1), Relaxed);
             self.taken.store(0, Relaxed);
         }
-        let budget = self.settings.rows_per_second;
-        if self.taken.load(Relaxed) >= budget || self.taken.fetch_add(rows, Relaxed) + rows > budget
-        {
+        let before = self.seen_in_second.fetch_add(rows, Relaxed);
+        let stride = self.stride.load(Relaxed).max(1);
+        // Sampled when this request's rows cross a multiple of the stride.
+        if stride > 1 && before / stride == (before + rows) / stride {
+            return false;
+        }
+        let cap = budget.saturating_mul(2);
+        if self.taken.load(Relaxed) >= cap || self.taken.fetch_add(rows, Relaxed) + rows > cap {
             return false;
         }
         self.sampled.fetch_add(rows, Relaxed);
@@ -253,20 +273,42 @@ impl DriftMonitor {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (in_rows, in_counts) = s.inputs.totals(now);
         let (out_rows, out_counts) = s.outputs.totals(now);
+        let mut inputs = features(&self.profile.inputs, &in_counts);
+        let mut outputs = features(&self.profile.outputs, &out_counts);
+        judge(&mut inputs, &mut outputs);
         Snapshot {
             source: self.profile.source.clone(),
             window_seconds: self.settings.window.as_secs_f64(),
             window_max_rows: self.settings.rows,
             rows: in_rows,
             output_rows: out_rows,
-            features: features(&self.profile.inputs, &in_counts),
-            outputs: features(&self.profile.outputs, &out_counts),
+            features: inputs,
+            outputs,
             dropped_samples: self.dropped.load(Relaxed),
             rows_seen: self.seen.load(Relaxed),
             rows_sampled: self.sampled.load(Relaxed),
             mismatched_tensors: s.mismatched,
             history: s.history.iter().cloned().collect(),
         }
+    }
+}
+
+/// Every feature's (and output's) verdict, tested together: Holm's
+/// correction keeps the chance of any false alarm in a snapshot at
+/// [`verdict::ALPHA`], however many features the model has.
+fn judge(features: &mut [FeatureDrift], outputs: &mut [FeatureDrift]) {
+    let p: Vec<Option<f64>> = features
+        .iter()
+        .chain(outputs.iter())
+        .map(|f| f.p_value)
+        .collect();
+    let significant = verdict::holm(&p, verdict::ALPHA);
+    for (f, sig) in features
+        .iter_mut()
+        .chain(outputs.iter_mut())
+        .zip(significant)
+    {
+        f.verdict = verdict::verdict(f.rows, sig, f.psi, f.expected_psi.unwrap_or(f64::INFINITY));
     }
 }
 
@@ -310,8 +352,17 @@ pub(crate) fn values(t: &Tensor) -> Option<Vec<f64>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct FeatureDrift {
     pub name: String,
+    /// not_enough_data, stable, moderate or major ([`Verdict`]).
+    pub verdict: Verdict,
     pub psi: Option<f64>,
-    pub band: Option<&'static str>,
+    /// The PSI sampling alone gives at these sample sizes; bands count
+    /// from here.
+    pub expected_psi: Option<f64>,
+    /// The chi-square test's p-value for "same distribution as the
+    /// reference" (before Holm's correction over every feature).
+    pub p_value: Option<f64>,
+    /// Rows of the window this feature's figures come from.
+    pub rows: u64,
     pub jensen_shannon: Option<f64>,
     pub below_range: u64,
     pub above_range: u64,
@@ -358,10 +409,15 @@ fn features(refs: &[Reference], counts: &[Vec<u64>]) -> Vec<FeatureDrift> {
             let current: Vec<f64> = (0..n + 2).map(|i| at(i) as f64).collect();
             let psi = distance::psi(&reference, &current);
             let categorical = r.categories.is_some();
+            let (n_ref, n_cur): (f64, f64) = (reference.iter().sum(), current.iter().sum());
             FeatureDrift {
                 name: r.name.clone(),
+                // Set with every feature's test at hand ([`judge`]).
+                verdict: Verdict::NotEnoughData,
                 psi,
-                band: psi.map(band),
+                expected_psi: (n_cur > 0.0).then(|| verdict::expected_psi(n, n_ref, n_cur)),
+                p_value: verdict::chi_square_p(&reference, &current),
+                rows: n_cur as u64,
                 jensen_shannon: distance::jensen_shannon(&reference, &current),
                 below_range: if categorical { 0 } else { at(n) },
                 above_range: at(n + 1),

@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::error::SetupError;
 
-/// One feature's reference: equal-width bins over `[edges[0], edges[n]]`.
+/// One feature's reference: bins between ascending `edges` (deciles of the
+/// reference data in cards and profiles hone writes; any ascending edges
+/// are read, equal-width ones included).
 #[derive(Debug, Clone)]
 pub struct Reference {
     pub name: String,
@@ -97,11 +99,9 @@ impl Reference {
         if x > hi {
             return Err(1);
         }
-        let n = self.bins();
-        if hi <= lo {
-            return Ok(0);
-        }
-        Ok((((x - lo) / (hi - lo) * n as f64) as usize).min(n - 1))
+        // The last edge at or below x; the top edge closes the last bin.
+        let i = self.edges.partition_point(|e| *e <= x).saturating_sub(1);
+        Ok(i.min(self.bins().saturating_sub(1)))
     }
 }
 
@@ -171,6 +171,15 @@ mod tests {
         assert_eq!(r.bin(-0.1), Err(0));
         assert_eq!(r.bin(2.1), Err(1));
         assert_eq!(r.bin(f64::NAN), Err(2));
+        // Unequal (decile) edges.
+        let q = Reference::from_json(&serde_json::json!({
+            "name": "q", "histogram": {"edges": [0.0, 0.1, 5.0, 100.0], "counts": [3, 3, 3]}
+        }))
+        .unwrap();
+        assert_eq!(q.bin(0.05), Ok(0));
+        assert_eq!(q.bin(0.1), Ok(1));
+        assert_eq!(q.bin(50.0), Ok(2));
+        assert_eq!(q.bin(100.0), Ok(2));
         assert!(
             Reference::from_json(
                 &serde_json::json!({"histogram": {"edges": [1.0], "counts": [1]}})

@@ -23,6 +23,11 @@ use crate::observe::{Outcome, server_timing};
 use crate::scheduler::Timing;
 use crate::state::ServerState;
 
+/// The request header (HTTP, gRPC metadata) that marks a request as
+/// synthetic, with the value `synthetic`: it is answered as any other but
+/// is not live traffic, so drift does not sample it.
+pub const SYNTHETIC_HEADER: &str = "hone-traffic";
+
 pub(crate) use call::{Answer, Call, Head, Read, Route};
 pub(crate) use wire::{Transport, Wire};
 
@@ -154,7 +159,12 @@ impl Infer {
         }
         let s = &self.state;
         let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, call.inputs.clone()));
-        let ran = m.infer(call.inputs, call.deadline).await?;
+        // Checks (ship's smoke test, a probe) say so, and stay out of drift.
+        let live = !head
+            .headers
+            .get(SYNTHETIC_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"synthetic"));
+        let ran = m.infer(call.inputs, call.deadline, live).await?;
         f.timing = Some(ran.timing);
         if let Some((target, copy)) = shadow {
             s.shadows
