@@ -118,7 +118,8 @@ pub fn verdict(rows: u64, significant: bool, psi: Option<f64>, expected: f64) ->
 /// Q(a, x) = Γ(a, x) / Γ(a), the chi-square survival function at 2x with
 /// 2a degrees of freedom (series below a + 1, continued fraction above).
 fn upper_gamma_q(a: f64, x: f64) -> f64 {
-    if !(x > 0.0) {
+    // NaN and non-positive x: no evidence against the null.
+    if x.is_nan() || x <= 0.0 {
         return 1.0;
     }
     if x < a + 1.0 {
