@@ -287,6 +287,23 @@ fn categorical_columns_are_profiled_as_categories() {
         .collect();
     counts.sort();
     assert_eq!(counts, [50, 100, 150], "{prof}");
+    // The same data without --categorical: the card says colour is a
+    // category, and its labels are the text of the data.
+    let out = hone(&["profile", s(&codes), "--model", s(&model), "-o", s(&p)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prof: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let mut labels: Vec<&str> = prof["inputs"][1]["categories"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{prof}"))
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["blue", "green", "red"], "{prof}");
     let out = hone(&[
         "profile",
         s(&codes),

@@ -100,12 +100,23 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
             names.join(", ")
         )));
     }
+    // A card knows which columns are categories and their labels: the
+    // same encoding `hone ship` trained with, no --categorical needed.
+    let card_categories = |n: &str| -> Option<Vec<String>> {
+        let f = card.as_ref()?.input.features.iter().find(|f| f.name == n)?;
+        match &f.kind {
+            hone_data::encode::FeatureKind::Categorical { categories } => Some(categories.clone()),
+            hone_data::encode::FeatureKind::Numeric => None,
+        }
+    };
     let inputs = names
         .iter()
         .enumerate()
         .map(|(j, n)| {
             let v = column(&values, width, j);
-            if opts.categorical.contains(n) {
+            if let Some(labels) = card_categories(n) {
+                Ok(stats::categorical_stats(n, &v, Some(&labels))?)
+            } else if opts.categorical.contains(n) {
                 Ok(stats::categorical_stats(n, &v, None)?)
             } else {
                 Ok(stats::feature_stats(n, &v))
