@@ -110,8 +110,16 @@ for path in files:
         ok, msg = k8s_validate(doc, doc["kind"].lower())
     report(f"{rel} ({doc['kind']})", ok, msg)
 
-expected = {"Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule",
-            "ServingRuntime", "InferenceService"}
+# With KServe, its objects replace the Deployment, Service, autoscaler and
+# budget: the folder deploys the model once either way.
+kserve = "InferenceService" in kinds
+if kserve:
+    expected = {"ServingRuntime", "InferenceService", "PodMonitor", "PrometheusRule"}
+    report("KServe output deploys the model once (no Deployment, Service, HPA or PDB of its own)",
+           not ({"Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject",
+                 "PodDisruptionBudget"} & set(kinds)), repr(sorted(kinds)))
+else:
+    expected = {"Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"}
 
 # The alert rules are valid Prometheus rules, by Prometheus' own checker.
 if shutil.which("promtool"):
@@ -127,65 +135,85 @@ elif os.environ.get("HONE_REQUIRE_TOOLS"):
     report("promtool check rules", False, "HONE_REQUIRE_TOOLS is set but promtool is missing")
 else:
     print("SKIPPED: promtool missing")
-scalers = {"HorizontalPodAutoscaler", "ScaledObject"} & set(kinds)
-report("exactly one autoscaler (an HPA or KEDA's ScaledObject, never both)", len(scalers) == 1, repr(scalers))
-scaler = kinds[next(iter(scalers))] if scalers else {"spec": {"scaleTargetRef": {}}}
 report("every kind written", expected <= set(kinds), f"missing {expected - set(kinds)}")
-
-# The validators refuse what they should, so a pass above means something.
-bad = copy.deepcopy(kinds["Deployment"])
-bad["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
-ok, _ = k8s_validate(bad, "bad-type")
-report("kubernetes-validate refuses a wrong type", not ok, "accepted")
-bad = copy.deepcopy(kinds["Deployment"])
-bad["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
-ok, _ = k8s_validate(bad, "bad-field")
-report("kubernetes-validate refuses an unknown field", not ok, "accepted")
-bad = copy.deepcopy(kinds["InferenceService"])
-bad["spec"]["predictor"]["minReplicas"] = "two"
-report("the KServe schema refuses a wrong type", not crd_validate(bad)[0], "accepted")
-bad = copy.deepcopy(kinds["ServingRuntime"])
-bad["spec"]["supportedModelFormat"] = bad["spec"]["supportedModelFormats"]
-report("the KServe schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
-bad = copy.deepcopy(kinds["ServiceMonitor"])
-bad["spec"]["endpoints"][0]["intervall"] = "15s"
+bad = copy.deepcopy(kinds["PrometheusRule"])
+bad["spec"]["groups"][0]["rulez"] = []
 report("the Prometheus Operator schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
 
-# What the deployment promises, field by field.
-pod = kinds["Deployment"]["spec"]["template"]["spec"]
-c = pod["containers"][0]
-report("probes on the V2 health routes",
-       c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-       and c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-       and c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live", repr(c))
-report("numeric non-root user, read-only root",
-       pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
-       and c["securityContext"]["readOnlyRootFilesystem"] is True, repr(pod["securityContext"]))
-report("grace period covers the preStop pause and hone's exit timeout",
-       pod["terminationGracePeriodSeconds"] >= c["lifecycle"]["preStop"]["sleep"]["seconds"] + 30, repr(pod))
-ports = {p["name"]: p["port"] for p in kinds["Service"]["spec"]["ports"]}
-report("service ports named http/grpc/metrics", ports == {"http": 8000, "grpc": 8001, "metrics": 8002}, repr(ports))
-report("no replicas beside the autoscaler (apply must not reset its scale)",
-       "replicas" not in kinds["Deployment"]["spec"]
-       and scaler["spec"]["scaleTargetRef"].get("name") == kinds["Deployment"]["metadata"]["name"],
-       repr(kinds["Deployment"]["spec"].get("replicas")))
-rt = kinds["ServingRuntime"]["spec"]
-isvc = kinds["InferenceService"]
-storage = "storageUri" in isvc["spec"]["predictor"]["model"]
-report("runtime: V2 protocol, onnx, selected by name only, the right repository",
-       "v2" in rt["protocolVersions"] and rt["supportedModelFormats"][0]["name"] == "onnx"
-       and all(f.get("autoSelect") is False and "priority" not in f for f in rt["supportedModelFormats"])
-       and ("/mnt/models" if storage else "/models") in rt["containers"][0]["args"], repr(rt))
-report("the InferenceService names hone's runtime",
-       isvc["spec"]["predictor"]["model"]["runtime"] == kinds["ServingRuntime"]["metadata"]["name"], repr(isvc))
-ports = {p["containerPort"] for p in rt["containers"][0]["ports"]}
-report("runtime declares the HTTP and gRPC ports it serves", ports == {8080, 8081}, repr(ports))
-for c in pod["containers"] + rt["containers"]:
-    report(f"container {c['name']}: readiness probe, restricted security context, memory sized",
+
+def container_ok(c):
+    report(f"container {c['name']}: probes, restricted security context, memory sized",
            c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+           and c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+           and c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
            and c["securityContext"]["readOnlyRootFilesystem"] is True
+           and c["securityContext"]["runAsNonRoot"] is True
            and c["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
            and c["resources"]["requests"]["memory"].endswith("Mi"), repr(c))
+
+
+if not kserve:
+    scalers = {"HorizontalPodAutoscaler", "ScaledObject"} & set(kinds)
+    report("exactly one autoscaler (an HPA or KEDA's ScaledObject, never both)", len(scalers) == 1,
+           repr(scalers))
+    scaler = kinds[next(iter(scalers))] if scalers else {"spec": {"scaleTargetRef": {}}}
+    # The validators refuse what they should, so a pass above means something.
+    bad = copy.deepcopy(kinds["Deployment"])
+    bad["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eight thousand"
+    ok, _ = k8s_validate(bad, "bad-type")
+    report("kubernetes-validate refuses a wrong type", not ok, "accepted")
+    bad = copy.deepcopy(kinds["Deployment"])
+    bad["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    ok, _ = k8s_validate(bad, "bad-field")
+    report("kubernetes-validate refuses an unknown field", not ok, "accepted")
+    bad = copy.deepcopy(kinds["ServiceMonitor"])
+    bad["spec"]["endpoints"][0]["intervall"] = "15s"
+    report("the ServiceMonitor schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
+    # What the deployment promises, field by field.
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    container_ok(c)
+    report("numeric non-root user, read-only root",
+           pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+           and c["securityContext"]["readOnlyRootFilesystem"] is True, repr(pod["securityContext"]))
+    report("grace period covers the preStop pause and hone's exit timeout",
+           pod["terminationGracePeriodSeconds"] >= c["lifecycle"]["preStop"]["sleep"]["seconds"] + 30, repr(pod))
+    ports = {p["name"]: p["port"] for p in kinds["Service"]["spec"]["ports"]}
+    report("service ports named http/grpc/metrics", ports == {"http": 8000, "grpc": 8001, "metrics": 8002},
+           repr(ports))
+    report("no replicas beside the autoscaler (apply must not reset its scale)",
+           "replicas" not in kinds["Deployment"]["spec"]
+           and scaler["spec"]["scaleTargetRef"].get("name") == kinds["Deployment"]["metadata"]["name"],
+           repr(kinds["Deployment"]["spec"].get("replicas")))
+else:
+    bad = copy.deepcopy(kinds["InferenceService"])
+    bad["spec"]["predictor"]["minReplicas"] = "two"
+    report("the KServe schema refuses a wrong type", not crd_validate(bad)[0], "accepted")
+    bad = copy.deepcopy(kinds["ServingRuntime"])
+    bad["spec"]["supportedModelFormat"] = bad["spec"]["supportedModelFormats"]
+    report("the KServe schema refuses an unknown field", not crd_validate(bad)[0], "accepted")
+    rt = kinds["ServingRuntime"]["spec"]
+    isvc = kinds["InferenceService"]
+    storage = "storageUri" in isvc["spec"]["predictor"]["model"]
+    report("runtime: V2 protocol, onnx, selected by name only, the right repository",
+           "v2" in rt["protocolVersions"] and rt["supportedModelFormats"][0]["name"] == "onnx"
+           and all(f.get("autoSelect") is False and "priority" not in f for f in rt["supportedModelFormats"])
+           and ("/mnt/models" if storage else "/models") in rt["containers"][0]["args"], repr(rt))
+    report("the InferenceService names hone's runtime",
+           isvc["spec"]["predictor"]["model"]["runtime"] == kinds["ServingRuntime"]["metadata"]["name"],
+           repr(isvc))
+    ports = {p["name"]: p["containerPort"] for p in rt["containers"][0]["ports"]}
+    report("runtime declares the HTTP, gRPC and metrics ports it serves",
+           ports == {"http1": 8080, "h2c": 8081, "metrics": 8002}, repr(ports))
+    pm = kinds["PodMonitor"]["spec"]
+    report("the PodMonitor scrapes the predictor pods' metrics port",
+           pm["selector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+           and pm["podMetricsEndpoints"][0]["port"] == "metrics", repr(pm))
+    for t in isvc["spec"]["predictor"].get("autoScaling", {}).get("metrics", []):
+        report("KServe's KEDA metrics are Value targets (KServe reads target.value)",
+               t["external"]["target"]["type"] == "Value" and "value" in t["external"]["target"], repr(t))
+    for c in rt["containers"]:
+        container_ok(c)
 
 print(f"{len(files)} manifests, {len(failures)} failures")
 sys.exit(1 if failures else 0)

@@ -68,8 +68,9 @@ pub struct PackageArgs {
     /// repository, mounted read-only where the image reads its models.
     #[arg(long, value_name = "CLAIM")]
     models_pvc: Option<String>,
-    /// Also write a KServe ServingRuntime and an InferenceService that
-    /// uses it.
+    /// Write a KServe ServingRuntime, an InferenceService that uses it and
+    /// a PodMonitor, instead of the Deployment, Service, autoscaler and
+    /// disruption budget (KServe runs the pods).
     #[arg(long)]
     kserve: bool,
     /// For --kserve: the repository's storage URI (s3://, gs://, pvc://);
@@ -147,9 +148,21 @@ pub fn package(a: PackageArgs) -> ExitCode {
                 "--scale-to-zero needs --autoscale keda (an HPA keeps at least one pod)".into(),
             );
         }
-        if a.no_models && a.models_pvc.is_none() {
+        if a.kserve && matches!(a.autoscale, AutoscaleArg::QueueTime) {
             return fail(
-                "--no-models with --k8s: the pods would serve an empty repository; give --models-pvc CLAIM (mounted read-only at /models), or build the image with its models".into(),
+                "--autoscale queue-time with --kserve: KServe scales with its own classes; use cpu (KServe's HPA) or keda".into(),
+            );
+        }
+        // KServe fetches the repository itself: from --storage-uri, or
+        // from the claim as a pvc:// URI.
+        let storage_uri = match (&a.storage_uri, &a.models_pvc) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(claim)) if a.kserve => Some(format!("pvc://{claim}")),
+            _ => None,
+        };
+        if a.no_models && a.models_pvc.is_none() && !(a.kserve && storage_uri.is_some()) {
+            return fail(
+                "--no-models with --k8s: the pods would serve an empty repository; give --models-pvc CLAIM (mounted read-only at /models; with --kserve, --storage-uri works too), or build the image with its models".into(),
             );
         }
         let monitor_labels = match a
@@ -184,7 +197,7 @@ pub fn package(a: PackageArgs) -> ExitCode {
             image,
             replicas: a.replicas.max(1),
             kserve: a.kserve,
-            storage_uri: a.storage_uri.clone(),
+            storage_uri,
             memory,
             autoscale: match a.autoscale {
                 AutoscaleArg::Cpu => k8s::Autoscale::Cpu,

@@ -217,26 +217,31 @@ fn manifests_validate_against_the_real_schemas() {
     let kserve = workspace().join("../shared/schemas/kserve");
     let prometheus = workspace().join("../shared/schemas/prometheus-operator");
     let keda = workspace().join("../shared/schemas/keda");
+    let wake = "sum(rate(nginx_ingress_controller_requests{service=\"fraud-model\"}[1m]))";
     for (dir, extra) in [
-        ("baked", vec![]),
         (
-            "storage",
+            "queue",
             vec![
-                "--storage-uri",
-                "s3://models/hone",
                 "--autoscale",
                 "queue-time",
                 "--monitor-label",
                 "release=kube-prometheus-stack",
             ],
         ),
+        ("keda", vec!["--autoscale", "keda", "--scale-to-zero", wake]),
+        ("kserve", vec!["--kserve"]),
         (
-            "keda",
+            "kserve-keda",
             vec![
+                "--kserve",
+                "--storage-uri",
+                "s3://models/hone",
                 "--autoscale",
                 "keda",
                 "--scale-to-zero",
-                "sum(rate(nginx_ingress_controller_requests{service=\"fraud-model\"}[1m]))",
+                wake,
+                "--monitor-label",
+                "release=kube-prometheus-stack",
             ],
         ),
     ] {
@@ -246,7 +251,6 @@ fn manifests_validate_against_the_real_schemas() {
             s(&repo),
             "--k8s",
             s(&out),
-            "--kserve",
             "--image",
             "registry.example.com/team/fraud-model:3",
             "--replicas",
@@ -254,17 +258,18 @@ fn manifests_validate_against_the_real_schemas() {
         ];
         args.extend(extra);
         let r = package(&args);
-        assert!(r["manifests"].as_array().unwrap().len() >= 7, "{r}");
+        assert!(r["manifests"].as_array().unwrap().len() >= 4, "{r}");
         // Sized from the measured peak, not 512 MiB plus three times the files.
         let request = r["memory"]["request_mib"].as_u64().unwrap();
         assert!((64..512).contains(&request), "{r}");
-        let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
-        assert!(dep.contains("name: \"fraud-model\""), "{dep}");
-        assert!(dep.contains(&format!("memory: \"{request}Mi\"")), "{dep}");
-        if dir != "keda" {
-            let hpa = std::fs::read_to_string(out.join("hpa.yaml")).unwrap();
-            assert!(hpa.contains("minReplicas: 3"), "{hpa}");
-        }
+        let workload = if dir.starts_with("kserve") {
+            out.join("kserve/servingruntime.yaml")
+        } else {
+            out.join("deployment.yaml")
+        };
+        let w = std::fs::read_to_string(workload).unwrap();
+        assert!(w.contains("fraud-model"), "{w}");
+        assert!(w.contains(&format!("memory: \"{request}Mi\"")), "{w}");
         run(Command::new(&python)
             .arg(workspace().join("tests/deploy/manifests.py"))
             .arg(&out)
@@ -276,26 +281,38 @@ fn manifests_validate_against_the_real_schemas() {
             .arg(&out)
             .arg(&checkov));
     }
-    let isvc = std::fs::read_to_string(d.join("storage/kserve/inferenceservice.yaml")).unwrap();
-    assert!(isvc.contains("storageUri: \"s3://models/hone\""), "{isvc}");
-    let hpa = std::fs::read_to_string(d.join("storage/hpa.yaml")).unwrap();
-    assert!(hpa.contains("hone_queue_seconds_per_request"), "{hpa}");
-    let values = std::fs::read_to_string(d.join("storage/prometheus-adapter.values")).unwrap();
+    let hpa = std::fs::read_to_string(d.join("queue/hpa.yaml")).unwrap();
+    assert!(
+        hpa.contains("hone_queue_seconds_per_request") && hpa.contains("minReplicas: 3"),
+        "{hpa}"
+    );
+    let values = std::fs::read_to_string(d.join("queue/prometheus-adapter.values")).unwrap();
     assert!(
         values.contains("as: hone_queue_seconds_per_request"),
         "{values}"
     );
+    let sm =
+        std::fs::read_to_string(d.join("queue/prometheus-operator/servicemonitor.yaml")).unwrap();
+    assert!(sm.contains("release: \"kube-prometheus-stack\""), "{sm}");
     let so = std::fs::read_to_string(d.join("keda/keda/scaledobject.yaml")).unwrap();
     assert!(
         so.contains("minReplicaCount: 0") && so.contains("nginx_ingress_controller_requests"),
         "{so}"
     );
     assert!(!d.join("keda/hpa.yaml").exists());
-    let isvc = std::fs::read_to_string(d.join("keda/kserve/inferenceservice.yaml")).unwrap();
-    assert!(isvc.contains("autoscalerClass: \"keda\""), "{isvc}");
-    let sm =
-        std::fs::read_to_string(d.join("storage/prometheus-operator/servicemonitor.yaml")).unwrap();
-    assert!(sm.contains("release: \"kube-prometheus-stack\""), "{sm}");
+    let isvc = std::fs::read_to_string(d.join("kserve/kserve/inferenceservice.yaml")).unwrap();
+    assert!(isvc.contains("autoscalerClass: \"hpa\""), "{isvc}");
+    assert!(!d.join("kserve/deployment.yaml").exists());
+    let isvc = std::fs::read_to_string(d.join("kserve-keda/kserve/inferenceservice.yaml")).unwrap();
+    assert!(
+        isvc.contains("storageUri: \"s3://models/hone\"")
+            && isvc.contains("autoscalerClass: \"keda\"")
+            && isvc.contains("hone_pending_requests"),
+        "{isvc}"
+    );
+    let pm =
+        std::fs::read_to_string(d.join("kserve-keda/prometheus-operator/podmonitor.yaml")).unwrap();
+    assert!(pm.contains("release: \"kube-prometheus-stack\""), "{pm}");
 
     // An image built without models runs on a claim that holds them.
     let out = d.join("claim");
@@ -313,17 +330,45 @@ fn manifests_validate_against_the_real_schemas() {
     let dep = std::fs::read_to_string(out.join("deployment.yaml")).unwrap();
     assert!(dep.contains("claimName: \"fraud-models\""), "{dep}");
     assert!(dep.contains("mountPath: \"/models\""), "{dep}");
-    // Plain --k8s output (no KServe) passes the same scan.
-    run(Command::new(&python)
-        .arg(workspace().join("tests/deploy/scan.py"))
-        .arg(&out)
-        .arg(&checkov));
+    // With KServe the claim becomes its storage URI.
+    let out = d.join("kserve-claim");
+    package(&[
+        "--model-repository",
+        s(&repo),
+        "--k8s",
+        s(&out),
+        "--kserve",
+        "--no-models",
+        "--models-pvc",
+        "fraud-models",
+        "--image",
+        "registry.example.com/team/fraud-model:3",
+    ]);
+    let isvc = std::fs::read_to_string(out.join("kserve/inferenceservice.yaml")).unwrap();
+    assert!(
+        isvc.contains("storageUri: \"pvc://fraud-models\""),
+        "{isvc}"
+    );
 }
 
 #[test]
 fn bad_arguments_are_refused_clearly() {
     let d = common::tmp("package", "bad");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&d),
+                "--image",
+                "ghcr.io/team/churn:1",
+                "--kserve",
+                "--autoscale",
+                "queue-time",
+            ],
+            "KServe scales with its own classes",
+        ),
         (
             &["--model-repository", s(&d), "--k8s", s(&d)],
             "docker.io/library/hone:latest",

@@ -925,10 +925,14 @@ fn ship_canary_hands_the_new_version_to_a_rollout() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let err = r["error"].as_str().unwrap();
     assert!(
-        err.contains("nothing was loaded") && err.contains("num_versions: 2"),
+        err.contains("nothing was published or loaded") && err.contains("num_versions: 2"),
         "{err}"
     );
     assert!(!repo.join("bc/3").exists());
+    // The refusal left the split as it was.
+    let (_, body) = server.get("/v2/models/bc/traffic");
+    let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["split"]["weights"], serde_json::json!({"1": 100, "2": 0}));
     assert_eq!(server.get("/v2/models/bc/versions/1/ready").0, 200);
     assert_ne!(server.get("/v2/models/bc/versions/3/ready").0, 200);
 }

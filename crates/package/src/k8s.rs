@@ -293,6 +293,9 @@ fn queue_query(sel: &str) -> String {
 /// The target mean queue time (seconds) every autoscaler aims at.
 const QUEUE_TARGET_S: &str = "0.02";
 
+/// Requests waiting per pod KServe's KEDA class aims at.
+const PENDING_PER_POD: &str = "4";
+
 /// KEDA's ScaledObject: the Deployment scales on hone's mean queue time
 /// (a Value trigger: it is already a mean over the pods) and, with a
 /// `wake` query, down to no pod after the cooldown and back to one when
@@ -416,12 +419,41 @@ pub fn service_monitor(o: &K8sOptions) -> Value {
 /// Service's pods (`job`): a version that is not ready, server-side errors,
 /// p99 latency, queue time, major input drift, and a rollout rolled back.
 /// Labelled like the ServiceMonitor, so the same `ruleSelector` picks it.
+/// The PromQL matcher for this package's pods: the ServiceMonitor's job
+/// (the Service's name), or KServe's predictor pods.
+fn series(o: &K8sOptions) -> String {
+    if o.kserve {
+        format!("pod=~\"{}-predictor-.*\"", o.name)
+    } else {
+        format!("job=\"{}\"", o.name)
+    }
+}
+
+/// Prometheus Operator's PodMonitor for KServe's predictor pods (KServe
+/// labels them with the InferenceService's name), on the runtime's
+/// `metrics` port.
+pub fn pod_monitor(o: &K8sOptions) -> Value {
+    let mut l = labels(o);
+    for (k, v) in &o.monitor_labels {
+        l[k.as_str()] = json!(v);
+    }
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": o.name, "labels": l},
+        "spec": {
+            "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": o.name}},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    })
+}
+
 pub fn prometheus_rule(o: &K8sOptions) -> Value {
     let mut l = labels(o);
     for (k, v) in &o.monitor_labels {
         l[k.as_str()] = json!(v);
     }
-    let job = format!("job=\"{}\"", o.name);
+    let job = series(o);
     let rule = |alert: &str, expr: String, for_: &str, severity: &str, summary: &str| {
         json!({
             "alert": alert,
@@ -518,6 +550,7 @@ pub fn serving_runtime(o: &K8sOptions) -> Value {
         "ports": [
             {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
             {"name": "h2c", "containerPort": 8081, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
         ],
         "resources": resources(o),
         "securityContext": container_security(),
@@ -578,30 +611,38 @@ pub fn inference_service(o: &K8sOptions) -> Value {
         "securityContext": pod_security(),
         "model": model,
     });
-    // KServe's own KEDA integration: it writes the ScaledObject from this.
-    if let Autoscale::Keda { prometheus, wake } = &o.autoscale {
-        annotations["serving.kserve.io/autoscalerClass"] = json!("keda");
-        if wake.is_some() {
-            predictor["minReplicas"] = json!(0);
+    match &o.autoscale {
+        // KServe's own HPA on CPU (raw deployment's default class).
+        Autoscale::Cpu | Autoscale::QueueTime => {
+            annotations["serving.kserve.io/autoscalerClass"] = json!("hpa");
+            predictor["scaleMetric"] = json!("cpu");
+            predictor["scaleTarget"] = json!(70);
         }
-        let sel = format!("pod=~\"{}-predictor-.*\"", o.name);
-        let mut metrics = vec![json!({
-            "type": "External",
-            "external": {
-                "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": queue_query(&sel)},
-                "target": {"type": "Value", "value": QUEUE_TARGET_S},
-            },
-        })];
-        if let Some(q) = wake {
-            metrics.push(json!({
-                "type": "External",
-                "external": {
-                    "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": q},
-                    "target": {"type": "AverageValue", "averageValue": "50"},
-                },
-            }));
+        // KServe's KEDA integration writes the ScaledObject from this. It
+        // reads every target as a per-pod average, so the metric must
+        // grow with load: requests waiting for an engine, per pod, and
+        // (to wake from zero) the request rate per pod.
+        Autoscale::Keda { prometheus, wake } => {
+            annotations["serving.kserve.io/autoscalerClass"] = json!("keda");
+            if wake.is_some() {
+                predictor["minReplicas"] = json!(0);
+            }
+            let pending = format!("sum(hone_pending_requests{{{}}})", series(o));
+            let external = |query: &str, value: &str| {
+                json!({
+                    "type": "External",
+                    "external": {
+                        "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": query},
+                        "target": {"type": "Value", "value": value},
+                    },
+                })
+            };
+            let mut metrics = vec![external(&pending, PENDING_PER_POD)];
+            if let Some(q) = wake {
+                metrics.push(external(q, "50"));
+            }
+            predictor["autoScaling"] = json!({"metrics": metrics});
         }
-        predictor["autoScaling"] = json!({"metrics": metrics});
     }
     json!({
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -625,37 +666,45 @@ pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
         ),
         _ => ("hpa.yaml", hpa(o)),
     };
-    let mut files: Vec<(&str, String)> = [
-        ("deployment.yaml", deployment(o)),
-        ("service.yaml", service(o)),
-        autoscaler,
-        ("pdb.yaml", pdb(o)),
-        (
-            "prometheus-operator/servicemonitor.yaml",
-            service_monitor(o),
-        ),
-        (
-            "prometheus-operator/prometheusrule.yaml",
-            prometheus_rule(o),
-        ),
-    ]
-    .into_iter()
-    .chain(
-        o.kserve
-            .then(|| ("kserve/servingruntime.yaml", serving_runtime(o))),
-    )
-    .chain(
-        o.kserve
-            .then(|| ("kserve/inferenceservice.yaml", inference_service(o))),
-    )
-    .map(|(name, v)| {
-        (
-            name,
-            format!("# Written by hone package.\n{}", yaml::to_yaml(&v)),
-        )
-    })
-    .collect();
-    if o.autoscale == Autoscale::QueueTime {
+    // KServe runs the pods itself: its objects replace the Deployment,
+    // Service, autoscaler and budget, so applying the folder deploys the
+    // model once.
+    let objects: Vec<(&str, Value)> = if o.kserve {
+        vec![
+            ("kserve/servingruntime.yaml", serving_runtime(o)),
+            ("kserve/inferenceservice.yaml", inference_service(o)),
+            ("prometheus-operator/podmonitor.yaml", pod_monitor(o)),
+            (
+                "prometheus-operator/prometheusrule.yaml",
+                prometheus_rule(o),
+            ),
+        ]
+    } else {
+        vec![
+            ("deployment.yaml", deployment(o)),
+            ("service.yaml", service(o)),
+            autoscaler,
+            ("pdb.yaml", pdb(o)),
+            (
+                "prometheus-operator/servicemonitor.yaml",
+                service_monitor(o),
+            ),
+            (
+                "prometheus-operator/prometheusrule.yaml",
+                prometheus_rule(o),
+            ),
+        ]
+    };
+    let mut files: Vec<(&str, String)> = objects
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                name,
+                format!("# Written by hone package.\n{}", yaml::to_yaml(&v)),
+            )
+        })
+        .collect();
+    if o.autoscale == Autoscale::QueueTime && !o.kserve {
         files.push(("prometheus-adapter.values", adapter_values()));
     }
     let mut out = Vec::new();

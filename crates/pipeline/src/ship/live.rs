@@ -23,6 +23,7 @@ pub(super) async fn go_live(
     dir: &Path,
     onnx_bytes: &[u8],
     data: &Data,
+    canary: Option<Canary>,
 ) -> Result<Option<Server>> {
     fn failed(run: &mut Run, stage: &'static str, t: Instant, msg: String) -> PipelineError {
         run.report.stages.push(Stage {
@@ -38,28 +39,13 @@ pub(super) async fn go_live(
         eprintln!("hone ship: serve ...");
     }
     let t = Instant::now();
-    let mut canary_msg: Option<String> = None;
+    // The serving version (checked and pinned before the publish) and the
+    // note about a widened config.
+    let stable = canary.as_ref().map(|c| c.stable);
+    let mut canary_msg: Option<String> = canary.and_then(|c| c.note);
     let (client, server) = match &opts.live {
         Live::Into(o) => {
             let client = Client::new(o).map_err(|e| failed(run, "serve", t, e.to_string()))?;
-            // A canary: the versions serving now keep all traffic while the
-            // new one loads, then the rollout takes over.
-            let stable = match opts.canary {
-                Some(_) => match canary_prepare(&client, &opts.name).await {
-                    Ok(v) => v,
-                    Err(e) => return Err(failed(run, "serve", t, e.to_string())),
-                },
-                None => None,
-            };
-            // Checked before the load: a load under a policy that keeps
-            // one version would hand the new one all traffic at once.
-            if let Some(from) = stable {
-                match canary_policy(&opts.repository, &opts.name, from, version) {
-                    Ok(Some(note)) => canary_msg = Some(note),
-                    Ok(None) => {}
-                    Err(e) => return Err(failed(run, "serve", t, e.to_string())),
-                }
-            }
             if let Err(e) = client.load(&opts.name).await {
                 return Err(failed(run, "serve", t, e.to_string()));
             }
@@ -197,10 +183,36 @@ pub(super) async fn go_live(
     }
 }
 
-/// Before a canary's load: the version serving now gets all traffic (so
-/// the new one gets none once it loads). None for a model with no ready
-/// version: then there is nothing to be a canary against.
-async fn canary_prepare(client: &Client, name: &str) -> Result<Option<i64>> {
+/// A canary's plan, made before the new version is published.
+pub(super) struct Canary {
+    /// The version serving now, which keeps all traffic until the rollout.
+    stable: i64,
+    /// Said in the serve stage: the config ship widened.
+    note: Option<String>,
+}
+
+/// Before a canary's publish: the policy must keep the serving version
+/// beside version `next` (checked first, so a refusal changes nothing),
+/// then the serving version gets all traffic, so the new one gets none
+/// once it loads. None for a model with no ready version: then there is
+/// nothing to be a canary against.
+pub(super) async fn canary_before_publish(
+    opts: &ShipOptions,
+    o: &hone_client::Options,
+    next: u64,
+) -> Result<Option<Canary>> {
+    let client = Client::new(o)?;
+    let Some(stable) = serving_version(&client, &opts.name).await? else {
+        return Ok(None);
+    };
+    let note = canary_policy(&opts.repository, &opts.name, stable, next)?;
+    let split = json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
+    client.set_traffic(&opts.name, &split).await?;
+    Ok(Some(Canary { stable, note }))
+}
+
+/// The version with the largest share of a model's traffic now.
+async fn serving_version(client: &Client, name: &str) -> Result<Option<i64>> {
     let fail = PipelineError::from;
     let Some(v) = client.traffic(name).await.map_err(fail)? else {
         return Ok(None);
@@ -218,12 +230,7 @@ async fn canary_prepare(client: &Client, name: &str) -> Result<Option<i64>> {
         })
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, v)| v);
-    let Some(stable) = stable else {
-        return Ok(None);
-    };
-    let split = json!({"weights": {stable.to_string(): 100}, "labels": {"stable": stable}});
-    client.set_traffic(name, &split).await.map_err(fail)?;
-    Ok(Some(stable))
+    Ok(stable)
 }
 
 /// The first line of every config.pbtxt ship writes.
@@ -245,8 +252,12 @@ fn canary_policy(repo: &Path, name: &str, from: i64, to: u64) -> Result<Option<S
         .map_err(|e| PipelineError::Message(format!("--canary: {}: {e}", repo.display())))?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
         .collect();
-    on_disk.sort_unstable();
+    // The new version, about to be published.
     let to = i64::try_from(to).unwrap_or(i64::MAX);
+    if !on_disk.contains(&to) {
+        on_disk.push(to);
+    }
+    on_disk.sort_unstable();
     let served: Vec<i64> = match &config.version_policy {
         VersionPolicy::All => on_disk.clone(),
         VersionPolicy::Latest(n) => on_disk.iter().rev().take(*n as usize).copied().collect(),
@@ -269,7 +280,7 @@ fn canary_policy(repo: &Path, name: &str, from: i64, to: u64) -> Result<Option<S
         )));
     }
     Err(PipelineError::Message(format!(
-        "--canary: loading version {to} under {}'s version_policy would serve versions {served:?}, not version {from} (serving now) beside version {to}; nothing was loaded. Keep both loaded (version_policy: {{ latest: {{ num_versions: 2 }} }}) and ship again",
+        "--canary: version {to} under {}'s version_policy would serve versions {served:?}, not version {from} (serving now) beside version {to}; nothing was published or loaded. Keep both loaded (version_policy: {{ latest: {{ num_versions: 2 }} }}) and ship again",
         path.display()
     )))
 }

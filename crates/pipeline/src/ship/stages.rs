@@ -154,6 +154,16 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
 
     let cancel = run.cancel.clone();
     let new_model = !opts.repository.join(&opts.name).exists();
+    // A canary into a running server is checked and its traffic pinned to
+    // the serving version before the new version exists on disk, so not
+    // even a polling server can serve it above its share.
+    let canary = match (&opts.live, opts.canary) {
+        (super::report::Live::Into(o), Some(_)) if !new_model => {
+            let next = crate::publish::next_version(&opts.repository.join(&opts.name));
+            super::live::canary_before_publish(opts, o, next).await?
+        }
+        _ => None,
+    };
     let (version, dir) = run.stage("package", || {
         let config = config_pbtxt(&opts.name, &model);
         let (v, dir) = publish(
@@ -176,7 +186,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
 
     // From here the version is in the repository: a failure takes it out again.
     let live = match image_stage(opts, run, version) {
-        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data).await,
+        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data, canary).await,
         Err(e) => Err(e),
     };
     match live {

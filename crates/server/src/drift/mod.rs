@@ -293,6 +293,32 @@ impl DriftMonitor {
     }
 }
 
+/// The counts the chi-square test compares: for a numeric feature the
+/// rows below and above the reference range join its first and last bins,
+/// because the reference has none there by construction and a test on an
+/// expected count of zero would call two tail rows a drift (the JSON still
+/// counts them apart). A categorical feature keeps unseen categories as a
+/// bin of their own: they are drift.
+fn test_counts(
+    reference: &[f64],
+    current: &[f64],
+    bins: usize,
+    categorical: bool,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    if categorical || bins == 0 {
+        return Some((reference.to_vec(), current.to_vec()));
+    }
+    let mut r = reference.get(..bins)?.to_vec();
+    let mut c = current.get(..bins)?.to_vec();
+    let (below, above) = (current.get(bins)?, current.get(bins + 1)?);
+    *c.first_mut()? += below;
+    *c.last_mut()? += above;
+    let (rb, ra) = (reference.get(bins)?, reference.get(bins + 1)?);
+    *r.first_mut()? += rb;
+    *r.last_mut()? += ra;
+    Some((r, c))
+}
+
 /// Every feature's (and output's) verdict, tested together: Holm's
 /// correction keeps the chance of any false alarm in a snapshot at
 /// [`verdict::ALPHA`], however many features the model has.
@@ -416,7 +442,8 @@ fn features(refs: &[Reference], counts: &[Vec<u64>]) -> Vec<FeatureDrift> {
                 verdict: Verdict::NotEnoughData,
                 psi,
                 expected_psi: (n_cur > 0.0).then(|| verdict::expected_psi(n, n_ref, n_cur)),
-                p_value: verdict::chi_square_p(&reference, &current),
+                p_value: test_counts(&reference, &current, n, categorical)
+                    .and_then(|(r, c)| verdict::chi_square_p(&r, &c)),
                 rows: n_cur as u64,
                 jensen_shannon: distance::jensen_shannon(&reference, &current),
                 below_range: if categorical { 0 } else { at(n) },

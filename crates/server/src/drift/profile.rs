@@ -101,7 +101,12 @@ impl Reference {
         }
         // The last edge at or below x; the top edge closes the last bin.
         let i = self.edges.partition_point(|e| *e <= x).saturating_sub(1);
-        Ok(i.min(self.bins().saturating_sub(1)))
+        let i = i.min(self.bins().saturating_sub(1));
+        // Repeated edges (a constant feature in an older equal-width
+        // profile: every edge the same, every count in the first bin): the
+        // first bin that starts at this edge.
+        let edge = self.edges.get(i).copied().unwrap_or(lo);
+        Ok(self.edges.partition_point(|e| *e < edge))
     }
 }
 
@@ -180,6 +185,13 @@ mod tests {
         assert_eq!(q.bin(0.1), Ok(1));
         assert_eq!(q.bin(50.0), Ok(2));
         assert_eq!(q.bin(100.0), Ok(2));
+        // A constant feature as older profiles wrote it.
+        let c = Reference::from_json(&serde_json::json!({
+            "name": "c", "histogram": {"edges": [5.0, 5.0, 5.0, 5.0], "counts": [9, 0, 0]}
+        }))
+        .unwrap();
+        assert_eq!(c.bin(5.0), Ok(0));
+        assert_eq!(c.bin(5.1), Err(1));
         assert!(
             Reference::from_json(
                 &serde_json::json!({"histogram": {"edges": [1.0], "counts": [1]}})

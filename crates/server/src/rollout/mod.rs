@@ -91,6 +91,7 @@ pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status
             )));
         }
         m.insert(model.to_string(), status.clone());
+        state.rollouts.started(model);
     }
     state.shadows.reset(model, policy.to);
     tracing::info!(model, from, to = policy.to, steps = ?policy.steps, "rollout started");

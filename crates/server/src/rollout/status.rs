@@ -172,6 +172,17 @@ impl Rollouts {
         Some(s)
     }
 
+    /// Both event counters of `model` exist from its first rollout on, at 0
+    /// until they happen: an alert's `increase()` needs a sample before the
+    /// first event to see it.
+    pub(crate) fn started(&self, model: &str) {
+        if let Ok(mut m) = self.events.lock() {
+            for e in ["promoted", "rolled_back"] {
+                m.entry((model.to_string(), e)).or_default();
+            }
+        }
+    }
+
     pub(crate) fn event(&self, model: &str, e: &'static str) {
         if let Ok(mut m) = self.events.lock() {
             *m.entry((model.to_string(), e)).or_default() += 1;
