@@ -208,6 +208,21 @@ pub fn render(v: &Value, now_unix: f64) -> String {
             s(&v["traffic"]["source"]),
             shares.join(", ")
         );
+        for sh in t
+            .get("shadow")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out += &format!(
+                "shadow version {}: {} compared, max |diff| {}, mean |diff| {}, class changed {}\n",
+                s(&sh["version"]),
+                s(&sh["compared"]),
+                s(&sh["max_abs_diff"]),
+                s(&sh["mean_abs_diff"]),
+                s(&sh["class_mismatch_ratio"])
+            );
+        }
     }
     if let Some(r) = v["rollout"].as_object() {
         out += &format!(

@@ -104,6 +104,15 @@ pub fn package(a: PackageArgs) -> ExitCode {
         ));
     }
     let reference = hone_package::reference(&a.tag);
+    // Measured before the image is built: building it holds its layers in
+    // this process's memory, which a pod serving the repository does not.
+    let peak = match &a.k8s {
+        Some(_) => match measure_serving_memory(&a.model_repository) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(format!("--k8s: cannot size memory: {e}")),
+        },
+        None => None,
+    };
     let mut out = serde_json::Map::new();
     let mut text = String::new();
     if let Some(output) = &a.output {
@@ -177,9 +186,8 @@ pub fn package(a: PackageArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(e),
         };
-        let peak = match measure_serving_memory(&a.model_repository) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("--k8s: cannot size memory: {e}")),
+        let Some(peak) = peak else {
+            return fail("--k8s: memory was not measured".into());
         };
         let memory = k8s::Memory::from_peak_rss(peak);
         text += &format!(

@@ -97,6 +97,8 @@ const PRESTOP: u64 = 5;
 /// A Kubernetes name from an image reference: `ghcr.io/me/fraud-model:2` →
 /// `fraud-model`.
 pub fn name_from(reference: &str) -> String {
+    // A digest (`name@sha256:...`) is no part of the name.
+    let reference = reference.split('@').next().unwrap_or(reference);
     let last = reference.rsplit('/').next().unwrap_or(reference);
     let repo = last.split(':').next().unwrap_or(last);
     let mut n: String = repo
@@ -110,6 +112,7 @@ pub fn name_from(reference: &str) -> String {
         })
         .collect();
     n = n.trim_matches('-').chars().take(50).collect();
+    n = n.trim_end_matches('-').to_string();
     if n.is_empty() { "hone".into() } else { n }
 }
 
@@ -332,7 +335,7 @@ pub fn scaled_object(o: &K8sOptions, prometheus: &str, wake: Option<&str>) -> Va
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": o.name},
             "minReplicaCount": if wake.is_some() { 0 } else { o.replicas.max(1) },
-            "maxReplicaCount": (o.replicas * 4).max(o.replicas + 1),
+            "maxReplicaCount": o.replicas.saturating_mul(4).max(o.replicas.saturating_add(1)),
             "pollingInterval": 15,
             // Scale down slowly: a model's warm-up costs more than a spare pod.
             "cooldownPeriod": 300,
@@ -364,7 +367,7 @@ pub fn hpa(o: &K8sOptions) -> Value {
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": o.name},
             "minReplicas": o.replicas.max(1),
-            "maxReplicas": (o.replicas * 4).max(o.replicas + 1),
+            "maxReplicas": o.replicas.saturating_mul(4).max(o.replicas.saturating_add(1)),
             "metrics": metrics,
             // Scale down slowly: a model's warm-up costs more than a spare pod.
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
@@ -508,10 +511,10 @@ pub fn prometheus_rule(o: &K8sOptions) -> Value {
                 ),
                 rule(
                     "HoneInputDriftMajor",
-                    format!("max by (model, version, feature) (hone_feature_drift_verdict{{{job},verdict=\"major\"}}) == 1"),
+                    format!("max by (model, version, feature, output) (hone_feature_drift_verdict{{{job},verdict=\"major\"}}) == 1"),
                     "30m",
                     "warning",
-                    "{{ $labels.model }} version {{ $labels.version }}: feature {{ $labels.feature }} drifted (verdict major)",
+                    "{{ $labels.model }} version {{ $labels.version }}: {{ $labels.feature }}{{ $labels.output }} drifted (verdict major)",
                 ),
                 rule(
                     "HoneRolloutRolledBack",
@@ -606,7 +609,7 @@ pub fn inference_service(o: &K8sOptions) -> Value {
     let mut annotations = json!({"serving.kserve.io/deploymentMode": "RawDeployment"});
     let mut predictor = json!({
         "minReplicas": o.replicas,
-        "maxReplicas": (o.replicas * 4).max(o.replicas + 1),
+        "maxReplicas": o.replicas.saturating_mul(4).max(o.replicas.saturating_add(1)),
         "automountServiceAccountToken": false,
         "securityContext": pod_security(),
         "model": model,
@@ -729,6 +732,7 @@ mod tests {
         assert_eq!(name_from("ghcr.io/me/Fraud_Model:2"), "fraud-model");
         assert_eq!(name_from("hone"), "hone");
         assert_eq!(name_from(":x"), "hone");
+        assert_eq!(name_from("ghcr.io/me/fraud@sha256:0123abcd"), "fraud");
     }
 
     #[test]

@@ -222,10 +222,19 @@ impl DriftMonitor {
         let now = self.started.elapsed().as_secs();
         // A plain load first: the shared line is written once a second,
         // not by every request.
-        if self.second.load(Relaxed) != now && self.second.swap(now, Relaxed) != now {
-            let last = self.seen_in_second.swap(0, Relaxed);
-            self.stride.store(last.div_ceil(budget).max(1), Relaxed);
-            self.taken.store(0, Relaxed);
+        if self.second.load(Relaxed) != now {
+            let old = self.second.swap(now, Relaxed);
+            if old != now {
+                let last = self.seen_in_second.swap(0, Relaxed);
+                // After an idle gap the last busy second says nothing.
+                let stride = if now == old + 1 {
+                    last.div_ceil(budget)
+                } else {
+                    1
+                };
+                self.stride.store(stride.max(1), Relaxed);
+                self.taken.store(0, Relaxed);
+            }
         }
         let before = self.seen_in_second.fetch_add(rows, Relaxed);
         let stride = self.stride.load(Relaxed).max(1);

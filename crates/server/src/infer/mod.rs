@@ -158,12 +158,15 @@ impl Infer {
             f.inputs = Some(call.inputs.clone());
         }
         let s = &self.state;
-        let shadow = crate::traffic::shadow_for(&s.traffic, &m).map(|t| (t, call.inputs.clone()));
-        // Checks (ship's smoke test, a probe) say so, and stay out of drift.
+        // Checks (ship's smoke test, a probe) say so, and stay out of drift
+        // and of shadow comparisons.
         let live = !head
             .headers
             .get(SYNTHETIC_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"synthetic"));
+        let shadow = crate::traffic::shadow_for(&s.traffic, &m)
+            .filter(|_| live)
+            .map(|t| (t, call.inputs.clone()));
         let ran = m.infer(call.inputs, call.deadline, live).await?;
         f.timing = Some(ran.timing);
         if let Some((target, copy)) = shadow {
