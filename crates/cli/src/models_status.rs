@@ -214,14 +214,7 @@ pub fn render(v: &Value, now_unix: f64) -> String {
             .into_iter()
             .flatten()
         {
-            out += &format!(
-                "shadow version {}: {} compared, max |diff| {}, mean |diff| {}, class changed {}\n",
-                s(&sh["version"]),
-                s(&sh["compared"]),
-                s(&sh["max_abs_diff"]),
-                s(&sh["mean_abs_diff"]),
-                s(&sh["class_mismatch_ratio"])
-            );
+            out += &crate::models_cmd::shadow_line(sh);
         }
     }
     if let Some(r) = v["rollout"].as_object() {
