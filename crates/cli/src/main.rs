@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
+mod common;
 mod models_cmd;
 mod models_status;
 mod package_cmd;
@@ -297,7 +298,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(line) = try_line(&server, scheme, keyed) {
             println!("hone is serving. Try:\n  {line}");
         }
-        println!("Dashboard: {}", dashboard_url(&server, scheme));
+        println!("Dashboard: {}", common::dashboard_url(&server, scheme));
         for e in server.state.repo.models().index(false) {
             if e.state != "READY" {
                 tracing::warn!(
@@ -334,15 +335,6 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// A curl command that runs the first ready model on a row of ones, so a
 /// person can see the server answer without writing a request.
-/// Where the live dashboard is: the metrics port's root, or `/dashboard` on
-/// the HTTP port when the metrics port is off.
-pub fn dashboard_url(server: &Server, scheme: &str) -> String {
-    match server.metrics_addr {
-        Some(a) => format!("http://{a}/"),
-        None => format!("{scheme}://{}/dashboard", server.http_addr),
-    }
-}
-
 fn try_line(server: &Server, scheme: &str, keyed: bool) -> Option<String> {
     let model = server.state.repo.models().loaded().into_iter().next()?;
     let mut inputs = Vec::new();

@@ -316,18 +316,6 @@ fn s(v: &Value) -> String {
     }
 }
 
-/// One shadow comparison of a traffic view, as a line.
-pub(crate) fn shadow_line(sh: &Value) -> String {
-    format!(
-        "shadow version {}: {} compared, max |diff| {}, mean |diff| {}, class changed {}\n",
-        s(&sh["version"]),
-        s(&sh["compared"]),
-        s(&sh["max_abs_diff"]),
-        s(&sh["mean_abs_diff"]),
-        s(&sh["class_mismatch_ratio"])
-    )
-}
-
 fn rollout_line(r: &Value) -> String {
     format!(
         "rollout: {} → {}: {} at {} %{}\n",
@@ -388,7 +376,7 @@ fn table(action: &Action, v: &Value) -> String {
                 out += &format!("labels: {}\n", l.join(", "));
             }
             for sh in t["shadow"].as_array().into_iter().flatten() {
-                out += &shadow_line(sh);
+                out += &crate::models_status::shadow_line(sh);
             }
         }
         Action::Status { .. } => {}

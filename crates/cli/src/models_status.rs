@@ -135,6 +135,18 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// One shadow comparison of a traffic view, as a line.
+pub(crate) fn shadow_line(sh: &Value) -> String {
+    format!(
+        "shadow version {}: {} compared, max |diff| {}, mean |diff| {}, class changed {}\n",
+        s(&sh["version"]),
+        s(&sh["compared"]),
+        s(&sh["max_abs_diff"]),
+        s(&sh["mean_abs_diff"]),
+        s(&sh["class_mismatch_ratio"])
+    )
+}
+
 /// The table people read.
 pub fn render(v: &Value, now_unix: f64) -> String {
     let mut out = format!(
@@ -214,7 +226,7 @@ pub fn render(v: &Value, now_unix: f64) -> String {
             .into_iter()
             .flatten()
         {
-            out += &crate::models_cmd::shadow_line(sh);
+            out += &shadow_line(sh);
         }
     }
     if let Some(r) = v["rollout"].as_object() {

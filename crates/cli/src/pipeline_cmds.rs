@@ -206,7 +206,7 @@ pub struct EvalArgs {
 
 pub fn eval(args: EvalArgs) -> ExitCode {
     let opts = ev::EvalOptions {
-        target: target_or_card(args.target, &args.model),
+        target: crate::common::target_or_card(args.target, &args.model),
         model: args.model,
         data: args.data,
         metric: args.metric,
@@ -496,7 +496,10 @@ fn run_ship(
                 );
                 println!("  curl -s -X POST {endpoint} -d '{body}'");
             }
-            println!("Dashboard: {}", crate::dashboard_url(&server, "http"));
+            println!(
+                "Dashboard: {}",
+                crate::common::dashboard_url(&server, "http")
+            );
             println!("Ctrl-C stops it.");
             crate::signal::shutdown_signal().await;
             println!("Stopping: finishing in-flight requests ...");
@@ -631,7 +634,7 @@ pub fn optimize(args: OptimizeArgs) -> ExitCode {
     }
     let opts = opt::OptimizeOptions {
         in_memory: None,
-        target: target_or_card(args.target, &args.model),
+        target: crate::common::target_or_card(args.target, &args.model),
         model: args.model,
         data: args.data,
         metric: args.metric,
@@ -706,17 +709,4 @@ fn image_stage(output: PathBuf) -> Result<sh::ImageStage, String> {
         hone,
         onnxruntime: onnxruntime.to_path_buf(),
     })
-}
-
-/// `--target` when given; otherwise the target the model's card names
-/// (`hone train`/`ship` wrote it beside the model), else `label`: the same
-/// default as `train` and `ship`.
-pub fn target_or_card(target: Option<String>, model: &std::path::Path) -> String {
-    target
-        .or_else(|| {
-            let text = std::fs::read_to_string(hone_pipeline::card_path(model)).ok()?;
-            let card: serde_json::Value = serde_json::from_str(&text).ok()?;
-            card["target"].as_str().map(str::to_string)
-        })
-        .unwrap_or_else(|| "label".into())
 }

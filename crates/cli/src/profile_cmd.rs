@@ -35,7 +35,7 @@ pub struct ProfileArgs {
 pub fn run(a: ProfileArgs) -> ExitCode {
     let output = a.output.clone().unwrap_or_else(|| profile_path(&a.model));
     let opts = ProfileOptions {
-        target: crate::pipeline_cmds::target_or_card(a.target, &a.model),
+        target: crate::common::target_or_card(a.target, &a.model),
         model: a.model,
         data: a.data,
         output: output.clone(),
