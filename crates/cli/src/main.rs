@@ -155,6 +155,14 @@ struct ServeArgs {
     /// to one of them (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Rows of recent predictions kept per model (models with a card) so
+    /// ground-truth labels posted to /v2/models/NAME/feedback can join
+    /// them; older ones go first. 0 turns feedback off.
+    #[arg(long, default_value_t = hone_server::feedback::DEFAULT_RECORD_ROWS)]
+    feedback_rows: usize,
+    /// Labelled rows per model version the live accuracy covers (the newest).
+    #[arg(long, default_value_t = hone_server::feedback::DEFAULT_WINDOW_ROWS, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<usize>().ok().filter(|n| *n > 0).ok_or("a whole number above 0")))]
+    feedback_window: usize,
 }
 
 /// Access log, tracing and payload sampling.
@@ -278,6 +286,8 @@ fn serve(args: ServeArgs) -> ExitCode {
                 header_read: std::time::Duration::from_secs(args.http_header_timeout_secs.max(1)),
                 body_read: std::time::Duration::from_secs(args.http_body_timeout_secs.max(1)),
             },
+            feedback_rows: args.feedback_rows,
+            feedback_window: args.feedback_window,
         };
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let keyed = !opts.keys.is_open();

@@ -96,6 +96,16 @@ enum Action {
         /// Share of rows allowed to change class.
         #[arg(long, default_value_t = 0.05)]
         max_class_mismatch: f64,
+        /// Gate on ground truth: the new version's live accuracy on labelled
+        /// predictions (POST /v2/models/NAME/feedback) must stay at or above this.
+        #[arg(long)]
+        min_live_accuracy: Option<f64>,
+        /// Gate on ground truth for regression: the live MAE must stay at or below this.
+        #[arg(long)]
+        max_live_mae: Option<f64>,
+        /// Labels the live gate needs before judging; the last step waits for them.
+        #[arg(long, default_value_t = 100)]
+        min_labels: u64,
         /// Wait until it is promoted or rolled back; exit 1 on rollback.
         #[arg(long)]
         wait: bool,
@@ -244,12 +254,16 @@ async fn go(a: ModelsArgs) -> Result<ExitCode, String> {
             max_p99_ratio,
             shadow_share,
             max_class_mismatch,
+            min_live_accuracy,
+            max_live_mae,
+            min_labels,
             wait,
         } => {
             let path = format!("/v2/models/{name}/rollout");
             let policy = json!({"to": to, "from": from, "steps": steps, "step_requests": step_requests,
                 "max_error_rate_increase": max_error_rate_increase, "max_p99_ratio": max_p99_ratio,
-                "shadow_share": shadow_share, "max_class_mismatch": max_class_mismatch});
+                "shadow_share": shadow_share, "max_class_mismatch": max_class_mismatch,
+                "min_live_accuracy": min_live_accuracy, "max_live_mae": max_live_mae, "min_labels": min_labels});
             let mut st = api.call(M::POST, &path, Some(policy)).await?;
             if *wait {
                 let mut shown = 0;

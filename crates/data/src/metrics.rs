@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::DataError;
+
 /// Which metric a user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +123,91 @@ pub fn for_task(task: crate::Task, k: usize, p: &[f32], y: &[f32]) -> Report {
         crate::Task::Binary => binary(p, y),
         crate::Task::Multiclass => multiclass(p, k, y),
         crate::Task::Regression => regression(p, y),
+    }
+}
+
+/// Scores predictions against labels: the task it judged by (the hint,
+/// a regression `metric`, else the output's shape), the report, and
+/// whether softmax was applied because rows did not sum to one.
+pub fn score(
+    task_hint: Option<crate::Task>,
+    metric: Option<Metric>,
+    mut values: Vec<f32>,
+    width: usize,
+    labels: &[f32],
+) -> crate::Result<(crate::Task, Report, bool)> {
+    let in_01 = values.iter().all(|&p| (0.0..=1.0).contains(&p));
+    let labels_01 = labels.iter().all(|&y| y == 0.0 || y == 1.0);
+    let task = match (task_hint, metric) {
+        (Some(t), _) => t,
+        (None, Some(m)) if m.is_regression() => crate::Task::Regression,
+        _ if width > 1 => crate::Task::Multiclass,
+        _ if in_01 && labels_01 => crate::Task::Binary,
+        _ => crate::Task::Regression,
+    };
+    let mut softmax_applied = false;
+    let report = match task {
+        crate::Task::Regression => {
+            if width != 1 {
+                return Err(DataError::Invalid(format!(
+                    "regression metrics need one output column; the output has {width}"
+                )));
+            }
+            regression(&values, labels)
+        }
+        crate::Task::Binary if width == 1 => binary(&values, labels),
+        _ => {
+            if width < 2 {
+                return Err(DataError::Invalid(format!(
+                    "classification over several classes needs one output column per class; the output has {width}"
+                )));
+            }
+            if let Some(bad) = labels
+                .iter()
+                .find(|&&y| y < 0.0 || y as usize >= width || y.fract() != 0.0)
+            {
+                return Err(DataError::Invalid(format!(
+                    "label {bad} is not a class index below {width} (the output's width)"
+                )));
+            }
+            let sums_to_one = values
+                .chunks(width)
+                .all(|r| r.iter().all(|&p| p >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+            if !sums_to_one {
+                softmax(&mut values, width);
+                softmax_applied = true;
+            }
+            if width == 2 {
+                let p1: Vec<f32> = values.chunks(2).map(|r| r[1]).collect();
+                binary(&p1, labels)
+            } else {
+                multiclass(&values, width, labels)
+            }
+        }
+    };
+    if let Some(m) = metric
+        && report.get(m).is_none()
+    {
+        return Err(DataError::Invalid(format!(
+            "metric {} does not apply to a {} model",
+            m.name(),
+            task.name()
+        )));
+    }
+    Ok((task, report, softmax_applied))
+}
+
+fn softmax(v: &mut [f32], k: usize) {
+    for row in v.chunks_mut(k) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0;
+        for x in row.iter_mut() {
+            *x = (*x - m).exp();
+            s += *x;
+        }
+        for x in row.iter_mut() {
+            *x /= s;
+        }
     }
 }
 

@@ -159,74 +159,16 @@ pub fn pick_output(meta: &hone_core::ModelMetadata, name: Option<&str>) -> Resul
     }
 }
 
-/// Scores predictions against labels. Returns the task it judged by, the
-/// report, and whether softmax was applied to logits.
+/// Scores predictions against labels ([`metrics::score`]). Returns the
+/// task it judged by, the report, and whether softmax was applied to logits.
 pub fn score(
     task_hint: Option<Task>,
     metric: Option<Metric>,
-    mut values: Vec<f32>,
+    values: Vec<f32>,
     width: usize,
     labels: &[f32],
 ) -> Result<(Task, Report, bool)> {
-    let in_01 = values.iter().all(|&p| (0.0..=1.0).contains(&p));
-    let labels_01 = labels.iter().all(|&y| y == 0.0 || y == 1.0);
-    let task = match (task_hint, metric) {
-        (Some(t), _) => t,
-        (None, Some(m)) if m.is_regression() => Task::Regression,
-        _ if width > 1 => Task::Multiclass,
-        _ if in_01 && labels_01 => Task::Binary,
-        _ => Task::Regression,
-    };
-    let mut softmax_applied = false;
-    let report = match task {
-        Task::Regression => {
-            if width != 1 {
-                return Err(PipelineError::Message(format!(
-                    "regression metrics need one output column; the output has {width}"
-                )));
-            }
-            metrics::regression(&values, labels)
-        }
-        Task::Binary if width == 1 => metrics::binary(&values, labels),
-        _ => {
-            if width < 2 {
-                return Err(PipelineError::Message(format!(
-                    "classification over several classes needs one output column per class; the output has {width}"
-                )));
-            }
-            if let Some(bad) = labels
-                .iter()
-                .find(|&&y| y < 0.0 || y as usize >= width || y.fract() != 0.0)
-            {
-                return Err(PipelineError::Message(format!(
-                    "label {bad} is not a class index below {width} (the output's width)"
-                )));
-            }
-            let sums_to_one = values
-                .chunks(width)
-                .all(|r| r.iter().all(|&p| p >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
-            if !sums_to_one {
-                softmax(&mut values, width);
-                softmax_applied = true;
-            }
-            if width == 2 {
-                let p1: Vec<f32> = values.chunks(2).map(|r| r[1]).collect();
-                metrics::binary(&p1, labels)
-            } else {
-                metrics::multiclass(&values, width, labels)
-            }
-        }
-    };
-    if let Some(m) = metric
-        && report.get(m).is_none()
-    {
-        return Err(PipelineError::Message(format!(
-            "metric {} does not apply to a {} model",
-            m.name(),
-            task.name()
-        )));
-    }
-    Ok((task, report, softmax_applied))
+    Ok(metrics::score(task_hint, metric, values, width, labels)?)
 }
 
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
@@ -278,20 +220,6 @@ fn names(specs: &[hone_core::TensorSpec]) -> String {
         .map(|s| s.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn softmax(v: &mut [f32], k: usize) {
-    for row in v.chunks_mut(k) {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut s = 0.0;
-        for x in row.iter_mut() {
-            *x = (*x - m).exp();
-            s += *x;
-        }
-        for x in row.iter_mut() {
-            *x /= s;
-        }
-    }
 }
 
 fn load_csv(

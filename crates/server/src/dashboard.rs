@@ -73,6 +73,7 @@ fn versions(s: &ServerState) -> Vec<Json> {
                     "p50_s": seconds(st.request.quantile(0.5)),
                     "p99_s": seconds(st.request.quantile(0.99)),
                     "drift": m.drift.as_ref().map(|d| d.snapshot()),
+                    "live": s.feedback.version_view(&name, &version),
                 })
             }
         })

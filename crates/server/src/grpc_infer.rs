@@ -121,6 +121,7 @@ impl Wire for Grpc {
             inputs,
             outputs: outputs.clone(),
             deadline,
+            id: Some(req.id.clone()).filter(|id| !id.is_empty()),
             fresh_bytes: 0,
         };
         Ok((
@@ -140,7 +141,10 @@ impl Wire for Grpc {
         let mut resp = ModelInferResponse {
             model_name: a.model.name.clone(),
             model_version: a.model.version.clone(),
-            id: w.id,
+            id: match (w.id.is_empty(), &a.id) {
+                (true, Some(kept)) => kept.clone(),
+                _ => w.id,
+            },
             ..Default::default()
         };
         for (name, t) in a.named() {

@@ -42,6 +42,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(stats))
         .route("/v2/models/{model}/drift", get(drift))
         .route("/v2/models/{model}/versions/{version}/drift", get(drift))
+        .route(
+            "/v2/models/{model}/feedback",
+            get(feedback_get).post(feedback_post),
+        )
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/labels/{label}", get(model_metadata))
         .route("/v2/models/{model}/labels/{label}/ready", get(model_ready))
@@ -256,6 +260,84 @@ async fn drift(State(s): St, Path(p): Params) -> ApiResult {
         drift: d.snapshot(),
     })
     .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(json_response(&v))
+}
+
+/// The model a feedback route names: one the repository or the feedback
+/// record knows (labels for an unloaded model's answers still join).
+fn feedback_model(s: &ServerState, p: &std::collections::HashMap<String, String>) -> Result<String, ApiError> {
+    let name = p.get("model").cloned().unwrap_or_default();
+    if !s.feedback.knows(&name) {
+        s.repo.models().get(&name, None)?;
+    }
+    Ok(name)
+}
+
+/// `POST /v2/models/{m}/feedback`: `{"id": "...", "labels": [...]}`, or a
+/// list of such objects; answered with the outcome of each.
+async fn feedback_post(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
+    let name = feedback_model(&s, &p)?;
+    if !s.feedback.enabled() {
+        return Err(Error::unavailable(
+            "feedback is off: the server runs with --feedback-rows 0",
+        )
+        .into());
+    }
+    let (body, _ticket) = read_body(&s, &headers, body).await?;
+    let v: Json =
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
+    let (list, items) = match &v {
+        Json::Array(items) => (true, items.iter().collect::<Vec<_>>()),
+        one => (false, vec![one]),
+    };
+    let at = |i: usize| if list { format!("[{i}].") } else { String::new() };
+    let mut parsed: Vec<(&str, &[Json])> = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let id = v.get("id").and_then(Json::as_str).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}id: a string is required (the request's id, or the x-request-id hone answered with)",
+                at(i)
+            ))
+        })?;
+        let labels = v.get("labels").and_then(Json::as_array).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}labels: a list is required, one label per row of the request",
+                at(i)
+            ))
+        })?;
+        parsed.push((id, labels));
+    }
+    let receipts = s
+        .feedback
+        .label(&name, &parsed)
+        .map_err(|(i, e)| Error::invalid(format!("{}{e}", at(i))))?;
+    let answer = if list {
+        serde_json::to_value(receipts)
+    } else {
+        serde_json::to_value(receipts.first())
+    }
+    .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(json_response(&answer))
+}
+
+/// `GET /v2/models/{m}/feedback[?window=SECONDS]`: live figures per version.
+async fn feedback_get(
+    State(s): St,
+    Path(p): Params,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> ApiResult {
+    let name = feedback_model(&s, &p)?;
+    let window = match q.get("window") {
+        None => None,
+        Some(w) => Some(
+            w.parse::<f64>()
+                .ok()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .ok_or_else(|| Error::invalid(format!("window: {w:?} is not a positive number of seconds")))?,
+        ),
+    };
+    let v = serde_json::to_value(s.feedback.view(&name, window))
+        .map_err(|e| Error::internal(e.to_string()))?;
     Ok(json_response(&v))
 }
 

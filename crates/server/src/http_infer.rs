@@ -74,6 +74,7 @@ impl Wire for V2Rest {
                 timeout_us: req.timeout_us,
                 client: None,
             },
+            id: req.id.clone(),
             fresh_bytes,
         };
         let wanted = Wanted {
@@ -101,7 +102,12 @@ impl Wire for V2Rest {
             })
             .collect();
         let m = &answer.model;
-        let enc = codec::encode_response(&m.name, &m.version, w.id.as_deref(), &selected);
+        let enc = codec::encode_response(
+            &m.name,
+            &m.version,
+            w.id.as_deref().or(answer.id.as_deref()),
+            &selected,
+        );
         Ok(HttpEncoded {
             body: enc.body,
             content_type: match enc.header_len {

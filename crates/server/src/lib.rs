@@ -14,6 +14,7 @@ pub(crate) mod dashboard;
 pub(crate) mod drift;
 pub(crate) mod engine;
 pub(crate) mod error;
+pub mod feedback;
 pub mod grpc;
 pub(crate) mod grpc_admin;
 mod grpc_infer;
@@ -84,6 +85,11 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// Access log, OTLP trace export, payload sampling.
     pub observe: observe::ObserveOptions,
+    /// Rows of predictions kept per model for ground-truth labels to join
+    /// (`--feedback-rows`; 0: off), and labelled rows per version the live
+    /// figures cover (`--feedback-window`).
+    pub feedback_rows: usize,
+    pub feedback_window: usize,
 }
 
 impl ServerOptions {
@@ -102,6 +108,8 @@ impl ServerOptions {
             http_limits: HttpLimits::default(),
             tls: None,
             observe: observe::ObserveOptions::default(),
+            feedback_rows: feedback::DEFAULT_RECORD_ROWS,
+            feedback_window: feedback::DEFAULT_WINDOW_ROWS,
         }
     }
 
@@ -179,7 +187,12 @@ impl Server {
         );
         let traffic = Arc::new(traffic::Traffic::default());
         let shadows = Arc::new(shadow::Shadows::default());
+        let feedback = Arc::new(feedback::Feedback::new(
+            opts.feedback_rows,
+            opts.feedback_window,
+        ));
         let control = Arc::new(state::Control {
+            feedback: feedback.clone(),
             repo: repo.clone(),
             mode: opts.model_control,
             traffic: traffic.clone(),
@@ -201,6 +214,7 @@ impl Server {
             observer,
             traffic,
             shadows,
+            feedback,
             control,
             health: state::Health {
                 strict: opts.strict_readiness,

@@ -21,6 +21,7 @@ pub fn metrics_router(state: Arc<ServerState>) -> Router {
                     let mut text = s.repo.models().render_metrics();
                     s.observer.render_metrics(&mut text);
                     s.shadows.render_metrics(&mut text);
+                    s.feedback.render_metrics(&mut text);
                     s.control.rollouts.render_metrics(&mut text);
                     text
                 })

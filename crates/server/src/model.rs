@@ -34,6 +34,9 @@ pub struct LoadedModel {
     pub stats: Arc<ModelStats>,
     /// Live drift against the profile beside the model file, if any.
     pub drift: Option<Arc<crate::drift::DriftMonitor>>,
+    /// The card's task, classes and output: answers are recorded for
+    /// ground-truth labels to join (None: no card).
+    pub(crate) truth: Option<Arc<crate::feedback::Truth>>,
     /// The traffic split of the model's config, if it sets one.
     pub split: Option<Arc<crate::split::Split>>,
     pub(crate) scheduler: Scheduler,

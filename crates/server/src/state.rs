@@ -65,6 +65,8 @@ pub struct Control {
     pub shadows: Arc<Shadows>,
     /// Rollouts, running and finished.
     pub rollouts: Rollouts,
+    /// Ground truth and live figures (a rollout's accuracy gate).
+    pub feedback: Arc<crate::feedback::Feedback>,
 }
 
 /// Whether the server takes traffic: readiness reads these.
@@ -89,6 +91,8 @@ pub struct ServerState {
     pub observer: crate::observe::Observer,
     pub traffic: Arc<Traffic>,
     pub shadows: Arc<Shadows>,
+    /// Predictions kept for labels, and the live figures.
+    pub feedback: Arc<crate::feedback::Feedback>,
     pub control: Arc<Control>,
     pub health: Health,
 }

@@ -53,7 +53,8 @@ pub fn pod_monitor(o: &K8sOptions) -> Value {
 
 /// Alert rules for the Prometheus Operator, over the series of this
 /// package's pods (`series`): a version that is not ready, server-side errors,
-/// p99 latency, queue time, major input drift, and a rollout rolled back.
+/// p99 latency, queue time, major input drift, live accuracy below the
+/// card's, and a rollout rolled back.
 /// Labelled like the ServiceMonitor, so the same `ruleSelector` picks it.
 pub fn prometheus_rule(o: &K8sOptions) -> Value {
     let mut l = labels(o);
@@ -119,6 +120,17 @@ pub fn prometheus_rule(o: &K8sOptions) -> Value {
                     "30m",
                     "warning",
                     "{{ $labels.model }} version {{ $labels.version }}: {{ $labels.feature }}{{ $labels.output }} drifted (verdict major)",
+                ),
+                // Labels join on the pod that answered: each pod's figure
+                // is weighted by its labels.
+                rule(
+                    "HoneLiveAccuracyLow",
+                    format!(
+                        "(sum by (model, version) (hone_live_metric{{{job},metric=\"accuracy\"}} * ignoring (metric) hone_live_labels{{{job}}}) / sum by (model, version) (hone_live_labels{{{job}}})) < on (model, version) (max by (model, version) (hone_card_metric{{{job},metric=\"accuracy\"}}) - 0.05) and on (model, version) (sum by (model, version) (hone_live_labels{{{job}}}) >= 200)"
+                    ),
+                    "30m",
+                    "warning",
+                    "{{ $labels.model }} version {{ $labels.version }}: live accuracy on labelled predictions is over 5 points below the model card's",
                 ),
                 rule(
                     "HoneRolloutRolledBack",

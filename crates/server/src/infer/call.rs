@@ -50,6 +50,9 @@ pub(crate) struct Call {
     /// the model before anything runs.
     pub outputs: Vec<String>,
     pub deadline: Deadline,
+    /// The request's own id (V2's `id`), under which its answer is kept
+    /// for ground-truth labels.
+    pub id: Option<String>,
     /// Bytes decoding allocated anew (JSON numbers; binary tensors are
     /// slices of the body): charged to the byte budget.
     pub fresh_bytes: usize,
@@ -73,6 +76,9 @@ impl Call {
 pub(crate) struct Answer {
     pub model: Arc<LoadedModel>,
     pub outputs: Vec<Tensor>,
+    /// The id hone kept the answer under when the request brought none:
+    /// answers that carry an id field give it back there.
+    pub id: Option<String>,
 }
 
 impl Answer {

@@ -41,6 +41,12 @@ struct Facts {
     keep: bool,
     inputs: Option<Vec<NamedTensor>>,
     outputs: Option<Vec<(String, Tensor)>>,
+    /// The observation's request id (a client's `x-request-id`, or one
+    /// made up), when observing.
+    request_id: Option<String>,
+    /// The id the answer was kept under for feedback, when the request
+    /// brought no id of its own: it goes back as `x-request-id`.
+    kept_as: Option<String>,
 }
 
 /// The core: everything a request needs beyond its wire format.
@@ -68,6 +74,7 @@ impl Infer {
         );
         let mut f = Facts {
             keep: obs.is_some() && s.observer.sample_payload(),
+            request_id: obs.as_ref().map(|o| o.request_id.clone()),
             ..Facts::default()
         };
         let result = match head.refused.take() {
@@ -94,6 +101,9 @@ impl Infer {
             put("server-timing", server_timing(t));
         }
         let Some(mut obs) = obs else {
+            if let Some(id) = f.kept_as.take() {
+                put("x-request-id", id);
+            }
             W::Transport::annotate(&mut reply, extra);
             return reply;
         };
@@ -167,8 +177,22 @@ impl Infer {
         let shadow = crate::traffic::shadow_for(&s.traffic, &m)
             .filter(|_| live)
             .map(|t| (t, call.inputs.clone()));
+        let call_id = call.id;
         let ran = m.infer(call.inputs, call.deadline, live).await?;
         f.timing = Some(ran.timing);
+        let kept_as = match &m.truth {
+            Some(truth) if live && s.feedback.enabled() => {
+                let (id, minted) = match call_id {
+                    Some(id) => (id, false),
+                    None => (self.answer_id(head, f), true),
+                };
+                s.feedback
+                    .record(&m.name, &m.version, truth, &id, &ran.outputs);
+                minted.then_some(id)
+            }
+            _ => None,
+        };
+        f.kept_as.clone_from(&kept_as);
         if let Some((target, copy)) = shadow {
             s.shadows
                 .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
@@ -176,6 +200,7 @@ impl Infer {
         let answer = Answer {
             model: m.clone(),
             outputs: ran.outputs,
+            id: kept_as,
         };
         if f.keep {
             let named = answer.named().map(|(n, t)| (n.to_string(), t.clone()));
@@ -204,6 +229,18 @@ impl Infer {
             r.label.as_deref(),
             &|h| head.headers.get(h).map(|v| v.as_bytes().to_vec()),
         )?)
+    }
+
+    /// The id an answer is kept under when its request brought none: the
+    /// observation's request id, the client's `x-request-id`, or a new one.
+    fn answer_id(&self, head: &Head, f: &Facts) -> String {
+        if let Some(id) = &f.request_id {
+            return id.clone();
+        }
+        head.header("x-request-id")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(crate::observe::context::request_id, str::to_string)
     }
 
     /// [`crate::offload::cpu`] with the server's permits.

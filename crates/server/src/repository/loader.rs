@@ -202,9 +202,16 @@ fn start_version(
         tracing::warn!(model = name, version, "drift monitoring off: {e}");
         None
     });
+    let truth = crate::feedback::Truth::load(path, &metadata)
+        .unwrap_or_else(|e| {
+            tracing::warn!(model = name, version, "feedback off: {e}");
+            None
+        })
+        .map(Arc::new);
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
     Ok(LoadedModel {
         split,
+        truth,
         name: name.to_string(),
         version: version.to_string(),
         config,

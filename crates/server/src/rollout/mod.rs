@@ -169,7 +169,10 @@ async fn drive(
     // The stable version's p99 from the last step where it had traffic:
     // at 100 % it has none of its own.
     let mut stable_p99: Option<f64> = None;
+    let began = now();
+    let to = p.to.to_string();
     for (i, &percent) in p.steps.iter().enumerate() {
+        let last = i + 1 == p.steps.len();
         if status.lock().map_or(true, |s| s.state != "running") {
             return; // promoted or rolled back by hand
         }
@@ -233,7 +236,19 @@ async fn drive(
             let class = div.as_ref().and_then(|d| d.class_mismatch_ratio());
             let mad = div.as_ref().and_then(|d| d.mean_abs_diff());
             set(&|s| s.current = Some(progress(nn)));
-            let done = nn >= p.step_requests;
+            let live = p
+                .live_gate()
+                .then(|| state.feedback.figures(&model, &to, began))
+                .flatten();
+            let labels = live.as_ref().map_or(0, |f| f.labels);
+            let report = live.as_ref().and_then(|f| f.live.as_ref());
+            let (acc, mae) = (
+                report.and_then(|r| r.accuracy),
+                report.and_then(|r| r.mae),
+            );
+            let labelled = labels as u64 >= p.min_labels;
+            // With a live gate the last step waits for its labels.
+            let done = nn >= p.step_requests && (!last || !p.live_gate() || labelled);
             // Judged early once a tenth of the step is in, so a bad version
             // goes back before it answers the whole step.
             let judge = done || nn >= (p.step_requests / 10).max(20);
@@ -267,6 +282,18 @@ async fn drive(
                     breach = Some(format!(
                         "mean absolute output difference {m:.4} (limit {lim})"
                     ));
+                } else if let (true, Some(a), Some(lim)) = (labelled, acc, p.min_live_accuracy)
+                    && a < lim
+                {
+                    breach = Some(format!(
+                        "live accuracy {a:.4} on {labels} labelled predictions (gate {lim})"
+                    ));
+                } else if let (true, Some(m), Some(lim)) = (labelled, mae, p.max_live_mae)
+                    && m > lim
+                {
+                    breach = Some(format!(
+                        "live MAE {m:.4} on {labels} labelled predictions (gate {lim})"
+                    ));
                 }
             }
             let timed_out = !done && t0.elapsed() > timeout;
@@ -282,11 +309,18 @@ async fn drive(
                     stable_p99_s: stable_p99,
                     class_mismatch: class,
                     mean_abs_diff: mad,
+                    live_labels: p.live_gate().then_some(labels),
+                    live_accuracy: acc,
+                    live_mae: mae,
                     passed: breach.is_none() && done,
                 };
                 set(&|s| s.steps.push(step.clone()));
                 break match (breach, timed_out) {
                     (Some(b), _) => Err(b),
+                    (None, true) if nn >= p.step_requests => Err(format!(
+                        "only {labels} of the {} labels the live gate needs arrived for version {} in {:.0} s",
+                        p.min_labels, p.to, p.step_timeout_secs
+                    )),
                     (None, true) => Err(format!(
                         "only {nn} requests reached version {} in {:.0} s at {percent} %",
                         p.to, p.step_timeout_secs

@@ -49,6 +49,22 @@ pub struct Policy {
     /// Largest mean absolute output difference allowed (None: not judged).
     #[serde(default)]
     pub max_mean_abs_diff: Option<f64>,
+    /// Lowest live accuracy allowed on the new version's labelled
+    /// predictions since the rollout began (classifiers; None: not judged).
+    #[serde(default)]
+    pub min_live_accuracy: Option<f64>,
+    /// Highest live mean absolute error allowed (regression; None: not
+    /// judged).
+    #[serde(default)]
+    pub max_live_mae: Option<f64>,
+    /// Labels the live gate needs before it judges; with a live gate the
+    /// last step does not promote until they have arrived.
+    #[serde(default = "default_min_labels")]
+    pub min_labels: u64,
+}
+
+fn default_min_labels() -> u64 {
+    100
 }
 
 fn default_steps() -> Vec<u32> {
@@ -77,6 +93,11 @@ fn default_class_mismatch() -> f64 {
 }
 
 impl Policy {
+    /// Whether the policy judges live figures from ground truth.
+    pub fn live_gate(&self) -> bool {
+        self.min_live_accuracy.is_some() || self.max_live_mae.is_some()
+    }
+
     pub fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::invalid(format!("rollout policy: {m}")));
         if self.steps.is_empty() || self.steps.last() != Some(&100) {
@@ -102,6 +123,14 @@ impl Policy {
         {
             return bad("shadow_share is a share (0-1) and max_p99_ratio positive");
         }
+        if self
+            .min_live_accuracy
+            .is_some_and(|a| !(0.0..=1.0).contains(&a))
+            || self.max_live_mae.is_some_and(|m| m.is_nan() || m < 0.0)
+            || self.min_labels == 0
+        {
+            return bad("min_live_accuracy is a share (0-1), max_live_mae not negative and min_labels positive");
+        }
         Ok(())
     }
 }
@@ -119,6 +148,11 @@ pub struct Step {
     pub stable_p99_s: Option<f64>,
     pub class_mismatch: Option<f64>,
     pub mean_abs_diff: Option<f64>,
+    /// Labelled predictions of the new version since the rollout began,
+    /// and its live accuracy or MAE on them (with a live gate).
+    pub live_labels: Option<usize>,
+    pub live_accuracy: Option<f64>,
+    pub live_mae: Option<f64>,
     pub passed: bool,
 }
 

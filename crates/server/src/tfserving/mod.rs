@@ -224,6 +224,7 @@ impl Wire for Predict {
             inputs,
             outputs: Vec::new(),
             deadline: crate::model::Deadline::default(),
+            id: None,
         };
         Ok((call, columnar))
     }
