@@ -16,6 +16,7 @@ mod pipeline_cmds;
 mod profile_cmd;
 #[cfg(test)]
 mod reference;
+mod score_cmd;
 mod signal;
 
 use signal::shutdown_signal;
@@ -56,6 +57,9 @@ enum Command {
     Train(pipeline_cmds::TrainArgs),
     /// Metrics of an ONNX model on labelled data.
     Eval(pipeline_cmds::EvalArgs),
+    /// Predictions for every row of a CSV, Parquet or .npy file, streamed to
+    /// CSV or Parquet (in process, or through a running server).
+    Score(score_cmd::ScoreArgs),
     /// CSV → train → validate → package → serve → smoke test, every stage timed.
     Ship(pipeline_cmds::ShipArgs),
     /// `hone ship` on the embedded breast-cancer data, left serving.
@@ -392,6 +396,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Train(args) => pipeline_cmds::train(args),
         Command::Eval(args) => pipeline_cmds::eval(args),
+        Command::Score(args) => score_cmd::run(args),
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
         Command::Optimize(args) => pipeline_cmds::optimize(args),

@@ -14,6 +14,7 @@ pub mod npy;
 pub mod rng;
 pub mod split;
 pub mod stats;
+pub mod stream;
 pub mod table;
 
 pub use encode::{Encoding, Feature, FeatureKind, Prepared, Target, Task};

@@ -170,13 +170,7 @@ pub fn score(
                     "label {bad} is not a class index below {width} (the output's width)"
                 )));
             }
-            let sums_to_one = values
-                .chunks(width)
-                .all(|r| r.iter().all(|&p| p >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
-            if !sums_to_one {
-                softmax(&mut values, width);
-                softmax_applied = true;
-            }
+            softmax_applied = to_probabilities(&mut values, width);
             if width == 2 {
                 let p1: Vec<f32> = values.chunks(2).map(|r| r[1]).collect();
                 binary(&p1, labels)
@@ -195,6 +189,18 @@ pub fn score(
         )));
     }
     Ok((task, report, softmax_applied))
+}
+
+/// Rows of `width` class scores as probabilities: softmax unless every row
+/// already sums to one with no negative score. True when softmax ran.
+pub fn to_probabilities(values: &mut [f32], width: usize) -> bool {
+    let sums_to_one = values
+        .chunks(width.max(1))
+        .all(|r| r.iter().all(|&p| p >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    if !sums_to_one {
+        softmax(values, width.max(1));
+    }
+    !sums_to_one
 }
 
 fn softmax(v: &mut [f32], k: usize) {

@@ -128,7 +128,7 @@ mod tests {
     }
 }
 
-mod parquet_input {
+pub(crate) mod parquet_input {
     //! Parquet files through the `parquet` crate's row API, turned into the
     //! same text cells as CSV so both formats share one set of checks and
     //! messages. Nulls become missing values.
@@ -142,7 +142,7 @@ mod parquet_input {
     use crate::error::at;
     use crate::{DataError, Result, err};
 
-    fn cell(f: &Field) -> std::result::Result<String, &'static str> {
+    pub(crate) fn cell(f: &Field) -> std::result::Result<String, &'static str> {
         Ok(match f {
             Field::Null => String::new(),
             Field::Bool(b) => (*b as u8).to_string(),

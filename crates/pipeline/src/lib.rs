@@ -7,6 +7,7 @@ pub mod eval;
 pub mod fit;
 pub mod profile;
 pub mod publish;
+pub mod score;
 pub mod search;
 pub mod ship;
 pub mod tune;

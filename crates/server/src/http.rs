@@ -265,7 +265,10 @@ async fn drift(State(s): St, Path(p): Params) -> ApiResult {
 
 /// The model a feedback route names: one the repository or the feedback
 /// record knows (labels for an unloaded model's answers still join).
-fn feedback_model(s: &ServerState, p: &std::collections::HashMap<String, String>) -> Result<String, ApiError> {
+fn feedback_model(
+    s: &ServerState,
+    p: &std::collections::HashMap<String, String>,
+) -> Result<String, ApiError> {
     let name = p.get("model").cloned().unwrap_or_default();
     if !s.feedback.knows(&name) {
         s.repo.models().get(&name, None)?;
@@ -278,19 +281,24 @@ fn feedback_model(s: &ServerState, p: &std::collections::HashMap<String, String>
 async fn feedback_post(State(s): St, Path(p): Params, headers: HeaderMap, body: Body) -> ApiResult {
     let name = feedback_model(&s, &p)?;
     if !s.feedback.enabled() {
-        return Err(Error::unavailable(
-            "feedback is off: the server runs with --feedback-rows 0",
-        )
-        .into());
+        return Err(
+            Error::unavailable("feedback is off: the server runs with --feedback-rows 0").into(),
+        );
     }
     let (body, _ticket) = read_body(&s, &headers, body).await?;
-    let v: Json =
-        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
+    let v: Json = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
     let (list, items) = match &v {
         Json::Array(items) => (true, items.iter().collect::<Vec<_>>()),
         one => (false, vec![one]),
     };
-    let at = |i: usize| if list { format!("[{i}].") } else { String::new() };
+    let at = |i: usize| {
+        if list {
+            format!("[{i}].")
+        } else {
+            String::new()
+        }
+    };
     let mut parsed: Vec<(&str, &[Json])> = Vec::with_capacity(items.len());
     for (i, v) in items.iter().enumerate() {
         let id = v.get("id").and_then(Json::as_str).ok_or_else(|| {
@@ -333,7 +341,9 @@ async fn feedback_get(
             w.parse::<f64>()
                 .ok()
                 .filter(|w| w.is_finite() && *w > 0.0)
-                .ok_or_else(|| Error::invalid(format!("window: {w:?} is not a positive number of seconds")))?,
+                .ok_or_else(|| {
+                    Error::invalid(format!("window: {w:?} is not a positive number of seconds"))
+                })?,
         ),
     };
     let v = serde_json::to_value(s.feedback.view(&name, window))

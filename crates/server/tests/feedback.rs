@@ -24,11 +24,7 @@ fn card(dir: &std::path::Path, v: u32) {
     let card = json!({"format": "hone.model-card/1", "task": "binary", "labels": ["no", "yes"],
         "target": "label", "output": {"name": "y"},
         "metrics": {"validation": {"accuracy": 0.95, "rows": 100}}});
-    std::fs::write(
-        dir.join(format!("m/{v}/model.card.json")),
-        card.to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.join(format!("m/{v}/model.card.json")), card.to_string()).unwrap();
 }
 
 /// A server holding m versions 1 (y = x), 2 (y = -x: every class wrong)
@@ -105,7 +101,10 @@ async fn labels_join_answers_of_every_protocol_and_give_live_figures() {
 
     // TF Serving: the id comes back as x-request-id.
     let r = c
-        .post(format!("http://{}/v1/models/m/versions/1:predict", s.http_addr))
+        .post(format!(
+            "http://{}/v1/models/m/versions/1:predict",
+            s.http_addr
+        ))
         .json(&json!({"instances": [[0.6, 0.4]]}))
         .send()
         .await
@@ -128,10 +127,16 @@ async fn labels_join_answers_of_every_protocol_and_give_live_figures() {
     .await;
     for (body, says) in [
         (json!({"id": "req-b", "labels": ["yes"]}), "labels: 1 given"),
-        (json!({"id": "req-b", "labels": ["yes", "maybe"]}), "labels[1]"),
+        (
+            json!({"id": "req-b", "labels": ["yes", "maybe"]}),
+            "labels[1]",
+        ),
         (json!({"id": "req-b", "labels": "yes"}), "labels: a list"),
         (json!({"labels": ["yes", "no"]}), "id: a string"),
-        (json!([{"id": "req-b", "labels": ["yes", "no"]}, {"id": 3}]), "[1].id"),
+        (
+            json!([{"id": "req-b", "labels": ["yes", "no"]}, {"id": 3}]),
+            "[1].id",
+        ),
     ] {
         let (code, r) = post(&c, &fb, &body).await;
         assert_eq!(code, 400, "{body}: {r}");
@@ -222,11 +227,28 @@ async fn a_small_record_answers_late_for_what_it_dropped() {
         .await;
         assert_eq!(code, 200, "{r}");
     }
-    let (_, r) = post(&c, &format!("{base}/feedback"), &json!({"id": "a", "labels": ["yes", "yes"]})).await;
+    let (_, r) = post(
+        &c,
+        &format!("{base}/feedback"),
+        &json!({"id": "a", "labels": ["yes", "yes"]}),
+    )
+    .await;
     assert_eq!(r["outcome"], "late", "{r}");
-    let (_, r) = post(&c, &format!("{base}/feedback"), &json!({"id": "b", "labels": ["yes", "no"]})).await;
+    let (_, r) = post(
+        &c,
+        &format!("{base}/feedback"),
+        &json!({"id": "b", "labels": ["yes", "no"]}),
+    )
+    .await;
     assert_eq!(r["outcome"], "matched", "{r}");
-    let v: Value = c.get(format!("{base}/feedback")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(format!("{base}/feedback"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["versions"][0]["live"]["accuracy"], 0.5, "{v}");
     assert_eq!(v["record"]["capacity_rows"], 3, "{v}");
 }
@@ -255,15 +277,30 @@ fn labelling_clients(base: String, stop: Arc<AtomicBool>) -> Vec<tokio::task::Jo
 async fn rollout(c: &reqwest::Client, base: &str, to: u32, from: u32) -> Value {
     let policy = json!({"to": to, "from": from, "steps": [50, 100], "step_requests": 40,
         "shadow_share": 0.0, "p99_slack_ms": 1000.0, "min_live_accuracy": 0.9, "min_labels": 20});
-    let r = c.post(format!("{base}/rollout")).json(&policy).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/rollout"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     let t = Instant::now();
     loop {
-        let s: Value = c.get(format!("{base}/rollout")).send().await.unwrap().json().await.unwrap();
+        let s: Value = c
+            .get(format!("{base}/rollout"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if s["state"] != "running" {
             return s;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "rollout still running: {s}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "rollout still running: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -35,6 +35,14 @@ struct ModelFeedback {
     versions: BTreeMap<String, live::Live>,
 }
 
+impl ModelFeedback {
+    fn bump(&mut self, o: Outcome) {
+        if let Some(n) = self.outcomes.get_mut(o as usize) {
+            *n += 1;
+        }
+    }
+}
+
 /// The feedback of every model.
 pub struct Feedback {
     record_rows: usize,
@@ -220,7 +228,7 @@ impl Feedback {
                 (Ok(e), Some(ys)) => (e, ys),
                 (found, _) => {
                     let o = found.err().unwrap_or(Outcome::Unmatched);
-                    mf.outcomes[o as usize] += 1;
+                    mf.bump(o);
                     receipts.push(receipt(o, 0, None));
                     continue;
                 }
@@ -234,7 +242,7 @@ impl Feedback {
             for (row, y) in entry.values.chunks(entry.width).zip(&ys) {
                 live.push(entry.at_unix, *y, row);
             }
-            mf.outcomes[Outcome::Matched as usize] += 1;
+            mf.bump(Outcome::Matched);
             receipts.push(receipt(Outcome::Matched, ys.len(), Some(version)));
         }
         Ok(receipts)
@@ -261,7 +269,8 @@ impl Feedback {
         let Ok(m) = m.lock() else { return view };
         (view.record.requests, view.record.rows) = m.record.held();
         for o in Outcome::ALL {
-            view.labels.insert(o.label(), m.outcomes[o as usize]);
+            view.labels
+                .insert(o.label(), m.outcomes.get(o as usize).copied().unwrap_or(0));
         }
         for (v, live) in &m.versions {
             view.versions.push(VersionView {

@@ -242,10 +242,7 @@ async fn drive(
                 .flatten();
             let labels = live.as_ref().map_or(0, |f| f.labels);
             let report = live.as_ref().and_then(|f| f.live.as_ref());
-            let (acc, mae) = (
-                report.and_then(|r| r.accuracy),
-                report.and_then(|r| r.mae),
-            );
+            let (acc, mae) = (report.and_then(|r| r.accuracy), report.and_then(|r| r.mae));
             let labelled = labels as u64 >= p.min_labels;
             // With a live gate the last step waits for its labels.
             let done = nn >= p.step_requests && (!last || !p.live_gate() || labelled);

@@ -129,7 +129,9 @@ impl Policy {
             || self.max_live_mae.is_some_and(|m| m.is_nan() || m < 0.0)
             || self.min_labels == 0
         {
-            return bad("min_live_accuracy is a share (0-1), max_live_mae not negative and min_labels positive");
+            return bad(
+                "min_live_accuracy is a share (0-1), max_live_mae not negative and min_labels positive",
+            );
         }
         Ok(())
     }
