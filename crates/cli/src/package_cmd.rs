@@ -77,6 +77,25 @@ pub struct PackageArgs {
     /// without it the InferenceService serves the models in the image.
     #[arg(long)]
     storage_uri: Option<String>,
+    /// Also write a Kubernetes indexed Job to this file that scores a
+    /// file on the cluster with `hone score` in --job-shards pods (apply it
+    /// on its own: it runs once; keep it out of the --k8s folder).
+    #[arg(long, value_name = "FILE.yaml", requires_all = ["k8s", "job_data"])]
+    job: Option<PathBuf>,
+    /// With --job: CLAIM:PATH, the PersistentVolumeClaim holding the input
+    /// file and the path of the file in it (CSV, Parquet or .npy).
+    #[arg(long, value_name = "CLAIM:PATH")]
+    job_data: Option<String>,
+    /// With --job: each pod's output, relative to the claim; `{shard}` is
+    /// the pod's index.
+    #[arg(long, default_value = "scores/part-{shard}.parquet")]
+    job_output: String,
+    /// With --job: pods the file is split among.
+    #[arg(long, default_value_t = 4)]
+    job_shards: u32,
+    /// With --job: the model to score with [default: the repository's only model].
+    #[arg(long, value_name = "NAME")]
+    job_model: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -148,6 +167,10 @@ pub fn package(a: PackageArgs) -> ExitCode {
         }
     }
     if let Some(dir) = &a.k8s {
+        let job = match a.job.as_ref().map(|p| score_job(&a, p, dir)).transpose() {
+            Ok(j) => j,
+            Err(e) => return fail(format!("--job: {e}")),
+        };
         let image = a.image.clone().unwrap_or(reference.clone());
         if let Err(e) = k8s::check_registry(&image) {
             return fail(format!("--k8s: {e}"));
@@ -230,6 +253,21 @@ pub fn package(a: PackageArgs) -> ExitCode {
             }
             Err(e) => return fail(e.to_string()),
         }
+        if let (Some(path), Some(job)) = (&a.job, &job) {
+            match k8s::write_job(&o, job, path) {
+                Ok(p) => {
+                    text += &format!(
+                        "wrote {} (an indexed Job: {} pods score {} on claim {})\n",
+                        p.display(),
+                        job.shards,
+                        job.input,
+                        job.claim
+                    );
+                    out.insert("job".into(), p.display().to_string().into());
+                }
+                Err(e) => return fail(e.to_string()),
+            }
+        }
     }
     if a.json {
         println!("{}", serde_json::Value::Object(out));
@@ -237,6 +275,63 @@ pub fn package(a: PackageArgs) -> ExitCode {
         print!("{text}");
     }
     ExitCode::SUCCESS
+}
+
+/// The scoring Job's settings from the flags: the claim and file, and the
+/// model (the repository's only one unless named).
+fn score_job(
+    a: &PackageArgs,
+    path: &std::path::Path,
+    k8s_dir: &std::path::Path,
+) -> Result<k8s::ScoreJob, String> {
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs(path).starts_with(abs(k8s_dir)) {
+        return Err(format!(
+            "{} is inside the --k8s folder, so `kubectl apply -R` of the server would also start the scoring; write it elsewhere",
+            path.display()
+        ));
+    }
+    let data = a.job_data.as_deref().unwrap_or_default();
+    let (claim, input) = match data.split_once(':') {
+        Some((c, p)) if !c.is_empty() && !p.is_empty() => (c, p.trim_start_matches('/')),
+        _ => {
+            return Err(format!(
+                "--job-data {data:?}: expected CLAIM:PATH (a PersistentVolumeClaim and the file's path in it)"
+            ));
+        }
+    };
+    if a.job_shards == 0 {
+        return Err("--job-shards must be at least 1".into());
+    }
+    let model = match &a.job_model {
+        Some(m) => m.clone(),
+        None => {
+            let names: Vec<String> = std::fs::read_dir(&a.model_repository)
+                .map_err(|e| format!("cannot read {}: {e}", a.model_repository.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            match names.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(format!(
+                        "the repository holds {} models ({}); name one with --job-model",
+                        names.len(),
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    Ok(k8s::ScoreJob {
+        model,
+        claim: claim.to_string(),
+        input: input.to_string(),
+        output: a.job_output.trim_start_matches('/').to_string(),
+        shards: a.job_shards,
+    })
 }
 
 /// Serves the repository in this process, as `hone serve` would (every

@@ -314,6 +314,41 @@ fn manifests_validate_against_the_real_schemas() {
         std::fs::read_to_string(d.join("kserve-keda/prometheus-operator/podmonitor.yaml")).unwrap();
     assert!(pm.contains("release: \"kube-prometheus-stack\""), "{pm}");
 
+    // Batch scoring on the cluster: an indexed Job beside the manifests.
+    let job = d.join("jobs/score.yaml");
+    let r = package(&[
+        "--model-repository",
+        s(&repo),
+        "--k8s",
+        s(&d.join("with-job")),
+        "--image",
+        "registry.example.com/team/fraud-model:3",
+        "--job",
+        s(&job),
+        "--job-data",
+        "scoring:in/rows.parquet",
+        "--job-shards",
+        "3",
+        "--job-model",
+        "mlp",
+    ]);
+    assert_eq!(r["job"], s(&job), "{r}");
+    run(Command::new(python.with_file_name("kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&job));
+    let j = std::fs::read_to_string(&job).unwrap();
+    for want in [
+        "completionMode: \"Indexed\"",
+        "completions: 3",
+        "claimName: \"scoring\"",
+        "\"/data/in/rows.parquet\"",
+        "\"/data/scores/part-{shard}.parquet\"",
+        "- \"score\"",
+        "\"/models/mlp\"",
+    ] {
+        assert!(j.contains(want), "{want} missing:\n{j}");
+    }
+
     // An image built without models runs on a claim that holds them.
     let out = d.join("claim");
     package(&[
@@ -354,7 +389,35 @@ fn manifests_validate_against_the_real_schemas() {
 #[test]
 fn bad_arguments_are_refused_clearly() {
     let d = common::tmp("package", "bad");
-    let cases: [(&[&str], &str); 9] = [
+    let inside = d.join("k8s/score.yaml");
+    let k8s_dir = d.join("k8s");
+    let cases: [(&[&str], &str); 11] = [
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&k8s_dir),
+                "--job",
+                s(&inside),
+                "--job-data",
+                "claim:rows.csv",
+            ],
+            "inside the --k8s folder",
+        ),
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&k8s_dir),
+                "--job",
+                "/tmp/job.yaml",
+                "--job-data",
+                "rows.csv",
+            ],
+            "expected CLAIM:PATH",
+        ),
         (
             &[
                 "--model-repository",

@@ -248,6 +248,11 @@ pub fn score(
         .filter(|d| *d > 0)
         .map_or(1, |d| d as usize);
     let columns: Vec<String> = key_names.iter().cloned().chain(post.names(width)).collect();
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            PipelineError::Message(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
     let mut sink = Sink::create(&opts.output, columns.clone())?;
     let reader = {
         let (opts, meta, card, keys) =

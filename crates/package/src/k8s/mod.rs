@@ -16,6 +16,7 @@ use crate::error::{Result, at};
 use crate::paths::MODELS_IN_IMAGE;
 use crate::yaml;
 
+mod job;
 mod kserve;
 mod monitoring;
 mod options;
@@ -25,6 +26,7 @@ mod scaling;
 pub use options::{Autoscale, K8sOptions, Memory};
 use pod::{container_security, labels, pod_security, probes, resources, selector, tmp_volume};
 
+pub use job::{DATA_MOUNT, ScoreJob, score_job, write_job};
 pub use kserve::{inference_service, serving_runtime};
 pub use monitoring::{pod_monitor, prometheus_rule, service_monitor};
 pub use scaling::{QUEUE_METRIC, adapter_values, hpa, scaled_object};
