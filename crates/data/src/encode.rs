@@ -113,35 +113,47 @@ impl Prepared {
 
 const MISSING: [&str; 8] = ["", "na", "nan", "n/a", "null", "none", "?", "-"];
 
-fn is_missing(s: &str) -> bool {
-    MISSING.contains(&s.to_ascii_lowercase().as_str())
+pub(crate) fn is_missing(s: &str) -> bool {
+    MISSING.iter().any(|m| m.eq_ignore_ascii_case(s))
 }
 
-/// Parses one numeric cell; `role` says what the column is for messages.
-fn number(t: &Table, col: usize, row: usize, hint: &str) -> Result<f64> {
-    let s = &t.columns[col][row];
-    let name = &t.names[col];
-    let line = row + 2;
+/// A numeric cell as a finite number, or the error naming where it is
+/// (`line` counts the header as line 1; `hint` follows "not a number").
+pub(crate) fn parse_number(
+    s: &str,
+    source: &str,
+    line: usize,
+    name: &str,
+    hint: &str,
+) -> Result<f64> {
     if is_missing(s) {
         return err(format!(
-            "{}: line {line}, column {name:?}: missing value ({s:?}); fill or drop the row first",
-            t.source
+            "{source}: line {line}, column {name:?}: missing value ({s:?}); fill or drop the row first"
         ));
     }
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         Ok(_) => err(format!(
-            "{}: line {line}, column {name:?}: {s:?} is not a finite number",
-            t.source
+            "{source}: line {line}, column {name:?}: {s:?} is not a finite number"
         )),
         Err(_) => err(format!(
-            "{}: line {line}, column {name:?}: {s:?} is not a number{hint}",
-            t.source
+            "{source}: line {line}, column {name:?}: {s:?} is not a number{hint}"
         )),
     }
 }
 
-fn categorical_hint(name: &str) -> String {
+/// Parses one numeric cell; `hint` follows "not a number" in its error.
+fn number(t: &Table, col: usize, row: usize, hint: &str) -> Result<f64> {
+    parse_number(
+        &t.columns[col][row],
+        &t.source,
+        row + 2,
+        &t.names[col],
+        hint,
+    )
+}
+
+pub(crate) fn categorical_hint(name: &str) -> String {
     format!(" (pass --categorical {name} to one-hot encode a text column)")
 }
 

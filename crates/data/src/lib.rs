@@ -8,6 +8,7 @@
 //! of each metric.
 
 pub mod encode;
+pub mod encoded;
 mod error;
 pub mod metrics;
 pub mod npy;

@@ -233,18 +233,25 @@ impl Sink {
         let path = self.path.clone();
         match &mut self.writer {
             Writer::Csv(w) => {
-                let mut rec: Vec<String> = Vec::with_capacity(columns.len());
+                use std::fmt::Write as _;
+                let mut num = String::new();
                 for r in 0..rows {
-                    rec.clear();
                     for c in columns {
-                        rec.push(match c {
-                            Column::Text(v) => v.get(r).cloned().unwrap_or_default(),
+                        let field = match c {
+                            Column::Text(v) => v.get(r).map_or("", String::as_str),
                             // Display is the shortest text that reads back
                             // as the same number.
-                            Column::Number(v) => v.get(r).map_or_else(String::new, f64::to_string),
-                        });
+                            Column::Number(v) => {
+                                num.clear();
+                                if let Some(x) = v.get(r) {
+                                    let _ = write!(num, "{x}");
+                                }
+                                &num
+                            }
+                        };
+                        w.write_field(field).map_err(at(path.display()))?;
                     }
-                    w.write_record(&rec).map_err(at(path.display()))?;
+                    w.write_record(None::<&[u8]>).map_err(at(path.display()))?;
                 }
                 Ok(())
             }

@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use hone_core::{Backend, Tensor};
+use hone_data::encoded::EncodedChunks;
 use hone_data::stream::{Chunks, Column, Sink};
 use hone_data::{Table, Task, metrics, npy};
 use hone_runtime::{OrtBackend, SessionConfig};
@@ -337,6 +338,51 @@ fn read(
                         keys,
                         input,
                         rows: end - at,
+                    }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = sent {
+            let _ = tx.send(Err(e));
+        }
+        return;
+    }
+    // A hone model fed rows of its features: encoded straight from the
+    // file's cells, no table of text in between.
+    if let Some(card) = card
+        && let [spec] = meta.inputs.as_slice()
+        && spec.dtype == hone_core::DataType::F32
+        && spec.dims.len() == 2
+        && spec.dims.get(1).copied() == i64::try_from(card.input.features.len()).ok()
+    {
+        let enc = hone_data::Encoding {
+            features: card.input.features.clone(),
+            target: hone_data::Target {
+                name: card.target.clone(),
+                task: card.task,
+                classes: card.labels.clone(),
+            },
+        };
+        let sent = (|| -> Result<()> {
+            let mut chunks = EncodedChunks::open(&opts.data, &enc, keys, opts.chunk_rows)?;
+            let mut k = 0;
+            while let Some(c) = chunks.next_chunk()? {
+                k += 1;
+                if !mine(k - 1) {
+                    continue;
+                }
+                let width = enc.features.len() as i64;
+                let input = Tensor::from_f32(vec![c.rows as i64, width], &c.x)?;
+                let keys = c.keys.into_iter().map(Column::Text).collect();
+                if tx
+                    .send(Ok(Encoded {
+                        keys,
+                        input,
+                        rows: c.rows,
                     }))
                     .is_err()
                 {

@@ -14,14 +14,15 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hone_core::{Error, Tensor};
+use hone_core::element::read_all;
+use hone_core::{DataType, Error, Tensor, TensorData};
 use hone_data::metrics::Report;
 use serde::Serialize;
 use serde_json::Value;
 
 pub(crate) use live::Figures;
 pub(crate) use record::Outcome;
-use record::{Entry, Record};
+use record::{Entry, Record, Values};
 pub(crate) use truth::Truth;
 
 /// Rows of predictions kept per model for labels to join (`--feedback-rows`).
@@ -154,23 +155,31 @@ impl Feedback {
             return;
         };
         let rows = t.batch();
-        let Some(values) = t.to_f64s() else { return };
+        // FP32 outputs (the usual case) are read as they are packed.
+        let values: Vec<f32> = match (&t.data, t.dtype) {
+            (TensorData::Raw(b), DataType::F32) => read_all::<f32>(b).collect(),
+            _ => match t.to_f64s() {
+                Some(v) => v.into_iter().map(|v| v as f32).collect(),
+                None => return,
+            },
+        };
         let width = values.len().checked_div(rows).unwrap_or(0);
         if width == 0 || width * rows != values.len() {
             return;
         }
-        let entry = Entry {
-            version: version.to_string(),
-            truth: truth.clone(),
-            values: values.into_iter().map(|v| v as f32).collect(),
-            width,
-            at_unix: now_unix(),
-            labelled: false,
-            seq: 0,
-        };
+        let at_unix = now_unix();
         if let Some(m) = self.model_or_new(model)
             && let Ok(mut m) = m.lock()
+            && let Some(version) = m.record.version_index(version, truth)
         {
+            let entry = Entry {
+                version,
+                values: Values::new(&values),
+                width,
+                at_unix,
+                labelled: false,
+                seq: 0,
+            };
             m.record.insert(id, entry);
         }
     }
@@ -196,20 +205,25 @@ impl Feedback {
                 targets.push(None);
                 continue;
             };
-            if labels.len() != entry.rows() {
+            let rows = entry.rows();
+            let entry_version = entry.version;
+            let Some(truth) = mf.record.version_of(entry_version) else {
+                targets.push(None);
+                continue;
+            };
+            if labels.len() != rows {
                 return Err((
                     i,
                     Error::invalid(format!(
-                        "labels: {} given for request '{id}', which had {} rows",
+                        "labels: {} given for request '{id}', which had {rows} rows",
                         labels.len(),
-                        entry.rows()
                     )),
                 ));
             }
             let ys = labels
                 .iter()
                 .enumerate()
-                .map(|(j, l)| entry.truth.target(l, j))
+                .map(|(j, l)| truth.target(l, j))
                 .collect::<Result<Vec<f32>, Error>>()
                 .map_err(|e| (i, e))?;
             targets.push(Some(ys));
@@ -234,13 +248,18 @@ impl Feedback {
                 }
             };
             entry.labelled = true;
-            let version = entry.version.clone();
+            let (at_unix, width, vi) = (entry.at_unix, entry.width, entry.version);
+            let values = entry.values.as_slice().to_vec();
+            let Some((version, truth)) = mf.record.version_named(vi) else {
+                receipts.push(receipt(Outcome::Unmatched, 0, None));
+                continue;
+            };
             let live = mf
                 .versions
                 .entry(version.clone())
-                .or_insert_with(|| live::Live::new(entry.truth.clone(), self.window_rows));
-            for (row, y) in entry.values.chunks(entry.width).zip(&ys) {
-                live.push(entry.at_unix, *y, row);
+                .or_insert_with(|| live::Live::new(truth.clone(), self.window_rows));
+            for (row, y) in values.chunks(width.max(1)).zip(&ys) {
+                live.push(at_unix, *y, row);
             }
             mf.bump(Outcome::Matched);
             receipts.push(receipt(Outcome::Matched, ys.len(), Some(version)));

@@ -4,19 +4,45 @@
 //! holds requests) so a label that comes after its prediction left says
 //! "late", not "unmatched".
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use super::truth::Truth;
 
+/// A prediction's output values: up to four inline (one row of a binary
+/// or small multiclass model, the usual online request), more on the heap.
+pub(super) enum Values {
+    Inline([f32; 4], u8),
+    Heap(Box<[f32]>),
+}
+
+impl Values {
+    pub fn new(v: &[f32]) -> Values {
+        match v {
+            [..] if v.len() <= 4 => {
+                let mut a = [0.0; 4];
+                a.iter_mut().zip(v).for_each(|(x, y)| *x = *y);
+                Values::Inline(a, v.len() as u8)
+            }
+            _ => Values::Heap(v.into()),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Values::Inline(a, n) => a.get(..usize::from(*n)).unwrap_or_default(),
+            Values::Heap(b) => b,
+        }
+    }
+}
+
 /// One recorded prediction: the version that answered and its output rows.
 pub(super) struct Entry {
-    pub version: String,
-    pub truth: Arc<Truth>,
+    /// Index into the record's versions.
+    pub version: u16,
     /// Row-major, `width` values per row.
-    pub values: Vec<f32>,
+    pub values: Values,
     pub width: usize,
     pub at_unix: f64,
     pub labelled: bool,
@@ -26,7 +52,11 @@ pub(super) struct Entry {
 
 impl Entry {
     pub fn rows(&self) -> usize {
-        self.values.len().checked_div(self.width).unwrap_or(0)
+        self.values
+            .as_slice()
+            .len()
+            .checked_div(self.width)
+            .unwrap_or(0)
     }
 }
 
@@ -60,20 +90,20 @@ impl Outcome {
     }
 }
 
+/// Entries are keyed by a 64-bit hash of the id under a key drawn per
+/// process, so neither the id strings are kept nor can a client aim one
+/// id at another's.
 pub(super) struct Record {
     capacity: usize,
     rows: usize,
     seq: u64,
-    entries: HashMap<Arc<str>, Entry>,
-    order: VecDeque<(u64, Arc<str>)>,
+    ids: RandomState,
+    entries: HashMap<u64, Entry>,
+    order: VecDeque<(u64, u64)>,
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
-}
-
-fn hash(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+    /// The versions entries name, with their cards.
+    versions: Vec<(String, Arc<Truth>)>,
 }
 
 impl Record {
@@ -82,16 +112,48 @@ impl Record {
             capacity,
             rows: 0,
             seq: 0,
+            ids: RandomState::new(),
             entries: HashMap::new(),
             order: VecDeque::new(),
             gone: HashSet::new(),
             gone_order: VecDeque::new(),
+            versions: Vec::new(),
         }
     }
 
     /// Requests and rows held.
     pub fn held(&self) -> (usize, usize) {
         (self.entries.len(), self.rows)
+    }
+
+    /// The card of version index `i`.
+    pub fn version_of(&self, i: u16) -> Option<Arc<Truth>> {
+        self.versions.get(usize::from(i)).map(|(_, t)| t.clone())
+    }
+
+    /// The name and card of version index `i`.
+    pub fn version_named(&self, i: u16) -> Option<(String, Arc<Truth>)> {
+        self.versions.get(usize::from(i)).cloned()
+    }
+
+    /// The index of `version` (with its card), added on first sight.
+    pub fn version_index(&mut self, version: &str, truth: &Arc<Truth>) -> Option<u16> {
+        let at = match self.versions.iter().position(|(v, _)| v == version) {
+            Some(i) => {
+                // A reloaded version may come with a new card.
+                if let Some(slot) = self.versions.get_mut(i)
+                    && !Arc::ptr_eq(&slot.1, truth)
+                {
+                    slot.1 = truth.clone();
+                }
+                i
+            }
+            None => {
+                self.versions.push((version.to_string(), truth.clone()));
+                self.versions.len() - 1
+            }
+        };
+        u16::try_from(at).ok()
     }
 
     /// Keeps a prediction; a request id seen before is replaced (the
@@ -102,7 +164,8 @@ impl Record {
         if rows == 0 || rows > self.capacity {
             return;
         }
-        if let Some(old) = self.entries.remove(id) {
+        let key = self.ids.hash_one(id);
+        if let Some(old) = self.entries.remove(&key) {
             self.rows -= old.rows();
         }
         while self.rows + rows > self.capacity {
@@ -114,21 +177,19 @@ impl Record {
                 && let Some(gone) = self.entries.remove(&old)
             {
                 self.rows -= gone.rows();
-                self.forget(&old);
+                self.forget(old);
             }
         }
         self.seq += 1;
         e.seq = self.seq;
-        let key: Arc<str> = Arc::from(id);
-        self.order.push_back((self.seq, key.clone()));
+        self.order.push_back((self.seq, key));
         self.entries.insert(key, e);
         self.rows += rows;
     }
 
-    fn forget(&mut self, id: &str) {
-        let h = hash(id);
-        if self.gone.insert(h) {
-            self.gone_order.push_back(h);
+    fn forget(&mut self, key: u64) {
+        if self.gone.insert(key) {
+            self.gone_order.push_back(key);
         }
         // As many dropped ids as the record can hold requests.
         while self.gone_order.len() > self.capacity {
@@ -140,8 +201,9 @@ impl Record {
 
     /// The prediction labels for `id` join, or why there is none.
     pub fn find(&mut self, id: &str) -> Result<&mut Entry, Outcome> {
-        let gone = self.gone.contains(&hash(id));
-        match self.entries.get_mut(id) {
+        let key = self.ids.hash_one(id);
+        let gone = self.gone.contains(&key);
+        match self.entries.get_mut(&key) {
             Some(e) if e.labelled => Err(Outcome::Duplicate),
             Some(e) => Ok(e),
             None if gone => Err(Outcome::Late),
@@ -153,18 +215,11 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hone_data::Task;
 
     fn entry(rows: usize) -> Entry {
         Entry {
-            version: "1".into(),
-            truth: Arc::new(Truth {
-                task: Task::Binary,
-                labels: vec!["a".into(), "b".into()],
-                output: 0,
-                card: vec![],
-            }),
-            values: vec![0.5; rows],
+            version: 0,
+            values: Values::new(&vec![0.5; rows]),
             width: 1,
             at_unix: 0.0,
             labelled: false,
