@@ -282,6 +282,10 @@ async fn a_burst_after_normal_traffic_is_sampled_too() {
 async fn the_dashboard_draws_drift_in_a_real_browser() {
     let (server, _l, dir) = fake_server("drift-dash", "scale=2", ALL, |dir, o| {
         write_profile(&dir.join("m/1"));
+        // A card too, so answers can be labelled: the live accuracy panel.
+        let card = json!({"task": "binary", "labels": ["no", "yes"], "output": {"name": "y"},
+            "metrics": {"validation": {"accuracy": 0.9}}});
+        std::fs::write(dir.join("m/1/model.card.json"), card.to_string()).unwrap();
         o
     })
     .await;
@@ -289,6 +293,20 @@ async fn the_dashboard_draws_drift_in_a_real_browser() {
     let client = reqwest::Client::new();
     send(&client, &url, &mut Normal(11), 2.0, 1000).await;
     drift_after(&client, &url, 1000).await;
+    let r = client
+        .post(format!("{url}/v2/models/m/infer"))
+        .json(&json!({"id": "q1", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.2, 0.8]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{url}/v2/models/m/feedback"))
+        .json(&json!({"id": "q1", "labels": ["yes"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let page = format!("http://{}/", server.metrics_addr.unwrap());
     let work = dir.join("chromium");
     std::fs::create_dir_all(&work).unwrap();
@@ -344,6 +362,11 @@ async fn the_dashboard_draws_drift_in_a_real_browser() {
         "{dom}"
     );
     assert!(dom.contains("data-model=\"m\""), "{dom}");
+    assert!(
+        dom.contains("data-live=\"m/1\"")
+            && dom.contains("data-metric=\"accuracy\" data-value=\"1\""),
+        "the live accuracy panel: {dom}"
+    );
     let shot_arg = format!("--screenshot={}", shot.display());
     let out = tokio::task::spawn_blocking({
         let mut c = run(&[shot_arg]);
