@@ -303,6 +303,12 @@ fn score_job(
     if a.job_shards == 0 {
         return Err("--job-shards must be at least 1".into());
     }
+    if a.job_shards > 1 && !a.job_output.contains("{shard}") {
+        return Err(format!(
+            "--job-output {:?}: every pod would write the same file; put {{shard}} in it",
+            a.job_output
+        ));
+    }
     let model = match &a.job_model {
         Some(m) => m.clone(),
         None => {

@@ -69,6 +69,14 @@ pub fn run(a: ScoreArgs) -> ExitCode {
             Err(_) => 0,
         },
     };
+    if a.shards > 1 && !a.output.to_string_lossy().contains("{shard}") {
+        eprintln!(
+            "hone score: --shards {} with -o {}: every shard would write the same file; put {{shard}} in the name",
+            a.shards,
+            a.output.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let output = PathBuf::from(
         a.output
             .to_string_lossy()

@@ -391,7 +391,22 @@ fn bad_arguments_are_refused_clearly() {
     let d = common::tmp("package", "bad");
     let inside = d.join("k8s/score.yaml");
     let k8s_dir = d.join("k8s");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
+        (
+            &[
+                "--model-repository",
+                s(&d),
+                "--k8s",
+                s(&k8s_dir),
+                "--job",
+                "/tmp/job.yaml",
+                "--job-data",
+                "claim:rows.csv",
+                "--job-output",
+                "out.parquet",
+            ],
+            "every pod would write the same file",
+        ),
         (
             &[
                 "--model-repository",

@@ -247,6 +247,18 @@ fn feedback_and_score_agree_with_eval_on_the_held_out_rows() {
         s(&test_csv),
         "-o",
         s(&scored),
+        "--shards",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("put {shard} in the name"));
+    let out = hone(&[
+        "score",
+        s(&repo.join("bc")),
+        "--data",
+        s(&test_csv),
+        "-o",
+        s(&scored),
         "--key",
         "nope",
     ]);

@@ -44,6 +44,8 @@ enum Source {
         left: usize,
         /// Per source column the plan reads: its reader in the row group.
         columns: Vec<(usize, Option<ColumnReader>)>,
+        /// Per column of the file: whether it holds unsigned integers.
+        unsigned: Vec<bool>,
     },
 }
 
@@ -60,10 +62,28 @@ pub struct EncodedChunks {
 }
 
 /// A cell of one column of a chunk, as the file holds it.
+#[derive(Clone, Copy)]
 enum Cell<'a> {
     Text(&'a str),
-    Number(f64),
+    Int(i64),
+    Uint(u64),
+    F32(f32),
+    F64(f64),
     Null,
+}
+
+impl Cell<'_> {
+    /// The text the table path ([`crate::Table`]) makes of the cell.
+    fn text(self) -> String {
+        match self {
+            Cell::Text(s) => s.to_string(),
+            Cell::Int(v) => v.to_string(),
+            Cell::Uint(v) => v.to_string(),
+            Cell::F32(v) => v.to_string(),
+            Cell::F64(v) => v.to_string(),
+            Cell::Null => String::new(),
+        }
+    }
 }
 
 impl EncodedChunks {
@@ -80,6 +100,8 @@ impl EncodedChunks {
             path.extension().and_then(|e| e.to_str()),
             Some("parquet") | Some("pq")
         );
+        // Per Parquet column, the kind of values hone does not read.
+        let mut refused: Vec<Option<&'static str>> = Vec::new();
         let (source, names, total) = if parquet {
             let reader = SerializedFileReader::new(file).map_err(at(&source_name))?;
             let meta = reader.metadata().file_metadata();
@@ -96,11 +118,18 @@ impl EncodedChunks {
                 ));
             }
             let total = u64::try_from(meta.num_rows()).ok();
+            // What the table path reads as numbers or text, and what it
+            // refuses (dates, times, decimals), by the column's annotation.
+            let kinds: Vec<std::result::Result<bool, &'static str>> = (0..names.len())
+                .map(|i| column_kind(&meta.schema_descr().column(i)))
+                .collect();
+            refused = kinds.iter().map(|k| k.err()).collect();
             let src = Source::Parquet {
                 reader,
                 group: 0,
                 left: 0,
                 columns: Vec::new(),
+                unsigned: kinds.iter().map(|k| matches!(k, Ok(true))).collect(),
             };
             (src, names, total)
         } else {
@@ -143,6 +172,17 @@ impl EncodedChunks {
             });
         }
         let keys = keys.iter().map(|k| column(k)).collect::<Result<Vec<_>>>()?;
+        for c in features
+            .iter()
+            .map(|f| f.column)
+            .chain(keys.iter().copied())
+        {
+            if let (Some(Some(kind)), Some(name)) = (refused.get(c), names.get(c)) {
+                return err(format!(
+                    "{source_name}: column {name:?} holds {kind} values; hone reads numbers, text and booleans"
+                ));
+            }
+        }
         Ok(EncodedChunks {
             source,
             features,
@@ -212,6 +252,7 @@ impl EncodedChunks {
             group,
             left,
             columns,
+            unsigned,
         } = &mut self.source
         else {
             return Ok(None);
@@ -239,9 +280,11 @@ impl EncodedChunks {
         let mut read: HashMap<usize, Values> = HashMap::with_capacity(columns.len());
         for (c, r) in columns.iter_mut() {
             let Some(r) = r.as_mut() else { continue };
+            let unsigned = unsigned.get(*c).copied().unwrap_or(false);
             read.insert(
                 *c,
-                Values::read(r, n).map_err(|e| DataError::Invalid(format!("{path}: {e}")))?,
+                Values::read(r, n, unsigned)
+                    .map_err(|e| DataError::Invalid(format!("{path}: {e}")))?,
             );
         }
         let first = self.read;
@@ -260,13 +303,7 @@ impl EncodedChunks {
             .iter()
             .map(|c| {
                 let v = read.get(c).unwrap_or(&empty);
-                (0..n)
-                    .map(|r| match v.cell(r) {
-                        Cell::Text(s) => s.to_string(),
-                        Cell::Number(x) => x.to_string(),
-                        Cell::Null => String::new(),
-                    })
-                    .collect()
+                (0..n).map(|r| v.cell(r).text()).collect()
             })
             .collect();
         self.read += n;
@@ -276,28 +313,41 @@ impl EncodedChunks {
 
 /// One cell as the model's input value, with `Encoding::apply`'s errors.
 fn encode(path: &str, f: &Feature, cell: Cell<'_>, line: usize) -> Result<f32> {
+    let number = |s: &str, hint: &str| parse_number(s, path, line, &f.name, hint).map(|v| v as f32);
     Ok(match (&f.kind, cell) {
-        (Kind::Numeric(hint), Cell::Text(s)) => parse_number(s, path, line, &f.name, hint)? as f32,
-        (Kind::Numeric(_), Cell::Number(v)) => v as f32,
-        (Kind::Numeric(hint), Cell::Null) => parse_number("", path, line, &f.name, hint)? as f32,
+        (Kind::Numeric(hint), Cell::Text(s)) => number(s, hint)?,
+        (Kind::Numeric(_), Cell::Int(v)) => v as f64 as f32,
+        (Kind::Numeric(_), Cell::Uint(v)) => v as f64 as f32,
+        (Kind::Numeric(_), Cell::F32(v)) if v.is_finite() => v,
+        (Kind::Numeric(_), Cell::F64(v)) if v.is_finite() => v as f32,
+        // Not finite, or null: the table path's message for its text.
+        (Kind::Numeric(hint), c) => number(&c.text(), hint)?,
         // An unseen category is -1, as in training's encoding.
         (Kind::Categorical(m), Cell::Text(s)) => m.get(s).copied().unwrap_or(-1.0),
-        (Kind::Categorical(m), Cell::Number(v)) => m.get(&v.to_string()).copied().unwrap_or(-1.0),
-        (Kind::Categorical(m), Cell::Null) => m.get("").copied().unwrap_or(-1.0),
+        (Kind::Categorical(m), c) => m.get(&c.text()).copied().unwrap_or(-1.0),
     })
 }
 
 /// One column's values for a chunk, nulls placed by row.
 enum Values {
-    Numbers(Vec<Option<f64>>),
+    Ints(Vec<Option<i64>>),
+    Uints(Vec<Option<u64>>),
+    F32s(Vec<Option<f32>>),
+    F64s(Vec<Option<f64>>),
     Texts(Vec<Option<String>>),
     Null,
 }
 
 impl Values {
     fn cell(&self, r: usize) -> Cell<'_> {
+        fn at<T: Copy>(v: Option<&Option<T>>) -> Option<T> {
+            v.copied().flatten()
+        }
         match self {
-            Values::Numbers(v) => v.get(r).copied().flatten().map_or(Cell::Null, Cell::Number),
+            Values::Ints(v) => at(v.get(r)).map_or(Cell::Null, Cell::Int),
+            Values::Uints(v) => at(v.get(r)).map_or(Cell::Null, Cell::Uint),
+            Values::F32s(v) => at(v.get(r)).map_or(Cell::Null, Cell::F32),
+            Values::F64s(v) => at(v.get(r)).map_or(Cell::Null, Cell::F64),
             Values::Texts(v) => v
                 .get(r)
                 .and_then(Option::as_deref)
@@ -306,29 +356,38 @@ impl Values {
         }
     }
 
-    fn read(r: &mut ColumnReader, n: usize) -> std::result::Result<Values, String> {
-        macro_rules! numbers {
-            ($r:expr, $conv:expr) => {{
+    /// `n` rows of one column; `unsigned` for UINT columns.
+    fn read(r: &mut ColumnReader, n: usize, unsigned: bool) -> std::result::Result<Values, String> {
+        macro_rules! column {
+            ($r:expr, $variant:ident, $conv:expr) => {{
                 let mut vals = Vec::with_capacity(n);
                 let mut defs = Vec::with_capacity(n);
-                let (_, _, levels) = $r
+                let (records, _, levels) = $r
                     .read_records(n, Some(&mut defs), None, &mut vals)
                     .map_err(|e| e.to_string())?;
-                Values::Numbers(place(vals.into_iter().map($conv), &defs, levels, n))
+                if records != n {
+                    return Err(format!("a column chunk ended after {records} of {n} rows"));
+                }
+                Values::$variant(place(vals.into_iter().map($conv), &defs, levels, n))
             }};
         }
         Ok(match r {
-            ColumnReader::BoolColumnReader(r) => numbers!(r, |v: bool| f64::from(u8::from(v))),
-            ColumnReader::Int32ColumnReader(r) => numbers!(r, f64::from),
-            ColumnReader::Int64ColumnReader(r) => numbers!(r, |v: i64| v as f64),
-            ColumnReader::FloatColumnReader(r) => numbers!(r, f64::from),
-            ColumnReader::DoubleColumnReader(r) => numbers!(r, |v: f64| v),
+            ColumnReader::BoolColumnReader(r) => column!(r, Ints, |v: bool| i64::from(v)),
+            ColumnReader::Int32ColumnReader(r) if unsigned => column!(r, Uints, |v: i32| u64::from(v as u32)),
+            ColumnReader::Int32ColumnReader(r) => column!(r, Ints, i64::from),
+            ColumnReader::Int64ColumnReader(r) if unsigned => column!(r, Uints, |v: i64| v as u64),
+            ColumnReader::Int64ColumnReader(r) => column!(r, Ints, |v: i64| v),
+            ColumnReader::FloatColumnReader(r) => column!(r, F32s, |v: f32| v),
+            ColumnReader::DoubleColumnReader(r) => column!(r, F64s, |v: f64| v),
             ColumnReader::ByteArrayColumnReader(r) => {
                 let mut vals = Vec::with_capacity(n);
                 let mut defs = Vec::with_capacity(n);
-                let (_, _, levels) = r
+                let (records, _, levels) = r
                     .read_records(n, Some(&mut defs), None, &mut vals)
                     .map_err(|e| e.to_string())?;
+                if records != n {
+                    return Err(format!("a column chunk ended after {records} of {n} rows"));
+                }
                 let texts = vals
                     .iter()
                     .map(|b| b.as_utf8().map(str::to_string).map_err(|_| "a column holds binary values; hone reads numbers, text and booleans".to_string()))
@@ -337,6 +396,32 @@ impl Values {
             }
             _ => return Err("a column holds date/time, decimal or fixed-length values; hone reads numbers, text and booleans".into()),
         })
+    }
+}
+
+/// Whether a Parquet column holds unsigned integers, or the kind of values
+/// the table path refuses (as [`crate::table`] reads them through the row
+/// API: dates, times and decimals are refused).
+fn column_kind(
+    c: &parquet::schema::types::ColumnDescriptor,
+) -> std::result::Result<bool, &'static str> {
+    use parquet::basic::{ConvertedType as C, LogicalType as L};
+    match c.logical_type_ref() {
+        Some(L::Date | L::Time(_) | L::Timestamp(_)) => return Err("date/time"),
+        Some(L::Decimal(_)) => return Err("decimal"),
+        Some(L::Integer(int)) => return Ok(!int.is_signed),
+        _ => {}
+    }
+    match c.converted_type() {
+        C::DATE
+        | C::TIME_MILLIS
+        | C::TIME_MICROS
+        | C::TIMESTAMP_MILLIS
+        | C::TIMESTAMP_MICROS
+        | C::INTERVAL => Err("date/time"),
+        C::DECIMAL => Err("decimal"),
+        C::UINT_8 | C::UINT_16 | C::UINT_32 | C::UINT_64 => Ok(true),
+        _ => Ok(false),
     }
 }
 

@@ -140,10 +140,15 @@ impl Post {
                         self.output
                     )));
                 };
+                // Two classes: class 1 from P >= 0.5, as `hone eval` counts.
+                let class = |r: &[f32]| match r {
+                    [_, p1] => usize::from(*p1 >= 0.5),
+                    _ => metrics::argmax(r).min(k - 1),
+                };
                 let mut cols = vec![Column::Text(
                     probs
                         .chunks(k)
-                        .map(|r| self.labels[metrics::argmax(r).min(k - 1)].clone())
+                        .map(|r| self.labels[class(r)].clone())
                         .collect(),
                 )];
                 cols.extend(
@@ -176,6 +181,16 @@ pub fn score(
         )));
     }
     let (model_path, repo_name) = resolve_model(&opts.model)?;
+    if let Some(keys) = &opts.keys
+        && let Some((_, k)) = keys
+            .iter()
+            .enumerate()
+            .find(|(i, k)| keys[..*i].contains(k))
+    {
+        return Err(PipelineError::Message(format!(
+            "--key {k:?} is given twice"
+        )));
+    }
     hone_runtime::init()?;
     let cores = hone_runtime::sizing::cores();
     let cfg = SessionConfig {
@@ -242,19 +257,24 @@ pub fn score(
         };
         (keys, chunks.total)
     };
-    let width = meta.outputs[out_index]
+    // The output's width as the model declares it; the first chunk's real
+    // width names the columns once it is known.
+    let declared = meta.outputs[out_index]
         .dims
         .get(1)
         .copied()
         .filter(|d| *d > 0)
         .map_or(1, |d| d as usize);
-    let columns: Vec<String> = key_names.iter().cloned().chain(post.names(width)).collect();
+    let mut columns: Vec<String> = key_names
+        .iter()
+        .cloned()
+        .chain(post.names(declared))
+        .collect();
     if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             PipelineError::Message(format!("cannot create {}: {e}", parent.display()))
         })?;
     }
-    let mut sink = Sink::create(&opts.output, columns.clone())?;
     let reader = {
         let (opts, meta, card, keys) =
             (opts.clone(), meta.clone(), card.clone(), key_names.clone());
@@ -263,11 +283,14 @@ pub fn score(
             .spawn(move || read(&opts, &meta, card.as_ref(), &keys, is_npy, &tx))
             .map_err(|e| PipelineError::Message(format!("cannot start a reader thread: {e}")))?
     };
-    let (wtx, wrx) = sync_channel::<Vec<Column>>(2);
-    let writer = std::thread::Builder::new()
-        .name("hone-score-write".into())
-        .spawn(move || write(&mut sink, &wrx).and_then(|()| Ok(sink.finish()?)))
-        .map_err(|e| PipelineError::Message(format!("cannot start a writer thread: {e}")))?;
+    let (wtx, wrx) = sync_channel::<(Vec<String>, Vec<Column>)>(2);
+    let writer = {
+        let (path, fallback) = (opts.output.clone(), columns.clone());
+        std::thread::Builder::new()
+            .name("hone-score-write".into())
+            .spawn(move || write(&path, fallback, &wrx))
+            .map_err(|e| PipelineError::Message(format!("cannot start a writer thread: {e}")))?
+    };
     let mut rows = 0u64;
     let run = (|| -> Result<()> {
         for chunk in rx.iter() {
@@ -277,8 +300,11 @@ pub fn score(
                 rows: n,
             } = chunk?;
             let (values, w) = engine.run(input, n)?;
+            if rows == 0 {
+                columns = key_names.iter().cloned().chain(post.names(w)).collect();
+            }
             keys.extend(post.columns(values, w)?);
-            if wtx.send(keys).is_err() {
+            if wtx.send((columns.clone(), keys)).is_err() {
                 break; // the writer failed: its error is reported below
             }
             rows += n as u64;
@@ -291,9 +317,11 @@ pub fn score(
     let wrote = writer
         .join()
         .map_err(|_| PipelineError::Message("the writer thread panicked".into()))?;
-    let _ = reader.join();
+    let read = reader.join();
     run?;
     wrote?;
+    // A reader that died early closed its channel like one that finished.
+    read.map_err(|_| PipelineError::Message("the reader thread panicked".into()))?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(ScoreReport {
         model: model_path.display().to_string(),
@@ -447,9 +475,24 @@ fn encode(
     })
 }
 
-fn write(sink: &mut Sink, rx: &Receiver<Vec<Column>>) -> Result<()> {
-    for cols in rx.iter() {
-        sink.write(&cols)?;
+/// The writer thread: the file is created with the first chunk's column
+/// names (`fallback` when there is none).
+fn write(
+    path: &Path,
+    fallback: Vec<String>,
+    rx: &Receiver<(Vec<String>, Vec<Column>)>,
+) -> Result<()> {
+    let mut sink: Option<Sink> = None;
+    for (names, cols) in rx.iter() {
+        let s = match &mut sink {
+            Some(s) => s,
+            None => sink.insert(Sink::create(path, names)?),
+        };
+        s.write(&cols)?;
+    }
+    match sink {
+        Some(s) => s.finish()?,
+        None => Sink::create(path, fallback)?.finish()?,
     }
     Ok(())
 }
@@ -538,10 +581,12 @@ impl Remote {
             })
             .collect();
         let answers: Vec<hone_client::Result<serde_json::Value>> = self.rt.block_on(
+            // Batch scoring is not live traffic: out of the server's drift
+            // and feedback record.
             futures_util::stream::iter(
                 bodies
                     .iter()
-                    .map(|b| self.client.infer(&self.name, None, b)),
+                    .map(|b| self.client.infer_synthetic(&self.name, None, b)),
             )
             .buffered(8)
             .collect(),
@@ -562,5 +607,43 @@ impl Remote {
             out.extend(data.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(c: &[Column]) -> Vec<String> {
+        match c.first() {
+            Some(Column::Text(v)) => v.clone(),
+            _ => panic!("no label column"),
+        }
+    }
+
+    #[test]
+    fn classes_are_counted_as_eval_counts_them() {
+        let post = Post {
+            task: Some(Task::Binary),
+            labels: vec!["no".into(), "yes".into()],
+            output: "p".into(),
+        };
+        // P(class 1) of 0.5 is class 1, as metrics::binary counts it.
+        let c = post.columns(vec![0.2, 0.5, 0.9], 1).unwrap();
+        assert_eq!(labels(&c), ["no", "yes", "yes"]);
+        assert_eq!(post.names(1), ["label", "p_no", "p_yes"]);
+        // Two scores per row: softmax, then the same rule.
+        let c = post.columns(vec![1.0, 1.0, 3.0, 0.0], 2).unwrap();
+        assert_eq!(labels(&c), ["yes", "no"]);
+        let multi = Post {
+            task: Some(Task::Multiclass),
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            output: "p".into(),
+        };
+        let c = multi
+            .columns(vec![0.1, 0.7, 0.2, 0.5, 0.2, 0.3], 3)
+            .unwrap();
+        assert_eq!(labels(&c), ["b", "a"]);
+        assert!(multi.columns(vec![0.1, 0.9], 2).is_err());
     }
 }

@@ -318,7 +318,10 @@ async fn feedback_post(State(s): St, Path(p): Params, headers: HeaderMap, body: 
     let receipts = s
         .feedback
         .label(&name, &parsed)
-        .map_err(|(i, e)| Error::invalid(format!("{}{e}", at(i))))?;
+        .map_err(|(i, e)| match e.kind {
+            ErrorKind::InvalidInput => Error::invalid(format!("{}{e}", at(i))),
+            _ => e,
+        })?;
     let answer = if list {
         serde_json::to_value(receipts)
     } else {

@@ -74,7 +74,8 @@ impl Wire for V2Rest {
                 timeout_us: req.timeout_us,
                 client: None,
             },
-            id: req.id.clone(),
+            // An empty id is none, as on gRPC.
+            id: req.id.clone().filter(|id| !id.is_empty()),
             fresh_bytes,
         };
         let wanted = Wanted {
@@ -105,7 +106,9 @@ impl Wire for V2Rest {
         let enc = codec::encode_response(
             &m.name,
             &m.version,
-            w.id.as_deref().or(answer.id.as_deref()),
+            w.id.as_deref()
+                .filter(|id| !id.is_empty())
+                .or(answer.id.as_deref()),
             &selected,
         );
         Ok(HttpEncoded {

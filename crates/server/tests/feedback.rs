@@ -88,6 +88,16 @@ async fn labels_join_answers_of_every_protocol_and_give_live_figures() {
     let (code, r) = post(&c, &fb, &json!({"id": header, "labels": ["yes"]})).await;
     assert_eq!((code, &r["outcome"]), (200, &json!("matched")), "{r}");
 
+    // An empty id is none: hone makes one up, as gRPC does.
+    let (code, r) = post(
+        &c,
+        &format!("{base}/versions/1/infer"),
+        &json!({"id": "", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.3, 0.7]}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert!(r["id"].as_str().is_some_and(|id| !id.is_empty()), "{r}");
+
     // gRPC without an id: the response carries the one hone kept.
     let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr.unwrap()))
         .await
@@ -319,6 +329,22 @@ async fn a_rollout_gated_on_live_accuracy_rolls_back_a_wrong_version() {
     assert_eq!(r.status(), 200);
     let stop = Arc::new(AtomicBool::new(false));
     let clients = labelling_clients(base.clone(), stop.clone());
+
+    // Gates that could never be judged are refused up front.
+    for (policy, says) in [
+        (
+            json!({"to": 2, "from": 1, "steps": [50, 100], "max_live_mae": 0.1}),
+            "max_live_mae gates a regression",
+        ),
+        (
+            json!({"to": 2, "from": 1, "steps": [50, 100], "min_live_accuracy": 0.9, "min_labels": 1_000_000}),
+            "--feedback-window",
+        ),
+    ] {
+        let (code, r) = post(&c, &format!("{base}/rollout"), &policy).await;
+        assert_eq!(code, 400, "{policy}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(says), "{policy}: {r}");
+    }
 
     // Version 2 answers every row wrong: its live accuracy is 0.
     let st = rollout(&c, &base, 2, 1).await;

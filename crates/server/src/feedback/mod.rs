@@ -118,6 +118,11 @@ impl Feedback {
         self.record_rows > 0
     }
 
+    /// Labelled rows per version the live figures cover.
+    pub fn window_rows(&self) -> usize {
+        self.window_rows
+    }
+
     /// Whether answers of `name` were ever recorded.
     pub(crate) fn knows(&self, name: &str) -> bool {
         self.model(name).is_some()
@@ -326,8 +331,12 @@ impl Feedback {
     /// Feedback posts by outcome, live figures and the card's figures per
     /// version, in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
-        let Ok(all) = self.models.read() else { return };
-        let mut names: Vec<&String> = all.keys().collect();
+        // The names only: view() takes the lock again, and a writer waiting
+        // between two reads of one thread would block both.
+        let mut names: Vec<String> = match self.models.read() {
+            Ok(all) => all.keys().cloned().collect(),
+            Err(_) => return,
+        };
         names.sort();
         let esc = crate::metrics::escape;
         let _ = writeln!(

@@ -167,6 +167,13 @@ impl Record {
         let key = self.ids.hash_one(id);
         if let Some(old) = self.entries.remove(&key) {
             self.rows -= old.rows();
+            // A reused id leaves a stale place in the order; a client that
+            // reuses one id forever must not grow it forever.
+            if self.order.len() > 2 * self.entries.len() + 64 {
+                let entries = &self.entries;
+                self.order
+                    .retain(|(seq, k)| entries.get(k).is_some_and(|e| e.seq == *seq));
+            }
         }
         while self.rows + rows > self.capacity {
             let Some((seq, old)) = self.order.pop_front() else {

@@ -21,6 +21,43 @@ pub mod status;
 use status::now;
 pub use status::{Policy, Status, Step, StepProgress};
 
+/// A live gate must be one that can be judged: feedback on, a card on the
+/// new version whose task fits the figure, and a label count the live
+/// window can hold.
+fn check_live_gate(state: &Control, p: &Policy, target: &crate::model::LoadedModel) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid(format!("rollout policy: {m}")));
+    if !state.feedback.enabled() {
+        return bad("a live gate needs feedback, which is off (--feedback-rows 0)".into());
+    }
+    let Some(truth) = &target.truth else {
+        return bad(format!(
+            "version {} has no model card, so its answers cannot be labelled for a live gate",
+            p.to
+        ));
+    };
+    let regression = truth.task == hone_data::Task::Regression;
+    if p.min_live_accuracy.is_some() && regression {
+        return bad(
+            "min_live_accuracy gates a classifier; this model is a regression (use max_live_mae)"
+                .into(),
+        );
+    }
+    if p.max_live_mae.is_some() && !regression {
+        return bad(
+            "max_live_mae gates a regression; this model is a classifier (use min_live_accuracy)"
+                .into(),
+        );
+    }
+    let window = state.feedback.window_rows() as u64;
+    if p.min_labels > window {
+        return bad(format!(
+            "min_labels {} is more than the {window} labelled rows the server keeps per version (--feedback-window)",
+            p.min_labels
+        ));
+    }
+    Ok(())
+}
+
 /// Starts a rollout of `model` under `policy`; refused while one runs.
 pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status> {
     policy.check()?;
@@ -28,11 +65,14 @@ pub fn start(state: &Arc<Control>, model: &str, policy: Policy) -> Result<Status
     if ready.is_empty() {
         state.repo.models().get(model, None)?;
     }
-    if !ready.contains_key(&policy.to) {
+    let Some(target) = ready.get(&policy.to) else {
         return Err(Error::invalid(format!(
             "model '{model}' has no ready version {}",
             policy.to
         )));
+    };
+    if policy.live_gate() {
+        check_live_gate(state, &policy, target)?;
     }
     let from = match policy.from {
         Some(f) if ready.contains_key(&f) && f != policy.to => f,
@@ -171,6 +211,9 @@ async fn drive(
     let mut stable_p99: Option<f64> = None;
     let began = now();
     let to = p.to.to_string();
+    // Scoring the labelled rows (an AUC sort over up to the window) holds
+    // the feedback lock inference records under: once a second is enough.
+    let mut live_cache: Option<(Instant, Option<crate::feedback::Figures>)> = None;
     for (i, &percent) in p.steps.iter().enumerate() {
         let last = i + 1 == p.steps.len();
         if status.lock().map_or(true, |s| s.state != "running") {
@@ -236,10 +279,14 @@ async fn drive(
             let class = div.as_ref().and_then(|d| d.class_mismatch_ratio());
             let mad = div.as_ref().and_then(|d| d.mean_abs_diff());
             set(&|s| s.current = Some(progress(nn)));
-            let live = p
-                .live_gate()
-                .then(|| state.feedback.figures(&model, &to, began))
-                .flatten();
+            if p.live_gate()
+                && live_cache
+                    .as_ref()
+                    .is_none_or(|(t, _)| t.elapsed() >= Duration::from_secs(1))
+            {
+                live_cache = Some((Instant::now(), state.feedback.figures(&model, &to, began)));
+            }
+            let live = live_cache.as_ref().and_then(|(_, f)| f.clone());
             let labels = live.as_ref().map_or(0, |f| f.labels);
             let report = live.as_ref().and_then(|f| f.live.as_ref());
             let (acc, mae) = (report.and_then(|r| r.accuracy), report.and_then(|r| r.mae));
@@ -290,6 +337,15 @@ async fn drive(
                 {
                     breach = Some(format!(
                         "live MAE {m:.4} on {labels} labelled predictions (gate {lim})"
+                    ));
+                } else if labelled
+                    && ((p.min_live_accuracy.is_some() && acc.is_none())
+                        || (p.max_live_mae.is_some() && mae.is_none()))
+                {
+                    let why = live.as_ref().and_then(|f| f.error.clone());
+                    breach = Some(format!(
+                        "the live gate's figure cannot be computed on {labels} labels{}",
+                        why.map(|w| format!(": {w}")).unwrap_or_default()
                     ));
                 }
             }
