@@ -10,6 +10,7 @@ use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFile
 mod common;
 mod models_cmd;
 mod models_status;
+mod optimize_cmd;
 mod package_cmd;
 mod perf_cmds;
 mod pipeline_cmds;
@@ -65,7 +66,7 @@ enum Command {
     /// `hone ship` on the embedded breast-cancer data, left serving.
     Demo(pipeline_cmds::DemoArgs),
     /// Compress a model (int8, pruning, graph optimization) within an accuracy budget.
-    Optimize(pipeline_cmds::OptimizeArgs),
+    Optimize(optimize_cmd::OptimizeArgs),
     /// Load any KServe V2 server (hone, Triton, ...) and report throughput,
     /// latency and the server's own queue/compute/batch split.
     Bench(perf_cmds::BenchArgs),
@@ -399,7 +400,7 @@ fn main() -> ExitCode {
         Command::Score(args) => score_cmd::run(args),
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
-        Command::Optimize(args) => pipeline_cmds::optimize(args),
+        Command::Optimize(args) => optimize_cmd::optimize(args),
         Command::Bench(args) => perf_cmds::bench(args),
         Command::Tune(args) => perf_cmds::tune(args),
         Command::Package(args) => package_cmd::package(args),

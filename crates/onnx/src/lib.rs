@@ -2,11 +2,12 @@
 //! published schema), reading and writing model files, and a small builder
 //! for the graphs hone writes itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use prost::Message;
 
 mod builder;
+pub mod external;
 
 pub use builder::{
     Attr, Dim, GraphBuilder, IR_VERSION, OPSET, attribute as builder_attribute, value_info,
@@ -71,16 +72,74 @@ pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
     Ok(model)
 }
 
-/// Reads a model file.
+/// Reads a model file, with the bytes of tensors kept in external files
+/// beside it ([`external::inline`]).
 pub fn load(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
     })?;
-    decode(&bytes).map_err(|e| OnnxError::File {
+    let in_file = |e| OnnxError::File {
         path: path.to_path_buf(),
         source: Box::new(e),
+    };
+    let mut model = decode(&bytes).map_err(in_file)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    external::inline(&mut model, dir).map_err(in_file)?;
+    Ok(model)
+}
+
+/// A model file's bytes, self-contained: as they are, or re-serialized with
+/// the external data read in (for what takes a model from memory, as ONNX
+/// Runtime from bytes does).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = decode(&bytes).map_err(|e| OnnxError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    if !external::has_external(&model) {
+        return Ok(bytes);
+    }
+    drop(model);
+    Ok(encode(&load(path)?))
+}
+
+/// Writes a model file; with `external` (or when it would pass protobuf's
+/// limit), tensors of 1 KiB or more go to `FILE.data` beside it.
+pub fn save_maybe_external(
+    model: &ModelProto,
+    path: &Path,
+    external: bool,
+) -> Result<Vec<PathBuf>> {
+    let bytes = encode(model);
+    if !external && bytes.len() < external::PROTOBUF_LIMIT {
+        save_bytes(&bytes, path)?;
+        return Ok(vec![path.to_path_buf()]);
+    }
+    drop(bytes);
+    let name = path
+        .file_name()
+        .map(|n| format!("{}.data", n.to_string_lossy()))
+        .unwrap_or_else(|| "model.onnx.data".into());
+    let mut m = model.clone();
+    let data = external::externalize(&mut m, &name, 1024);
+    let data_path = path.with_file_name(&name);
+    save_bytes(&data, &data_path)?;
+    save_bytes(&encode(&m), path)?;
+    Ok(vec![path.to_path_buf(), data_path])
+}
+
+fn save_bytes(bytes: &[u8], path: &Path) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| OnnxError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -57,9 +57,7 @@ fn column(values: &[f32], width: usize, j: usize) -> Vec<f64> {
 
 pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     hone_runtime::init()?;
-    let bytes = std::fs::read(&opts.model).map_err(|e| {
-        PipelineError::Message(format!("cannot read {}: {e}", opts.model.display()))
-    })?;
+    let bytes = hone_onnx::read_bytes(&opts.model)?;
     let mut backend = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
     let card = crate::read_card(&opts.model)?;

@@ -93,6 +93,9 @@ pub struct OptimizeOptions {
     /// Also write every candidate that built to DIR/<name>.onnx, for
     /// inspecting the ones that were not chosen.
     pub keep_candidates: Option<PathBuf>,
+    /// Write the chosen model's tensors to `OUTPUT.data` beside it (always
+    /// when the model would pass protobuf's 2 GB limit).
+    pub external_data: bool,
     /// The model, its card and EVAL already in memory (`hone ship`): read
     /// from here instead of `model`/`data` (which then only name them in
     /// the report), and nothing is written; the candidates' bytes are in

@@ -24,7 +24,30 @@ pub(crate) fn write_outputs(
     let (json_path, html_path) = report_paths(&opts.output);
     let mut written = Vec::new();
     if let Some(c) = chosen {
-        write_atomic(&opts.output, &c.bytes)?;
+        // With external data: the model and `NAME.data` beside it.
+        let external = (opts.external_data || c.bytes.len() >= hone_onnx::external::PROTOBUF_LIMIT)
+            .then(|| -> Result<(Vec<u8>, String, Vec<u8>)> {
+                let mut m = hone_onnx::decode(&c.bytes)?;
+                let name = |p: &std::path::Path| {
+                    format!(
+                        "{}.data",
+                        p.file_name()
+                            .map_or("model.onnx".into(), |n| n.to_string_lossy())
+                    )
+                };
+                let data = hone_onnx::external::externalize(&mut m, &name(&opts.output), 1024);
+                Ok((hone_onnx::encode(&m), name(&opts.output), data))
+            })
+            .transpose()?;
+        match &external {
+            Some((model, data_name, data)) => {
+                let data_path = opts.output.with_file_name(data_name);
+                write_atomic(&data_path, data)?;
+                write_atomic(&opts.output, model)?;
+                written.push(data_path.display().to_string());
+            }
+            None => write_atomic(&opts.output, &c.bytes)?,
+        }
         written.push(opts.output.display().to_string());
         if let Some(card) = card {
             // The chosen model answers the same questions; its card travels with it.
@@ -42,11 +65,26 @@ pub(crate) fn write_outputs(
                     .to_string()
             });
             let card_bytes = card.map(serde_json::to_vec_pretty).transpose()?;
+            // In a repository the data file is named for model.onnx.
+            let repo_external = external
+                .as_ref()
+                .map(|_| -> Result<(Vec<u8>, Vec<u8>)> {
+                    let mut m = hone_onnx::decode(&c.bytes)?;
+                    let data = hone_onnx::external::externalize(&mut m, "model.onnx.data", 1024);
+                    Ok((hone_onnx::encode(&m), data))
+                })
+                .transpose()?;
             let mut files: Vec<(&str, &[u8])> = vec![
-                ("model.onnx", &c.bytes),
+                (
+                    "model.onnx",
+                    repo_external.as_ref().map_or(&c.bytes[..], |(m, _)| &m[..]),
+                ),
                 ("report.json", &json),
                 ("report.html", html.as_bytes()),
             ];
+            if let Some((_, data)) = &repo_external {
+                files.push(("model.onnx.data", data));
+            }
             if let Some(cb) = &card_bytes {
                 files.push(("model.card.json", cb));
             }

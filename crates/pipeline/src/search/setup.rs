@@ -36,7 +36,8 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
     hone_runtime::init()?;
     let fp32_bytes = match &opts.in_memory {
         Some(m) => m.model.clone(),
-        None => std::fs::read(&opts.model)?,
+        // External data read in: the search works on the model in memory.
+        None => hone_onnx::read_bytes(&opts.model)?,
     };
     let cfg = SessionConfig {
         intra_op_threads: opts.threads,

@@ -46,6 +46,7 @@ pub(super) fn optimize_stage(
         prune_ratio: 0.5,
         latency_data: None,
         keep_candidates: None,
+        external_data: false,
         in_memory: Some(opt::InMemory {
             model: onnx.to_vec(),
             card: Some(card.clone()),
