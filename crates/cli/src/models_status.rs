@@ -47,6 +47,16 @@ pub async fn gather(c: &Client, name: &str, window: Duration) -> Result<Value, S
     let after = dashboard().await;
     let traffic = get(format!("/v2/models/{name}/traffic")).await.ok();
     let rollout = get(format!("/v2/models/{name}/rollout")).await.ok();
+    // Live figures from ground-truth labels (a read route).
+    let feedback = get(format!("/v2/models/{name}/feedback")).await.ok();
+    let live = |v: &str| -> Value {
+        feedback
+            .as_ref()
+            .and_then(|f| f["versions"].as_array())
+            .and_then(|vs| vs.iter().find(|x| x["version"] == v))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
 
     let row = |d: &Option<Value>, v: &str| -> Option<Value> {
         d.as_ref()?["versions"]
@@ -88,6 +98,7 @@ pub async fn gather(c: &Client, name: &str, window: Duration) -> Result<Value, S
             "queue_mean_ms": queue,
             "pending": a["pending"],
             "drift": drift_summary(&a["drift"]),
+            "live": live(&v),
         }));
     }
     Ok(json!({
@@ -148,6 +159,27 @@ pub(crate) fn shadow_line(sh: &Value) -> String {
 }
 
 /// The table people read.
+/// "live: accuracy 0.974 (card 0.945) on 114 labels", or nothing before
+/// the first label.
+fn live_line(l: &Value) -> String {
+    let Some(n) = l["labels"].as_u64().filter(|n| *n > 0) else {
+        return String::new();
+    };
+    let figure = ["accuracy", "r2", "mae"]
+        .iter()
+        .find_map(|k| Some((*k, l["live"][k].as_f64()?)));
+    match figure {
+        Some((k, x)) => {
+            let card = l["card"][k]
+                .as_f64()
+                .map(|c| format!(" (card {c:.3})"))
+                .unwrap_or_default();
+            format!("         live: {k} {x:.3}{card} on {n} labels\n")
+        }
+        None => format!("         live: {n} labels\n"),
+    }
+}
+
 pub fn render(v: &Value, now_unix: f64) -> String {
     let mut out = format!(
         "model {} (rate over {} s)\n{:<8} {:<12} {:>8} {:>8} {:>8} {:>9} {:>8}  {:<20} {}\n",
@@ -201,6 +233,7 @@ pub fn render(v: &Value, now_unix: f64) -> String {
         if let Some(why) = r["reason"].as_str().filter(|w| !w.is_empty()) {
             out += &format!("         {why}\n");
         }
+        out += &live_line(&r["live"]);
     }
     if let Some(t) = v["traffic"].as_object() {
         let shares: Vec<String> = t
@@ -257,4 +290,23 @@ pub fn render(v: &Value, now_unix: f64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_gives_the_figure_beside_the_card() {
+        let l = json!({"version": "1", "labels": 114, "live": {"accuracy": 0.9736, "auc": 0.99},
+                       "card": {"accuracy": 0.945}});
+        assert_eq!(
+            live_line(&l),
+            "         live: accuracy 0.974 (card 0.945) on 114 labels\n"
+        );
+        let r = json!({"labels": 20, "live": {"mae": 1.5, "r2": 0.8}, "card": {}});
+        assert_eq!(live_line(&r), "         live: r2 0.800 on 20 labels\n");
+        assert_eq!(live_line(&Value::Null), "");
+        assert_eq!(live_line(&json!({"labels": 0})), "");
+    }
 }
