@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 mod builder;
+mod error;
 pub mod external;
+
+pub use error::{OnnxError, Result};
 
 pub use builder::{
     Attr, Dim, GraphBuilder, IR_VERSION, OPSET, attribute as builder_attribute, value_info,
@@ -32,36 +35,6 @@ pub mod elem {
     pub const DOUBLE: i32 = 11;
     pub const BFLOAT16: i32 = 16;
 }
-
-/// Why a model could not be read, written or taken apart.
-#[derive(Debug, thiserror::Error)]
-pub enum OnnxError {
-    /// The bytes are not an ONNX protobuf.
-    #[error("not a valid ONNX model: {0}")]
-    Decode(#[from] prost::DecodeError),
-    #[error("not a valid ONNX model: it has no graph")]
-    NoGraph,
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A model file that is not a valid model.
-    #[error("{}: {source}", path.display())]
-    File {
-        path: std::path::PathBuf,
-        #[source]
-        source: Box<OnnxError>,
-    },
-    /// A tensor or graph hone cannot read as asked (wrong type, external
-    /// data, a size that does not match its dims).
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-pub type Result<T> = std::result::Result<T, OnnxError>;
 
 /// Parses a model from its serialized bytes.
 pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
