@@ -15,6 +15,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::encode::{FeatureKind, categorical_hint, parse_number};
 use crate::error::at;
+use crate::stream::open_csv;
 use crate::{DataError, Encoding, Result, err};
 
 /// One chunk: `rows` rows of the features (row-major) and the key columns.
@@ -133,18 +134,7 @@ impl EncodedChunks {
             };
             (src, names, total)
         } else {
-            let mut r = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .trim(csv::Trim::All)
-                .from_reader(BufReader::with_capacity(1 << 20, file));
-            let names: Vec<String> = r
-                .headers()
-                .map_err(at(format_args!(
-                    "{source_name}: cannot read the header row"
-                )))?
-                .iter()
-                .map(str::to_string)
-                .collect();
+            let (r, names) = open_csv(file, &source_name)?;
             (Source::Csv(r, csv::ByteRecord::new()), names, None)
         };
         let column = |name: &str| {

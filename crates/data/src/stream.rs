@@ -31,6 +31,27 @@ enum Source {
     Parquet(RowIter<'static>),
 }
 
+/// A CSV file's reader past its header (trimmed cells, a 1 MiB buffer)
+/// and the header's names.
+pub(crate) fn open_csv(
+    file: File,
+    source_name: &str,
+) -> Result<(csv::Reader<BufReader<File>>, Vec<String>)> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(BufReader::with_capacity(1 << 20, file));
+    let names: Vec<String> = r
+        .headers()
+        .map_err(at(format_args!(
+            "{source_name}: cannot read the header row"
+        )))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    Ok((r, names))
+}
+
 /// A CSV or Parquet file read `rows` at a time.
 pub struct Chunks {
     source: Source,
@@ -60,18 +81,7 @@ impl Chunks {
             let total = u64::try_from(meta.num_rows()).ok();
             (Source::Parquet(reader.into_iter()), names, total)
         } else {
-            let mut r = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .trim(csv::Trim::All)
-                .from_reader(BufReader::with_capacity(1 << 20, file));
-            let names: Vec<String> = r
-                .headers()
-                .map_err(at(format_args!(
-                    "{source_name}: cannot read the header row"
-                )))?
-                .iter()
-                .map(str::to_string)
-                .collect();
+            let (r, names) = open_csv(file, &source_name)?;
             (Source::Csv(r, csv::StringRecord::new()), names, None)
         };
         if names.is_empty() || names.iter().any(String::is_empty) {
