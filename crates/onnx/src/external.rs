@@ -50,17 +50,21 @@ fn is_external(t: &TensorProto) -> bool {
     t.data_location == DataLocation::External as i32
 }
 
+/// Whether any tensor of `g` (its subgraphs included) keeps its bytes in
+/// an external file.
+fn any_external(g: &GraphProto) -> bool {
+    g.initializer.iter().any(is_external)
+        || g.node.iter().flat_map(|n| &n.attribute).any(|a| {
+            a.t.as_ref().is_some_and(is_external)
+                || a.tensors.iter().any(is_external)
+                || a.g.as_ref().is_some_and(any_external)
+                || a.graphs.iter().any(any_external)
+        })
+}
+
 /// Whether any tensor keeps its bytes in an external file.
 pub fn has_external(model: &ModelProto) -> bool {
-    let mut m = model.clone();
-    let mut found = false;
-    if let Some(g) = m.graph.as_mut() {
-        let _ = tensors_mut(g, &mut |t| {
-            found |= is_external(t);
-            Ok(())
-        });
-    }
-    found
+    model.graph.as_ref().is_some_and(any_external)
 }
 
 /// The file a `location` names, inside `dir` (the model's directory).

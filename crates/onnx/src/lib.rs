@@ -2,7 +2,7 @@
 //! published schema), reading and writing model files, and a small builder
 //! for the graphs hone writes itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 
@@ -72,48 +72,18 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let model = decode(&bytes).map_err(|e| OnnxError::File {
+    let in_file = |e| OnnxError::File {
         path: path.to_path_buf(),
         source: Box::new(e),
-    })?;
+    };
+    let mut model = decode(&bytes).map_err(in_file)?;
     if !external::has_external(&model) {
         return Ok(bytes);
     }
-    drop(model);
-    Ok(encode(&load(path)?))
-}
-
-/// Writes a model file; with `external` (or when it would pass protobuf's
-/// limit), tensors of 1 KiB or more go to `FILE.data` beside it.
-pub fn save_maybe_external(
-    model: &ModelProto,
-    path: &Path,
-    external: bool,
-) -> Result<Vec<PathBuf>> {
-    let bytes = encode(model);
-    if !external && bytes.len() < external::PROTOBUF_LIMIT {
-        save_bytes(&bytes, path)?;
-        return Ok(vec![path.to_path_buf()]);
-    }
     drop(bytes);
-    let name = path
-        .file_name()
-        .map(|n| format!("{}.data", n.to_string_lossy()))
-        .unwrap_or_else(|| "model.onnx.data".into());
-    let mut m = model.clone();
-    let data = external::externalize(&mut m, &name, 1024);
-    let data_path = path.with_file_name(&name);
-    save_bytes(&data, &data_path)?;
-    save_bytes(&encode(&m), path)?;
-    Ok(vec![path.to_path_buf(), data_path])
-}
-
-fn save_bytes(bytes: &[u8], path: &Path) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| OnnxError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    })
+    let dir = path.parent().unwrap_or(Path::new("."));
+    external::inline(&mut model, dir).map_err(in_file)?;
+    Ok(encode(&model))
 }
 
 /// Serializes a model.

@@ -160,16 +160,18 @@ impl Feedback {
             return;
         };
         let rows = t.batch();
-        // FP32 outputs (the usual case) are read as they are packed.
-        let values: Vec<f32> = match (&t.data, t.dtype) {
-            (TensorData::Raw(b), DataType::F32) => read_all::<f32>(b).collect(),
+        // FP32 outputs (the usual case) are read as they are packed, with no
+        // allocation for a one-row answer of up to four values.
+        let values = match (&t.data, t.dtype) {
+            (TensorData::Raw(b), DataType::F32) => Values::collect(b.len() / 4, read_all::<f32>(b)),
             _ => match t.to_f64s() {
-                Some(v) => v.into_iter().map(|v| v as f32).collect(),
+                Some(v) => Values::collect(v.len(), v.into_iter().map(|v| v as f32)),
                 None => return,
             },
         };
-        let width = values.len().checked_div(rows).unwrap_or(0);
-        if width == 0 || width * rows != values.len() {
+        let n = values.as_slice().len();
+        let width = n.checked_div(rows).unwrap_or(0);
+        if width == 0 || width * rows != n {
             return;
         }
         let at_unix = now_unix();
@@ -179,7 +181,7 @@ impl Feedback {
         {
             let entry = Entry {
                 version,
-                values: Values::new(&values),
+                values,
                 width,
                 at_unix,
                 labelled: false,

@@ -18,15 +18,14 @@ pub(super) enum Values {
 }
 
 impl Values {
-    pub fn new(v: &[f32]) -> Values {
-        match v {
-            [..] if v.len() <= 4 => {
-                let mut a = [0.0; 4];
-                a.iter_mut().zip(v).for_each(|(x, y)| *x = *y);
-                Values::Inline(a, v.len() as u8)
-            }
-            _ => Values::Heap(v.into()),
+    /// The `n` values of `it`, inline when there are four or fewer.
+    pub fn collect(n: usize, it: impl Iterator<Item = f32>) -> Values {
+        if n > 4 {
+            return Values::Heap(it.collect());
         }
+        let mut a = [0.0; 4];
+        a.iter_mut().zip(it).for_each(|(x, y)| *x = y);
+        Values::Inline(a, n as u8)
     }
 
     pub fn as_slice(&self) -> &[f32] {
@@ -226,7 +225,7 @@ mod tests {
     fn entry(rows: usize) -> Entry {
         Entry {
             version: 0,
-            values: Values::new(&vec![0.5; rows]),
+            values: Values::collect(rows, std::iter::repeat_n(0.5, rows)),
             width: 1,
             at_unix: 0.0,
             labelled: false,
