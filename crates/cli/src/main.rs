@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hone_server::{HttpLimits, Keys, ModelControl, Server, ServerOptions, TlsFiles};
 
 mod common;
+mod import_cmd;
 mod models_cmd;
 mod models_status;
 mod optimize_cmd;
@@ -61,6 +62,9 @@ enum Command {
     /// Predictions for every row of a CSV, Parquet or .npy file, streamed to
     /// CSV or Parquet (in process, or through a running server).
     Score(score_cmd::ScoreArgs),
+    /// A Keras, scikit-learn, XGBoost, LightGBM, CatBoost or PyTorch model
+    /// converted to ONNX and checked against its own framework.
+    Import(import_cmd::ImportArgs),
     /// CSV → train → validate → package → serve → smoke test, every stage timed.
     Ship(pipeline_cmds::ShipArgs),
     /// `hone ship` on the embedded breast-cancer data, left serving.
@@ -398,6 +402,7 @@ fn main() -> ExitCode {
         Command::Train(args) => pipeline_cmds::train(args),
         Command::Eval(args) => pipeline_cmds::eval(args),
         Command::Score(args) => score_cmd::run(args),
+        Command::Import(args) => import_cmd::run(args),
         Command::Ship(args) => pipeline_cmds::ship(args),
         Command::Demo(args) => pipeline_cmds::demo(args),
         Command::Optimize(args) => optimize_cmd::optimize(args),

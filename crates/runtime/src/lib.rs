@@ -8,4 +8,4 @@ pub mod memory;
 pub mod sizing;
 
 pub use backend::{GraphOptimization, OrtBackend, SessionConfig};
-pub use library::{ORT_VERSION, init, library_path};
+pub use library::{ORT_VERSION, cache_dir, init, library_path};

@@ -119,7 +119,7 @@ pub(crate) fn environment() -> Result<(&'static PathBuf, &'static ort::environme
 
 /// The cache root. No world-writable fallback (such as /tmp) when HOME is
 /// unset: another user could plant a library there.
-fn cache_dir() -> Result<PathBuf> {
+pub fn cache_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("HONE_CACHE_DIR") {
         return Ok(PathBuf::from(d));
     }

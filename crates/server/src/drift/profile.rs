@@ -135,6 +135,11 @@ pub fn load(model: &Path) -> Result<Option<Profile>, SetupError> {
         };
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| SetupError::Invalid(format!("{}: not JSON: {e}", p.display())))?;
+        // An imported model's card has a reference only when the import
+        // was given sample rows: without one, drift is simply off.
+        if ext == "card.json" && v.get(inputs_key).is_none() {
+            continue;
+        }
         let inputs = v.get(inputs_key).and_then(list).ok_or_else(|| {
             SetupError::Invalid(format!(
                 "{}: `{inputs_key}` is not a list of histograms",

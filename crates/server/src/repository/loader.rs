@@ -132,6 +132,41 @@ fn read_config(name: &str, dir: &Path) -> Result<ModelConfig> {
     Ok(c)
 }
 
+/// A model file of another framework in a version directory: (its name,
+/// the framework), for an error that points at `hone import`.
+fn foreign_model(dir: &Path) -> Option<(String, &'static str)> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|(n, p)| {
+        let ext = n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        let framework = match ext.as_deref() {
+            _ if p.join("saved_model.pb").is_file() => "TensorFlow SavedModel",
+            Some("keras" | "h5" | "hdf5") => "Keras",
+            Some("skops" | "joblib" | "pkl" | "pickle") => "scikit-learn",
+            Some("ubj") => "XGBoost",
+            Some("json") if n.contains("xgb") || n == "model.json" => "XGBoost",
+            Some("cbm") => "CatBoost",
+            Some("pt" | "pth" | "pt2") => "PyTorch",
+            Some("txt") if starts_with(&p, b"tree") => "LightGBM",
+            _ => return None,
+        };
+        Some((n, framework))
+    })
+}
+
+fn starts_with(p: &Path, magic: &[u8]) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(magic.len() as u64).read_to_end(&mut head))
+        .is_ok()
+        && head == magic
+}
+
 /// Loads one version's engines and starts its scheduler.
 fn start_version(
     name: &str,
@@ -141,6 +176,12 @@ fn start_version(
     engines: &Arc<dyn EngineLoader>,
 ) -> Result<LoadedModel> {
     if !path.is_file() {
+        if let Some((file, framework)) = path.parent().and_then(foreign_model) {
+            return Err(Error::invalid(format!(
+                "{name}/{version}/{file} is a {framework} model and hone serves ONNX: convert it once with `hone import {name}/{version}/{file} -o {name}/{version}/{}` (checked against {framework} on the way)",
+                config.default_model_filename
+            )));
+        }
         return Err(Error::invalid(format!(
             "{name}/{version}/{} does not exist",
             config.default_model_filename
