@@ -181,6 +181,20 @@ fn every_format_imports_serves_and_answers_as_its_framework() {
     );
     assert_eq!(card["features"][2], "bmi");
 
+    // `hone eval` reads an imported model beside its card.
+    let o = hone(&[
+        "eval",
+        s(&repo.join("xgb_cancer/1/model.onnx")),
+        "--data",
+        s(&m.join("cancer.csv")),
+        "--target",
+        "label",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(e["report"]["accuracy"].as_f64().unwrap() > 0.95, "{e}");
+
     let server = ServeProcess::start(&repo);
     for (name, _, _, sample, target) in cases {
         let want = expected(m, name);
