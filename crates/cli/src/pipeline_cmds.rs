@@ -249,8 +249,25 @@ pub struct ServeFlags {
 
 #[derive(clap::Args)]
 pub struct ShipArgs {
-    /// Training data: CSV with a header row, or Parquet (.parquet).
-    data: PathBuf,
+    /// Training data: CSV with a header row, or Parquet (.parquet). With
+    /// --model: the labelled rows it is validated on (all of them).
+    #[arg(required_unless_present = "data_flag")]
+    data: Option<PathBuf>,
+    /// The data, as a flag (the same as the positional DATA).
+    #[arg(long = "data", value_name = "DATA", conflicts_with = "data")]
+    data_flag: Option<PathBuf>,
+    /// Ship this model instead of training one: an ONNX file, or a Keras,
+    /// scikit-learn, XGBoost, LightGBM, CatBoost or PyTorch model, which is
+    /// imported first (`hone import`, checked on DATA's rows).
+    #[arg(long = "model", value_name = "FILE")]
+    given: Option<PathBuf>,
+    /// With --model: load a joblib/pickle file (loading runs its code).
+    #[arg(long, requires = "given")]
+    trust_pickle: bool,
+    /// With --model: run the import's converter in this Python instead of
+    /// hone's managed environment.
+    #[arg(long, requires = "given")]
+    python: Option<PathBuf>,
     #[command(flatten)]
     model: ModelFlags,
     /// The Triton-style model repository the model is published to as its next version.
@@ -314,24 +331,54 @@ pub struct ShipArgs {
 }
 
 pub fn ship(args: ShipArgs) -> ExitCode {
-    let data = match std::fs::read(&args.data) {
+    let Some(data_path) = args.data.clone().or(args.data_flag.clone()) else {
+        eprintln!("hone ship: DATA (or --data) is required");
+        return ExitCode::FAILURE;
+    };
+    let data = match std::fs::read(&data_path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("hone ship: cannot read {}: {e}", args.data.display());
+            eprintln!("hone ship: cannot read {}: {e}", data_path.display());
             return ExitCode::FAILURE;
         }
     };
+    let given = match &args.given {
+        None => None,
+        Some(model) => match hone_runtime::cache_dir() {
+            Ok(cache) => Some(hone_import::ImportOptions {
+                model: model.clone(),
+                out: PathBuf::new(),
+                format: None,
+                sample: None,
+                target: Vec::new(),
+                rows: 512,
+                rtol: 1e-4,
+                atol: 1e-5,
+                trust_pickle: args.trust_pickle,
+                python: args.python.clone(),
+                cache,
+                keep_converter_thresholds: false,
+                opset: 17,
+            }),
+            Err(e) => {
+                eprintln!("hone ship: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let name = args.name.clone().unwrap_or_else(|| {
-        args.data
+        args.given
+            .as_ref()
+            .unwrap_or(&data_path)
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model")
             .to_string()
     });
     run_ship(
-        args.data.display().to_string(),
+        data_path.display().to_string(),
         data,
-        Some(args.data.clone()),
+        Some(data_path.clone()),
         &args.model,
         name,
         args.model_repository,
@@ -353,6 +400,7 @@ pub fn ship(args: ShipArgs) -> ExitCode {
         args.optimize.then_some(args.max_drop),
         args.image,
         args.canary,
+        given,
     )
 }
 
@@ -410,6 +458,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
         None,
         None,
         None,
+        None,
     )
 }
 
@@ -430,6 +479,7 @@ fn run_ship(
     optimize: Option<f64>,
     image: Option<PathBuf>,
     canary: Option<u32>,
+    given: Option<hone_import::ImportOptions>,
 ) -> ExitCode {
     let image = match image.map(image_stage).transpose() {
         Ok(i) => i,
@@ -476,6 +526,7 @@ fn run_ship(
         progress: !json,
         optimize,
         image,
+        model: given,
     };
     rt.block_on(async move {
         let shipped = sh::ship_interruptible(opts).await;

@@ -429,3 +429,122 @@ fn unknown_files_and_pytorch_without_its_python_get_clear_errors() {
         "{index}"
     );
 }
+
+#[test]
+fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
+    let Some((_, m)) = models() else { return };
+    let out = tmp("import", "ship");
+    let repo = out.join("repo");
+    let (model, data) = (m.join("churn.skops"), m.join("churn.csv"));
+    let ship = |extra: &[&str]| {
+        let mut args = vec![
+            "ship",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--target",
+            "churn",
+            "--model-repository",
+            s(&repo),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = hone(&args);
+        let r: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.success(), r)
+    };
+    // A gate the model misses: nothing reaches the repository.
+    let (ok, r) = ship(&["--min-metric", "0.99"]);
+    assert!(!ok, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("misses --min-metric 0.99"),
+        "{r}"
+    );
+    assert!(!repo.join("churn").exists());
+
+    let (ok, r) = ship(&["--min-metric", "0.8"]);
+    assert!(ok, "{r}");
+    let stages: Vec<&str> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "import",
+            "load data",
+            "validate",
+            "optimize",
+            "package",
+            "serve",
+            "smoke test"
+        ],
+        "{r}"
+    );
+    let detail = |name: &str| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        detail("import").contains("skl2onnx") && detail("import").contains("labels agree 100%"),
+        "{r}"
+    );
+    assert!(detail("smoke test").contains("served == offline"), "{r}");
+    assert!(r["value"].as_f64().unwrap() >= 0.8, "{r}");
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(repo.join("churn/1/model.card.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["format"], "hone.import-card/1");
+    assert!(
+        card["metrics"]["validation"]["accuracy"].is_number(),
+        "{card}"
+    );
+    assert_eq!(card["labels"], json!(["churn", "stay"]));
+
+    // A plain ONNX file ships too, named after its file.
+    let onnx = out.join("xgb.onnx");
+    import(&[s(&m.join("xgb_cancer.json")), "-o", s(&onnx)]);
+    std::fs::remove_file(onnx.with_extension("card.json")).unwrap();
+    let o = hone(&[
+        "ship",
+        "--model",
+        s(&onnx),
+        "--data",
+        s(&m.join("cancer.csv")),
+        "--target",
+        "label",
+        "--model-repository",
+        s(&repo),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json",
+    ]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(o.status.success(), "{r}");
+    assert_eq!(r["name"], "xgb");
+    assert!(r["value"].as_f64().unwrap() > 0.95, "{r}");
+}

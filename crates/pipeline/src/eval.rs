@@ -177,7 +177,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
     let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
     let card = crate::read_card(&opts.model)?;
-    let ds = load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+    let imported = card
+        .is_none()
+        .then(|| crate::imported::read(&opts.model))
+        .flatten();
+    let ds = match &imported {
+        Some(ic) if !opts.data.is_dir() => {
+            crate::imported::dataset(&Table::read(&opts.data)?, &opts.target, &meta, ic)?
+        }
+        _ => load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?,
+    };
     let labels = ds.labels.clone().ok_or_else(|| {
         PipelineError::Message(format!(
             "{}: no labels (a {:?} column, or labels.npy); pass --target",
@@ -185,7 +194,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
             opts.target
         ))
     })?;
-    let out_index = pick_output(&meta, opts.output.as_deref())?;
+    let wanted = opts
+        .output
+        .as_deref()
+        .or_else(|| imported.as_ref().and_then(|c| c.output()));
+    let out_index = pick_output(&meta, wanted)?;
     let out_name = meta.outputs[out_index].name.clone();
     let (values, width) = run_output(&mut backend, &ds, out_index, opts.batch_size)?;
     let hint = ds.encoding.as_ref().map(|e| e.target.task);

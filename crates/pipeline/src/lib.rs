@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod eval;
 pub mod fit;
+pub mod imported;
 pub mod profile;
 pub mod publish;
 pub mod score;
@@ -53,7 +54,7 @@ pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard
     match std::fs::read(&p) {
         // An imported model's card (`hone import`) records provenance and
         // parity, not an encoding: the model is read as a plain ONNX one.
-        Ok(b) if is_import_card(&b) => Ok(None),
+        Ok(b) if imported::is_card(&b) => Ok(None),
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             PipelineError::Message(format!("{}: not a valid model card: {e}", p.display()))
         }),
@@ -63,15 +64,6 @@ pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard
             p.display()
         ))),
     }
-}
-
-fn is_import_card(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        format: Option<String>,
-    }
-    serde_json::from_slice::<Head>(bytes)
-        .is_ok_and(|h| h.format.is_some_and(|f| f.starts_with("hone.import-card/")))
 }
 
 /// Runs serialized model `onnx` in ONNX Runtime on encoded rows (one FP32

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use hone_client::Client;
-use hone_data::Prepared;
 use hone_server::Server;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::report::{Data, Live, Run, ShipOptions, Stage, Status};
+use super::report::{Live, Run, ShipOptions, Stage, Status};
+use super::smoke::Smoke;
 use crate::{PipelineError, Result};
 
 /// The serve and smoke-test stages: start a server on the repository (or
@@ -21,8 +21,7 @@ pub(super) async fn go_live(
     run: &mut Run,
     version: u64,
     dir: &Path,
-    onnx_bytes: &[u8],
-    data: &Data,
+    smoke: &Smoke,
     canary: Option<Canary>,
 ) -> Result<Option<Server>> {
     fn failed(run: &mut Run, stage: &'static str, t: Instant, msg: String) -> PipelineError {
@@ -143,22 +142,8 @@ pub(super) async fn go_live(
         eprintln!("hone ship: smoke test ...");
     }
     let t = Instant::now();
-    if let Some(row) = (data.holdout.rows > 0).then(|| data.holdout.row(0)) {
-        run.report.example_request = Some(
-            json!({"inputs": [{"name": hone_train::export::INPUT, "shape": [1, row.len()], "datatype": "FP32", "data": row}]})
-                .to_string(),
-        );
-    }
-    match smoke_test(
-        &client,
-        &opts.name,
-        version,
-        onnx_bytes,
-        &data.holdout,
-        opts.smoke_rows,
-    )
-    .await
-    {
+    run.report.example_request = Some(smoke.example.clone());
+    match smoke.check(&client, &opts.name, version).await {
         Ok(detail) => run.report.stages.push(Stage {
             stage: "smoke test",
             seconds: t.elapsed().as_secs_f64(),
@@ -350,58 +335,4 @@ pub(super) async fn roll_back(
         }
     }
     said
-}
-
-/// Sends held-out rows to the live endpoint over V2 JSON and checks the
-/// answers equal what ONNX Runtime computes offline on the same rows.
-async fn smoke_test(
-    client: &Client,
-    name: &str,
-    version: u64,
-    onnx: &[u8],
-    holdout: &Prepared,
-    rows: usize,
-) -> Result<String> {
-    let n = rows.clamp(1, holdout.rows.max(1)).min(holdout.rows);
-    if n == 0 {
-        return Err(PipelineError::Message("no held-out rows to send".into()));
-    }
-    let sample = holdout.select(&(0..n).collect::<Vec<_>>());
-    let offline = crate::ort_predict(onnx, &sample)?;
-    let body = json!({
-        "id": "hone-ship-smoke",
-        "inputs": [{
-            "name": hone_train::export::INPUT,
-            "shape": [n, sample.cols],
-            "datatype": "FP32",
-            "data": sample.x,
-        }]
-    });
-    let v: Value = client
-        .infer_synthetic(name, Some(version), &body)
-        .await
-        .map_err(PipelineError::from)?;
-    let data = v["outputs"][0]["data"]
-        .as_array()
-        .ok_or_else(|| PipelineError::Message(format!("the answer has no outputs[0].data: {v}")))?;
-    let served: Vec<f32> = data
-        .iter()
-        .filter_map(|x| x.as_f64().map(|f| f as f32))
-        .collect();
-    if served.len() != offline.len() {
-        return Err(PipelineError::Message(format!(
-            "served {} values for {n} rows, offline {}",
-            served.len(),
-            offline.len()
-        )));
-    }
-    let diff = crate::max_rel_diff(&served, &offline);
-    if diff > 1e-6 {
-        return Err(PipelineError::Message(format!(
-            "served predictions differ from offline ones by up to {diff:e}"
-        )));
-    }
-    Ok(format!(
-        "{n} held-out rows over V2 JSON: served == offline (max |diff| {diff:.1e})"
-    ))
 }

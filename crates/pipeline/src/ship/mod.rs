@@ -6,10 +6,12 @@
 //! version in a hidden directory beside the models and renames it into
 //! place, so a failed or interrupted ship leaves the repository as it was.
 
+mod given;
 mod live;
 mod optimize_stage;
 mod package;
 mod report;
+mod smoke;
 mod stages;
 
 use std::sync::atomic::Ordering;

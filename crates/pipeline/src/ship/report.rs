@@ -54,6 +54,10 @@ pub struct ShipOptions {
     /// Build a container image of the repository (with the new version)
     /// after packaging; `None` skips the stage.
     pub image: Option<ImageStage>,
+    /// Ship this model instead of training one: an ONNX file, or any model
+    /// `hone import` takes (imported into the staging directory; the
+    /// options' `out` is ignored). The data is then all held out.
+    pub model: Option<hone_import::ImportOptions>,
 }
 
 /// What happens once the new version is in the repository.

@@ -12,10 +12,14 @@ use super::live::{go_live, roll_back};
 use super::optimize_stage::optimize_stage;
 use super::package::{config_pbtxt, publish, validate_name};
 use super::report::{Data, Run, ShipOptions};
+use super::smoke::Smoke;
 use crate::{PipelineError, Result};
 
 pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Option<Server>> {
     validate_name(&opts.name)?;
+    if let Some(given) = &opts.model {
+        return super::given::run_stages(opts, given, run).await;
+    }
     if !(0.0..1.0).contains(&opts.holdout) || opts.holdout == 0.0 {
         return Err(PipelineError::Message(
             "--holdout must be between 0 and 1".into(),
@@ -152,6 +156,22 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
         })?,
     };
 
+    let smoke = Smoke::trained(&onnx_bytes, &data.holdout, opts.smoke_rows)?;
+    let config = config_pbtxt(&opts.name, &model);
+    publish_and_go_live(opts, run, &onnx_bytes, &card_json, &config, &smoke).await
+}
+
+/// The stages every ship ends with: package the version into the
+/// repository (a canary's traffic pinned first), build the image when asked,
+/// serve and smoke-test it; a failure after the package takes it out again.
+pub(super) async fn publish_and_go_live(
+    opts: &ShipOptions,
+    run: &mut Run,
+    onnx_bytes: &[u8],
+    card_json: &[u8],
+    config: &str,
+    smoke: &Smoke,
+) -> Result<Option<Server>> {
     let cancel = run.cancel.clone();
     let new_model = !opts.repository.join(&opts.name).exists();
     // A canary into a running server is checked and its traffic pinned to
@@ -165,13 +185,12 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
         _ => None,
     };
     let (version, dir) = run.stage("package", || {
-        let config = config_pbtxt(&opts.name, &model);
         let (v, dir) = publish(
             &opts.repository,
             &opts.name,
-            &onnx_bytes,
-            &card_json,
-            &config,
+            onnx_bytes,
+            card_json,
+            config,
             &cancel,
         )?;
         let detail = format!(
@@ -186,7 +205,7 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
 
     // From here the version is in the repository: a failure takes it out again.
     let live = match image_stage(opts, run, version) {
-        Ok(()) => go_live(opts, run, version, &dir, &onnx_bytes, &data, canary).await,
+        Ok(()) => go_live(opts, run, version, &dir, smoke, canary).await,
         Err(e) => Err(e),
     };
     match live {
