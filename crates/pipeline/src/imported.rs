@@ -9,7 +9,7 @@ use hone_core::{DataType, ModelMetadata, Tensor, TensorData};
 use hone_data::{Encoding, Feature, FeatureKind, Table, Target, Task};
 use serde::Deserialize;
 
-use crate::eval::Dataset;
+use crate::dataset::Dataset;
 use crate::{PipelineError, Result};
 
 /// What evaluation reads from an import card (`hone.import-card/1`).
@@ -46,18 +46,8 @@ impl ImportCard {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<ImportCard> {
-        is_card(bytes).then(|| serde_json::from_slice(bytes).ok())?
+        crate::is_import_card(bytes).then(|| serde_json::from_slice(bytes).ok())?
     }
-}
-
-/// Whether a card file is an import card (`format: hone.import-card/...`).
-pub(crate) fn is_card(bytes: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Head {
-        format: Option<String>,
-    }
-    serde_json::from_slice::<Head>(bytes)
-        .is_ok_and(|h| h.format.is_some_and(|f| f.starts_with("hone.import-card/")))
 }
 
 /// The import card beside `model`, or None when there is none (or the card

@@ -2,6 +2,7 @@
 //! model on labelled data (`eval`), and `ship`, the whole path from a CSV to
 //! a verified serving endpoint with every stage timed.
 
+mod dataset;
 pub mod demo;
 pub mod eval;
 pub mod fit;
@@ -54,7 +55,7 @@ pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard
     match std::fs::read(&p) {
         // An imported model's card (`hone import`) records provenance and
         // parity, not an encoding: the model is read as a plain ONNX one.
-        Ok(b) if imported::is_card(&b) => Ok(None),
+        Ok(b) if is_import_card(&b) => Ok(None),
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             PipelineError::Message(format!("{}: not a valid model card: {e}", p.display()))
         }),
@@ -64,6 +65,16 @@ pub fn read_card(model: &std::path::Path) -> Result<Option<hone_train::ModelCard
             p.display()
         ))),
     }
+}
+
+/// Whether a card file is an import card (`format: hone.import-card/...`).
+pub(crate) fn is_import_card(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<String>,
+    }
+    serde_json::from_slice::<Head>(bytes)
+        .is_ok_and(|h| h.format.is_some_and(|f| f.starts_with("hone.import-card/")))
 }
 
 /// Runs serialized model `onnx` in ONNX Runtime on encoded rows (one FP32

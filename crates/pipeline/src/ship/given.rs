@@ -12,9 +12,9 @@ use hone_runtime::{OrtBackend, SessionConfig};
 use hone_server::Server;
 use serde_json::{Value, json};
 
+use super::release::publish_and_go_live;
 use super::report::{Run, ShipOptions};
 use super::smoke::Smoke;
-use super::stages::publish_and_go_live;
 use crate::imported::ImportCard;
 use crate::{PipelineError, Result, eval};
 
@@ -165,7 +165,7 @@ fn import(
         let onnx = read(&given.model)?;
         let beside = crate::card_path(&given.model);
         let card = match std::fs::read(&beside) {
-            Ok(b) if crate::imported::is_card(&b) => serde_json::from_slice(&b)?,
+            Ok(b) if crate::is_import_card(&b) => serde_json::from_slice(&b)?,
             _ => json!({
                 "format": "hone.import-card/1",
                 "hone_version": env!("CARGO_PKG_VERSION"),

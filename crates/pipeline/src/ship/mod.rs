@@ -10,6 +10,7 @@ mod given;
 mod live;
 mod optimize_stage;
 mod package;
+mod release;
 mod report;
 mod smoke;
 mod stages;
@@ -33,7 +34,13 @@ pub async fn ship(opts: ShipOptions) -> Shipped {
         progress: opts.progress,
         cancel: opts.cancel.clone(),
     };
-    let result = stages::run_stages(&opts, &mut run).await;
+    let result = match package::validate_name(&opts.name) {
+        Err(e) => Err(e),
+        Ok(()) => match &opts.model {
+            Some(given) => given::run_stages(&opts, given, &mut run).await,
+            None => stages::run_stages(&opts, &mut run).await,
+        },
+    };
     run.report.total_seconds = run.start.elapsed().as_secs_f64();
     match result {
         Ok(server) => {
