@@ -12,10 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/import-$(date +%Y%m%d-%H%M%S)}
 ROUNDS=${ROUNDS:-2}
+# PARTS: which halves to run (import timing, serving), both by default.
+PARTS=${PARTS:-import serve}
 DURATION=${DURATION:-10}
 mkdir -p "$OUT"
-cargo build --release -q -p hone
-HONE=$PWD/target/release/hone
+# HONE_BIN: a hone binary already built (else the release build).
+if [ -z "${HONE_BIN:-}" ]; then cargo build --release -q -p hone; fi
+HONE=${HONE_BIN:-$PWD/target/release/hone}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 export TF_CPP_MIN_LOG_LEVEL=3
@@ -33,7 +36,15 @@ CASES=(
   "lightgbm|lgb_diabetes.txt|"
   "catboost|cb_cancer.cbm|"
 )
+command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; exit 1; }
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>>"$OUT/import.log"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+mkdir -p "$W/out"
+for c in "${CASES[@]}"; do
+  IFS='|' read -r fmt model flags <<<"$c"
+  # shellcheck disable=SC2086
+  "$HONE" import "$W/m/$model" -o "$W/out/$fmt.onnx" $flags >/dev/null 2>>"$OUT/import.log"
+done
+if [[ " $PARTS " == *" import "* ]]; then
 echo
 echo "| format | model | import, environment cached (s, median of 3) | import, cold environment (s) |"
 echo "|---|---|---|---|"
@@ -46,6 +57,8 @@ for c in "${CASES[@]}"; do
   rm -rf "$W/cold-$fmt"
   printf '| %s | %s | %.2f | %.1f |\n' "$fmt" "$model" "$warm" "$cold"
 done
+fi
+[[ " $PARTS " == *" serve "* ]] || exit 0
 
 # Serving: the peer's own venv (FastAPI, uvicorn and the native frameworks).
 V=bench/.venv-import

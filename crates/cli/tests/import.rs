@@ -547,4 +547,84 @@ fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
     assert!(o.status.success(), "{r}");
     assert_eq!(r["name"], "xgb");
     assert!(r["value"].as_f64().unwrap() > 0.95, "{r}");
+
+    // Every other format ships too: imported on the data's rows, validated,
+    // served, and its live answers equal ONNX Runtime's offline ones.
+    for (src, data, target, metric) in [
+        ("xgb_cancer.json", "cancer.csv", "label", "accuracy"),
+        ("xgb_diabetes.json", "diabetes.csv", "progression", "r2"),
+        ("lgb_wine.txt", "wine.csv", "label", "accuracy"),
+        ("cb_cancer.cbm", "cancer.csv", "label", "accuracy"),
+        ("seed.h5", "seed.csv", "label", "accuracy"),
+        ("seed_savedmodel", "seed.csv", "label", "accuracy"),
+    ] {
+        let o = hone(&[
+            "ship",
+            "--model",
+            s(&m.join(src)),
+            "--data",
+            s(&m.join(data)),
+            "--target",
+            target,
+            "--model-repository",
+            s(&repo),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--json",
+        ]);
+        let r: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{src}: {}", String::from_utf8_lossy(&o.stderr)));
+        assert!(o.status.success(), "{src}: {r}");
+        assert_eq!(r["metric"], metric, "{src}: {r}");
+        let last = r["stages"].as_array().unwrap().last().unwrap();
+        assert_eq!(last["stage"], "smoke test", "{src}: {r}");
+        assert!(
+            last["detail"]
+                .as_str()
+                .unwrap()
+                .contains("served == offline"),
+            "{src}: {r}"
+        );
+    }
+
+    // --optimize searches the imported model on the same rows.
+    let o = hone(&[
+        "ship",
+        "--model",
+        s(&m.join("lgb_diabetes.txt")),
+        "--data",
+        s(&m.join("diabetes.csv")),
+        "--target",
+        "progression",
+        "--optimize",
+        "--max-drop",
+        "0.05",
+        "--model-repository",
+        s(&repo),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json",
+    ]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(o.status.success(), "{r}");
+    let opt = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "optimize")
+        .unwrap();
+    assert_eq!(opt["status"], "ok", "{r}");
+    assert!(
+        opt["detail"].as_str().unwrap().contains("candidates"),
+        "{r}"
+    );
+    assert_eq!(r["metric"], "r2");
 }

@@ -11,8 +11,13 @@ use sha2::{Digest, Sha256};
 use crate::ImportError;
 use crate::format::Group;
 
-/// The converter script, written beside the environment it runs in.
-pub(crate) const SCRIPT: &str = include_str!("../python/hone_import.py");
+/// The converter's scripts (the entry point first), written beside the
+/// environment they run in.
+const SCRIPTS: [(&str, &str); 3] = [
+    ("hone_import.py", include_str!("../python/hone_import.py")),
+    ("hone_formats.py", include_str!("../python/hone_formats.py")),
+    ("hone_common.py", include_str!("../python/hone_common.py")),
+];
 
 /// An interpreter ready to run the converter.
 #[derive(Debug, Clone)]
@@ -33,7 +38,9 @@ fn env_err(what: impl Into<String>) -> impl FnOnce(String) -> ImportError {
 /// script and every lock, so a new pin gets a new environment.
 pub fn managed_dir(cache: &Path) -> PathBuf {
     let mut h = Sha256::new();
-    h.update(SCRIPT.as_bytes());
+    for (_, text) in SCRIPTS {
+        h.update(text.as_bytes());
+    }
     for g in Group::ALL {
         h.update(g.lock().as_bytes());
     }
@@ -134,15 +141,17 @@ pub fn user(python: &Path, cache: &Path) -> Result<Python, ImportError> {
 }
 
 fn write_script(dir: &Path) -> Result<PathBuf, ImportError> {
-    let p = dir.join("hone_import.py");
-    if std::fs::read(&p).ok().as_deref() != Some(SCRIPT.as_bytes()) {
-        let tmp = dir.join(format!(".hone_import.py.{}", std::process::id()));
-        std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(SCRIPT.as_bytes()))
-            .map_err(ImportError::io("write", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(ImportError::io("write", &p))?;
+    for (name, text) in SCRIPTS {
+        let p = dir.join(name);
+        if std::fs::read(&p).ok().as_deref() != Some(text.as_bytes()) {
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            std::fs::File::create(&tmp)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(ImportError::io("write", &tmp))?;
+            std::fs::rename(&tmp, &p).map_err(ImportError::io("write", &p))?;
+        }
     }
-    Ok(p)
+    Ok(dir.join(SCRIPTS[0].0))
 }
 
 /// `HONE_PYTHON3`, else `python3`: what builds the virtual environment.
@@ -153,7 +162,10 @@ fn host_python() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), ImportError> {
+    // pip's progress goes to stderr: stdout is hone's answer (--prepare
+    // prints the interpreter there).
     let status = cmd
+        .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
         .map_err(|e| env_err(what)(format!("cannot start it: {e}")))?;
     if status.success() {

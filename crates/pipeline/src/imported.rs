@@ -98,6 +98,18 @@ pub fn dataset(
         } else {
             card.features.clone()
         };
+        if let Some(&width) = spec.dims.get(1)
+            && width > 0
+            && width as usize != names.len()
+        {
+            return Err(PipelineError::Message(format!(
+                "{}: {} feature columns ({}) for input {:?}, which takes {width}; the model names no features, so every column but the target feeds it",
+                table.source,
+                names.len(),
+                names.join(", "),
+                spec.name
+            )));
+        }
         let cols = names
             .iter()
             .map(|n| column(n))

@@ -59,6 +59,7 @@ def keras():
     model.export(os.path.join(OUT, "seed_savedmodel"), verbose=False)
     sample = xs[:64].astype(np.float32)
     np.save(os.path.join(OUT, "seed_sample.npy"), sample)
+    save_csv("seed.csv", pd.DataFrame(xs.astype(np.float32), columns=[f"x{i}" for i in range(30)]), y)
     expect("seed", output=model.predict(sample, verbose=0))
 
 

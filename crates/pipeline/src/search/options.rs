@@ -107,6 +107,8 @@ pub struct OptimizeOptions {
 pub struct InMemory {
     pub model: Vec<u8>,
     pub card: Option<hone_train::ModelCard>,
+    /// An imported model's card: features by name, one input per column.
+    pub imported: Option<crate::imported::ImportCard>,
     pub data: hone_data::Table,
 }
 

@@ -50,16 +50,32 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         .map_err(|e| PipelineError::Message(format!("canonicalizing the model: {e}")))?;
     let fp32 = canon.model.clone();
     let meta = base_backend.metadata().clone();
-    let (card, ds) = match &opts.in_memory {
+    let (card, imported, ds) = match &opts.in_memory {
         Some(m) => {
-            let ds =
-                eval::dataset_from_table(m.data.clone(), &opts.target, &meta, m.card.as_ref())?;
-            (m.card.clone(), ds)
+            let ds = match &m.imported {
+                Some(ic) => crate::imported::dataset(&m.data, &opts.target, &meta, ic)?,
+                None => {
+                    eval::dataset_from_table(m.data.clone(), &opts.target, &meta, m.card.as_ref())?
+                }
+            };
+            (m.card.clone(), m.imported.clone(), ds)
         }
         None => {
             let card = crate::read_card(&opts.model)?;
-            let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
-            (card, ds)
+            let imported = card
+                .is_none()
+                .then(|| crate::imported::read(&opts.model))
+                .flatten();
+            let ds = match &imported {
+                Some(ic) if !opts.data.is_dir() => crate::imported::dataset(
+                    &hone_data::Table::read(&opts.data)?,
+                    &opts.target,
+                    &meta,
+                    ic,
+                )?,
+                _ => eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?,
+            };
+            (card, imported, ds)
         }
     };
     if ds.rows == 0 {
@@ -68,7 +84,12 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
             opts.data.display()
         )));
     }
-    let out_index = eval::pick_output(&meta, opts.output_name.as_deref())?;
+    let out_index = eval::pick_output(
+        &meta,
+        opts.output_name
+            .as_deref()
+            .or_else(|| imported.as_ref().and_then(|c| c.output())),
+    )?;
     let task_hint = ds.encoding.as_ref().map(|e| e.target.task);
     let judge = pick_judge(opts, ds.labels.is_some())?;
     // Eval batches of at most ~16 MB of input.

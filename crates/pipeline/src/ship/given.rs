@@ -12,6 +12,7 @@ use hone_runtime::{OrtBackend, SessionConfig};
 use hone_server::Server;
 use serde_json::{Value, json};
 
+use super::optimize_stage::{Card, optimize_stage};
 use super::release::publish_and_go_live;
 use super::report::{Run, ShipOptions};
 use super::smoke::Smoke;
@@ -39,9 +40,16 @@ pub(super) async fn run_stages(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     )));
-    std::fs::create_dir_all(&scratch.0).map_err(|e| {
-        PipelineError::Message(format!("cannot create {}: {e}", scratch.0.display()))
-    })?;
+    // Private and new: the imported model is written here and read back.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&scratch.0)
+            .map_err(|e| {
+                PipelineError::Message(format!("cannot create {}: {e}", scratch.0.display()))
+            })?;
+    }
     let data_file = match &opts.data_path {
         Some(p) if p.is_file() => p.clone(),
         _ => {
@@ -55,12 +63,12 @@ pub(super) async fn run_stages(
 
     let (onnx, card) = run.stage("import", || import(opts, given, &scratch.0, &data_file))?;
 
-    let (meta, ds, view) = run.stage("load data", || {
+    let (table, meta, ds, view) = run.stage("load data", || {
         let table = Table::read(&data_file)?;
         hone_runtime::init()?;
         let backend = OrtBackend::from_bytes(&onnx, &SessionConfig::default())?;
         let meta = backend.metadata().clone();
-        let view = ImportCard::from_bytes(&serde_json::to_vec(&card)?).unwrap_or_default();
+        let view: ImportCard = serde_json::from_value(card.clone()).unwrap_or_default();
         let ds = crate::imported::dataset(&table, &opts.target, &meta, &view)?;
         let detail = format!(
             "{} rows, all held out (the model was trained elsewhere); inputs {}",
@@ -71,7 +79,7 @@ pub(super) async fn run_stages(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(((meta, ds, view), detail))
+        Ok(((table, meta, ds, view), detail))
     })?;
 
     let (out_index, report, task, metric) = run.stage("validate", || {
@@ -123,14 +131,18 @@ pub(super) async fn run_stages(
     run.report.value = report.get(metric);
     run.report.validation = Some(report.clone());
 
-    if opts.optimize.is_some() {
-        run.skipped(
-            "optimize",
-            "not yet with --model: run `hone optimize` on the published version",
-        );
-    } else {
-        run.skipped("optimize", "not asked for (--optimize)");
-    }
+    let onnx = match opts.optimize {
+        None => {
+            run.skipped(
+                "optimize",
+                "not asked for (--optimize): the validated model ships",
+            );
+            onnx
+        }
+        Some(max_drop) => run.stage("optimize", || {
+            optimize_stage(opts, &table, &onnx, Card::Imported(&view), metric, max_drop)
+        })?,
+    };
 
     // The card carries the validation figures (the dashboard, live accuracy
     // and the image's labels read them) and, for a plain ONNX file, the task

@@ -1,10 +1,19 @@
 //! The optimize stage of a ship: `hone optimize` on the validated model and
 //! the held-out rows, its choice kept only when it is faster than fp32.
 
+use hone_data::Table;
 use hone_data::metrics::Metric;
 
-use super::report::{Data, ShipOptions};
+use super::report::ShipOptions;
 use crate::Result;
+use crate::imported::ImportCard;
+
+/// The card that says how the held-out rows feed the model.
+#[derive(Clone, Copy)]
+pub(super) enum Card<'a> {
+    Trained(&'a hone_train::ModelCard),
+    Imported(&'a ImportCard),
+}
 
 /// The optimize stage: `hone optimize`'s search, in memory, over graph /
 /// int8 dynamic / int8 static candidates of the validated model within
@@ -12,9 +21,9 @@ use crate::Result;
 /// only when it is faster.
 pub(super) fn optimize_stage(
     opts: &ShipOptions,
-    data: &Data,
+    rows: &Table,
     onnx: &[u8],
-    card: &hone_train::ModelCard,
+    card: Card<'_>,
     metric: Metric,
     max_drop: f64,
 ) -> Result<(Vec<u8>, String)> {
@@ -49,8 +58,15 @@ pub(super) fn optimize_stage(
         external_data: false,
         in_memory: Some(opt::InMemory {
             model: onnx.to_vec(),
-            card: Some(card.clone()),
-            data: data.holdout_table.clone(),
+            card: match card {
+                Card::Trained(c) => Some(c.clone()),
+                Card::Imported(_) => None,
+            },
+            imported: match card {
+                Card::Trained(_) => None,
+                Card::Imported(c) => Some(c.clone()),
+            },
+            data: rows.clone(),
         }),
     };
     let r = opt::run(&o, &mut |_, _, _| {})?;

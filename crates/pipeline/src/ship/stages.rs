@@ -8,7 +8,7 @@ use hone_data::{Encoding, Table, Task, split};
 use hone_server::Server;
 use hone_train::CardInput;
 
-use super::optimize_stage::optimize_stage;
+use super::optimize_stage::{Card, optimize_stage};
 use super::package::config_pbtxt;
 use super::release::publish_and_go_live;
 use super::report::{Data, Run, ShipOptions};
@@ -148,7 +148,14 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
             onnx_bytes
         }
         Some(max_drop) => run.stage("optimize", || {
-            optimize_stage(opts, &data, &onnx_bytes, &card, metric, max_drop)
+            optimize_stage(
+                opts,
+                &data.holdout_table,
+                &onnx_bytes,
+                Card::Trained(&card),
+                metric,
+                max_drop,
+            )
         })?,
     };
 
