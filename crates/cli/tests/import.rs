@@ -120,7 +120,7 @@ fn every_format_imports_serves_and_answers_as_its_framework() {
     let out = tmp("import", "serve");
     let repo = out.join("repo");
     // (name, source, extra flags, the sample for serving, its label column)
-    let cases: [(&str, &str, &[&str], &str, &str); 7] = [
+    let cases: [(&str, &str, &[&str], &str, &str); 8] = [
         ("xgb_cancer", "xgb_cancer.json", &[], "cancer.csv", "label"),
         (
             "xgb_diabetes",
@@ -139,6 +139,9 @@ fn every_format_imports_serves_and_answers_as_its_framework() {
         ),
         ("cb_cancer", "cb_cancer.cbm", &[], "cancer.csv", "label"),
         ("seed", "seed.h5", &[], "", ""),
+        // A numeric pipeline without a sample: one matrix input, rows
+        // synthesized around its scaler's statistics.
+        ("cancer_lr", "cancer_lr.skops", &[], "cancer.csv", "label"),
         ("churn", "churn.skops", &["--sample"], "churn.csv", "churn"),
     ];
     for (name, src, flags, sample, _) in cases {
@@ -386,6 +389,20 @@ fn a_conversion_that_changes_answers_is_refused_with_its_table() {
         !o.status.success() && err.contains("region") && err.contains("--sample"),
         "{err}"
     );
+
+    // An empty sample is named, not a converter crash.
+    let empty = out.join("empty.csv");
+    std::fs::write(&empty, "a,b\n").unwrap();
+    let o = hone(&[
+        "import",
+        s(&m.join("xgb_cancer.json")),
+        "-o",
+        s(&out.join("x.onnx")),
+        "--sample",
+        s(&empty),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("has no rows"), "{err}");
 
     // A sample without the model's features is named.
     let o = hone(&[

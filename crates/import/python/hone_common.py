@@ -45,13 +45,21 @@ def version(module):
 def read_sample(path):
     """A DataFrame (CSV, Parquet) or an array (.npy)."""
     low = path.lower()
-    if low.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    import pandas as pd
+    try:
+        if low.endswith(".npy"):
+            out = np.load(path, allow_pickle=False)
+        else:
+            import pandas as pd
 
-    if low.endswith(".parquet") or low.endswith(".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+            if low.endswith(".parquet") or low.endswith(".pq"):
+                out = pd.read_parquet(path)
+            else:
+                out = pd.read_csv(path)
+    except Exception as e:  # the file's fault, not the converter's
+        raise Refused(f"--sample {path}: {e}")
+    if len(out) == 0:
+        raise Refused(f"--sample {path} has no rows")
+    return out
 
 
 def sample_matrix(sample, names, n, drop):

@@ -205,12 +205,25 @@ def load_sklearn(args, rng):
     names = [str(c) for c in getattr(est, "feature_names_in_", [])]
     n = int(getattr(est, "n_features_in_", len(names) or 0))
     sample = read_sample(args.sample) if args.sample else None
-    if names:
+    if names and not _selects_columns(est):
+        # Fitted on a DataFrame but reading every column as numbers: one
+        # matrix input (features in the card, in this order) is easier to
+        # call than one input per column.
+        import pandas as pd
+
+        if sample is None:
+            x = _synth(est, n, args.rows, rng)
+        else:
+            x = sample_matrix(sample, names if not isinstance(sample, np.ndarray) else [], n, args.target)
+        x = x[: args.rows]
+        types, feeds = [("input", FloatTensorType([None, n]))], {"input": x}
+        source_x = pd.DataFrame(x.astype(np.float64), columns=names)
+    elif names:
         if sample is None or isinstance(sample, np.ndarray):
             text = _text_columns(est)
             if text:
                 raise Refused(f"this pipeline reads text column(s) {', '.join(text)}; give rows with --sample CSV|Parquet")
-            x = synth_normal(n, args.rows, rng) if sample is None else sample_matrix(sample, [], n, [])
+            x = _synth(est, n, args.rows, rng) if sample is None else sample_matrix(sample, [], n, [])
             import pandas as pd
 
             frame = pd.DataFrame(x, columns=names)
@@ -234,7 +247,7 @@ def load_sklearn(args, rng):
             if feeds[c].dtype == np.float32:
                 source_x[c] = feeds[c].reshape(-1).astype(np.float64)
     else:
-        x = sample_matrix(sample, [], n, args.target) if sample is not None else synth_normal(n, args.rows, rng)
+        x = sample_matrix(sample, [], n, args.target) if sample is not None else _synth(est, n, args.rows, rng)
         x = x[: args.rows]
         types, feeds, source_x = [("input", FloatTensorType([None, n]))], {"input": x}, x
     classifier = hasattr(est, "predict_proba") and hasattr(est, "classes_")
@@ -256,6 +269,23 @@ def load_sklearn(args, rng):
         converter=("skl2onnx", version("skl2onnx")), rows=len(next(iter(feeds.values()))),
         notes=[f"loaded from {how}"],
     )
+
+
+def _selects_columns(est):
+    """Whether a pipeline picks its columns by name (a ColumnTransformer)."""
+    steps = [s[1] for s in getattr(est, "steps", [])] or [est]
+    return any(type(s).__name__ == "ColumnTransformer" for s in steps)
+
+
+def _synth(est, n, rows, rng):
+    """Rows for a numeric model without a sample: around the training
+    data's mean and spread where a leading scaler kept them, else N(0, 1)."""
+    first = est.steps[0][1] if hasattr(est, "steps") else est
+    mean, scale = getattr(first, "mean_", None), getattr(first, "scale_", None)
+    x = synth_normal(n, rows, rng)
+    if mean is not None and scale is not None and len(mean) == n == len(scale):
+        x = (x * np.asarray(scale) + np.asarray(mean)).astype(np.float32)
+    return x
 
 
 def _final(est):

@@ -34,23 +34,26 @@ fn env_err(what: impl Into<String>) -> impl FnOnce(String) -> ImportError {
     move |why| ImportError::Environment { what, why }
 }
 
-/// The directory of this build's environment: named by the hash of the
-/// script and every lock, so a new pin gets a new environment.
+/// The directory of this build's environment: named by the hash of every
+/// lock, so a new pin gets a new environment and a new hone with the same
+/// pins reuses it.
 pub fn managed_dir(cache: &Path) -> PathBuf {
+    cache.join(format!(
+        "python-{}",
+        short_hash(Group::ALL.iter().map(|g| g.lock()))
+    ))
+}
+
+fn short_hash<'a>(parts: impl Iterator<Item = &'a str>) -> String {
     let mut h = Sha256::new();
-    for (_, text) in SCRIPTS {
-        h.update(text.as_bytes());
+    for p in parts {
+        h.update(p.as_bytes());
     }
-    for g in Group::ALL {
-        h.update(g.lock().as_bytes());
-    }
-    let hex: String = h
-        .finalize()
+    h.finalize()
         .iter()
         .take(6)
         .map(|b| format!("{b:02x}"))
-        .collect();
-    cache.join(format!("python-{hex}"))
+        .collect()
 }
 
 /// The managed environment with `group` installed, built or completed
@@ -140,7 +143,15 @@ pub fn user(python: &Path, cache: &Path) -> Result<Python, ImportError> {
     })
 }
 
-fn write_script(dir: &Path) -> Result<PathBuf, ImportError> {
+/// Writes the converter's scripts into a directory named by their hash
+/// (two hone builds sharing an environment never overwrite each other's)
+/// and returns the entry point.
+fn write_script(env: &Path) -> Result<PathBuf, ImportError> {
+    let dir = env.join(format!(
+        "scripts-{}",
+        short_hash(SCRIPTS.iter().map(|(_, text)| *text))
+    ));
+    private_dir(&dir)?;
     for (name, text) in SCRIPTS {
         let p = dir.join(name);
         if std::fs::read(&p).ok().as_deref() != Some(text.as_bytes()) {

@@ -38,6 +38,7 @@ pub(crate) mod scheduler;
 pub(crate) mod shadow;
 pub(crate) mod split;
 pub(crate) mod state;
+mod tabular;
 pub(crate) mod tfserving;
 pub(crate) mod tls;
 pub(crate) mod traffic;

@@ -37,6 +37,8 @@ pub struct LoadedModel {
     /// The card's task, classes and output: answers are recorded for
     /// ground-truth labels to join (None: no card).
     pub(crate) truth: Option<Arc<crate::feedback::Truth>>,
+    /// A hone-trained model's features by name (None: no hone card).
+    pub(crate) tabular: Option<crate::tabular::Tabular>,
     /// The traffic split of the model's config, if it sets one.
     pub split: Option<Arc<crate::split::Split>>,
     pub(crate) scheduler: Scheduler,
@@ -55,6 +57,10 @@ impl LoadedModel {
     /// Checks names, dtypes and shapes against the model and returns the
     /// tensors in model input order.
     pub fn prepare(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
+        let inputs = match &self.tabular {
+            Some(t) if t.named(&inputs) => t.encode(inputs)?,
+            _ => inputs,
+        };
         let tensors = prepare_inputs(
             &self.name,
             &self.input_specs,

@@ -92,6 +92,15 @@ def sklearn():
     sio.dump(pipe, os.path.join(OUT, "churn.skops"))
     joblib.dump(pipe, os.path.join(OUT, "churn.joblib"))
     save_csv("churn.csv", df, y, target="churn")
+    # A numeric pipeline fitted on a DataFrame: imported without a sample,
+    # its rows are synthesized around the scaler's statistics.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler as Scaler
+
+    x, yc = cancer()
+    lr = Pipeline([("scale", Scaler()), ("lr", LogisticRegression(max_iter=500))]).fit(x, yc)
+    sio.dump(lr, os.path.join(OUT, "cancer_lr.skops"))
+    expect("cancer_lr", label=lr.predict(x.head(64)), probabilities=lr.predict_proba(x.head(64)))
     sample = df.head(64)
     expect("churn", label=pipe.predict(sample), probabilities=pipe.predict_proba(sample))
 

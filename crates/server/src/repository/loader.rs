@@ -249,10 +249,15 @@ fn start_version(
             None
         })
         .map(Arc::new);
+    let tabular = crate::tabular::Tabular::load(path, &metadata).unwrap_or_else(|e| {
+        tracing::warn!(model = name, version, "features by name off: {e}");
+        None
+    });
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
     Ok(LoadedModel {
         split,
         truth,
+        tabular,
         name: name.to_string(),
         version: version.to_string(),
         config,

@@ -57,7 +57,13 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 /// The request's tensors, in the model's input order, and whether it was
 /// columnar.
-pub(super) fn decode(body: &[u8], specs: &[TensorSpec]) -> Result<(Vec<NamedTensor>, bool), Error> {
+/// `features`: a hone-trained model's features as inputs (one value per
+/// row), used when the request names them instead of the model's inputs.
+pub(super) fn decode(
+    body: &[u8],
+    specs: &[TensorSpec],
+    features: Option<&[TensorSpec]>,
+) -> Result<(Vec<NamedTensor>, bool), Error> {
     let v: Json = serde_json::from_slice(&quote_tokens(body))
         .map_err(|e| invalid(format!("JSON Parse error: {e}")))?;
     let o = v
@@ -71,6 +77,23 @@ pub(super) fn decode(body: &[u8], specs: &[TensorSpec]) -> Result<(Vec<NamedTens
             )));
         }
     }
+    // Named features: the keys of the first row object (or of the
+    // columnar map) are all features and not the model's own inputs.
+    let keys = match (o.get("instances"), o.get("inputs")) {
+        (Some(Json::Array(rows)), None) => rows.first().and_then(Json::as_object),
+        (None, Some(Json::Object(map))) => Some(map),
+        _ => None,
+    };
+    let specs = match (features, keys) {
+        (Some(f), Some(keys))
+            if !keys.is_empty()
+                && keys.keys().all(|k| f.iter().any(|s| s.name == *k))
+                && !keys.keys().any(|k| specs.iter().any(|s| s.name == *k)) =>
+        {
+            f
+        }
+        _ => specs,
+    };
     let one = |name: &str| specs.iter().find(|s| s.name == name);
     match (o.get("instances"), o.get("inputs")) {
         (Some(_), Some(_)) => Err(invalid(

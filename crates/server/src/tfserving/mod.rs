@@ -217,7 +217,8 @@ impl Wire for Predict {
     }
 
     fn decode(raw: HttpBody, m: &LoadedModel) -> Result<(Call, bool), ApiError> {
-        let (inputs, columnar) = decode(&raw.bytes, &m.metadata.inputs)?;
+        let features = m.tabular.as_ref().map(|t| t.specs());
+        let (inputs, columnar) = decode(&raw.bytes, &m.metadata.inputs, features)?;
         let call = Call {
             // Every byte of JSON-decoded tensors is new.
             fresh_bytes: Call::tensor_bytes(&inputs),

@@ -1,0 +1,143 @@
+//! Named tabular records: a model from `hone train` with a text column is
+//! called with its features by name (categories as their text) over V2
+//! REST and TF Serving (rows and columns), and answers as the positional
+//! request the card describes; bad records get a 400 naming the feature.
+
+mod common;
+
+use common::{ServeProcess, hone, s, tmp};
+use serde_json::{Value, json};
+
+#[test]
+fn features_by_name_answer_as_the_positional_input() {
+    let dir = tmp("tabular", "named");
+    let mut csv = String::from("age,income,region,label\n");
+    for i in 0..120 {
+        let region = ["north", "south", "east", "west"][i % 4];
+        let age = 20 + (i * 7) % 50;
+        let income = 30.0 + (i * 13 % 40) as f64;
+        let label = u8::from(region == "west" || age > 50);
+        csv += &format!("{age},{income},{region},{label}\n");
+    }
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let model = dir.join("repo/m/1/model.onnx");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    let o = hone(&[
+        "train",
+        s(&dir.join("data.csv")),
+        "--target",
+        "label",
+        "--categorical",
+        "region",
+        "--epochs",
+        "5",
+        "-o",
+        s(&model),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(model.with_extension("card.json")).unwrap()).unwrap();
+    let features = card["input"]["features"].as_array().unwrap();
+    let names: Vec<&str> = features
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["age", "income", "region"]);
+    let cats: Vec<&str> = features[2]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let west = cats.iter().position(|c| *c == "west").unwrap() as f64;
+    let north = cats.iter().position(|c| *c == "north").unwrap() as f64;
+
+    let server = ServeProcess::start(&dir.join("repo"));
+    let answer = |path: &str, body: Value| {
+        let (code, text) = server.post(path, &body.to_string());
+        assert_eq!(code, 200, "{path}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let positional = answer(
+        "/v2/models/m/infer",
+        json!({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32",
+                           "data": [26, 40.5, west, 70, 31.0, north]}]}),
+    );
+    let want = &positional["outputs"][0]["data"];
+    let named = answer(
+        "/v2/models/m/infer",
+        json!({"inputs": [
+            {"name": "region", "shape": [2], "datatype": "BYTES", "data": ["west", "north"]},
+            {"name": "age", "shape": [2, 1], "datatype": "INT64", "data": [26, 70]},
+            {"name": "income", "shape": [2], "datatype": "FP32", "data": [40.5, 31.0]}]}),
+    );
+    assert_eq!(&named["outputs"][0]["data"], want, "{named}");
+
+    // TF Serving: records as objects, and columns by name.
+    let rows = answer(
+        "/v1/models/m:predict",
+        json!({"instances": [{"age": 26, "income": 40.5, "region": "west"},
+                             {"age": 70, "income": 31.0, "region": "north"}]}),
+    );
+    let cols = answer(
+        "/v1/models/m:predict",
+        json!({"inputs": {"age": [26, 70], "income": [40.5, 31.0], "region": ["west", "north"]}}),
+    );
+    let flat = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| match r {
+                Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+                x => vec![x.as_f64().unwrap()],
+            })
+            .collect()
+    };
+    let want: Vec<f64> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(flat(&rows["predictions"]), want, "{rows}");
+    assert_eq!(flat(&cols["outputs"]), want, "{cols}");
+
+    // Bad records: a 400 naming the feature, and the server keeps serving.
+    for (path, body, says) in [
+        (
+            "/v2/models/m/infer",
+            json!({"inputs": [
+                {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["sout"]},
+                {"name": "age", "shape": [1], "datatype": "FP32", "data": [26]},
+                {"name": "income", "shape": [1], "datatype": "FP32", "data": [40.5]}]}),
+            "feature 'region': unknown category 'sout'",
+        ),
+        (
+            "/v2/models/m/infer",
+            json!({"inputs": [
+                {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["west"]},
+                {"name": "age", "shape": [1], "datatype": "FP32", "data": [26]}]}),
+            "missing feature 'income'",
+        ),
+        (
+            "/v1/models/m:predict",
+            json!({"instances": [{"age": 26, "income": 40.5, "region": 7}]}),
+            "input 'region'",
+        ),
+        (
+            "/v1/models/m:predict",
+            json!({"instances": [{"age": "old", "income": 40.5, "region": "west"}]}),
+            "input 'age'",
+        ),
+    ] {
+        let (code, text) = server.post(path, &body.to_string());
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    let again = answer(
+        "/v1/models/m:predict",
+        json!({"instances": [{"age": 26, "income": 40.5, "region": "west"}]}),
+    );
+    assert_eq!(flat(&again["predictions"])[0], want[0]);
+}

@@ -1,0 +1,327 @@
+//! A hone-trained model's features by name: a request that names its
+//! features (one input per feature, categories as their text) is encoded
+//! into the model's one input, in the card's column order, before
+//! validation. The positional input keeps working beside it.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use hone_core::{
+    DataType, Error, ModelMetadata, NamedTensor, Result, Tensor, TensorData, TensorSpec,
+};
+use serde::Deserialize;
+
+use crate::error::SetupError;
+
+/// One feature as the card describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    Numeric,
+    /// Sent as text; encoded as its index among these.
+    Categorical(Vec<String>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Tabular {
+    /// The model's one input the features encode into.
+    input: String,
+    features: Vec<(String, Kind)>,
+    /// One spec per feature (FP32, or BYTES for a category), rows first:
+    /// how TF Serving's decoder reads named instances.
+    specs: Vec<TensorSpec>,
+}
+
+#[derive(Deserialize)]
+struct Card {
+    format: Option<String>,
+    input: Option<CardInput>,
+}
+
+#[derive(Deserialize)]
+struct CardInput {
+    name: String,
+    features: Vec<CardFeature>,
+}
+
+#[derive(Deserialize)]
+struct CardFeature {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    categories: Vec<String>,
+}
+
+impl Tabular {
+    /// The features of the hone card beside `model` (`model.card.json`),
+    /// when the model takes them as its one FP32 matrix; None otherwise.
+    pub(crate) fn load(
+        model: &Path,
+        meta: &ModelMetadata,
+    ) -> std::result::Result<Option<Tabular>, SetupError> {
+        let p = model.with_extension("card.json");
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SetupError::io(p.display())(e)),
+        };
+        let Ok(card) = serde_json::from_slice::<Card>(&bytes) else {
+            return Ok(None);
+        };
+        let (Some(format), Some(input)) = (card.format, card.input) else {
+            return Ok(None);
+        };
+        let [spec] = meta.inputs.as_slice() else {
+            return Ok(None);
+        };
+        let fits = format.starts_with("hone.model-card/")
+            && spec.name == input.name
+            && spec.dtype == DataType::F32
+            && spec.dims.len() == 2
+            && spec.dims.get(1) == Some(&(input.features.len() as i64));
+        if !fits || input.features.iter().any(|f| f.name == input.name) {
+            return Ok(None);
+        }
+        let features: Vec<(String, Kind)> = input
+            .features
+            .into_iter()
+            .map(|f| {
+                let kind = if f.kind == "categorical" {
+                    Kind::Categorical(f.categories)
+                } else {
+                    Kind::Numeric
+                };
+                (f.name, kind)
+            })
+            .collect();
+        let specs = features
+            .iter()
+            .map(|(name, kind)| TensorSpec {
+                name: name.clone(),
+                dtype: match kind {
+                    Kind::Numeric => DataType::F32,
+                    Kind::Categorical(_) => DataType::Bytes,
+                },
+                dims: vec![-1],
+            })
+            .collect();
+        Ok(Some(Tabular {
+            input: input.name,
+            features,
+            specs,
+        }))
+    }
+
+    /// The features as inputs: what TF Serving's decoder reads named rows by.
+    pub(crate) fn specs(&self) -> &[TensorSpec] {
+        &self.specs
+    }
+
+    /// Whether a request names features rather than the model's input.
+    pub(crate) fn named(&self, inputs: &[NamedTensor]) -> bool {
+        !inputs.iter().any(|(n, _)| *n == self.input)
+            && inputs
+                .iter()
+                .any(|(n, _)| self.features.iter().any(|(f, _)| f == n))
+    }
+
+    /// Named features → the model's one input, `[rows, features]`.
+    pub(crate) fn encode(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+        let names = || {
+            self.features
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.features.len()];
+        for (name, t) in inputs {
+            let slot = self
+                .features
+                .iter()
+                .zip(slots.iter_mut())
+                .find_map(|((f, _), slot)| (*f == name).then_some(slot));
+            let Some(slot) = slot else {
+                return Err(Error::invalid(format!(
+                    "unexpected input '{name}': this model takes its features by name ({}) or one input '{}'",
+                    names(),
+                    self.input
+                )));
+            };
+            if slot.replace(t).is_some() {
+                return Err(Error::invalid(format!(
+                    "feature '{name}' given more than once"
+                )));
+            }
+        }
+        let mut rows: Option<(usize, &str)> = None;
+        let mut columns = Vec::with_capacity(self.features.len());
+        for ((name, kind), slot) in self.features.iter().zip(&slots) {
+            let t = slot.as_ref().ok_or_else(|| {
+                Error::invalid(format!("missing feature '{name}' (features: {})", names()))
+            })?;
+            // One value per row: [rows] or [rows, 1].
+            let n = t.shape.first().copied().unwrap_or(1).max(0) as usize;
+            if t.shape.len() > 2 || t.shape.get(1).is_some_and(|&d| d != 1) || t.shape.is_empty() {
+                return Err(Error::invalid(format!(
+                    "feature '{name}': shape {:?}; a feature takes one value per row ([rows] or [rows, 1])",
+                    t.shape
+                )));
+            }
+            match rows {
+                None => rows = Some((n, name)),
+                Some((m, first)) if m != n => {
+                    return Err(Error::invalid(format!(
+                        "feature '{name}' has {n} rows and '{first}' has {m}"
+                    )));
+                }
+                Some(_) => {}
+            }
+            columns.push(column(name, kind, t)?);
+        }
+        let n = rows.map_or(0, |r| r.0);
+        let width = self.features.len();
+        let mut x = Vec::with_capacity(n * width);
+        for r in 0..n {
+            x.extend(columns.iter().map(|col| col.get(r).copied().unwrap_or(0.0)));
+        }
+        Ok(vec![(
+            self.input.clone(),
+            Tensor::from_f32(vec![n as i64, width as i64], &x)?,
+        )])
+    }
+}
+
+/// One feature's values as the model's numbers: a number as itself, a
+/// category as its index, matched by its text.
+fn column(name: &str, kind: &Kind, t: &Tensor) -> Result<Vec<f32>> {
+    match (kind, &t.data) {
+        (Kind::Categorical(cats), TensorData::Strings(values)) => {
+            values.iter().map(|v| category(name, cats, v)).collect()
+        }
+        (Kind::Categorical(cats), TensorData::Raw(_)) => Err(Error::invalid(format!(
+            "feature '{name}' is a category ({}): send it as text (BYTES), not {}",
+            cats.join(", "),
+            t.dtype
+        ))),
+        (Kind::Numeric, TensorData::Raw(_)) => {
+            let v = t.to_f64s().ok_or_else(|| {
+                Error::invalid(format!(
+                    "feature '{name}': {} is not a number type",
+                    t.dtype
+                ))
+            })?;
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "feature '{name}': {bad} is not a finite number"
+                )));
+            }
+            Ok(v.into_iter().map(|x| x as f32).collect())
+        }
+        (Kind::Numeric, TensorData::Strings(_)) => Err(Error::invalid(format!(
+            "feature '{name}' is a number: send it as FP32 (or any number type), not text"
+        ))),
+    }
+}
+
+fn category(name: &str, cats: &[String], v: &Bytes) -> Result<f32> {
+    cats.iter()
+        .position(|c| c.as_bytes() == v.as_ref())
+        .map(|i| i as f32)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "feature '{name}': unknown category '{}' (categories: {})",
+                String::from_utf8_lossy(v),
+                cats.join(", ")
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tab() -> Tabular {
+        let features = vec![
+            ("age".to_string(), Kind::Numeric),
+            (
+                "region".to_string(),
+                Kind::Categorical(vec!["north".into(), "west".into()]),
+            ),
+        ];
+        Tabular {
+            input: "input".into(),
+            specs: Vec::new(),
+            features,
+        }
+    }
+
+    fn text(v: &[&str]) -> Tensor {
+        Tensor::new(
+            DataType::Bytes,
+            vec![v.len() as i64],
+            TensorData::Strings(v.iter().map(|s| Bytes::from(s.to_string())).collect()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn named_features_encode_in_card_order_and_bad_ones_are_named() {
+        let t = tab();
+        let inputs = vec![
+            ("region".to_string(), text(&["west", "north"])),
+            (
+                "age".to_string(),
+                Tensor::from_f32(vec![2, 1], &[26.0, 70.0]).unwrap(),
+            ),
+        ];
+        assert!(t.named(&inputs));
+        let out = t.encode(inputs).unwrap();
+        assert_eq!(out[0].0, "input");
+        assert_eq!(out[0].1.shape, vec![2, 2]);
+        assert_eq!(out[0].1.to_f64s().unwrap(), vec![26.0, 1.0, 70.0, 0.0]);
+
+        let err = |inputs: Vec<NamedTensor>| t.encode(inputs).unwrap_err().message;
+        let age = || {
+            (
+                "age".to_string(),
+                Tensor::from_f32(vec![1], &[1.0]).unwrap(),
+            )
+        };
+        let e = err(vec![age(), ("region".into(), text(&["south"]))]);
+        assert!(
+            e.contains("'region'") && e.contains("unknown category 'south'"),
+            "{e}"
+        );
+        let e = err(vec![age()]);
+        assert!(e.contains("missing feature 'region'"), "{e}");
+        let e = err(vec![
+            age(),
+            ("region".into(), Tensor::from_f32(vec![1], &[1.0]).unwrap()),
+        ]);
+        assert!(e.contains("send it as text"), "{e}");
+        let e = err(vec![
+            ("age".into(), text(&["26"])),
+            ("region".into(), text(&["west"])),
+        ]);
+        assert!(e.contains("'age' is a number"), "{e}");
+        let e = err(vec![age(), ("region".into(), text(&["west", "north"]))]);
+        assert!(e.contains("rows"), "{e}");
+        let e = err(vec![
+            age(),
+            ("region".into(), text(&["west"])),
+            ("zip".into(), text(&["1"])),
+        ]);
+        assert!(e.contains("unexpected input 'zip'"), "{e}");
+        let nan = (
+            "age".to_string(),
+            Tensor::from_f32(vec![1], &[f32::NAN]).unwrap(),
+        );
+        let e = err(vec![nan, ("region".into(), text(&["west"]))]);
+        assert!(e.contains("finite"), "{e}");
+        // The positional input is not a named request.
+        assert!(!t.named(&[(
+            "input".to_string(),
+            Tensor::from_f32(vec![1, 2], &[1.0, 0.0]).unwrap()
+        )]));
+    }
+}
