@@ -447,39 +447,48 @@ fn unknown_files_and_pytorch_without_its_python_get_clear_errors() {
     );
 }
 
+/// `hone ship --model MODEL --data DATA --target TARGET` into `repo` on
+/// OS-chosen ports, with `extra` flags: (success, the JSON report).
+fn ship(model: &Path, data: &Path, target: &str, repo: &Path, extra: &[&str]) -> (bool, Value) {
+    let mut args = vec![
+        "ship",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--target",
+        target,
+        "--model-repository",
+        s(repo),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = hone(&args);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}: {}",
+            model.display(),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.success(), r)
+}
+
 #[test]
 fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
     let Some((_, m)) = models() else { return };
     let out = tmp("import", "ship");
     let repo = out.join("repo");
     let (model, data) = (m.join("churn.skops"), m.join("churn.csv"));
-    let ship = |extra: &[&str]| {
-        let mut args = vec![
-            "ship",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--target",
-            "churn",
-            "--model-repository",
-            s(&repo),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let o = hone(&args);
-        let r: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-        (o.status.success(), r)
-    };
+    let churn = |extra: &[&str]| ship(&model, &data, "churn", &repo, extra);
     // A gate the model misses: nothing reaches the repository.
-    let (ok, r) = ship(&["--min-metric", "0.99"]);
+    let (ok, r) = churn(&["--min-metric", "0.99"]);
     assert!(!ok, "{r}");
     assert!(
         r["error"]
@@ -490,7 +499,7 @@ fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
     );
     assert!(!repo.join("churn").exists());
 
-    let (ok, r) = ship(&["--min-metric", "0.8"]);
+    let (ok, r) = churn(&["--min-metric", "0.8"]);
     assert!(ok, "{r}");
     let stages: Vec<&str> = r["stages"]
         .as_array()
@@ -542,26 +551,8 @@ fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
     let onnx = out.join("xgb.onnx");
     import(&[s(&m.join("xgb_cancer.json")), "-o", s(&onnx)]);
     std::fs::remove_file(onnx.with_extension("card.json")).unwrap();
-    let o = hone(&[
-        "ship",
-        "--model",
-        s(&onnx),
-        "--data",
-        s(&m.join("cancer.csv")),
-        "--target",
-        "label",
-        "--model-repository",
-        s(&repo),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--json",
-    ]);
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(o.status.success(), "{r}");
+    let (ok, r) = ship(&onnx, &m.join("cancer.csv"), "label", &repo, &[]);
+    assert!(ok, "{r}");
     assert_eq!(r["name"], "xgb");
     assert!(r["value"].as_f64().unwrap() > 0.95, "{r}");
 
@@ -575,27 +566,8 @@ fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
         ("seed.h5", "seed.csv", "label", "accuracy"),
         ("seed_savedmodel", "seed.csv", "label", "accuracy"),
     ] {
-        let o = hone(&[
-            "ship",
-            "--model",
-            s(&m.join(src)),
-            "--data",
-            s(&m.join(data)),
-            "--target",
-            target,
-            "--model-repository",
-            s(&repo),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--json",
-        ]);
-        let r: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{src}: {}", String::from_utf8_lossy(&o.stderr)));
-        assert!(o.status.success(), "{src}: {r}");
+        let (ok, r) = ship(&m.join(src), &m.join(data), target, &repo, &[]);
+        assert!(ok, "{src}: {r}");
         assert_eq!(r["metric"], metric, "{src}: {r}");
         let last = r["stages"].as_array().unwrap().last().unwrap();
         assert_eq!(last["stage"], "smoke test", "{src}: {r}");
@@ -609,29 +581,14 @@ fn ship_takes_a_model_trained_elsewhere_through_every_stage() {
     }
 
     // --optimize searches the imported model on the same rows.
-    let o = hone(&[
-        "ship",
-        "--model",
-        s(&m.join("lgb_diabetes.txt")),
-        "--data",
-        s(&m.join("diabetes.csv")),
-        "--target",
+    let (ok, r) = ship(
+        &m.join("lgb_diabetes.txt"),
+        &m.join("diabetes.csv"),
         "progression",
-        "--optimize",
-        "--max-drop",
-        "0.05",
-        "--model-repository",
-        s(&repo),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--json",
-    ]);
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(o.status.success(), "{r}");
+        &repo,
+        &["--optimize", "--max-drop", "0.05"],
+    );
+    assert!(ok, "{r}");
     let opt = r["stages"]
         .as_array()
         .unwrap()

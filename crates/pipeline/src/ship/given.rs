@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::optimize_stage::{Card, optimize_stage};
 use super::release::publish_and_go_live;
-use super::report::{Run, ShipOptions};
+use super::report::{Run, ShipOptions, judge};
 use super::smoke::Smoke;
 use crate::imported::ImportCard;
 use crate::{PipelineError, Result, eval};
@@ -98,33 +98,13 @@ pub(super) async fn run_stages(
         } else {
             Metric::Accuracy
         });
-        let value = report.get(metric).ok_or_else(|| {
-            PipelineError::Message(format!(
-                "metric {} does not apply to a {} model",
-                metric.name(),
-                task.name()
-            ))
-        })?;
-        let mut detail = format!(
-            "{} = {value:.4} on {} labelled rows (output {})",
+        let (value, gate_note) = judge(&report, metric, task, opts.min_metric, "")?;
+        let detail = format!(
+            "{} = {value:.4} on {} labelled rows (output {}){gate_note}",
             metric.name(),
             ds.rows,
             meta.outputs[out_index].name
         );
-        if let Some(min) = opts.min_metric {
-            let ok = if metric.higher_is_better() {
-                value >= min
-            } else {
-                value <= min
-            };
-            if !ok {
-                return Err(PipelineError::Message(format!(
-                    "{} = {value:.4} misses --min-metric {min}",
-                    metric.name()
-                )));
-            }
-            detail += &format!(" (gate {min}: pass)");
-        }
         Ok(((out_index, report, task, metric), detail))
     })?;
     run.report.metric = Some(metric.name().to_string());

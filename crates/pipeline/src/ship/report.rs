@@ -217,3 +217,38 @@ pub fn render(r: &ShipReport) -> String {
     );
     s
 }
+
+/// The figure a ship is judged on, and the `--min-metric` gate on it:
+/// (the value, the note a passing stage's detail ends with). `prefix` says
+/// how it was measured in a failure ("held-out ").
+pub(super) fn judge(
+    report: &Report,
+    metric: Metric,
+    task: Task,
+    min: Option<f64>,
+    prefix: &str,
+) -> Result<(f64, String)> {
+    let value = report.get(metric).ok_or_else(|| {
+        PipelineError::Message(format!(
+            "metric {} does not apply to a {} model",
+            metric.name(),
+            task.name()
+        ))
+    })?;
+    let Some(min) = min else {
+        return Ok((value, String::new()));
+    };
+    let ok = if metric.higher_is_better() {
+        value >= min
+    } else {
+        value <= min
+    };
+    if ok {
+        Ok((value, format!(" (gate {min}: pass)")))
+    } else {
+        Err(PipelineError::Message(format!(
+            "{prefix}{} = {value:.4} misses --min-metric {min}",
+            metric.name()
+        )))
+    }
+}

@@ -11,7 +11,7 @@ use hone_train::CardInput;
 use super::optimize_stage::{Card, optimize_stage};
 use super::package::config_pbtxt;
 use super::release::publish_and_go_live;
-use super::report::{Data, Run, ShipOptions};
+use super::report::{Data, Run, ShipOptions, judge};
 use super::smoke::Smoke;
 use crate::{PipelineError, Result};
 
@@ -94,32 +94,12 @@ pub(super) async fn run_stages(opts: &ShipOptions, run: &mut Run) -> Result<Opti
             &served,
             &data.holdout.y,
         );
-        let value = report.get(metric).ok_or_else(|| {
-            PipelineError::Message(format!(
-                "metric {} does not apply to a {} model",
-                metric.name(),
-                task.name()
-            ))
-        })?;
-        let mut detail = format!(
-            "held-out {} = {value:.4} on {} rows; ONNX vs Rust max |diff| {diff:.1e}",
+        let (value, gate_note) = judge(&report, metric, task, opts.min_metric, "held-out ")?;
+        let detail = format!(
+            "held-out {} = {value:.4} on {} rows; ONNX vs Rust max |diff| {diff:.1e}{gate_note}",
             metric.name(),
             data.holdout.rows
         );
-        if let Some(min) = opts.min_metric {
-            let ok = if metric.higher_is_better() {
-                value >= min
-            } else {
-                value <= min
-            };
-            if !ok {
-                return Err(PipelineError::Message(format!(
-                    "held-out {} = {value:.4} misses --min-metric {min}",
-                    metric.name()
-                )));
-            }
-            detail += &format!(" (gate {min}: pass)");
-        }
         Ok(((bytes, report), detail))
     })?;
     run.report.metric = Some(metric.name().to_string());
