@@ -63,7 +63,7 @@ pub(super) async fn run_stages(
 
     let (onnx, card) = run.stage("import", || import(opts, given, &scratch.0, &data_file))?;
 
-    let (table, meta, ds, view) = run.stage("load data", || {
+    let (table, meta, ds, view, mut backend) = run.stage("load data", || {
         let table = Table::read(&data_file)?;
         hone_runtime::init()?;
         let backend = OrtBackend::from_bytes(&onnx, &SessionConfig::default())?;
@@ -79,7 +79,7 @@ pub(super) async fn run_stages(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(((table, meta, ds, view), detail))
+        Ok(((table, meta, ds, view, backend), detail))
     })?;
 
     let (out_index, report, task, metric) = run.stage("validate", || {
@@ -90,7 +90,6 @@ pub(super) async fn run_stages(
             ))
         })?;
         let out_index = eval::pick_output(&meta, view.output())?;
-        let mut backend = OrtBackend::from_bytes(&onnx, &SessionConfig::default())?;
         let (values, width) = eval::run_output(&mut backend, &ds, out_index, 256)?;
         let (task, report, _) = eval::score(view.task(), opts.metric, values, width, &labels)?;
         let metric = opts.metric.unwrap_or(if task == Task::Regression {
