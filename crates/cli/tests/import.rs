@@ -237,6 +237,30 @@ fn every_format_imports_serves_and_answers_as_its_framework() {
         }
     }
 
+    // A booster with feature names takes them by name too, as TF Serving
+    // records: the same answer as the positional matrix.
+    let (_, _, data) = csv_rows(&m.join("cancer.csv"), "label");
+    let text = std::fs::read_to_string(m.join("cancer.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let record: serde_json::Map<String, Value> = header
+        .iter()
+        .filter(|h| **h != "label")
+        .zip(&data)
+        .map(|(h, x)| (h.to_string(), json!(x)))
+        .collect();
+    let (code, text) = server.post(
+        "/v1/models/xgb_cancer:predict",
+        &json!({"instances": [record]}).to_string(),
+    );
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let want = expected(m, "xgb_cancer");
+    close(
+        &floats(&v["predictions"][0]["probabilities"]),
+        &floats(&want["probabilities"][0]),
+        "xgb_cancer by name",
+    );
+
     // The scikit-learn pipeline takes its columns by name, text as text,
     // over V2 and TF Serving REST, and answers with its own class names.
     let want = expected(m, "churn");

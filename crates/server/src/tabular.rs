@@ -34,7 +34,11 @@ pub(crate) struct Tabular {
 #[derive(Deserialize)]
 struct Card {
     format: Option<String>,
+    /// A hone-trained model's input and its features.
     input: Option<CardInput>,
+    /// An imported model's feature names (all numbers).
+    #[serde(default)]
+    features: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,8 +56,9 @@ struct CardFeature {
 }
 
 impl Tabular {
-    /// The features of the hone card beside `model` (`model.card.json`),
-    /// when the model takes them as its one FP32 matrix; None otherwise.
+    /// The features of the card beside `model` (`model.card.json`: from
+    /// `hone train`/`ship`, or `hone import` with feature names), when the
+    /// model takes them as its one FP32 matrix; None otherwise.
     pub(crate) fn load(
         model: &Path,
         meta: &ModelMetadata,
@@ -67,14 +72,30 @@ impl Tabular {
         let Ok(card) = serde_json::from_slice::<Card>(&bytes) else {
             return Ok(None);
         };
-        let (Some(format), Some(input)) = (card.format, card.input) else {
-            return Ok(None);
-        };
         let [spec] = meta.inputs.as_slice() else {
             return Ok(None);
         };
-        let fits = format.starts_with("hone.model-card/")
-            && spec.name == input.name
+        let format = card.format.unwrap_or_default();
+        let input = match card.input {
+            Some(input) if format.starts_with("hone.model-card/") => input,
+            // `hone import` names a booster's or a pipeline's features.
+            _ if format.starts_with("hone.import-card/") && !card.features.is_empty() => {
+                CardInput {
+                    name: spec.name.clone(),
+                    features: card
+                        .features
+                        .into_iter()
+                        .map(|name| CardFeature {
+                            name,
+                            kind: "numeric".into(),
+                            categories: Vec::new(),
+                        })
+                        .collect(),
+                }
+            }
+            _ => return Ok(None),
+        };
+        let fits = spec.name == input.name
             && spec.dtype == DataType::F32
             && spec.dims.len() == 2
             && spec.dims.get(1) == Some(&(input.features.len() as i64));
