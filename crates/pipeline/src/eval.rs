@@ -49,14 +49,20 @@ pub struct EvalResult {
 pub use crate::dataset::Dataset;
 
 /// Loads EVAL data for a model: a CSV/Parquet file or a `.npy` directory.
+/// A table feeds a hone-trained model by its card's encoding, an imported
+/// one by its card's feature names (or one input per column), any other
+/// model by every column but the target.
 pub fn load_dataset(
     data: &Path,
     target: &str,
     meta: &hone_core::ModelMetadata,
     card: Option<&hone_train::ModelCard>,
+    imported: Option<&crate::imported::ImportCard>,
 ) -> Result<Dataset> {
     if data.is_dir() {
         load_npy_dir(data, meta)
+    } else if let Some(ic) = imported {
+        crate::imported::dataset(&Table::read(data)?, target, meta, ic)
     } else {
         load_csv(data, target, meta, card)
     }
@@ -140,17 +146,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
     hone_runtime::init()?;
     let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
-    let card = crate::read_card(&opts.model)?;
-    let imported = card
-        .is_none()
-        .then(|| crate::imported::read(&opts.model))
-        .flatten();
-    let ds = match &imported {
-        Some(ic) if !opts.data.is_dir() => {
-            crate::imported::dataset(&Table::read(&opts.data)?, &opts.target, &meta, ic)?
-        }
-        _ => load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?,
-    };
+    let (card, imported) = crate::imported::read_cards(&opts.model)?;
+    let ds = load_dataset(
+        &opts.data,
+        &opts.target,
+        &meta,
+        card.as_ref(),
+        imported.as_ref(),
+    )?;
     let labels = ds.labels.clone().ok_or_else(|| {
         PipelineError::Message(format!(
             "{}: no labels (a {:?} column, or labels.npy); pass --target",

@@ -50,6 +50,14 @@ impl ImportCard {
     }
 }
 
+/// The card beside a model: a hone-trained model's, or else an imported
+/// model's (`hone import`), or neither.
+pub fn read_cards(model: &Path) -> Result<(Option<hone_train::ModelCard>, Option<ImportCard>)> {
+    let card = crate::read_card(model)?;
+    let imported = card.is_none().then(|| read(model)).flatten();
+    Ok((card, imported))
+}
+
 /// The import card beside `model`, or None when there is none (or the card
 /// there is a hone-trained model's).
 pub fn read(model: &Path) -> Option<ImportCard> {

@@ -60,8 +60,14 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     let bytes = hone_onnx::read_bytes(&opts.model)?;
     let mut backend = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
-    let card = crate::read_card(&opts.model)?;
-    let ds = eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?;
+    let (card, imported) = crate::imported::read_cards(&opts.model)?;
+    let ds = eval::load_dataset(
+        &opts.data,
+        &opts.target,
+        &meta,
+        card.as_ref(),
+        imported.as_ref(),
+    )?;
     if ds.rows == 0 {
         return Err(PipelineError::Message(format!(
             "{}: no rows",

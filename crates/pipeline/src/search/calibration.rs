@@ -27,7 +27,13 @@ impl Calibration {
     /// Batches from --calibration, else the first rows of EVAL.
     pub fn new(s: &Setup, opts: &OptimizeOptions) -> Result<Calibration> {
         let cal_ds = match &opts.calibration {
-            Some(p) => eval::load_dataset(p, &opts.target, &s.meta, s.card.as_ref())?,
+            Some(p) => eval::load_dataset(
+                p,
+                &opts.target,
+                &s.meta,
+                s.card.as_ref(),
+                s.imported.as_ref(),
+            )?,
             None => s.scorer.ds.clone(),
         };
         let rows = cal_ds.rows.min(opts.calibration_rows.max(1));

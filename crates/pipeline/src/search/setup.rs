@@ -24,6 +24,8 @@ pub(crate) struct Setup {
     pub fp32_bytes: Vec<u8>,
     pub meta: ModelMetadata,
     pub card: Option<hone_train::ModelCard>,
+    /// An imported model's card (None beside a hone-trained one).
+    pub imported: Option<crate::imported::ImportCard>,
     pub cfg: SessionConfig,
     /// Wire bytes of one EVAL row, which sizes eval and calibration batches.
     pub row_bytes: usize,
@@ -61,20 +63,14 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
             (m.card.clone(), m.imported.clone(), ds)
         }
         None => {
-            let card = crate::read_card(&opts.model)?;
-            let imported = card
-                .is_none()
-                .then(|| crate::imported::read(&opts.model))
-                .flatten();
-            let ds = match &imported {
-                Some(ic) if !opts.data.is_dir() => crate::imported::dataset(
-                    &hone_data::Table::read(&opts.data)?,
-                    &opts.target,
-                    &meta,
-                    ic,
-                )?,
-                _ => eval::load_dataset(&opts.data, &opts.target, &meta, card.as_ref())?,
-            };
+            let (card, imported) = crate::imported::read_cards(&opts.model)?;
+            let ds = eval::load_dataset(
+                &opts.data,
+                &opts.target,
+                &meta,
+                card.as_ref(),
+                imported.as_ref(),
+            )?;
             (card, imported, ds)
         }
     };
@@ -181,7 +177,7 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         .collect();
     let row = match &opts.latency_data {
         Some(p) => {
-            let l = eval::load_dataset(p, &opts.target, &meta, card.as_ref())?;
+            let l = eval::load_dataset(p, &opts.target, &meta, card.as_ref(), imported.as_ref())?;
             if l.rows == 0 {
                 return Err(PipelineError::Message(format!("{}: no rows", p.display())));
             }
@@ -215,6 +211,7 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
         fp32_bytes,
         meta,
         card,
+        imported,
         cfg,
         row_bytes,
         batchable,
