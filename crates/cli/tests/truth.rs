@@ -358,6 +358,10 @@ fn a_parquet_file_larger_than_the_process_memory_scores_in_chunks() {
             ])
             // Chunks of 2048 rows: a few MiB in flight beside the engine.
             .args(["--chunk-rows", "2048"])
+            // glibc's per-thread arenas keep freed chunks, more of them the
+            // busier the cores (22 MB seen in CI): one arena measures the
+            // streaming, not the allocator.
+            .env("MALLOC_ARENA_MAX", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -376,20 +380,22 @@ fn a_parquet_file_larger_than_the_process_memory_scores_in_chunks() {
         (peak, kib, scored)
     };
     let (small_peak, _, _) = score("small", 1);
-    let (peak, file_kib, scored) = score("big", 30);
-    // Thirty times the rows may not grow the process by more than a
-    // quarter of the file: it streams. (The process's own floor, ONNX
-    // Runtime's pages and the binary, differs by machine.)
+    let (peak, file_kib, scored) = score("big", 60);
+    // Sixty times the rows may not grow the process by a third of the
+    // file: it streams. Holding every row would take more (the features
+    // alone are 72 MB as the model's float32 input), while streaming grew
+    // it by 3 MB on idle cores and under 23 MB on busy ones. The process's own
+    // floor (ONNX Runtime's pages, the binary) differs by machine.
     let growth = peak.saturating_sub(small_peak);
     println!(
         "score: {file_kib} KiB Parquet file, peak RSS {peak} KiB, {small_peak} KiB on one row group"
     );
     assert!(
-        growth < file_kib / 4,
-        "peak RSS grew by {growth} KiB from one row group to thirty ({file_kib} KiB file)"
+        growth < file_kib / 3,
+        "peak RSS grew by {growth} KiB from one row group to sixty ({file_kib} KiB file)"
     );
     let mut back = hone_data::stream::Chunks::open(&scored, 1_000_000).unwrap();
     let t = back.next_chunk().unwrap().unwrap();
-    assert_eq!(t.rows(), 30 * per);
+    assert_eq!(t.rows(), 60 * per);
     assert_eq!(t.columns[0][per + 1], format!("row-{}", per + 1));
 }
