@@ -484,14 +484,9 @@ fn ship(model: &Path, data: &Path, target: &str, repo: &Path, extra: &[&str]) ->
         target,
         "--model-repository",
         s(repo),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
         "--json",
     ];
+    args.extend_from_slice(&common::EPHEMERAL_PORTS);
     args.extend_from_slice(extra);
     let o = hone(&args);
     let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {

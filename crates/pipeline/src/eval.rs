@@ -68,6 +68,22 @@ pub fn load_dataset(
     }
 }
 
+/// The cards beside `model` and `data` loaded as they say.
+pub fn load_with_cards(
+    model: &Path,
+    data: &Path,
+    target: &str,
+    meta: &hone_core::ModelMetadata,
+) -> Result<(
+    Option<hone_train::ModelCard>,
+    Option<crate::imported::ImportCard>,
+    Dataset,
+)> {
+    let (card, imported) = crate::imported::read_cards(model)?;
+    let ds = load_dataset(data, target, meta, card.as_ref(), imported.as_ref())?;
+    Ok((card, imported, ds))
+}
+
 /// One output of the model over every row, batched: the values (row-major)
 /// and the row width.
 pub fn run_output(
@@ -146,14 +162,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalResult> {
     hone_runtime::init()?;
     let mut backend = OrtBackend::load(&opts.model, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
-    let (card, imported) = crate::imported::read_cards(&opts.model)?;
-    let ds = load_dataset(
-        &opts.data,
-        &opts.target,
-        &meta,
-        card.as_ref(),
-        imported.as_ref(),
-    )?;
+    let (_, imported, ds) = load_with_cards(&opts.model, &opts.data, &opts.target, &meta)?;
     let labels = ds.labels.clone().ok_or_else(|| {
         PipelineError::Message(format!(
             "{}: no labels (a {:?} column, or labels.npy); pass --target",

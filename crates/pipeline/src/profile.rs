@@ -60,14 +60,7 @@ pub fn profile(opts: &ProfileOptions) -> Result<Profile> {
     let bytes = hone_onnx::read_bytes(&opts.model)?;
     let mut backend = OrtBackend::from_bytes(&bytes, &SessionConfig::default())?;
     let meta = backend.metadata().clone();
-    let (card, imported) = crate::imported::read_cards(&opts.model)?;
-    let ds = eval::load_dataset(
-        &opts.data,
-        &opts.target,
-        &meta,
-        card.as_ref(),
-        imported.as_ref(),
-    )?;
+    let (card, _, ds) = eval::load_with_cards(&opts.model, &opts.data, &opts.target, &meta)?;
     if ds.rows == 0 {
         return Err(PipelineError::Message(format!(
             "{}: no rows",

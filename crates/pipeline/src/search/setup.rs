@@ -63,14 +63,8 @@ pub(crate) fn setup(opts: &OptimizeOptions) -> Result<Setup> {
             (m.card.clone(), m.imported.clone(), ds)
         }
         None => {
-            let (card, imported) = crate::imported::read_cards(&opts.model)?;
-            let ds = eval::load_dataset(
-                &opts.data,
-                &opts.target,
-                &meta,
-                card.as_ref(),
-                imported.as_ref(),
-            )?;
+            let (card, imported, ds) =
+                eval::load_with_cards(&opts.model, &opts.data, &opts.target, &meta)?;
             (card, imported, ds)
         }
     };
