@@ -109,6 +109,13 @@ pub fn import(opts: &ImportOptions) -> Result<Imported, ImportError> {
         for p in [&tmp_onnx, &tmp_report, &tmp_card] {
             let _ = std::fs::remove_file(p);
         }
+        // A converter that crashed can leave its own scratch file beside
+        // ours (`<tmp onnx>.catboost.onnx`, `.savedmodel.onnx`, ...).
+        for suffix in ["catboost", "savedmodel", "torch"] {
+            let mut p = tmp_onnx.clone().into_os_string();
+            p.push(format!(".{suffix}.onnx"));
+            let _ = std::fs::remove_file(p);
+        }
     };
     let result = convert(format, opts, &python, &tmp_onnx, &tmp_report).and_then(|report| {
         if !report.passes() {
