@@ -120,6 +120,13 @@ struct ServeArgs {
     model_control_mode: ControlMode,
     #[arg(long, default_value_t = 15)]
     repository_poll_secs: u64,
+    /// Memory the loaded models may take together (bytes, or with a unit:
+    /// 512MiB, 4GiB, 2GB). Models then load on their first request (those
+    /// whose config sets the parameter `pinned: "true"` at start), and the
+    /// least recently used idle model is unloaded to make room. Default:
+    /// no budget, every model loads at start.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    model_memory_budget: Option<u64>,
     /// File of inference keys, one per line: inference and read routes then
     /// need `Authorization: Bearer KEY` (gRPC: `authorization` metadata).
     /// Health routes stay open.
@@ -297,6 +304,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
             feedback_rows: args.feedback_rows,
             feedback_window: args.feedback_window,
+            model_memory_budget: args.model_memory_budget,
         };
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let keyed = !opts.keys.is_open();
@@ -414,12 +422,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// A byte count, bare or with a unit (KiB, MiB, GiB, TiB; KB, MB, GB, TB;
+/// K, M, G, T as the binary units).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        u => {
+            return Err(format!(
+                "unknown unit '{u}': use bytes, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: give bytes, or a number with a unit (4GiB)"))?;
+    let bytes = n * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("'{s}' is not a size above zero"));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn flags_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        use super::parse_bytes;
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("4g"), Ok(4 << 30));
+        for bad in ["", "0", "-1", "12 parsecs", "MiB", "1e400"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     /// `docs/cli.md` is what the flag definitions say.

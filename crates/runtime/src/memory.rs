@@ -47,3 +47,21 @@ pub fn limit_arenas(n: usize) -> bool {
         false
     }
 }
+
+/// Bytes the process heap holds in use (glibc's `mallinfo2`: every arena's
+/// allocated chunks plus mmapped ones), None outside glibc. Differences
+/// across a model load measure what its sessions keep; unlike RSS, this
+/// does not read zero when the load reuses pages an earlier unload freed.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics, under
+        // the allocator's own locks, into a returned struct.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks as u64).saturating_add(m.hblkhd as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}

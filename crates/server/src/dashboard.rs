@@ -38,6 +38,7 @@ pub async fn data(State(s): State<Arc<ServerState>>) -> impl IntoResponse {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         "versions": versions(&s),
+        "memory": memory(&s),
     });
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -78,6 +79,32 @@ fn versions(s: &ServerState) -> Vec<Json> {
             }
         })
         .collect()
+}
+
+/// Which models are in memory and what they take, against the budget.
+fn memory(s: &ServerState) -> Json {
+    let m = s.repo.memory();
+    let models: Vec<Json> = m
+        .snapshot()
+        .into_iter()
+        .map(|(name, f)| {
+            json!({
+                "model": name,
+                "resident": f.resident,
+                "bytes": f.bytes(),
+                "measured": f.measured.is_some(),
+                "pinned": f.pinned,
+                "loads": f.loads,
+                "evictions": f.evictions,
+                "last_load_s": f.last_load_s,
+            })
+        })
+        .collect();
+    json!({
+        "budget_bytes": m.limit,
+        "resident_bytes": m.resident_bytes(""),
+        "models": models,
+    })
 }
 
 /// A quantile for JSON: past the last bucket it is infinite, which JSON

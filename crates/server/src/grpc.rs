@@ -6,6 +6,7 @@ use hone_core::{Error, Result};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Denied};
+use crate::model::LoadedModel;
 use crate::repository::{Registry, check_load_parameters};
 use crate::state::ServerState;
 use crate::state::{EXTENSIONS, SERVER_NAME};
@@ -29,6 +30,17 @@ impl GrpcService {
     /// The key check of [`crate::auth`], from the `authorization` metadata.
     fn authorize<T>(&self, r: &Request<T>, need: Access) -> Result<(), Status> {
         authorize(&self.state, r, need)
+    }
+
+    /// The version asked for (empty: the newest ready), loaded first when
+    /// out of memory under the budget.
+    async fn model(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, Status> {
+        let v = Some(version);
+        self.state
+            .repo
+            .lookup(name, None, |models| models.get(name, v))
+            .await
+            .map_err(status)
     }
 }
 
@@ -79,9 +91,10 @@ impl GrpcInferenceService for GrpcService {
         let r = r.into_inner();
         // Triton answers an unknown model or version with ready: false, not
         // an error, and tritonclient's is_model_ready relies on it.
-        let ready = repo(self)
-            .get(&r.name, Some(&r.version))
-            .is_ok_and(|m| m.healthy());
+        let ready = repo(self).is_dormant(&r.name)
+            || repo(self)
+                .get(&r.name, Some(&r.version))
+                .is_ok_and(|m| m.healthy());
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
@@ -103,7 +116,7 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
-        let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
+        let m = self.model(&r.name, &r.version).await?;
         let tm = |t: &hone_core::TensorSpec| model_metadata_response::TensorMetadata {
             name: t.name.clone(),
             datatype: t.dtype.as_v2().into(),
@@ -145,7 +158,7 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<ModelConfigResponse>, Status> {
         self.authorize(&r, Access::Read)?;
         let r = r.into_inner();
-        let m = repo(self).get(&r.name, Some(&r.version)).map_err(status)?;
+        let m = self.model(&r.name, &r.version).await?;
         Ok(Response::new(ModelConfigResponse {
             config: Some(m.config.to_proto()),
         }))
@@ -160,7 +173,7 @@ impl GrpcInferenceService for GrpcService {
         let models = if r.name.is_empty() {
             repo(self).loaded()
         } else {
-            vec![repo(self).get(&r.name, Some(&r.version)).map_err(status)?]
+            vec![self.model(&r.name, &r.version).await?]
         };
         let d = |count: u64, ns: u64| Some(StatisticDuration { count, ns });
         use std::sync::atomic::Ordering::Relaxed;

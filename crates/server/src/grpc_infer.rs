@@ -39,7 +39,7 @@ impl Transport for Grpc {
         head: &Head,
         req: ModelInferRequest,
     ) -> std::result::Result<Read<GrpcRaw>, ServeError> {
-        let client = client_deadline(&head.headers);
+        let client = head.client_deadline();
         Ok(Read {
             raw: GrpcRaw { req, client },
             ticket: None,
@@ -161,24 +161,6 @@ impl Wire for Grpc {
         }
         Ok(resp)
     }
-}
-
-/// The deadline a gRPC client set (`grpc-timeout: 100m`, ...), as an instant.
-fn client_deadline(h: &HeaderMap) -> Option<Instant> {
-    let v = h.get("grpc-timeout")?.to_str().ok()?;
-    let split = v.len().checked_sub(1)?;
-    let (n, unit) = (v.get(..split)?, v.get(split..)?);
-    let n: u64 = n.parse().ok()?;
-    let d = match unit {
-        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
-        "S" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_millis(n),
-        "u" => std::time::Duration::from_micros(n),
-        "n" => std::time::Duration::from_nanos(n),
-        _ => return None,
-    };
-    Instant::now().checked_add(d)
 }
 
 /// Triton's `timeout` request parameter (microseconds).

@@ -113,7 +113,13 @@ async fn ready(State(s): St) -> Response {
 }
 
 async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
-    match model(&s, &p) {
+    // Out of memory under the budget, it serves when asked: ready, and a
+    // probe does not load it.
+    let name = p.get("model").map_or("", String::as_str);
+    if s.repo.models().is_dormant(name) {
+        return Ok(json_response(&json!({"name": name, "ready": true})));
+    }
+    match model(&s, &p).await {
         Ok(m) if !m.healthy() => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
             json_response(&json!({"name": p.get("model"), "ready": false, "error": "an engine instance crashed and is being restarted"})),
@@ -132,7 +138,7 @@ async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
 }
 
 async fn model_metadata(State(s): St, Path(p): Params) -> ApiResult {
-    let m = model(&s, &p)?;
+    let m = model(&s, &p).await?;
     let t = |t: &hone_core::TensorSpec| json!({"name": t.name, "datatype": t.dtype.as_v2(), "shape": t.dims});
     Ok(json_response(&json!({
         "name": m.name,
@@ -144,7 +150,7 @@ async fn model_metadata(State(s): St, Path(p): Params) -> ApiResult {
 }
 
 async fn model_config(State(s): St, Path(p): Params) -> ApiResult {
-    Ok(json_response(&model(&s, &p)?.config.to_json()))
+    Ok(json_response(&model(&s, &p).await?.config.to_json()))
 }
 
 async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
@@ -156,7 +162,7 @@ async fn stats(State(s): St, p: Option<Params>) -> ApiResult {
         if all_versions && !ready.is_empty() {
             ready.into_values().collect()
         } else {
-            vec![model(&s, &p)?]
+            vec![model(&s, &p).await?]
         }
     } else {
         s.repo.models().loaded()
@@ -240,7 +246,7 @@ async fn rollout_rollback(State(s): St, Path(p): Params) -> ApiResult {
 
 /// The drift window against the reference profile, with both histograms.
 async fn drift(State(s): St, Path(p): Params) -> ApiResult {
-    let m = model(&s, &p)?;
+    let m = model(&s, &p).await?;
     let d = m.drift.as_ref().ok_or_else(|| {
         Error::not_found(format!(
             "{} version {} has no reference profile (model.profile.json from `hone profile`, or a hone model card)",
@@ -364,7 +370,7 @@ async fn repository_index(State(s): St, headers: HeaderMap, body: Body) -> ApiRe
             .map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
         v.get("ready").and_then(Json::as_bool).unwrap_or(false)
     };
-    Ok(json_response(&s.repo.models().index(ready_only)))
+    Ok(json_response(&s.repo.index(ready_only)))
 }
 
 /// Triton's load/unload bodies are optional: `{"parameters": {...}}`.

@@ -91,6 +91,10 @@ pub struct ServerOptions {
     /// figures cover (`--feedback-window`).
     pub feedback_rows: usize,
     pub feedback_window: usize,
+    /// `--model-memory-budget`: bytes the loaded models may take together;
+    /// models then load on their first request and the least recently
+    /// used is evicted to make room. None: everything loads at start.
+    pub model_memory_budget: Option<u64>,
 }
 
 impl ServerOptions {
@@ -111,6 +115,7 @@ impl ServerOptions {
             observe: observe::ObserveOptions::default(),
             feedback_rows: feedback::DEFAULT_RECORD_ROWS,
             feedback_window: feedback::DEFAULT_WINDOW_ROWS,
+            model_memory_budget: None,
         }
     }
 
@@ -177,7 +182,16 @@ impl Server {
         let observer = observe::Observer::start(&opts.observe)?;
         engines.init()?;
         // The ports answer from here on (ready: false) while models load.
-        let repo = Arc::new(Repository::empty(&opts.model_repository, engines)?);
+        let repo = Arc::new(
+            Repository::empty(&opts.model_repository, engines)?
+                .with_memory_budget(opts.model_memory_budget),
+        );
+        if let Some(b) = opts.model_memory_budget {
+            tracing::info!(
+                "model memory budget: {} MiB (--model-memory-budget); models load on their first request",
+                b >> 20
+            );
+        }
         let budget = budget::Budget::new(
             opts.max_inflight_bytes
                 .unwrap_or_else(|| budget::default_limit(opts.max_request_bytes)),

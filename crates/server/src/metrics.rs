@@ -68,16 +68,27 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let (lead, own) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{lead}le=\"{b}\"}} {cumulative}");
         }
         // The last bucket counts what exceeded every bound.
         cumulative += self.buckets.last().map_or(0, |n| n.load(Relaxed));
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ns() as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+        let _ = writeln!(out, "{name}_bucket{{{lead}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{own} {}", self.sum_ns() as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{own} {}", self.count());
+    }
+
+    /// A whole unlabelled histogram family, with its help line.
+    pub(crate) fn render_family(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render(out, name, "");
     }
 }
 

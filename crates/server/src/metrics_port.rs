@@ -18,7 +18,7 @@ pub fn metrics_router(state: Arc<ServerState>) -> Router {
             "/metrics",
             get(|State(s): State<Arc<ServerState>>| async move {
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
-                    let mut text = s.repo.models().render_metrics();
+                    let mut text = s.repo.render_metrics();
                     s.observer.render_metrics(&mut text);
                     s.shadows.render_metrics(&mut text);
                     s.feedback.render_metrics(&mut text);

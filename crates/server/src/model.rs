@@ -1,7 +1,8 @@
 //! A loaded, serving model version: its configuration and signature, its
 //! statistics, and the scheduler that runs its requests.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hone_core::{ModelMetadata, NamedTensor, Result, Tensor, TensorSpec};
@@ -42,6 +43,8 @@ pub struct LoadedModel {
     /// The traffic split of the model's config, if it sets one.
     pub split: Option<Arc<crate::split::Split>>,
     pub(crate) scheduler: Scheduler,
+    /// When it last served: the memory budget evicts the least recent.
+    pub(crate) last_used: LastUsed,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -142,5 +145,31 @@ impl LoadedModel {
 
     pub fn output_spec(&self, name: &str) -> Option<&TensorSpec> {
         self.metadata.outputs.iter().find(|o| o.name == name)
+    }
+}
+
+/// Milliseconds since the process's first call: a cheap clock for "least
+/// recently used".
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// When a model version last served a request.
+#[derive(Debug, Default)]
+pub(crate) struct LastUsed(AtomicU64);
+
+impl LastUsed {
+    pub(crate) fn now() -> Self {
+        Self(AtomicU64::new(now_ms()))
+    }
+
+    /// A plain store: every request makes it, on every core.
+    pub(crate) fn touch(&self) {
+        self.0.store(now_ms(), Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
     }
 }

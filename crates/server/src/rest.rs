@@ -217,23 +217,29 @@ pub(crate) fn json_response(v: &impl serde::Serialize) -> Response {
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The version a URL names (by number or label), else the newest ready
-/// (metadata, config and statistics routes: no traffic split).
-pub(crate) fn model(
+/// (metadata, config and statistics routes: no traffic split). A model out
+/// of memory under the budget is loaded: clients read metadata first.
+pub(crate) async fn model(
     state: &ServerState,
     p: &HashMap<String, String>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
     let r = route_of(p)?;
-    if r.label.is_none() {
-        return Ok(state.repo.models().get(&r.model, r.version.as_deref())?);
-    }
-    Ok(crate::traffic::resolve(
-        state.repo.models(),
-        &state.traffic,
-        &r.model,
-        r.version.as_deref(),
-        r.label.as_deref(),
-        &|_| None,
-    )?)
+    Ok(state
+        .repo
+        .lookup(&r.model, None, |models| {
+            if r.label.is_none() {
+                return models.get(&r.model, r.version.as_deref());
+            }
+            crate::traffic::resolve(
+                models,
+                &state.traffic,
+                &r.model,
+                r.version.as_deref(),
+                r.label.as_deref(),
+                &|_| None,
+            )
+        })
+        .await?)
 }
 
 /// The route a V2 URL's parameters name. `/versions//infer` names no

@@ -3,6 +3,7 @@
 //! [`Answer`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
 use hone_core::{NamedTensor, Tensor, TensorData};
@@ -34,6 +35,24 @@ pub(crate) struct Head {
 impl Head {
     pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name).map(HeaderValue::as_bytes)
+    }
+
+    /// The deadline a gRPC client set (`grpc-timeout: 100m`, ...), as an instant.
+    pub(crate) fn client_deadline(&self) -> Option<Instant> {
+        let v = self.headers.get("grpc-timeout")?.to_str().ok()?;
+        let split = v.len().checked_sub(1)?;
+        let (n, unit) = (v.get(..split)?, v.get(split..)?);
+        let n: u64 = n.parse().ok()?;
+        let d = match unit {
+            "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+            "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+            "S" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_millis(n),
+            "u" => std::time::Duration::from_micros(n),
+            "n" => std::time::Duration::from_nanos(n),
+            _ => return None,
+        };
+        Instant::now().checked_add(d)
     }
 }
 

@@ -134,7 +134,7 @@ impl Infer {
         body: <W::Transport as Transport>::Body,
         f: &mut Facts,
     ) -> Result<<W::Transport as Transport>::Reply, ServeError> {
-        let m = match self.route(head) {
+        let m = match self.route(head).await {
             Ok(m) => m,
             Err(e) => {
                 W::Transport::discard(&self.state, head, body);
@@ -218,17 +218,26 @@ impl Infer {
 
     /// The version a request goes to: the one it names, the one its label
     /// names, or the traffic split's pick (sticky on the split's header).
-    pub(crate) fn route(&self, head: &Head) -> Result<Arc<LoadedModel>, ServeError> {
+    /// A model out of memory under the budget is loaded first, within the
+    /// client's deadline.
+    pub(crate) async fn route(&self, head: &Head) -> Result<Arc<LoadedModel>, ServeError> {
         let s = &self.state;
         let r = &head.route;
-        Ok(crate::traffic::resolve(
-            s.repo.models(),
-            &s.traffic,
-            &r.model,
-            r.version.as_deref(),
-            r.label.as_deref(),
-            &|h| head.headers.get(h).map(|v| v.as_bytes().to_vec()),
-        )?)
+        let m = s
+            .repo
+            .lookup(&r.model, head.client_deadline(), |models| {
+                crate::traffic::resolve(
+                    models,
+                    &s.traffic,
+                    &r.model,
+                    r.version.as_deref(),
+                    r.label.as_deref(),
+                    &|h| head.headers.get(h).map(|v| v.as_bytes().to_vec()),
+                )
+            })
+            .await?;
+        m.last_used.touch();
+        Ok(m)
     }
 
     /// The id an answer is kept under when its request brought none: the

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use hone_core::{Error, Result};
 
-use super::loader;
 use super::registry::{ModelEntry, VersionState};
 use super::repo::{Repository, model_dirs};
 use super::stamp::DirStamp;
@@ -50,7 +49,7 @@ impl Repository {
             .lock()
             .map_err(|_| Error::internal("repository lock poisoned"))?;
         let previous = self.models.previous(name);
-        let mut entry = loader::build_entry(name, &dir, Some(&previous), &self.engines);
+        let mut entry = self.load_within_budget(name, &dir, Some(&previous));
         let mut failure = entry.error.clone().or_else(|| {
             let bad: Vec<String> = entry
                 .versions
@@ -111,9 +110,11 @@ impl Repository {
                 error: Some("unloaded".into()),
                 unloaded: true,
                 stamp,
+                dormant: None,
             }),
         )?;
         crate::scheduler::joined_here(|| drop(old));
+        self.memory.left(name, false);
         tracing::info!(model = name, "unloaded");
         Ok(Change::Unloaded {
             name: name.to_string(),
@@ -140,7 +141,13 @@ impl Repository {
             let changed = known
                 .get(name)
                 .is_none_or(|stamp| *stamp != DirStamp::read(&self.root.join(name)));
-            if changed {
+            if !changed {
+                continue;
+            }
+            // Under a budget, a model out of memory stays out until asked for.
+            let deferred =
+                self.memory.limit.is_some() && self.restamp_dormant(name).unwrap_or(false);
+            if !deferred {
                 changes.push(self.load(name));
             }
         }
@@ -151,6 +158,7 @@ impl Repository {
             };
             if gone.is_some() {
                 crate::scheduler::joined_here(|| drop(gone));
+                self.memory.forget(name);
                 tracing::info!(model = name.as_str(), "directory removed: unloaded");
                 changes.push(Ok(Change::Unloaded { name: name.clone() }));
             }

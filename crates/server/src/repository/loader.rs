@@ -32,32 +32,16 @@ pub fn build_entry(
             error: Some(reason),
             unloaded: false,
             stamp: stamp.clone(),
+            dormant: None,
         }
     };
     let config = match read_config(name, dir) {
         Ok(c) => c,
         Err(e) => return fail(e.message),
     };
-    let mut found: Vec<i64> = match std::fs::read_dir(dir) {
-        Ok(d) => d
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
-            .filter(|v| *v > 0)
-            .collect(),
+    let selected = match selected_versions(&config, dir) {
+        Ok(s) => s,
         Err(e) => return fail(format!("cannot list {name}/: {e}")),
-    };
-    found.sort_unstable();
-    let selected: Vec<i64> = match &config.version_policy {
-        VersionPolicy::Latest(n) => found
-            .iter()
-            .rev()
-            .take((*n).max(1) as usize)
-            .rev()
-            .copied()
-            .collect(),
-        VersionPolicy::All => found.clone(),
-        VersionPolicy::Specific(v) => found.iter().filter(|f| v.contains(f)).copied().collect(),
     };
     if selected.is_empty() {
         return fail(format!(
@@ -96,7 +80,92 @@ pub fn build_entry(
         error: None,
         unloaded: false,
         stamp,
+        dormant: None,
     }
+}
+
+/// What a model's files say about its memory, before it loads.
+pub struct Sizing {
+    /// Bytes of the selected versions' files.
+    pub on_disk: u64,
+    /// Those files once per engine instance: each instance holds its own
+    /// copy of the weights.
+    pub estimated: u64,
+    /// The config's `pinned` parameter.
+    pub pinned: bool,
+}
+
+/// Reads a model directory's config and sizes the versions its policy
+/// selects.
+pub fn sizing(name: &str, dir: &Path) -> Result<Sizing> {
+    let config = read_config(name, dir)?;
+    let pinned = match config.parameters.get("pinned").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(Error::invalid(format!(
+                "config parameter pinned is '{v}': give \"true\" or \"false\""
+            )));
+        }
+    };
+    let (mut on_disk, mut estimated) = (0u64, 0u64);
+    for v in selected_versions(&config, dir).unwrap_or_default() {
+        let vdir = dir.join(v.to_string());
+        let files = dir_bytes(&vdir);
+        let instances = match config.instance_count {
+            0 => {
+                let model = std::fs::metadata(vdir.join(&config.default_model_filename))
+                    .map_or(0, |m| m.len());
+                hone_runtime::sizing::default_instances(model)
+            }
+            n => n,
+        };
+        on_disk += files;
+        estimated += files.saturating_mul(u64::from(instances.max(1)));
+    }
+    Ok(Sizing {
+        on_disk,
+        estimated,
+        pinned,
+    })
+}
+
+/// Bytes of the files under `dir`, at any depth (external data may sit in
+/// a subdirectory).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The version numbers under `dir` that the config's policy selects.
+fn selected_versions(config: &ModelConfig, dir: &Path) -> std::io::Result<Vec<i64>> {
+    let mut found: Vec<i64> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|v| *v > 0)
+        .collect();
+    found.sort_unstable();
+    Ok(match &config.version_policy {
+        VersionPolicy::Latest(n) => found
+            .iter()
+            .rev()
+            .take((*n).max(1) as usize)
+            .rev()
+            .copied()
+            .collect(),
+        VersionPolicy::All => found,
+        VersionPolicy::Specific(v) => found.into_iter().filter(|f| v.contains(f)).collect(),
+    })
 }
 
 /// Reasons reach clients (the repository index, 503 bodies): they name
@@ -255,6 +324,7 @@ fn start_version(
     });
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
     Ok(LoadedModel {
+        last_used: crate::model::LastUsed::now(),
         split,
         truth,
         tabular,

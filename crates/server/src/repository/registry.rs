@@ -29,9 +29,52 @@ pub struct ModelEntry {
     /// What the model directory looked like when this entry was made; the
     /// poller reloads when it changes.
     pub stamp: DirStamp,
+    /// Under a memory budget: not in memory, and why (not loaded yet,
+    /// evicted); the next request loads it.
+    pub dormant: Option<Dormant>,
+}
+
+/// Why a model that serves on demand is not in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dormant {
+    NotYetLoaded,
+    Evicted,
+}
+
+impl Dormant {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Dormant::NotYetLoaded => "not loaded yet: it loads on its first request",
+            Dormant::Evicted => {
+                "evicted to keep within --model-memory-budget: it loads on its next request"
+            }
+        }
+    }
 }
 
 impl ModelEntry {
+    /// A model that could not load as a whole, and why.
+    pub fn failed(stamp: DirStamp, reason: String) -> Self {
+        Self {
+            versions: BTreeMap::new(),
+            error: Some(reason),
+            unloaded: false,
+            stamp,
+            dormant: None,
+        }
+    }
+
+    /// A model known from its directory, loaded only when asked for.
+    pub fn dormant(stamp: DirStamp, why: Dormant) -> Self {
+        Self {
+            versions: BTreeMap::new(),
+            error: None,
+            unloaded: false,
+            stamp,
+            dormant: Some(why),
+        }
+    }
+
     /// The ready versions, by number.
     pub fn ready(&self) -> BTreeMap<i64, Arc<LoadedModel>> {
         self.versions
@@ -52,6 +95,12 @@ pub struct IndexEntry {
     pub state: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// What the model takes loaded (measured, else estimated), and whether
+    /// it is in memory now: hone's addition to Triton's index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident: Option<bool>,
 }
 
 /// Versions already serving, and the directory stamp they came from.
@@ -72,6 +121,12 @@ impl Registry {
         let entry = models
             .get(name)
             .ok_or_else(|| Error::not_found(format!("unknown model '{name}'")))?;
+        if let Some(d) = entry.dormant {
+            return Err(Error::unavailable(format!(
+                "model '{name}' is {}",
+                d.reason()
+            )));
+        }
         let state = match version {
             Some(v) if !v.is_empty() => {
                 let n: i64 = v.parse().map_err(|_| {
@@ -128,12 +183,23 @@ impl Registry {
             .is_ok_and(|m| m.values().any(|e| !e.unloaded))
     }
 
-    /// Every model not unloaded on request has a ready version.
+    /// Whether the model is known and out of memory until asked for.
+    pub fn is_dormant(&self, name: &str) -> bool {
+        self.models
+            .read()
+            .is_ok_and(|m| m.get(name).is_some_and(|e| e.dormant.is_some()))
+    }
+
+    /// Every model not unloaded on request has a ready version (one that
+    /// loads on demand counts as ready: it serves when asked).
     pub fn all_ready(&self) -> bool {
         let Ok(models) = self.models.read() else {
             return false;
         };
-        models.values().filter(|e| !e.unloaded).all(|e| {
+        let mut counted = models
+            .values()
+            .filter(|e| !e.unloaded && e.dormant.is_none());
+        counted.all(|e| {
             e.versions
                 .values()
                 .any(|s| matches!(s, VersionState::Ready(m) if m.healthy()))
@@ -163,13 +229,16 @@ impl Registry {
         };
         let mut out = Vec::new();
         for (name, e) in models.iter() {
-            if let Some(err) = &e.error {
+            let failed = e.error.as_deref().or(e.dormant.map(Dormant::reason));
+            if let Some(err) = failed {
                 if !ready_only {
                     out.push(IndexEntry {
                         name: name.clone(),
                         version: String::new(),
                         state: "UNAVAILABLE".into(),
-                        reason: err.clone(),
+                        reason: err.to_string(),
+                        memory_bytes: None,
+                        resident: None,
                     });
                 }
                 continue;
@@ -187,6 +256,8 @@ impl Registry {
                     version: v.to_string(),
                     state: state.into(),
                     reason,
+                    memory_bytes: None,
+                    resident: None,
                 });
             }
         }
@@ -202,7 +273,12 @@ impl Registry {
         let mut out = Vec::new();
         for (name, e) in models.iter() {
             if e.versions.is_empty() {
-                let why = e.error.clone().unwrap_or_else(|| "no versions".into());
+                let why = e
+                    .error
+                    .as_deref()
+                    .or(e.dormant.map(Dormant::reason))
+                    .unwrap_or("no versions")
+                    .to_string();
                 out.push((name.clone(), String::new(), VersionState::Unavailable(why)));
             }
             for (v, s) in &e.versions {
@@ -221,7 +297,12 @@ impl Registry {
         for (name, e) in models.iter() {
             // A model that failed as a whole (or was unloaded) has no
             // versions; it still gets a `hone_model_ready ... 0` series, with
-            // an empty version label, so an alert on it can fire.
+            // an empty version label, so an alert on it can fire. One out of
+            // memory under the budget is not failing: `hone_model_resident`
+            // tells of it.
+            if e.dormant.is_some() {
+                continue;
+            }
             if e.versions.is_empty() {
                 versions.push((name.clone(), String::new(), None));
             }
@@ -245,6 +326,25 @@ impl Registry {
             })
             .collect();
         crate::metrics::render(&sources)
+    }
+
+    /// Models in memory, for eviction: name, when last used, and whether
+    /// idle (no request holds any of its versions).
+    pub(crate) fn residents(&self) -> Vec<(String, u64, bool)> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models
+            .iter()
+            .filter(|(_, e)| e.dormant.is_none() && !e.versions.is_empty())
+            .map(|(name, e)| {
+                let ready = e.ready();
+                let used = ready.values().map(|m| m.last_used.get()).max();
+                // The registry's own reference is the only one when idle.
+                let idle = ready.values().all(|m| Arc::strong_count(m) <= 2);
+                (name.clone(), used.unwrap_or(0), idle)
+            })
+            .collect()
     }
 
     /// The ready versions of a model and the stamp they were loaded from.

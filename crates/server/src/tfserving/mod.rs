@@ -87,7 +87,7 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
         ));
     }
     if t.metadata {
-        let m = model(&s, &t.params)?;
+        let m = model(&s, &t.params).await?;
         return Ok(json_response(&metadata(&m)));
     }
     let name = t
@@ -97,7 +97,7 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
         .unwrap_or_default();
     // One version (by number or label), else every version of the model.
     let wanted = if t.params.contains_key("version") || t.params.contains_key("label") {
-        Some(model(&s, &t.params)?.version.clone())
+        Some(model(&s, &t.params).await?.version.clone())
     } else {
         None
     };
