@@ -41,6 +41,9 @@ struct Facts {
     keep: bool,
     inputs: Option<Vec<NamedTensor>>,
     outputs: Option<Vec<(String, Tensor)>>,
+    /// How long the request waited for its model to load (a cold start
+    /// under the memory budget).
+    loaded_for: Option<Duration>,
     /// The observation's request id (a client's `x-request-id`, or one
     /// made up), when observing.
     request_id: Option<String>,
@@ -98,7 +101,11 @@ impl Infer {
             }
         };
         if let Some(t) = f.timing.as_ref().filter(|_| error.is_none()) {
-            put("server-timing", server_timing(t));
+            let mut v = server_timing(t);
+            if let Some(l) = f.loaded_for {
+                v.push_str(&format!(", load;dur={:.3}", l.as_secs_f64() * 1e3));
+            }
+            put("server-timing", v);
         }
         let Some(mut obs) = obs else {
             if let Some(id) = f.kept_as.take() {
@@ -135,7 +142,10 @@ impl Infer {
         f: &mut Facts,
     ) -> Result<<W::Transport as Transport>::Reply, ServeError> {
         let m = match self.route(head).await {
-            Ok(m) => m,
+            Ok((m, loaded_for)) => {
+                f.loaded_for = loaded_for;
+                m
+            }
             Err(e) => {
                 W::Transport::discard(&self.state, head, body);
                 return Err(e);
@@ -219,13 +229,16 @@ impl Infer {
     /// The version a request goes to: the one it names, the one its label
     /// names, or the traffic split's pick (sticky on the split's header).
     /// A model out of memory under the budget is loaded first, within the
-    /// client's deadline.
-    pub(crate) async fn route(&self, head: &Head) -> Result<Arc<LoadedModel>, ServeError> {
+    /// client's deadline; how long that took comes back with it.
+    pub(crate) async fn route(
+        &self,
+        head: &Head,
+    ) -> Result<(Arc<LoadedModel>, Option<Duration>), ServeError> {
         let s = &self.state;
         let r = &head.route;
-        let m = s
+        let (m, loaded_for) = s
             .repo
-            .lookup(&r.model, head.client_deadline(), |models| {
+            .lookup_timed(&r.model, head.client_deadline(), |models| {
                 crate::traffic::resolve(
                     models,
                     &s.traffic,
@@ -237,7 +250,7 @@ impl Infer {
             })
             .await?;
         m.last_used.touch();
-        Ok(m)
+        Ok((m, loaded_for))
     }
 
     /// The id an answer is kept under when its request brought none: the

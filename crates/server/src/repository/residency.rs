@@ -55,6 +55,10 @@ impl Repository {
         let before = hone_runtime::memory::heap_in_use();
         let began = Instant::now();
         let entry = loader::build_entry(name, dir, previous, &self.engines);
+        // Session creation frees its working copies of the weights (the
+        // parsed file, the unpacked tensors): give those pages back, or RSS
+        // holds them on top of what the model keeps.
+        hone_runtime::memory::release_free_memory();
         let ready = entry.ready();
         // Versions kept from before were not loaded now: the difference
         // would miss them, so the earlier measurement stands.
@@ -217,15 +221,31 @@ impl Repository {
         until: Option<Instant>,
         f: impl Fn(&Registry) -> Result<T>,
     ) -> Result<T> {
+        Ok(self.lookup_timed(name, until, f).await?.0)
+    }
+
+    /// As [`Repository::lookup`], with how long it waited for a load
+    /// (None: the model was in memory).
+    pub async fn lookup_timed<T>(
+        self: &Arc<Self>,
+        name: &str,
+        until: Option<Instant>,
+        f: impl Fn(&Registry) -> Result<T>,
+    ) -> Result<(T, Option<std::time::Duration>)> {
+        let mut waited = None;
         // Twice more at most: a model evicted again between its load and
         // the second look (a budget too small for the traffic) says so.
         for _ in 0..2 {
             match f(&self.models) {
-                Err(_) if self.models.is_dormant(name) => self.bring_in_for(name, until).await?,
-                r => return r,
+                Err(_) if self.models.is_dormant(name) => {
+                    let began = Instant::now();
+                    self.bring_in_for(name, until).await?;
+                    waited = Some(waited.unwrap_or_default() + began.elapsed());
+                }
+                r => return Ok((r?, waited)),
             }
         }
-        f(&self.models)
+        Ok((f(&self.models)?, waited))
     }
 
     /// A model directory that changed, or appeared, while out of memory
