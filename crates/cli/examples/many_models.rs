@@ -28,7 +28,14 @@ fn main() {
         "make" => make(Path::new(arg(1)), num(2) as usize, num(3) as usize),
         "load" => {
             let rate = if args.len() > 6 { num(6) } else { 0.0 };
-            load(arg(1), num(2) as usize, num(3), num(4) as usize, num(5), rate)
+            load(
+                arg(1),
+                num(2) as usize,
+                num(3),
+                num(4) as usize,
+                num(5),
+                rate,
+            )
         }
         _ => usage(),
     }
@@ -71,7 +78,8 @@ fn make(repo: &Path, models: usize, n: usize) {
         g.output("y", hone_onnx::elem::FLOAT, &[batch, Dim::Fixed(1)]);
         let dir = repo.join(name(i));
         std::fs::create_dir_all(dir.join("1")).expect("create the model directory");
-        hone_onnx::save(&g.finish("bench", &[]), &dir.join("1/model.onnx")).expect("write the model");
+        hone_onnx::save(&g.finish("bench", &[]), &dir.join("1/model.onnx"))
+            .expect("write the model");
         std::fs::write(
             dir.join("config.pbtxt"),
             "max_batch_size: 8\ninstance_group [{ count: 1 kind: KIND_CPU }]\nparameters { key: \"intra_op_thread_count\" value: { string_value: \"1\" } }\n",
@@ -90,7 +98,10 @@ struct Sample {
 }
 
 fn load(url: &str, models: usize, seconds: f64, concurrency: usize, s: f64, rate: f64) {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     // The Zipf CDF over ranks 1..=models.
     let weights: Vec<f64> = (1..=models).map(|k| 1.0 / (k as f64).powf(s)).collect();
     let total: f64 = weights.iter().sum();

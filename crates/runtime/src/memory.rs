@@ -65,3 +65,16 @@ pub fn heap_in_use() -> Option<u64> {
         None
     }
 }
+
+/// The process's resident set in bytes (`/proc/self/statm`), None where
+/// that cannot be read.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    #[cfg(unix)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    #[cfg(not(unix))]
+    let page = 4096;
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
+}

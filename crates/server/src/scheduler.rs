@@ -178,12 +178,20 @@ thread_local! {
 /// on this (blocking) thread: unload and reload return the memory before
 /// the next load allocates.
 pub fn joined_here<T>(f: impl FnOnce() -> T) -> T {
-    let before = JOIN_HERE.replace(true);
-    let r = f();
-    JOIN_HERE.set(before);
+    let r = joined_here_keeping_pages(f);
     // The sessions are gone: their pages go back to the OS, not just to
     // the allocator, so RSS follows what is loaded.
     hone_runtime::memory::release_free_memory();
+    r
+}
+
+/// As [`joined_here`], leaving the freed pages with the allocator: the
+/// memory budget evicts to load another model at once, which reuses them
+/// without faulting in fresh ones.
+pub fn joined_here_keeping_pages<T>(f: impl FnOnce() -> T) -> T {
+    let before = JOIN_HERE.replace(true);
+    let r = f();
+    JOIN_HERE.set(before);
     r
 }
 

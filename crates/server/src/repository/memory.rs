@@ -45,6 +45,9 @@ pub struct Residency {
     /// None: no budget; every model loads at start and stays.
     pub(crate) limit: Option<u64>,
     models: Mutex<BTreeMap<String, Footprint>>,
+    /// The process's RSS before any model loaded: what it takes beyond the
+    /// models (code, the runtime library, threads, buffers).
+    base_rss: std::sync::atomic::AtomicU64,
     /// How long loads took (a lazy load is a request's cold start).
     load_seconds: Histogram,
 }
@@ -53,7 +56,31 @@ impl Residency {
     pub(crate) fn new(limit: Option<u64>) -> Self {
         Self {
             limit,
+            base_rss: hone_runtime::memory::resident_bytes().unwrap_or(0).into(),
             ..Self::default()
+        }
+    }
+
+    /// After a load or an eviction: freed pages go back to the OS once the
+    /// process holds more than the budget, its base, and room for a load
+    /// (four times the largest model: ONNX Runtime's working copies of the
+    /// weights left 2.5-5× a 16 MiB model's footprint in freed pages) —
+    /// below that they stay with the allocator for the next loads. Measured
+    /// on 2 cores, 40 models of 16 MiB, a third resident: loads on request
+    /// took 40-50 ms (p50) this way, 60 ms trimming after every load, 20 ms
+    /// never trimming, but RSS then passed twice the budget. Without a
+    /// budget, always.
+    pub(crate) fn settle(&self) {
+        let Some(limit) = self.limit else {
+            hone_runtime::memory::release_free_memory();
+            return;
+        };
+        let largest = self.snapshot().values().map(Footprint::bytes).max();
+        let allowed = limit
+            .saturating_add(self.base_rss.load(std::sync::atomic::Ordering::Relaxed))
+            .saturating_add(largest.unwrap_or(0).saturating_mul(4));
+        if hone_runtime::memory::resident_bytes().is_none_or(|rss| rss > allowed) {
+            hone_runtime::memory::release_free_memory();
         }
     }
 

@@ -56,9 +56,9 @@ impl Repository {
         let began = Instant::now();
         let entry = loader::build_entry(name, dir, previous, &self.engines);
         // Session creation frees its working copies of the weights (the
-        // parsed file, the unpacked tensors): give those pages back, or RSS
-        // holds them on top of what the model keeps.
-        hone_runtime::memory::release_free_memory();
+        // parsed file, the unpacked tensors): past the budget's headroom
+        // their pages go back, or RSS would hold them on top of the model.
+        self.memory.settle();
         let ready = entry.ready();
         // Versions kept from before were not loaded now: the difference
         // would miss them, so the earlier measurement stands.
@@ -129,9 +129,10 @@ impl Repository {
         let stamp = self.models.stamp(name).unwrap_or_default();
         let entry = ModelEntry::dormant(stamp, Dormant::Evicted);
         if let Ok(old) = self.models.replace(name, Some(entry)) {
-            crate::scheduler::joined_here(|| drop(old));
+            crate::scheduler::joined_here_keeping_pages(|| drop(old));
         }
         self.memory.left(name, true);
+        self.memory.settle();
         tracing::info!(model = name, "evicted to keep within --model-memory-budget");
     }
 
