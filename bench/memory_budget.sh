@@ -66,6 +66,12 @@ for round in $(seq "$ROUNDS"); do
   kill $SAMPLER 2>/dev/null || true
   peak=$(sort -n "$REPO/rss.log" | tail -1)
   ev=$(curl -s $URL/dashboard.json | figure 'sum(m["evictions"] for m in d["memory"]["models"])')
-  echo "round $round budget: $((budget >> 20)) MiB (a third of $((TOTAL >> 20)) MiB); base RSS ${base} MiB; peak RSS under load ${peak} MiB; $ev evictions; $r"
+  # The first request of a model out of memory, on an idle server: the
+  # least popular models, one after another.
+  body=$(python3 -c "import json; print(json.dumps({'inputs':[{'name':'x','shape':[1,$N],'datatype':'FP32','data':[0.5]*$N}]}))")
+  first=$(for i in $(seq $((MODELS - 5)) $((MODELS - 1))); do
+    curl -s -o /dev/null -w '%{time_total}\n' -X POST "$URL/v2/models/m$(printf %02d "$i")/infer" -d "$body"
+  done | sort -n | awk '{a[NR]=$1*1000} END {printf "%.1f-%.1f ms (median %.1f)", a[1], a[NR], a[int((NR+1)/2)]}')
+  echo "round $round budget: $((budget >> 20)) MiB (a third of $((TOTAL >> 20)) MiB); base RSS ${base} MiB; peak RSS under load ${peak} MiB; $ev evictions; first request of an evicted model, idle: $first; $r"
   stop
 done
