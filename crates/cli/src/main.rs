@@ -127,6 +127,13 @@ struct ServeArgs {
     /// no budget, every model loads at start.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     model_memory_budget: Option<u64>,
+    /// Serve KServe ModelMesh's model runtime API (mmesh.ModelRuntime) on
+    /// this port, on 127.0.0.1 only: ModelMesh then loads and unloads
+    /// models here, linked into --model-repository (a directory of hone's
+    /// own, emptied when ModelMesh starts). `hone package --k8s
+    /// --modelmesh` writes the ServingRuntime for it.
+    #[arg(long, value_name = "PORT")]
+    modelmesh_port: Option<u16>,
     /// File of inference keys, one per line: inference and read routes then
     /// need `Authorization: Bearer KEY` (gRPC: `authorization` metadata).
     /// Health routes stay open.
@@ -305,6 +312,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             feedback_rows: args.feedback_rows,
             feedback_window: args.feedback_window,
             model_memory_budget: args.model_memory_budget,
+            modelmesh_port: args.modelmesh_port,
         };
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let keyed = !opts.keys.is_open();
@@ -318,6 +326,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!("HTTP  (KServe V2 REST) on {scheme}://{}", server.http_addr);
         if let Some(a) = server.grpc_addr {
             tracing::info!("gRPC  (inference.GRPCInferenceService) on {a}");
+        }
+        if let Some(a) = server.modelmesh_addr {
+            tracing::info!("ModelMesh runtime (mmesh.ModelRuntime) on {a}");
         }
         if let Some(a) = server.metrics_addr {
             tracing::info!("metrics on http://{a}/metrics");

@@ -9,3 +9,9 @@ pub mod admin {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("hone.admin.v1");
 }
+
+/// KServe ModelMesh's model runtime API (`proto/model-runtime.proto`).
+pub mod mmesh {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("mmesh");
+}

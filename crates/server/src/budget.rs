@@ -120,7 +120,7 @@ pub fn default_limit(max_request_bytes: usize) -> usize {
 
 /// Physical memory, capped by a cgroup (v2, then v1) limit when one is set:
 /// in Kubernetes the pod's limit is what the OOM killer enforces.
-fn memory_limit() -> Option<usize> {
+pub(crate) fn memory_limit() -> Option<usize> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let total_kib: usize = meminfo
         .lines()

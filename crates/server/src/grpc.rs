@@ -59,6 +59,16 @@ pub(crate) fn authorize<T>(
     })
 }
 
+/// The model ModelMesh routed a request to (its `mm-model-id` header),
+/// which names it over the message's own model name.
+fn mesh_id<T>(r: &Request<T>) -> Option<String> {
+    let v = r.metadata().get(crate::modelmesh::MODEL_ID_HEADER)?;
+    v.to_str()
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 fn repo(s: &GrpcService) -> &Registry {
     s.state.repo.models()
 }
@@ -88,7 +98,11 @@ impl GrpcInferenceService for GrpcService {
         r: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         self.authorize(&r, Access::Health)?;
-        let r = r.into_inner();
+        let mesh = mesh_id(&r);
+        let mut r = r.into_inner();
+        if let Some(id) = mesh {
+            r.name = id;
+        }
         // Triton answers an unknown model or version with ready: false, not
         // an error, and tritonclient's is_model_ready relies on it.
         let ready = repo(self).is_dormant(&r.name)
@@ -115,8 +129,11 @@ impl GrpcInferenceService for GrpcService {
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         self.authorize(&r, Access::Read)?;
+        let mesh = mesh_id(&r);
         let r = r.into_inner();
-        let m = self.model(&r.name, &r.version).await?;
+        let m = self
+            .model(mesh.as_deref().unwrap_or(&r.name), &r.version)
+            .await?;
         let tm = |t: &hone_core::TensorSpec| model_metadata_response::TensorMetadata {
             name: t.name.clone(),
             datatype: t.dtype.as_v2().into(),
@@ -136,10 +153,11 @@ impl GrpcInferenceService for GrpcService {
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&r, Access::Read)?;
+        let mesh = mesh_id(&r);
         let (md, _, req) = r.into_parts();
         let head = crate::infer::Head {
             route: crate::infer::Route {
-                model: req.model_name.clone(),
+                model: mesh.unwrap_or_else(|| req.model_name.clone()),
                 // proto3's default, "", names no version.
                 version: Some(req.model_version.clone()).filter(|v| !v.is_empty()),
                 label: None,

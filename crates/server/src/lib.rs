@@ -27,6 +27,7 @@ pub mod listen;
 pub(crate) mod metrics;
 pub(crate) mod metrics_port;
 pub(crate) mod model;
+pub mod modelmesh;
 pub mod observe;
 mod offload;
 pub(crate) mod pbtxt;
@@ -95,6 +96,10 @@ pub struct ServerOptions {
     /// models then load on their first request and the least recently
     /// used is evicted to make room. None: everything loads at start.
     pub model_memory_budget: Option<u64>,
+    /// `--modelmesh-port`: serve KServe ModelMesh's runtime API here (on
+    /// loopback only: ModelMesh's containers share the pod). Port 0 picks
+    /// a free one.
+    pub modelmesh_port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -116,6 +121,7 @@ impl ServerOptions {
             feedback_rows: feedback::DEFAULT_RECORD_ROWS,
             feedback_window: feedback::DEFAULT_WINDOW_ROWS,
             model_memory_budget: None,
+            modelmesh_port: None,
         }
     }
 
@@ -135,6 +141,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// Where ModelMesh's runtime API listens, with `--modelmesh-port`.
+    pub modelmesh_addr: Option<SocketAddr>,
     pub state: Arc<ServerState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -162,6 +170,12 @@ impl Server {
         };
         let metrics = match opts.metrics_port {
             Some(p) => Some(bind(opts.host, p, "metrics").await?),
+            None => None,
+        };
+        let mesh = match opts.modelmesh_port {
+            Some(p) => {
+                Some(bind(IpAddr::from([127, 0, 0, 1]), p, "ModelMesh's runtime API").await?)
+            }
             None => None,
         };
         if !opts.host.is_loopback()
@@ -281,6 +295,30 @@ impl Server {
                 }
             });
         }
+        let mut modelmesh_addr = None;
+        if let Some(l) = mesh {
+            modelmesh_addr = Some(l.local_addr().map_err(|e| Error::internal(e.to_string()))?);
+            // What ModelMesh may place here: the budget, else half the
+            // memory (the other half for requests and activations).
+            let capacity = opts
+                .model_memory_budget
+                .unwrap_or_else(|| budget::memory_limit().unwrap_or(4 << 30) as u64 / 2);
+            let svc = modelmesh::ModelRuntimeServer::new(modelmesh::MeshRuntime::new(
+                repo.clone(),
+                capacity,
+            ));
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            let rx = stop_rx.clone();
+            tasks.spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, wait(rx))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!("ModelMesh runtime API: {e}");
+                }
+            });
+        }
         tasks.spawn(rollout::watch_config(
             state.control.clone(),
             stop_rx.clone(),
@@ -340,6 +378,7 @@ impl Server {
             http_addr,
             grpc_addr,
             metrics_addr,
+            modelmesh_addr,
             state,
             stop,
             tasks,

@@ -121,6 +121,20 @@ impl Repository {
         })
     }
 
+    /// Takes a model out of the registry altogether, as if its directory
+    /// were gone (the caller removes it): queued requests finish first.
+    pub fn forget(&self, name: &str) -> Result<()> {
+        self.model_dir(name)?;
+        let _one_at_a_time = self
+            .changing
+            .lock()
+            .map_err(|_| Error::internal("repository lock poisoned"))?;
+        let old = self.models.replace(name, None)?;
+        crate::scheduler::joined_here(|| drop(old));
+        self.memory.forget(name);
+        Ok(())
+    }
+
     /// One pass of repository polling: loads new model directories, reloads
     /// changed ones and unloads those that disappeared. Models unloaded
     /// through the API stay unloaded until their directory changes.
