@@ -195,20 +195,42 @@ else:
     rt = kinds["ServingRuntime"]["spec"]
     isvc = kinds["InferenceService"]
     storage = "storageUri" in isvc["spec"]["predictor"]["model"]
-    report("runtime: V2 protocol, onnx, selected by name only, the right repository",
-           "v2" in rt["protocolVersions"] and rt["supportedModelFormats"][0]["name"] == "onnx"
-           and all(f.get("autoSelect") is False and "priority" not in f for f in rt["supportedModelFormats"])
-           and ("/mnt/models" if storage else "/models") in rt["containers"][0]["args"], repr(rt))
+    mesh = rt.get("multiModel") is True
+    args = rt["containers"][0]["args"]
+    report("runtime: onnx, selected by name only",
+           rt["supportedModelFormats"][0]["name"] == "onnx"
+           and all(f.get("autoSelect") is False and "priority" not in f for f in rt["supportedModelFormats"]),
+           repr(rt))
     report("the InferenceService names hone's runtime",
            isvc["spec"]["predictor"]["model"]["runtime"] == kinds["ServingRuntime"]["metadata"]["name"],
            repr(isvc))
     ports = {p["name"]: p["containerPort"] for p in rt["containers"][0]["ports"]}
-    report("runtime declares the HTTP, gRPC and metrics ports it serves",
-           ports == {"http1": 8080, "h2c": 8081, "metrics": 8002}, repr(ports))
     pm = kinds["PodMonitor"]["spec"]
-    report("the PodMonitor scrapes the predictor pods' metrics port",
-           pm["selector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
-           and pm["podMetricsEndpoints"][0]["port"] == "metrics", repr(pm))
+    if mesh:
+        # ModelMesh: its runtime API on hone's --modelmesh-port, V2 gRPC as
+        # the data endpoint, models pulled from storage.
+        flag = args[args.index("--modelmesh-port") + 1] if "--modelmesh-port" in args else None
+        report("ModelMesh runtime: grpc-v2, hone's runtime API as grpcEndpoint, V2 gRPC as data endpoint",
+               rt["protocolVersions"] == ["grpc-v2"] and rt["grpcEndpoint"] == f"port:{flag}"
+               and rt["grpcDataEndpoint"] == f"port:{ports.get('grpc')}"
+               and args[args.index("--grpc-port") + 1] == str(ports.get("grpc")), repr(rt))
+        report("the ModelMesh InferenceService pulls its model from storage",
+               storage and isvc["metadata"]["annotations"].get("serving.kserve.io/deploymentMode") == "ModelMesh",
+               repr(isvc))
+        report("runtime declares the HTTP, gRPC and metrics ports it serves",
+               ports == {"http": 8000, "grpc": 8001, "metrics": 8002}, repr(ports))
+        report("the PodMonitor scrapes the runtime pods' metrics port",
+               pm["selector"]["matchLabels"] == {"name": "modelmesh-serving-" + kinds["ServingRuntime"]["metadata"]["name"]}
+               and pm["podMetricsEndpoints"][0]["port"] == "metrics", repr(pm))
+    else:
+        report("runtime: V2 protocol, the right repository",
+               "v2" in rt["protocolVersions"]
+               and ("/mnt/models" if storage else "/models") in args, repr(rt))
+        report("runtime declares the HTTP, gRPC and metrics ports it serves",
+               ports == {"http1": 8080, "h2c": 8081, "metrics": 8002}, repr(ports))
+        report("the PodMonitor scrapes the predictor pods' metrics port",
+               pm["selector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+               and pm["podMetricsEndpoints"][0]["port"] == "metrics", repr(pm))
     for t in isvc["spec"]["predictor"].get("autoScaling", {}).get("metrics", []):
         report("KServe's KEDA metrics are Value targets (KServe reads target.value)",
                t["external"]["target"]["type"] == "Value" and "value" in t["external"]["target"], repr(t))

@@ -71,10 +71,17 @@ pub struct PackageArgs {
     /// Write a KServe ServingRuntime, an InferenceService that uses it and
     /// a PodMonitor, instead of the Deployment, Service, autoscaler and
     /// disruption budget (KServe runs the pods).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "modelmesh")]
     kserve: bool,
-    /// For --kserve: the repository's storage URI (s3://, gs://, pvc://);
-    /// without it the InferenceService serves the models in the image.
+    /// Write a KServe ModelMesh ServingRuntime (multi-model: ModelMesh
+    /// places, loads and evicts models on hone's pods, which run with
+    /// --modelmesh-port) and an InferenceService on it, pulled from
+    /// --storage-uri, instead of the Deployment and its companions.
+    #[arg(long, requires = "storage_uri")]
+    modelmesh: bool,
+    /// For --kserve and --modelmesh: the model's storage URI (s3://, gs://,
+    /// pvc://); without it a --kserve InferenceService serves the models in
+    /// the image.
     #[arg(long)]
     storage_uri: Option<String>,
     /// Also write a Kubernetes indexed Job to this file that scores a
@@ -180,6 +187,11 @@ pub fn package(a: PackageArgs) -> ExitCode {
                 "--scale-to-zero needs --autoscale keda (an HPA keeps at least one pod)".into(),
             );
         }
+        if a.modelmesh && !matches!(a.autoscale, AutoscaleArg::Cpu) {
+            return fail(
+                "--autoscale with --modelmesh: ModelMesh scales models across its pods itself; the runtime's pods are set by --replicas".into(),
+            );
+        }
         if a.kserve && matches!(a.autoscale, AutoscaleArg::QueueTime) {
             return fail(
                 "--autoscale queue-time with --kserve: KServe scales with its own classes; use cpu (KServe's HPA) or keda".into(),
@@ -228,6 +240,7 @@ pub fn package(a: PackageArgs) -> ExitCode {
             image,
             replicas: a.replicas.max(1),
             kserve: a.kserve,
+            modelmesh: a.modelmesh,
             storage_uri,
             memory,
             autoscale: match a.autoscale {

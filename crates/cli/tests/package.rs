@@ -231,6 +231,10 @@ fn manifests_validate_against_the_real_schemas() {
         ("keda", vec!["--autoscale", "keda", "--scale-to-zero", wake]),
         ("kserve", vec!["--kserve"]),
         (
+            "modelmesh",
+            vec!["--modelmesh", "--storage-uri", "s3://models/hone/fraud"],
+        ),
+        (
             "kserve-keda",
             vec![
                 "--kserve",
@@ -264,6 +268,8 @@ fn manifests_validate_against_the_real_schemas() {
         assert!((64..512).contains(&request), "{r}");
         let workload = if dir.starts_with("kserve") {
             out.join("kserve/servingruntime.yaml")
+        } else if dir == "modelmesh" {
+            out.join("modelmesh/servingruntime.yaml")
         } else {
             out.join("deployment.yaml")
         };
@@ -310,6 +316,22 @@ fn manifests_validate_against_the_real_schemas() {
             && isvc.contains("hone_pending_requests"),
         "{isvc}"
     );
+    let mm = std::fs::read_to_string(d.join("modelmesh/modelmesh/servingruntime.yaml")).unwrap();
+    for want in [
+        "multiModel: true",
+        "grpcEndpoint: \"port:8085\"",
+        "grpcDataEndpoint: \"port:8001\"",
+        "- \"--modelmesh-port\"",
+    ] {
+        assert!(mm.contains(want), "{want} missing:\n{mm}");
+    }
+    let isvc =
+        std::fs::read_to_string(d.join("modelmesh/modelmesh/inferenceservice.yaml")).unwrap();
+    assert!(
+        isvc.contains("deploymentMode: \"ModelMesh\"") && isvc.contains("s3://models/hone/fraud"),
+        "{isvc}"
+    );
+    assert!(!d.join("modelmesh/deployment.yaml").exists());
     let pm =
         std::fs::read_to_string(d.join("kserve-keda/prometheus-operator/podmonitor.yaml")).unwrap();
     assert!(pm.contains("release: \"kube-prometheus-stack\""), "{pm}");

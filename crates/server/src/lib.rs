@@ -195,6 +195,16 @@ impl Server {
         let grpc_tls = opts.tls.as_ref().map(TlsFiles::tonic_config).transpose()?;
         let observer = observe::Observer::start(&opts.observe)?;
         engines.init()?;
+        // ModelMesh's models are linked into a directory of hone's own,
+        // which a fresh pod has yet to make.
+        if opts.modelmesh_port.is_some() {
+            std::fs::create_dir_all(&opts.model_repository).map_err(|e| {
+                Error::invalid(format!(
+                    "model repository {}: {e}",
+                    opts.model_repository.display()
+                ))
+            })?;
+        }
         // The ports answer from here on (ready: false) while models load.
         let repo = Arc::new(
             Repository::empty(&opts.model_repository, engines)?

@@ -2,7 +2,8 @@
 //! HorizontalPodAutoscaler (on CPU, or on hone's queue time through
 //! prometheus-adapter, whose Helm values are written beside),
 //! PodDisruptionBudget, ServiceMonitor, and with KServe a namespaced
-//! ServingRuntime plus an InferenceService that names it.
+//! ServingRuntime plus an InferenceService that names it (with ModelMesh,
+//! a multi-model one).
 //!
 //! Every object a `kubectl apply -R` of the folder creates has its own
 //! kind and name; every container has probes and the restricted security
@@ -18,6 +19,7 @@ use crate::yaml;
 
 mod job;
 mod kserve;
+mod modelmesh;
 mod monitoring;
 mod options;
 mod pod;
@@ -172,7 +174,23 @@ pub fn write(o: &K8sOptions, dir: &Path) -> Result<Vec<PathBuf>> {
     // KServe runs the pods itself: its objects replace the Deployment,
     // Service, autoscaler and budget, so applying the folder deploys the
     // model once.
-    let objects: Vec<(&str, Value)> = if o.kserve {
+    let objects: Vec<(&str, Value)> = if let (true, Some(uri)) = (o.modelmesh, &o.storage_uri) {
+        vec![
+            (
+                "modelmesh/servingruntime.yaml",
+                modelmesh::serving_runtime(o),
+            ),
+            (
+                "modelmesh/inferenceservice.yaml",
+                modelmesh::inference_service(o, uri),
+            ),
+            ("prometheus-operator/podmonitor.yaml", pod_monitor(o)),
+            (
+                "prometheus-operator/prometheusrule.yaml",
+                prometheus_rule(o),
+            ),
+        ]
+    } else if o.kserve {
         vec![
             ("kserve/servingruntime.yaml", serving_runtime(o)),
             ("kserve/inferenceservice.yaml", inference_service(o)),

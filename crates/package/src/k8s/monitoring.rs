@@ -25,7 +25,13 @@ pub fn service_monitor(o: &K8sOptions) -> Value {
 /// The PromQL matcher for this package's pods: the ServiceMonitor's job
 /// (the Service's name), or KServe's predictor pods.
 pub(super) fn series(o: &K8sOptions) -> String {
-    if o.kserve {
+    if o.modelmesh {
+        // ModelMesh names the runtime's pods modelmesh-serving-RUNTIME-*.
+        format!(
+            "pod=~\"modelmesh-serving-{}-.*\"",
+            super::modelmesh::runtime_name(o)
+        )
+    } else if o.kserve {
         format!("pod=~\"{}-predictor-.*\"", o.name)
     } else {
         format!("job=\"{}\"", o.name)
@@ -36,6 +42,12 @@ pub(super) fn series(o: &K8sOptions) -> String {
 /// labels them with the InferenceService's name), on the runtime's
 /// `metrics` port.
 pub fn pod_monitor(o: &K8sOptions) -> Value {
+    // ModelMesh's pods belong to the runtime, labelled with its name.
+    let selected = if o.modelmesh {
+        json!({"name": format!("modelmesh-serving-{}", super::modelmesh::runtime_name(o))})
+    } else {
+        json!({"serving.kserve.io/inferenceservice": o.name})
+    };
     let mut l = labels(o);
     for (k, v) in &o.monitor_labels {
         l[k.as_str()] = json!(v);
@@ -45,7 +57,7 @@ pub fn pod_monitor(o: &K8sOptions) -> Value {
         "kind": "PodMonitor",
         "metadata": {"name": o.name, "labels": l},
         "spec": {
-            "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": o.name}},
+            "selector": {"matchLabels": selected},
             "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     })

@@ -10,6 +10,8 @@ pub struct K8sOptions {
     /// The autoscaler's minimum (the Deployment leaves replicas to it).
     pub replicas: u32,
     pub kserve: bool,
+    /// KServe ModelMesh: a multi-model runtime (needs `storage_uri`).
+    pub modelmesh: bool,
     /// For KServe: where the storage initializer fetches the repository
     /// from; without it the runtime serves the image's own models.
     pub storage_uri: Option<String>,
