@@ -181,6 +181,14 @@ fn a_memory_budget_loads_on_demand_and_evicts_the_least_recently_used() {
         "{body}"
     );
     assert_eq!(infer(&s, "m2", N).0, 200);
+
+    // TF Serving's status brings an evicted model in, as its clients wait
+    // for AVAILABLE there.
+    assert!(!resident(&s).contains(&"m1".to_string()));
+    let (code, body) = s.get("/v1/models/m1");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("AVAILABLE"), "{body}");
+    assert!(resident(&s).contains(&"m1".to_string()));
     let (mem, _) = memory(&s);
     assert!(mem["resident_bytes"].as_u64().unwrap() <= budget, "{mem}");
 }

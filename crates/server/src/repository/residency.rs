@@ -41,10 +41,14 @@ impl Repository {
         if let Some(limit) = limit {
             let need = self.memory.need(name);
             if need > limit {
+                let how = match self.memory.footprint(name) {
+                    Some(f) if f.measured.is_some() => "as measured at its last load",
+                    _ => "estimated from its files, once per engine instance",
+                };
                 return ModelEntry::failed(
                     DirStamp::read(dir),
                     format!(
-                        "it needs about {:.1} MiB loaded (estimated from its files, once per engine instance), more than the whole --model-memory-budget of {:.1} MiB: raise the budget, or lower its instance_group count",
+                        "it needs about {:.1} MiB loaded ({how}), more than the whole --model-memory-budget of {:.1} MiB: raise the budget, or lower its instance_group count",
                         need as f64 / MIB,
                         limit as f64 / MIB
                     ),

@@ -99,6 +99,11 @@ pub(crate) async fn get(State(s): St, Path(rest): Path<String>) -> ApiResult {
     let wanted = if t.params.contains_key("version") || t.params.contains_key("label") {
         Some(model(&s, &t.params).await?.version.clone())
     } else {
+        // A model out of memory under the budget is brought in, as for
+        // metadata: TF Serving's clients wait for AVAILABLE here.
+        if s.repo.models().is_dormant(name) {
+            model(&s, &t.params).await?;
+        }
         None
     };
     let versions: Vec<(String, VersionState)> = s
