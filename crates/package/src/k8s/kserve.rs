@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 
 use super::monitoring::series;
 use super::options::{Autoscale, K8sOptions};
-use super::pod::{container_security, labels, pod_security, probes, resources, tmp_volume};
+use super::pod::{labels, pod_security, runtime_container, tmp_volume};
 use super::scaling::PENDING_PER_POD;
-use crate::paths::{HONE_IN_IMAGE, MODELS_IN_IMAGE};
+use crate::paths::MODELS_IN_IMAGE;
 
 fn runtime_name(o: &K8sOptions) -> String {
     format!("{}-runtime", o.name)
@@ -24,25 +24,14 @@ pub fn serving_runtime(o: &K8sOptions) -> Value {
     } else {
         MODELS_IN_IMAGE
     };
-    let mut container = json!({
-        "name": "kserve-container",
-        "image": o.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": [HONE_IN_IMAGE],
-        "args": kserve_args(repo),
-        // KServe's port names: http1 for REST, h2c for gRPC.
-        "ports": [
-            {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
-            {"name": "h2c", "containerPort": 8081, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
-        ],
-        "resources": resources(o),
-        "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    });
-    for (k, v) in probes(json!(8080)) {
-        container[k] = v;
-    }
+    // KServe's port names: http1 for REST, h2c for gRPC.
+    let container = runtime_container(
+        o,
+        "kserve-container",
+        kserve_args(repo),
+        &[("http1", 8080), ("h2c", 8081), ("metrics", 8002)],
+        8080,
+    );
     json!({
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",

@@ -7,8 +7,7 @@
 use serde_json::{Value, json};
 
 use super::options::K8sOptions;
-use super::pod::{container_security, labels, probes, resources, tmp_volume};
-use crate::paths::HONE_IN_IMAGE;
+use super::pod::{labels, runtime_container, tmp_volume};
 
 /// ModelMesh's ports: its runtime API (hone listens on loopback; the
 /// puller beside it in the pod calls it) and the V2 gRPC data port.
@@ -45,24 +44,13 @@ pub fn serving_runtime(o: &K8sOptions) -> Value {
     ]
     .map(String::from)
     .to_vec();
-    let mut container = json!({
-        "name": "hone",
-        "image": o.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": [HONE_IN_IMAGE],
-        "args": args,
-        "ports": [
-            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": DATA_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
-        ],
-        "resources": resources(o),
-        "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    });
-    for (k, v) in probes(json!(8000)) {
-        container[k] = v;
-    }
+    let container = runtime_container(
+        o,
+        "hone",
+        args,
+        &[("http", 8000), ("grpc", DATA_PORT), ("metrics", 8002)],
+        8000,
+    );
     json!({
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",

@@ -78,6 +78,37 @@ pub(super) fn resources(o: &K8sOptions) -> Value {
     })
 }
 
+/// The hone container of a KServe ServingRuntime: `args`, the `ports`
+/// (name, number) it serves, probes on `probe_port`, the measured memory,
+/// the restricted profile and /tmp.
+pub(super) fn runtime_container(
+    o: &K8sOptions,
+    name: &str,
+    args: Vec<String>,
+    ports: &[(&str, u16)],
+    probe_port: u16,
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))
+        .collect();
+    let mut c = json!({
+        "name": name,
+        "image": o.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [crate::paths::HONE_IN_IMAGE],
+        "args": args,
+        "ports": ports,
+        "resources": resources(o),
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    });
+    for (k, v) in probes(json!(probe_port)) {
+        c[k] = v;
+    }
+    c
+}
+
 /// A writable /tmp on the read-only root.
 pub(super) fn tmp_volume() -> Value {
     json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
