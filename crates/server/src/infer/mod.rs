@@ -249,7 +249,11 @@ impl Infer {
                 )
             })
             .await?;
-        m.last_used.touch();
+        // Only eviction reads it: without a budget, no shared write per
+        // request.
+        if s.repo.memory().limit.is_some() {
+            m.last_used.touch();
+        }
         Ok((m, loaded_for))
     }
 
