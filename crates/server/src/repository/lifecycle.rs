@@ -75,6 +75,7 @@ impl Repository {
             for (v, m) in previous.0 {
                 entry.versions.insert(v, VersionState::Ready(m));
             }
+            self.memory.stays(name);
             if let Some(f) = &mut failure {
                 f.push_str(&format!("; version(s) {} keep serving", kept.join(", ")));
             }

@@ -115,6 +115,11 @@ impl Residency {
         });
     }
 
+    /// A failed reload left the versions that served in memory.
+    pub(crate) fn stays(&self, name: &str) {
+        self.with(name, |f| f.resident = true);
+    }
+
     /// The model left memory: evicted to make room, or unloaded.
     pub(crate) fn left(&self, name: &str, evicted: bool) {
         self.with(name, |f| {

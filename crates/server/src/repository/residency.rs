@@ -17,6 +17,17 @@ use super::stamp::DirStamp;
 
 const MIB: f64 = (1 << 20) as f64;
 
+/// The entry of a model that cannot fit even alone, `size` saying why.
+fn too_big(dir: &Path, size: &str, limit: u64) -> ModelEntry {
+    ModelEntry::failed(
+        DirStamp::read(dir),
+        format!(
+            "{size}, more than the whole --model-memory-budget of {:.1} MiB: raise the budget, or lower its instance_group count",
+            limit as f64 / MIB
+        ),
+    )
+}
+
 impl Repository {
     /// Reads what a model's files say it takes, and records it.
     pub(super) fn size_up(&self, name: &str, dir: &Path) -> Result<Sizing> {
@@ -45,14 +56,8 @@ impl Repository {
                     Some(f) if f.measured.is_some() => "as measured at its last load",
                     _ => "estimated from its files, once per engine instance",
                 };
-                return ModelEntry::failed(
-                    DirStamp::read(dir),
-                    format!(
-                        "it needs about {:.1} MiB loaded ({how}), more than the whole --model-memory-budget of {:.1} MiB: raise the budget, or lower its instance_group count",
-                        need as f64 / MIB,
-                        limit as f64 / MIB
-                    ),
-                );
+                let size = format!("it needs about {:.1} MiB loaded ({how})", need as f64 / MIB);
+                return too_big(dir, &size, limit);
             }
             self.make_room(name, need, limit);
         }
@@ -75,8 +80,8 @@ impl Repository {
             (Some(b), Some(a)) if !reused => Some(a.saturating_sub(b)),
             _ => None,
         };
+        let resident = entry.error.is_none() && !ready.is_empty();
         drop(ready);
-        let resident = entry.error.is_none() && !entry.ready().is_empty();
         self.memory.loaded(name, kept, began.elapsed(), resident);
         let Some(limit) = limit.filter(|_| resident) else {
             return entry;
@@ -85,14 +90,8 @@ impl Repository {
         if bytes > limit {
             crate::scheduler::joined_here(|| drop(entry));
             self.memory.left(name, false);
-            return ModelEntry::failed(
-                DirStamp::read(dir),
-                format!(
-                    "loaded, it takes {:.1} MiB, more than the whole --model-memory-budget of {:.1} MiB: raise the budget, or lower its instance_group count",
-                    bytes as f64 / MIB,
-                    limit as f64 / MIB
-                ),
-            );
+            let size = format!("loaded, it takes {:.1} MiB", bytes as f64 / MIB);
+            return too_big(dir, &size, limit);
         }
         // The estimate may have been low: what it really took decides.
         self.make_room(name, bytes, limit);
