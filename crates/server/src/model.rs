@@ -5,11 +5,44 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
+
 use hone_core::{ModelMetadata, NamedTensor, Result, Tensor, TensorSpec};
 
 use crate::config::ModelConfig;
 use crate::metrics::{FailReason, ModelStats};
 use crate::scheduler::{Ran, Scheduler};
+
+/// The other models of the repository, as a step of an ensemble finds
+/// them (a model out of memory under a budget is loaded first, within
+/// `until`).
+pub trait Models: Send + Sync {
+    fn model<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<&'a str>,
+        until: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Arc<LoadedModel>>>;
+}
+
+/// A model made of other models (an ensemble): it runs them instead of an
+/// engine.
+pub(crate) trait Composite: Send + Sync + std::fmt::Debug {
+    fn run<'a>(
+        &'a self,
+        models: &'a dyn Models,
+        inputs: Vec<Tensor>,
+        client: Option<Instant>,
+        live: bool,
+    ) -> BoxFuture<'a, Result<Ran>>;
+}
+
+/// What runs a model version's requests.
+pub(crate) enum Runner {
+    /// Engine instances behind the batcher.
+    Engine(Scheduler),
+    Composite(Box<dyn Composite>),
+}
 use crate::validate::prepare_inputs;
 
 /// How long a request may wait before the engine takes it.
@@ -42,7 +75,7 @@ pub struct LoadedModel {
     pub(crate) tabular: Option<crate::tabular::Tabular>,
     /// The traffic split of the model's config, if it sets one.
     pub split: Option<Arc<crate::split::Split>>,
-    pub(crate) scheduler: Scheduler,
+    pub(crate) runner: Runner,
     /// When it last served: the memory budget evicts the least recent.
     pub(crate) last_used: LastUsed,
 }
@@ -82,7 +115,13 @@ impl LoadedModel {
 
     /// Validates, queues and runs one request; failures are counted. Only
     /// `live` requests (not a smoke test's) are offered to drift.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>, d: Deadline, live: bool) -> Result<Ran> {
+    pub async fn infer(
+        &self,
+        models: &dyn Models,
+        inputs: Vec<NamedTensor>,
+        d: Deadline,
+        live: bool,
+    ) -> Result<Ran> {
         let start = Instant::now();
         let queue_us = match &self.config.dynamic_batching {
             Some(b) => b.queue_timeout_us(d.timeout_us),
@@ -105,7 +144,19 @@ impl LoadedModel {
                 .drift
                 .as_ref()
                 .is_some_and(|d| d.offer_inputs(&prepared));
-        match self.scheduler.infer(prepared, deadline).await {
+        let ran = match &self.runner {
+            Runner::Engine(s) => s.infer(prepared, deadline).await,
+            Runner::Composite(c) => {
+                let r = c.run(models, prepared, d.client, live).await;
+                if let Ok(ran) = &r {
+                    let t = &ran.timing;
+                    self.stats.queue.observe(std::time::Duration::ZERO);
+                    self.stats.computed(1, t.batch_rows, t.compute());
+                }
+                r
+            }
+        };
+        match ran {
             // Success is recorded by the front end once the reply is encoded
             // (see `answered`), so the request histogram spans decode to reply.
             Ok(out) => {

@@ -52,6 +52,19 @@ struct Job {
 pub struct Ran {
     pub outputs: Vec<Tensor>,
     pub timing: Timing,
+    /// An ensemble's steps, each with its model and time (empty for a model
+    /// that runs on an engine).
+    pub steps: Vec<StepTime>,
+}
+
+/// One ensemble step's model and the time it took, for `Server-Timing`
+/// and trace spans.
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    pub model: String,
+    pub version: String,
+    pub started: Instant,
+    pub took: Duration,
 }
 
 /// When a request entered the queue, when the engine took its batch and
@@ -407,7 +420,11 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                     batch_requests: 1,
                     ..timing(enqueued)
                 };
-                let _ = reply.send(Ok(Ran { outputs, timing }));
+                let _ = reply.send(Ok(Ran {
+                    outputs,
+                    timing,
+                    steps: Vec::new(),
+                }));
             }
         }
         Ok(outputs) => {
@@ -433,6 +450,7 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                 let _ = j.reply.send(Ok(Ran {
                     outputs: part,
                     timing,
+                    steps: Vec::new(),
                 }));
             }
         }
@@ -463,7 +481,11 @@ fn execute(backend: &mut dyn Backend, mut jobs: Vec<Job>, stats: &ModelStats) ->
                     batch_requests: 1,
                     batch_rows: j.rows,
                 };
-                let _ = j.reply.send(r.map(|outputs| Ran { outputs, timing }));
+                let _ = j.reply.send(r.map(|outputs| Ran {
+                    outputs,
+                    timing,
+                    steps: Vec::new(),
+                }));
             }
         }
         Err(e) => {

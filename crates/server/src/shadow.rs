@@ -108,14 +108,14 @@ impl Shadows {
     /// ready (a missing one counts as an error).
     pub fn send(
         self: &Arc<Self>,
-        registry: &crate::repository::Registry,
+        repo: &Arc<crate::repository::Repository>,
         name: &str,
         target: ShadowTarget,
         inputs: Vec<NamedTensor>,
         primary: Vec<Tensor>,
     ) {
-        match registry.get(name, Some(&target.version.to_string())) {
-            Ok(m) => self.dispatch(m, inputs, primary),
+        match repo.models().get(name, Some(&target.version.to_string())) {
+            Ok(m) => self.dispatch(repo.clone(), m, inputs, primary),
             Err(_) => self.update(name, target.version, |d| d.errors += 1),
         }
     }
@@ -124,6 +124,7 @@ impl Shadows {
     /// IN_FLIGHT shadow calls already run. Must be called on a runtime.
     pub fn dispatch(
         self: &Arc<Self>,
+        repo: Arc<crate::repository::Repository>,
         shadow: Arc<LoadedModel>,
         inputs: Vec<NamedTensor>,
         primary: Vec<Tensor>,
@@ -138,7 +139,7 @@ impl Shadows {
         let me = self.clone();
         tokio::spawn(async move {
             let r = shadow
-                .infer(inputs, crate::model::Deadline::default(), true)
+                .infer(&repo, inputs, crate::model::Deadline::default(), true)
                 .await;
             drop(permit);
             me.update(&shadow.name, version, |d| match r {

@@ -27,7 +27,10 @@ fn x() -> Vec<(String, Tensor)> {
 
 async fn answer(repo: &Repository, name: &str) -> Vec<u8> {
     let m = repo.models().get(name, None).unwrap();
-    let out = m.infer(x(), Default::default(), true).await.unwrap();
+    let out = m
+        .infer(repo.models(), x(), Default::default(), true)
+        .await
+        .unwrap();
     out.outputs[0].to_wire_bytes().to_vec()
 }
 

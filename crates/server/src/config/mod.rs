@@ -2,8 +2,11 @@
 //! `config.pbtxt` (`parse`, one small parser per section), completed from
 //! the ONNX file, and rendered back as JSON and protobuf (`render`).
 
+mod ensemble;
 mod parse;
 mod render;
+
+pub use ensemble::{EnsembleConfig, EnsembleStep};
 
 use std::collections::BTreeMap;
 
@@ -74,6 +77,8 @@ pub struct ModelConfig {
     pub parameters: BTreeMap<String, String>,
     pub optimization_level: Option<i64>,
     pub default_model_filename: String,
+    /// `ensemble_scheduling`, with `platform: "ensemble"`.
+    pub ensemble: Option<EnsembleConfig>,
 }
 
 impl Default for ModelConfig {
@@ -92,6 +97,7 @@ impl Default for ModelConfig {
             parameters: BTreeMap::new(),
             optimization_level: None,
             default_model_filename: "model.onnx".into(),
+            ensemble: None,
         }
     }
 }
@@ -443,5 +449,85 @@ mod tests {
         let c = ModelConfig::parse("max_batch_size: 0").unwrap().0;
         let l = c.element_limits(&[spec(vec![-1, 2])]).unwrap();
         assert_eq!(l.per_request, DYNAMIC_EXTENT * 2);
+    }
+
+    // ensemble_scheduling
+
+    const GOOD: &str = r#"
+name: "text" platform: "ensemble" max_batch_size: 0
+input [ { name: "text" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "embedding" data_type: TYPE_FP32 dims: [ -1, 384 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "enc" model_version: -1
+      input_map { key: "input_ids" value: "ids" }
+      input_map { key: "attention_mask" value: "mask" }
+      output_map { key: "sentence_embedding" value: "embedding" } },
+    { model_name: "tok" model_version: -1
+      input_map { key: "text" value: "text" }
+      output_map { key: "input_ids" value: "ids" }
+      output_map { key: "attention_mask" value: "mask" } }
+  ]
+}"#;
+
+    #[test]
+    fn ensembles_and_steps_round_trip_through_pbtxt() {
+        let tok = "backend: \"hone_tokenizer\" max_batch_size: 8";
+        for text in [GOOD, tok] {
+            let (c, _) = ModelConfig::parse(text).unwrap();
+            let (back, _) = ModelConfig::parse(&c.to_pbtxt()).unwrap();
+            assert_eq!(back, c, "{}", c.to_pbtxt());
+        }
+        let (t, _) = ModelConfig::parse(tok).unwrap();
+        assert_eq!(
+            (t.platform.as_str(), t.backend.as_str()),
+            ("", "hone_tokenizer")
+        );
+        assert!(
+            ModelConfig::parse("backend: \"python\"")
+                .unwrap_err()
+                .message
+                .contains("hone_tokenizer")
+        );
+    }
+
+    #[test]
+    fn steps_in_any_order_form_a_dag() {
+        let (c, w) = ModelConfig::parse(GOOD).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let e = c.ensemble.unwrap();
+        assert_eq!(e.steps.len(), 2);
+        assert_eq!(
+            e.steps[0].input_map[1],
+            ("attention_mask".into(), "mask".into())
+        );
+    }
+
+    #[test]
+    fn broken_graphs_are_refused_with_the_step_named() {
+        let cyc = GOOD.replace(
+            r#"key: "text" value: "text""#,
+            r#"key: "text" value: "embedding""#,
+        );
+        let e = ModelConfig::parse(&cyc).unwrap_err().message;
+        assert!(
+            e.contains("step[0] (enc)") && e.contains("neither an ensemble input"),
+            "{e}"
+        );
+        let unmade = GOOD.replace(r#"value: "embedding" }"#, r#"value: "other" }"#);
+        let e = ModelConfig::parse(&unmade).unwrap_err().message;
+        assert!(e.contains("ensemble output 'embedding'"), "{e}");
+        let twice = GOOD.replace(r#"value: "mask" } }"#, r#"value: "ids" } }"#);
+        let e = ModelConfig::parse(&twice).unwrap_err().message;
+        assert!(e.contains("produced twice"), "{e}");
+        let own = GOOD.replace(r#"model_name: "enc""#, r#"model_name: "text""#);
+        assert!(
+            ModelConfig::parse(&own)
+                .unwrap_err()
+                .message
+                .contains("itself")
+        );
+        let no_platform = GOOD.replace(r#"platform: "ensemble""#, "");
+        assert!(ModelConfig::parse(&no_platform).is_err());
     }
 }

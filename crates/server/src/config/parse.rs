@@ -4,6 +4,7 @@
 
 use hone_core::{DataType, Error, Result};
 
+use super::ensemble::EnsembleConfig;
 use super::{DynamicBatching, IoConfig, ModelConfig, VersionPolicy};
 use crate::pbtxt::{self, Message, Value};
 
@@ -20,8 +21,8 @@ impl ModelConfig {
         for (k, v) in &root.fields {
             match k.as_str() {
                 "name" => c.name = scalar(v, k)?.to_string(),
-                "platform" => c.platform = served(v, k, "onnxruntime_onnx", "platform")?,
-                "backend" => c.backend = served(v, k, "onnxruntime", "backend")?,
+                "platform" => c.platform = served(v, k, &["onnxruntime_onnx", "ensemble"])?,
+                "backend" => c.backend = served(v, k, &BACKENDS)?,
                 "max_batch_size" => c.max_batch_size = Some(number(v, k)?),
                 "input" => c.inputs.push(io(message(v, k)?, "input", &mut w)?),
                 "output" => c.outputs.push(io(message(v, k)?, "output", &mut w)?),
@@ -43,7 +44,8 @@ impl ModelConfig {
                         c.optimization_level = Some(level);
                     }
                 }
-                "sequence_batching" | "ensemble_scheduling" => {
+                "ensemble_scheduling" => c.ensemble = Some(EnsembleConfig::parse(message(v, k)?)?),
+                "sequence_batching" => {
                     return Err(Error::invalid(format!("{k} is not supported by hone")));
                 }
                 _ => w.push(format!("unknown field '{k}' ignored")),
@@ -51,6 +53,25 @@ impl ModelConfig {
         }
         if instances > 0 {
             c.instance_count = instances;
+        }
+        match (&c.ensemble, c.platform == "ensemble") {
+            (Some(e), true) => {
+                e.check(&c.name, &names(&c.inputs), &names(&c.outputs))?;
+                // An ensemble runs no backend of its own (Triton leaves it empty).
+                c.backend.clear();
+            }
+            (None, true) => {
+                return Err(Error::invalid(
+                    "platform \"ensemble\" needs an ensemble_scheduling section",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(Error::invalid(
+                    "ensemble_scheduling needs platform: \"ensemble\"",
+                ));
+            }
+            (None, false) if c.backend != "onnxruntime" => c.platform.clear(),
+            (None, false) => {}
         }
         Ok((c, w))
     }
@@ -74,12 +95,20 @@ fn file_name(v: &Value, path: &str) -> Result<String> {
     }
 }
 
+fn names(v: &[IoConfig]) -> Vec<&str> {
+    v.iter().map(|t| t.name.as_str()).collect()
+}
+
+/// ONNX Runtime, then hone's built-in processing steps.
+const BACKENDS: [&str; 3] = ["onnxruntime", "hone_tokenizer", "hone_postprocess"];
+
 /// `platform` / `backend`: only what hone serves is accepted.
-fn served(v: &Value, path: &str, only: &str, what: &str) -> Result<String> {
-    let s = scalar(v, path)?;
-    if s != only {
+fn served(v: &Value, what: &str, only: &[&str]) -> Result<String> {
+    let s = scalar(v, what)?;
+    if !only.contains(&s) {
         return Err(Error::invalid(format!(
-            "{what} '{s}' is not served by hone (only {only})"
+            "{what} '{s}' is not served by hone (it serves {})",
+            only.join(", ")
         )));
     }
     Ok(s.to_string())

@@ -50,6 +50,24 @@ impl ModelConfig {
         if let (Some(level), Json::Object(m)) = (self.optimization_level, &mut o) {
             m.insert("optimization".into(), json!({"graph": {"level": level}}));
         }
+        if let (Some(e), Json::Object(m)) = (&self.ensemble, &mut o) {
+            let map = |v: &[(String, String)]| -> serde_json::Map<String, Json> {
+                v.iter().map(|(k, t)| (k.clone(), json!(t))).collect()
+            };
+            let steps: Vec<Json> = e
+                .steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "model_name": s.model_name,
+                        "model_version": s.model_version,
+                        "input_map": map(&s.input_map),
+                        "output_map": map(&s.output_map),
+                    })
+                })
+                .collect();
+            m.insert("ensemble_scheduling".into(), json!({ "step": steps }));
+        }
         o
     }
 
@@ -150,6 +168,9 @@ impl ModelConfig {
         if !self.platform.is_empty() {
             let _ = writeln!(o, "platform: {}", q(&self.platform));
         }
+        if !matches!(self.backend.as_str(), "" | "onnxruntime") {
+            let _ = writeln!(o, "backend: {}", q(&self.backend));
+        }
         if let Some(m) = self.max_batch_size {
             let _ = writeln!(o, "max_batch_size: {m}");
         }
@@ -223,6 +244,24 @@ impl ModelConfig {
                 q(k),
                 q(v)
             );
+        }
+        if let Some(e) = &self.ensemble {
+            o.push_str("ensemble_scheduling {\n");
+            for s in &e.steps {
+                let _ = write!(
+                    o,
+                    "  step {{ model_name: {} model_version: {}",
+                    q(&s.model_name),
+                    s.model_version
+                );
+                for (key, map) in [("input_map", &s.input_map), ("output_map", &s.output_map)] {
+                    for (k, v) in map {
+                        let _ = write!(o, " {key} {{ key: {} value: {} }}", q(k), q(v));
+                    }
+                }
+                o.push_str(" }\n");
+            }
+            o.push_str("}\n");
         }
         if self.default_model_filename != ModelConfig::default().default_model_filename {
             let _ = writeln!(

@@ -20,7 +20,7 @@ use crate::error::ServeError;
 use crate::metrics::FailReason;
 use crate::model::LoadedModel;
 use crate::observe::{Outcome, server_timing};
-use crate::scheduler::Timing;
+use crate::scheduler::{StepTime, Timing};
 use crate::state::ServerState;
 
 /// The request header (HTTP, gRPC metadata) that marks a request as
@@ -37,6 +37,8 @@ struct Facts {
     model: Option<Arc<LoadedModel>>,
     bytes_in: usize,
     timing: Option<Timing>,
+    /// An ensemble's steps and their times.
+    steps: Vec<StepTime>,
     /// The payload log sampled this request.
     keep: bool,
     inputs: Option<Vec<NamedTensor>>,
@@ -101,7 +103,7 @@ impl Infer {
             }
         };
         if let Some(t) = f.timing.as_ref().filter(|_| error.is_none()) {
-            let mut v = server_timing(t);
+            let mut v = server_timing(t, &f.steps);
             if let Some(l) = f.loaded_for {
                 v.push_str(&format!(", load;dur={:.3}", l.as_secs_f64() * 1e3));
             }
@@ -130,6 +132,7 @@ impl Infer {
             bytes_in: f.bytes_in,
             bytes_out: W::Transport::bytes_out(&reply),
             timing: f.timing,
+            steps: &f.steps,
         };
         s.observer.finish(obs, &outcome, f.outputs.take());
         reply
@@ -188,8 +191,9 @@ impl Infer {
             .filter(|_| live)
             .map(|t| (t, call.inputs.clone()));
         let call_id = call.id;
-        let ran = m.infer(call.inputs, call.deadline, live).await?;
+        let mut ran = m.infer(&s.repo, call.inputs, call.deadline, live).await?;
         f.timing = Some(ran.timing);
+        f.steps = std::mem::take(&mut ran.steps);
         let kept_as = match &m.truth {
             Some(truth) if live && s.feedback.enabled() => {
                 let (id, minted) = match call_id {
@@ -205,7 +209,7 @@ impl Infer {
         f.kept_as.clone_from(&kept_as);
         if let Some((target, copy)) = shadow {
             s.shadows
-                .send(s.repo.models(), &m.name, target, copy, ran.outputs.clone());
+                .send(&s.repo, &m.name, target, copy, ran.outputs.clone());
         }
         let answer = Answer {
             model: m.clone(),

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hone_core::{NamedTensor, Tensor};
 
-use crate::scheduler::Timing;
+use crate::scheduler::{StepTime, Timing};
 use context::TraceContext;
 use otlp::{Attr, Exporter, Span};
 use payload::{PayloadLog, Sample};
@@ -75,6 +75,8 @@ pub struct Outcome<'a> {
     pub bytes_in: usize,
     pub bytes_out: usize,
     pub timing: Option<Timing>,
+    /// An ensemble's steps.
+    pub steps: &'a [StepTime],
 }
 
 impl Observer {
@@ -312,16 +314,42 @@ fn spans(obs: &Observation, t: TraceContext, out: &Outcome<'_>, end: Instant) ->
         v.push(child("queue", tm.enqueued, tm.started, Vec::new()));
         v.push(child("compute", tm.started, tm.finished, batch));
         v.push(child("encode", tm.finished, end, Vec::new()));
+        for step in out.steps {
+            let attrs = vec![
+                ("hone.model", Attr::Str(step.model.clone())),
+                ("hone.model_version", Attr::Str(step.version.clone())),
+            ];
+            let name = format!("step {}", step.model);
+            v.push(child(&name, step.started, step.started + step.took, attrs));
+        }
     }
     v
 }
 
 /// `Server-Timing` (and the gRPC metadata of the same name): queue and
-/// compute time in milliseconds, which browsers' tools and curl show.
-pub fn server_timing(t: &Timing) -> String {
-    format!(
+/// compute time in milliseconds, which browsers' tools and curl show; for
+/// an ensemble, each step's time too (`step1;desc="model";dur=…`).
+pub fn server_timing(t: &Timing, steps: &[StepTime]) -> String {
+    use std::fmt::Write;
+    let mut v = format!(
         "queue;dur={:.3}, compute;dur={:.3}",
         t.queue().as_secs_f64() * 1e3,
         t.compute().as_secs_f64() * 1e3
-    )
+    );
+    for (i, step) in steps.iter().enumerate() {
+        // Model names are directory names; a quote or backslash would end
+        // the quoted description early.
+        let desc: String = step
+            .model
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\'))
+            .collect();
+        let _ = write!(
+            v,
+            ", step{};desc=\"{desc}\";dur={:.3}",
+            i + 1,
+            step.took.as_secs_f64() * 1e3
+        );
+    }
+    v
 }

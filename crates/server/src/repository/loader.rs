@@ -12,7 +12,7 @@ use super::stamp::DirStamp;
 use crate::config::{ModelConfig, VersionPolicy};
 use crate::engine::EngineLoader;
 use crate::metrics::ModelStats;
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, Runner};
 use crate::scheduler::{BatchPolicy, Scheduler};
 
 /// Builds the registry entry of a model directory. With `previous`, ready
@@ -244,7 +244,11 @@ fn start_version(
     mut config: ModelConfig,
     engines: &Arc<dyn EngineLoader>,
 ) -> Result<LoadedModel> {
-    if !path.is_file() {
+    let kind = Kind::of(&config)?;
+    if let Kind::Ensemble(e) = &kind {
+        return start_ensemble(name, version, e.clone(), config);
+    }
+    if matches!(kind, Kind::Onnx) && !path.is_file() {
         if let Some((file, framework)) = path.parent().and_then(foreign_model) {
             return Err(Error::invalid(format!(
                 "{name}/{version}/{file} is a {framework} model and hone serves ONNX: convert it once with `hone import {name}/{version}/{file} -o {name}/{version}/{}` (checked against {framework} on the way)",
@@ -262,9 +266,21 @@ fn start_version(
     }
     let session_cfg = config.session_config()?;
     let instances = config.instance_count.max(1) as usize;
+    // One way to make an instance, used again when one crashes.
+    let rebuild: crate::scheduler::Rebuild = match kind {
+        Kind::Step(step) => {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let params = config.parameters.clone();
+            Arc::new(move || hone_steps::load(step, &dir, &params))
+        }
+        _ => {
+            let (engines, path, cfg) = (engines.clone(), path.to_path_buf(), session_cfg.clone());
+            Arc::new(move || engines.load(&path, &cfg))
+        }
+    };
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
     for _ in 0..instances {
-        backends.push(engines.load(path, &session_cfg)?);
+        backends.push(rebuild()?);
     }
     let metadata = backends
         .first()
@@ -291,10 +307,6 @@ fn start_version(
         },
     };
     let stats = Arc::new(ModelStats::default());
-    let rebuild: crate::scheduler::Rebuild = {
-        let (engines, path, cfg) = (engines.clone(), path.to_path_buf(), session_cfg.clone());
-        Arc::new(move || engines.load(&path, &cfg))
-    };
     let scheduler = Scheduler::start(
         &format!("{name}:{version}"),
         backends,
@@ -336,6 +348,74 @@ fn start_version(
         limits,
         stats,
         drift,
-        scheduler,
+        runner: Runner::Engine(scheduler),
+    })
+}
+
+/// What a version directory holds, as its config says.
+enum Kind {
+    Onnx,
+    Step(hone_steps::Kind),
+    Ensemble(crate::config::EnsembleConfig),
+}
+
+impl Kind {
+    fn of(config: &ModelConfig) -> Result<Self> {
+        if let Some(e) = &config.ensemble {
+            return Ok(Kind::Ensemble(e.clone()));
+        }
+        match config.backend.as_str() {
+            "onnxruntime" | "" => Ok(Kind::Onnx),
+            b => hone_steps::Kind::from_backend(b)
+                .map(Kind::Step)
+                .ok_or_else(|| Error::invalid(format!("backend '{b}' is not served by hone"))),
+        }
+    }
+}
+
+/// An ensemble version: its signature is its config's; it runs its steps'
+/// models, so it has no engine and no files.
+fn start_ensemble(
+    name: &str,
+    version: i64,
+    ensemble: crate::config::EnsembleConfig,
+    mut config: ModelConfig,
+) -> Result<LoadedModel> {
+    let mbs = config.max_batch_size.unwrap_or(0);
+    config.max_batch_size = Some(mbs);
+    let spec = |t: &crate::config::IoConfig| hone_core::TensorSpec {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        dims: if mbs > 0 {
+            std::iter::once(-1).chain(t.dims.iter().copied()).collect()
+        } else {
+            t.dims.clone()
+        },
+    };
+    let metadata = hone_core::ModelMetadata {
+        inputs: config.inputs.iter().map(spec).collect(),
+        outputs: config.outputs.iter().map(spec).collect(),
+    };
+    config.complete(name, &metadata)?;
+    let input_specs = config.input_specs(&metadata);
+    let limits = config.element_limits(&input_specs)?;
+    let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
+    let runner = Runner::Composite(Box::new(crate::ensemble::Ensemble::new(
+        &ensemble, &metadata,
+    )));
+    Ok(LoadedModel {
+        last_used: crate::model::LastUsed::now(),
+        split,
+        truth: None,
+        tabular: None,
+        name: name.to_string(),
+        version: version.to_string(),
+        config,
+        metadata,
+        input_specs,
+        limits,
+        stats: Arc::new(ModelStats::default()),
+        drift: None,
+        runner,
     })
 }

@@ -277,3 +277,29 @@ impl Repository {
         Ok(true)
     }
 }
+
+/// An ensemble's steps find their models here, loaded first when a
+/// memory budget left them out.
+impl crate::model::Models for Arc<Repository> {
+    fn model<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<&'a str>,
+        until: Option<Instant>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Arc<crate::model::LoadedModel>>> {
+        Box::pin(self.lookup(name, until, move |models| models.get(name, version)))
+    }
+}
+
+/// The models as they are, with no loading: for callers without the
+/// repository's handle (tests, tools).
+impl crate::model::Models for Registry {
+    fn model<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<&'a str>,
+        _until: Option<Instant>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Arc<crate::model::LoadedModel>>> {
+        Box::pin(std::future::ready(self.get(name, version)))
+    }
+}
