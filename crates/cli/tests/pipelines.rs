@@ -1,15 +1,19 @@
-//! Ready-made pipelines (`examples/pipelines/setup.sh`): the `minilm_text`
-//! ensemble (tokenizer step → MiniLM) takes sentences and answers with
-//! embeddings equal to the shared reference ones, over V2 REST, V2 gRPC
-//! and TF Serving REST, one sentence per request and many; each step keeps
-//! its own statistics; bad input gets a 400 naming the step, and the
-//! server keeps serving.
+//! Ready-made pipelines (`examples/pipelines/setup.sh`):
+//! - the `minilm_text` ensemble (tokenizer step → MiniLM) takes sentences and
+//!   answers with embeddings equal to the shared reference ones, over V2
+//!   REST, V2 gRPC and TF Serving REST, one sentence per request and many;
+//!   each step keeps its own statistics;
+//! - `textline_orientation` (image step → PP-OCR's classifier → labels)
+//!   labels rendered text lines, upright and turned, as rapidocr's own
+//!   Python pre-processing does;
+//!
+//! and bad input gets a 400 naming the step, and the server keeps serving.
 
 mod common;
 
 use std::process::Command;
 
-use common::{ServeProcess, s, shared, tmp, workspace};
+use common::{ServeProcess, s, shared, tmp, venv, workspace};
 use serde_json::{Value, json};
 
 /// The reference embeddings, [200, 384] float32, from their `.npy`.
@@ -62,19 +66,73 @@ fn assert_close(got: &[f32], refs: &[Vec<f32>], what: &str) {
     }
 }
 
+/// The example repository, written by its setup script into a fresh
+/// directory.
+fn setup(models: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let repo = tmp("pipelines", name).join("repo");
+    let status = Command::new("bash")
+        .arg(workspace().join("examples/pipelines/setup.sh"))
+        .arg(&repo)
+        .env("SHARED", models)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo
+}
+
+/// A V2 gRPC call with one BYTES input; the raw outputs.
+fn grpc_bytes(url: &str, model: &str, input: &str, items: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    use hone_proto::model_infer_request::InferInputTensor;
+    use hone_proto::{InferTensorContents, ModelInferRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut grpc = hone_client::grpc::connect(url, None).await.unwrap();
+        let request = ModelInferRequest {
+            model_name: model.into(),
+            inputs: vec![InferInputTensor {
+                name: input.into(),
+                datatype: "BYTES".into(),
+                shape: vec![items.len() as i64],
+                contents: Some(InferTensorContents {
+                    bytes_contents: items.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        grpc.model_infer(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .raw_output_contents
+            .iter()
+            .map(|b| b.to_vec())
+            .collect()
+    })
+}
+
+/// BYTES elements from the binary layout (u32 length, then the bytes).
+fn strings(raw: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while rest.len() >= 4 {
+        let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        out.push(String::from_utf8(rest[4..4 + n].to_vec()).unwrap());
+        rest = &rest[4 + n..];
+    }
+    out
+}
+
 #[test]
 fn minilm_text_embeds_sentences_over_every_protocol() {
     let Some(models) = shared("minilm_text_embeds_sentences_over_every_protocol") else {
         return;
     };
-    let repo = tmp("pipelines", "minilm").join("repo");
-    let status = Command::new("bash")
-        .arg(workspace().join("examples/pipelines/setup.sh"))
-        .arg(&repo)
-        .env("SHARED", &models)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let repo = setup(&models, "minilm");
     // An ensemble whose step model is not in the repository, beside it.
     std::fs::create_dir_all(repo.join("broken/1")).unwrap();
     let broken = std::fs::read_to_string(repo.join("minilm_text/config.pbtxt"))
@@ -130,40 +188,18 @@ fn minilm_text_embeds_sentences_over_every_protocol() {
     assert_close(&flat, &refs[50..60], "TF Serving, columnar");
 
     // V2 gRPC, one sentence and many.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use hone_proto::model_infer_request::InferInputTensor;
-        use hone_proto::{InferTensorContents, ModelInferRequest};
-        let mut grpc = hone_client::grpc::connect(&server.grpc, None)
-            .await
-            .unwrap();
-        for range in [7..8, 0..200] {
-            let texts = &texts[range.clone()];
-            let request = ModelInferRequest {
-                model_name: "minilm_text".into(),
-                inputs: vec![InferInputTensor {
-                    name: "text".into(),
-                    datatype: "BYTES".into(),
-                    shape: vec![texts.len() as i64],
-                    contents: Some(InferTensorContents {
-                        bytes_contents: texts.iter().map(|t| t.as_bytes().to_vec()).collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            let r = grpc.model_infer(request).await.unwrap().into_inner();
-            let got: Vec<f32> = r.raw_output_contents[0]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            assert_close(&got, &refs[range], "V2 gRPC");
-        }
-    });
+    for range in [7..8, 0..200] {
+        let items: Vec<Vec<u8>> = texts[range.clone()]
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
+        let raw = grpc_bytes(&server.grpc, "minilm_text", "text", &items);
+        let got: Vec<f32> = raw[0]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_close(&got, &refs[range], "V2 gRPC");
+    }
 
     // Each step counts its own work; the ensemble its requests.
     for (model, at_least) in [
@@ -213,4 +249,114 @@ fn minilm_text_embeds_sentences_over_every_protocol() {
     assert_eq!(code, 200, "{text}");
     assert_close(&infer(&texts[..2]), &refs[..2], "after the bad requests");
     let _ = s;
+}
+
+#[test]
+fn textline_orientation_labels_lines_as_rapidocr_does() {
+    let Some(models) = shared("textline_orientation_labels_lines_as_rapidocr_does") else {
+        return;
+    };
+    let repo = setup(&models, "textline");
+    let python = venv("tests/pipelines/requirements.txt", "pipelines-venv");
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+        });
+    let wheel = cache.join("hone/pipelines/rapidocr_onnxruntime-1.4.4-py3-none-any.whl");
+    let lines = tmp("pipelines", "textline-images");
+    let o = Command::new(&python)
+        .arg(workspace().join("tests/pipelines/textlines.py"))
+        .arg(&wheel)
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(lines.join("expected.json")).unwrap()).unwrap();
+    let expected = expected.as_array().unwrap();
+    let images: Vec<Vec<u8>> = expected
+        .iter()
+        .map(|e| std::fs::read(lines.join(e["file"].as_str().unwrap())).unwrap())
+        .collect();
+    // The classifier itself must tell most lines apart, or the comparison
+    // below would prove little.
+    let right = expected
+        .iter()
+        .filter(|e| (e["label"] == "180") == e["turned"].as_bool().unwrap())
+        .count();
+    assert!(
+        right * 4 >= expected.len() * 3,
+        "rapidocr got {right} of {}",
+        expected.len()
+    );
+
+    let server = ServeProcess::start(&repo);
+    let check = |labels: &[String], scores: &[f32], what: &str| {
+        assert_eq!(labels.len(), expected.len(), "{what}");
+        for ((e, l), sc) in expected.iter().zip(labels).zip(scores) {
+            assert_eq!(e["label"].as_str().unwrap(), l, "{what}: {e}");
+            let want = e["score"].as_f64().unwrap() as f32;
+            assert!((want - sc).abs() < 0.05, "{what}: {e} scored {sc}");
+        }
+    };
+    // V2 gRPC: every line in one request.
+    let raw = grpc_bytes(&server.grpc, "textline_orientation", "image", &images);
+    let scores: Vec<f32> = raw[1]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    check(&strings(&raw[0]), &scores, "V2 gRPC, all lines");
+    // TF Serving REST, one line per request, base64 as TF Serving takes bytes.
+    use base64_encode as b64;
+    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    for img in &images {
+        let body = json!({"instances": [{"b64": b64(img)}]});
+        let (code, text) =
+            server.post("/v1/models/textline_orientation:predict", &body.to_string());
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        labels.push(v["predictions"][0]["label"].as_str().unwrap().to_string());
+        scores.push(v["predictions"][0]["score"].as_f64().unwrap() as f32);
+    }
+    check(&labels, &scores, "TF Serving, one line per request");
+
+    // A corrupt image and a text file: 400s naming the step and the row.
+    let mut corrupt = images[0].clone();
+    corrupt.truncate(corrupt.len() / 3);
+    for bad in [corrupt, b"not an image".to_vec()] {
+        let body = json!({"instances": [{"b64": b64(&images[1])}, {"b64": b64(&bad)}]});
+        let (code, text) =
+            server.post("/v1/models/textline_orientation:predict", &body.to_string());
+        assert_eq!(code, 400, "{text}");
+        assert!(
+            text.contains("step 'textline_image'") && text.contains("row 1"),
+            "{text}"
+        );
+    }
+    let body = json!({"instances": [{"b64": b64(&images[2])}]});
+    let (code, text) = server.post("/v1/models/textline_orientation:predict", &body.to_string());
+    assert_eq!(code, 200, "{text}");
+}
+
+/// Standard base64 with padding, as TF Serving's `{"b64": ...}` takes it.
+fn base64_encode(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

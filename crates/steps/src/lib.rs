@@ -3,6 +3,7 @@
 //! "hone_tokenizer"` and so on in `config.pbtxt`) so that an ensemble can
 //! put them before and after an ONNX model with no code and no Python.
 
+mod image;
 mod params;
 mod postprocess;
 mod tokenizer;
@@ -19,16 +20,19 @@ pub use params::Params;
 pub enum Kind {
     /// Text (BYTES) → token ids, attention mask and type ids (INT64).
     Tokenizer,
+    /// Encoded images (BYTES) → decoded, resized, normalised FP32 pixels.
+    Image,
     /// Scores → softmax, top-k labels, pooling, normalisation, thresholds.
     Postprocess,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Tokenizer, Kind::Postprocess];
+    pub const ALL: [Kind; 3] = [Kind::Tokenizer, Kind::Image, Kind::Postprocess];
 
     pub fn backend(self) -> &'static str {
         match self {
             Kind::Tokenizer => "hone_tokenizer",
+            Kind::Image => "hone_image",
             Kind::Postprocess => "hone_postprocess",
         }
     }
@@ -49,6 +53,7 @@ pub fn load(
     let p = Params::new(parameters);
     Ok(match kind {
         Kind::Tokenizer => Box::new(tokenizer::TokenizerStep::load(dir, &p)?),
+        Kind::Image => Box::new(image::ImageStep::load(dir, &p)?),
         Kind::Postprocess => Box::new(postprocess::PostStep::load(dir, &p)?),
     })
 }

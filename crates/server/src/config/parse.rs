@@ -100,7 +100,12 @@ fn names(v: &[IoConfig]) -> Vec<&str> {
 }
 
 /// ONNX Runtime, then hone's built-in processing steps.
-const BACKENDS: [&str; 3] = ["onnxruntime", "hone_tokenizer", "hone_postprocess"];
+const BACKENDS: [&str; 4] = [
+    "onnxruntime",
+    "hone_tokenizer",
+    "hone_image",
+    "hone_postprocess",
+];
 
 /// `platform` / `backend`: only what hone serves is accepted.
 fn served(v: &Value, what: &str, only: &[&str]) -> Result<String> {
