@@ -102,7 +102,7 @@ impl ImageStep {
             }
         };
         let std = per_channel("std", 1.0)?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(Error::invalid("config parameter std must not be 0"));
         }
         let (w, h, c) = (i64::from(width), i64::from(height), c as i64);
@@ -239,9 +239,9 @@ fn linear(src: &RgbImage, w: u32, h: u32) -> RgbImage {
             let p = |xx, yy| src.get_pixel(xx, yy).0.map(f32::from);
             let (a, b, c, d) = (p(x0, y0), p(x1, y0), p(x0, y1), p(x1, y1));
             let mut v = [0u8; 3];
-            for (ch, o) in v.iter_mut().enumerate() {
-                let top = a[ch] + (b[ch] - a[ch]) * fx;
-                let bottom = c[ch] + (d[ch] - c[ch]) * fx;
+            for (o, (((a, b), c), d)) in v.iter_mut().zip(a.iter().zip(b).zip(c).zip(d)) {
+                let top = a + (b - a) * fx;
+                let bottom = c + (d - c) * fx;
                 *o = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
             }
             out.put_pixel(x as u32, y as u32, image::Rgb(v));
