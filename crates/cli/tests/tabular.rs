@@ -73,6 +73,38 @@ fn features_by_name_answer_as_the_positional_input() {
             {"name": "income", "shape": [2], "datatype": "FP32", "data": [40.5, 31.0]}]}),
     );
     assert_eq!(&named["outputs"][0]["data"], want, "{named}");
+    // A request by name is answered with the label as in the data too.
+    let p0 = want[0].as_f64().unwrap();
+    let label0 = if p0 >= 0.5 { "1" } else { "0" };
+    assert_eq!(named["outputs"][1]["name"], "label", "{named}");
+    assert_eq!(named["outputs"][1]["datatype"], "BYTES");
+    assert_eq!(named["outputs"][1]["data"][0], label0, "{named}");
+    let prob0 = named["outputs"][2]["data"][0].as_f64().unwrap();
+    assert!((prob0 - p0.max(1.0 - p0)).abs() < 1e-6, "{named}");
+    // A positional request gets it when it asks.
+    let asked = answer(
+        "/v2/models/m/infer",
+        json!({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32",
+                           "data": [26, 40.5, west, 70, 31.0, north]}],
+               "outputs": [{"name": "label"}]}),
+    );
+    assert_eq!(asked["outputs"].as_array().unwrap().len(), 1, "{asked}");
+    assert_eq!(asked["outputs"][0]["data"][0], label0, "{asked}");
+    // Metadata names the features, their types and categories, and the classes.
+    let (_, meta) = server.get("/v2/models/m");
+    let meta: Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["features"][2]["name"], "region", "{meta}");
+    assert_eq!(meta["features"][2]["datatype"], "BYTES", "{meta}");
+    assert_eq!(
+        meta["features"][2]["categories"].as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(meta["classes"], json!(["0", "1"]), "{meta}");
+    let (_, tfs) = server.get("/v1/models/m/metadata");
+    let tfs: Value = serde_json::from_str(&tfs).unwrap();
+    let sig = &tfs["metadata"]["signature_def"]["signature_def"]["features"];
+    assert_eq!(sig["inputs"]["region"]["dtype"], "DT_STRING", "{tfs}");
+    assert_eq!(sig["outputs"]["label"]["dtype"], "DT_STRING", "{tfs}");
 
     // TF Serving: records as objects, and columns by name.
     let rows = answer(
@@ -84,12 +116,18 @@ fn features_by_name_answer_as_the_positional_input() {
         "/v1/models/m:predict",
         json!({"inputs": {"age": [26, 70], "income": [40.5, 31.0], "region": ["west", "north"]}}),
     );
+    // Rows of a named request are objects: the model's output, the label
+    // and its probability; columns the same by name.
     let flat = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()
             .iter()
             .flat_map(|r| match r {
                 Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+                Value::Object(o) => match &o["output"] {
+                    Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+                    x => vec![x.as_f64().unwrap()],
+                },
                 x => vec![x.as_f64().unwrap()],
             })
             .collect()
@@ -101,7 +139,9 @@ fn features_by_name_answer_as_the_positional_input() {
         .map(|x| x.as_f64().unwrap())
         .collect();
     assert_eq!(flat(&rows["predictions"]), want, "{rows}");
-    assert_eq!(flat(&cols["outputs"]), want, "{cols}");
+    assert_eq!(rows["predictions"][0]["label"], label0, "{rows}");
+    assert_eq!(flat(&cols["outputs"]["output"]), want, "{cols}");
+    assert_eq!(cols["outputs"]["label"][0], label0, "{cols}");
 
     // Bad records: a 400 naming the feature, and the server keeps serving.
     for (path, body, says) in [
@@ -140,4 +180,29 @@ fn features_by_name_answer_as_the_positional_input() {
         json!({"instances": [{"age": 26, "income": 40.5, "region": "west"}]}),
     );
     assert_eq!(flat(&again["predictions"])[0], want[0]);
+
+    // With unseen_category: ignore, an unknown category is answered with
+    // an all-zero one-hot and a flag on its row.
+    drop(server);
+    std::fs::write(
+        dir.join("repo/m/config.pbtxt"),
+        "parameters { key: \"unseen_category\" value: { string_value: \"ignore\" } }\n",
+    )
+    .unwrap();
+    let server = ServeProcess::start(&dir.join("repo"));
+    let (code, text) = server.post(
+        "/v1/models/m:predict",
+        &json!({"instances": [{"age": 26, "income": 40.5, "region": "south-east"},
+                             {"age": 26, "income": 40.5, "region": "west"}]})
+        .to_string(),
+    );
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["predictions"][0]["unseen_category"], true, "{v}");
+    assert_eq!(v["predictions"][1]["unseen_category"], false, "{v}");
+    assert_eq!(
+        flat(&json!([v["predictions"][1].clone()]))[0],
+        want[0],
+        "{v}"
+    );
 }

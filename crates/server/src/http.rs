@@ -140,13 +140,22 @@ async fn model_ready(State(s): St, Path(p): Params) -> ApiResult {
 async fn model_metadata(State(s): St, Path(p): Params) -> ApiResult {
     let m = model(&s, &p).await?;
     let t = |t: &hone_core::TensorSpec| json!({"name": t.name, "datatype": t.dtype.as_v2(), "shape": t.dims});
-    Ok(json_response(&json!({
+    let mut v = json!({
         "name": m.name,
         "versions": s.repo.models().ready_versions(&m.name),
         "platform": m.config.platform,
         "inputs": m.input_specs.iter().map(t).collect::<Vec<_>>(),
         "outputs": m.metadata.outputs.iter().map(t).collect::<Vec<_>>(),
-    })))
+    });
+    // A card's features and classes: what a request by name sends and what
+    // its label can be (fields beyond V2's, which clients read past).
+    if let (Some(t), Some(o)) = (&m.tabular, v.as_object_mut()) {
+        o.insert("features".into(), t.describe());
+    }
+    if let (Some(l), Some(o)) = (m.labels(), v.as_object_mut()) {
+        o.insert("classes".into(), json!(l.labels));
+    }
+    Ok(json_response(&v))
 }
 
 async fn model_config(State(s): St, Path(p): Params) -> ApiResult {

@@ -94,7 +94,7 @@ impl LoadedModel {
     /// tensors in model input order.
     pub fn prepare(&self, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>> {
         let inputs = match &self.tabular {
-            Some(t) if t.named(&inputs) => t.encode(inputs)?,
+            Some(t) if t.named(&inputs) => t.encode(inputs)?.0,
             _ => inputs,
         };
         let tensors = prepare_inputs(
@@ -192,6 +192,14 @@ impl LoadedModel {
             .engines_down
             .load(std::sync::atomic::Ordering::Relaxed)
             == 0
+    }
+
+    /// The class labels of a classifier whose card names them (the truth a
+    /// labelled answer is read by).
+    pub(crate) fn labels(&self) -> Option<&crate::feedback::Truth> {
+        self.truth
+            .as_deref()
+            .filter(|t| t.task != hone_data::Task::Regression)
     }
 
     pub fn output_spec(&self, name: &str) -> Option<&TensorSpec> {

@@ -1,7 +1,9 @@
 //! A hone-trained model's features by name: a request that names its
 //! features (one input per feature, categories as their text) is encoded
 //! into the model's one input, in the card's column order, before
-//! validation. The positional input keeps working beside it.
+//! validation, and is answered with the label as written in the training
+//! data beside the model's own outputs. The positional input keeps working
+//! beside it.
 
 use std::path::Path;
 
@@ -29,7 +31,18 @@ pub(crate) struct Tabular {
     /// One spec per feature (FP32, or BYTES for a category), rows first:
     /// how TF Serving's decoder reads named instances.
     specs: Vec<TensorSpec>,
+    /// Config parameter `unseen_category: "ignore"`: a category the model
+    /// never saw encodes as none (an all-zero one-hot) and the row is
+    /// flagged, instead of a 400.
+    unseen_ok: bool,
 }
+
+/// The outputs a labelled answer adds: the class as written in the training
+/// data, and its probability.
+pub(crate) const LABEL: &str = "label";
+pub(crate) const PROBABILITY: &str = "probability";
+/// The flag of rows whose category was unseen (with `unseen_category: ignore`).
+pub(crate) const UNSEEN: &str = "unseen_category";
 
 #[derive(Deserialize)]
 struct Card {
@@ -129,7 +142,43 @@ impl Tabular {
             input: input.name,
             features,
             specs,
+            unseen_ok: false,
         }))
+    }
+
+    /// Applies the config parameter `unseen_category` (`error`, the
+    /// default, or `ignore`).
+    pub(crate) fn unseen(mut self, parameter: Option<&str>) -> Result<Self> {
+        self.unseen_ok = match parameter {
+            None | Some("error") => false,
+            Some("ignore") => true,
+            Some(v) => {
+                return Err(Error::invalid(format!(
+                    "config parameter unseen_category is '{v}': give \"error\" or \"ignore\""
+                )));
+            }
+        };
+        Ok(self)
+    }
+
+    /// Whether answers carry the unseen-category flag.
+    pub(crate) fn flags_unseen(&self) -> bool {
+        self.unseen_ok
+    }
+
+    /// The features for metadata: name, datatype, and a category's values.
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .features
+            .iter()
+            .map(|(name, kind)| match kind {
+                Kind::Numeric => serde_json::json!({"name": name, "datatype": "FP32"}),
+                Kind::Categorical(c) => {
+                    serde_json::json!({"name": name, "datatype": "BYTES", "categories": c})
+                }
+            })
+            .collect();
+        serde_json::Value::Array(rows)
     }
 
     /// The features as inputs: what TF Serving's decoder reads named rows by.
@@ -145,8 +194,10 @@ impl Tabular {
                 .any(|(n, _)| self.features.iter().any(|(f, _)| f == n))
     }
 
-    /// Named features → the model's one input, `[rows, features]`.
-    pub(crate) fn encode(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+    /// Named features → the model's one input, `[rows, features]`, and
+    /// per row whether a category was unseen (only with `unseen_category:
+    /// ignore`; otherwise that is an error).
+    pub(crate) fn encode(&self, inputs: Vec<NamedTensor>) -> Result<(Vec<NamedTensor>, Vec<bool>)> {
         let names = || {
             self.features
                 .iter()
@@ -197,28 +248,95 @@ impl Tabular {
                 }
                 Some(_) => {}
             }
-            columns.push(column(name, kind, t)?);
+            columns.push(column(name, kind, t, self.unseen_ok)?);
         }
         let n = rows.map_or(0, |r| r.0);
+        let unseen: Vec<bool> = (0..n)
+            .map(|r| {
+                columns
+                    .iter()
+                    .any(|c| c.get(r).is_some_and(|v| *v < 0.0) && self.unseen_ok)
+            })
+            .collect();
         let width = self.features.len();
         let mut x = Vec::with_capacity(n * width);
         for r in 0..n {
             x.extend(columns.iter().map(|col| col.get(r).copied().unwrap_or(0.0)));
         }
-        Ok(vec![(
+        let encoded = vec![(
             self.input.clone(),
             Tensor::from_f32(vec![n as i64, width as i64], &x)?,
-        )])
+        )];
+        Ok((encoded, unseen))
     }
+}
+
+/// The label and its probability per row, from the output the card scores
+/// (a probability per class, or one probability of the second class);
+/// None for regression or an output of another shape.
+pub(crate) fn labelled(
+    truth: &crate::feedback::Truth,
+    outputs: &[Tensor],
+) -> Option<[(&'static str, Tensor); 2]> {
+    if truth.task == hone_data::Task::Regression {
+        return None;
+    }
+    let t = outputs.get(truth.output)?;
+    let v = t.to_f64s()?;
+    let rows = t.batch();
+    let width = v.len().checked_div(rows).unwrap_or(1);
+    if width == 0 || width * rows != v.len() || (width > 1 && width != truth.labels.len()) {
+        return None;
+    }
+    let mut labels = Vec::with_capacity(rows);
+    let mut probs = Vec::with_capacity(rows);
+    for row in v.chunks(width) {
+        let (class, p) = match row {
+            [p] if *p >= 0.5 => (1, *p),
+            [p] => (0, 1.0 - *p),
+            _ => row
+                .iter()
+                .copied()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |best, (i, p)| {
+                    if p > best.1 { (i, p) } else { best }
+                }),
+        };
+        labels.push(Bytes::from(truth.labels.get(class)?.clone()));
+        probs.push(p as f32);
+    }
+    let n = vec![rows as i64];
+    Some([
+        (
+            LABEL,
+            Tensor::new(DataType::Bytes, n.clone(), TensorData::Strings(labels)).ok()?,
+        ),
+        (PROBABILITY, Tensor::from_f32(n, &probs).ok()?),
+    ])
+}
+
+/// Per-row flags as a BOOL tensor.
+pub(crate) fn flags(rows: &[bool]) -> Result<Tensor> {
+    let bytes: Vec<u8> = rows.iter().map(|&b| u8::from(b)).collect();
+    Tensor::new(
+        DataType::Bool,
+        vec![rows.len() as i64],
+        TensorData::Raw(Bytes::from(bytes)),
+    )
 }
 
 /// One feature's values as the model's numbers: a number as itself, a
 /// category as its index, matched by its text.
-fn column(name: &str, kind: &Kind, t: &Tensor) -> Result<Vec<f32>> {
+fn column(name: &str, kind: &Kind, t: &Tensor, unseen_ok: bool) -> Result<Vec<f32>> {
     match (kind, &t.data) {
-        (Kind::Categorical(cats), TensorData::Strings(values)) => {
-            values.iter().map(|v| category(name, cats, v)).collect()
-        }
+        (Kind::Categorical(cats), TensorData::Strings(values)) => values
+            .iter()
+            .map(|v| match category(name, cats, v) {
+                // The model's one-hot of -1 is all zeros: no category.
+                Err(_) if unseen_ok => Ok(-1.0),
+                r => r,
+            })
+            .collect(),
         (Kind::Categorical(cats), TensorData::Raw(_)) => Err(Error::invalid(format!(
             "feature '{name}' is a category ({}): send it as text (BYTES), not {}",
             cats.join(", "),
@@ -273,6 +391,7 @@ mod tests {
             input: "input".into(),
             specs: Vec::new(),
             features,
+            unseen_ok: false,
         }
     }
 
@@ -296,7 +415,8 @@ mod tests {
             ),
         ];
         assert!(t.named(&inputs));
-        let out = t.encode(inputs).unwrap();
+        let (out, unseen) = t.encode(inputs).unwrap();
+        assert_eq!(unseen, [false, false]);
         assert_eq!(out[0].0, "input");
         assert_eq!(out[0].1.shape, vec![2, 2]);
         assert_eq!(out[0].1.to_f64s().unwrap(), vec![26.0, 1.0, 70.0, 0.0]);
@@ -339,6 +459,20 @@ mod tests {
         );
         let e = err(vec![nan, ("region".into(), text(&["west"]))]);
         assert!(e.contains("finite"), "{e}");
+        // With unseen_category: ignore, an unseen category is none, flagged.
+        let lax = tab().unseen(Some("ignore")).unwrap();
+        let (out, unseen) = lax
+            .encode(vec![
+                (
+                    "age".into(),
+                    Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap(),
+                ),
+                ("region".into(), text(&["south", "west"])),
+            ])
+            .unwrap();
+        assert_eq!(out[0].1.to_f64s().unwrap(), vec![1.0, -1.0, 2.0, 1.0]);
+        assert_eq!(unseen, [true, false]);
+        assert!(tab().unseen(Some("zero")).is_err());
         // The positional input is not a named request.
         assert!(!t.named(&[(
             "input".to_string(),

@@ -91,10 +91,12 @@ impl Call {
     }
 }
 
-/// A call's outputs: all of them, in the model's order.
+/// A call's outputs: all of them, in the model's order, then any hone adds
+/// (a labelled answer's label and probability).
 pub(crate) struct Answer {
     pub model: Arc<LoadedModel>,
     pub outputs: Vec<Tensor>,
+    pub extra: Vec<(&'static str, Tensor)>,
     /// The id hone kept the answer under when the request brought none:
     /// answers that carry an id field give it back there.
     pub id: Option<String>,
@@ -104,14 +106,14 @@ impl Answer {
     /// `(name, tensor)` of each output, in the model's order.
     pub(crate) fn named(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         let names = self.model.metadata.outputs.iter().map(|o| o.name.as_str());
-        names.zip(&self.outputs)
+        let extra = self.extra.iter().map(|(n, t)| (*n, t));
+        names.zip(&self.outputs).chain(extra)
     }
 
     /// Bytes of packed output data (strings counted at 16 a piece).
     pub(crate) fn bytes(&self) -> usize {
-        self.outputs
-            .iter()
-            .map(|t| t.element_count() * t.dtype.size().unwrap_or(16))
+        self.named()
+            .map(|(_, t)| t.element_count() * t.dtype.size().unwrap_or(16))
             .sum()
     }
 }

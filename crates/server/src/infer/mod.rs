@@ -191,7 +191,21 @@ impl Infer {
             .filter(|_| live)
             .map(|t| (t, call.inputs.clone()));
         let call_id = call.id;
-        let mut ran = m.infer(&s.repo, call.inputs, call.deadline, live).await?;
+        // Features by name are encoded here, so the answer can say which
+        // rows had an unseen category and carry the label.
+        let named = m.tabular.as_ref().filter(|t| t.named(&call.inputs));
+        let (inputs, unseen) = match named {
+            Some(t) => match t.encode(call.inputs) {
+                Ok((inputs, unseen)) => (inputs, t.flags_unseen().then_some(unseen)),
+                Err(e) => {
+                    m.stats.fail(FailReason::Invalid, Duration::ZERO);
+                    return Err(e.into());
+                }
+            },
+            None => (call.inputs, None),
+        };
+        let wants_labels = named.is_some() || call.outputs.iter().any(|o| is_label(o));
+        let mut ran = m.infer(&s.repo, inputs, call.deadline, live).await?;
         f.timing = Some(ran.timing);
         f.steps = std::mem::take(&mut ran.steps);
         let kept_as = match &m.truth {
@@ -211,9 +225,22 @@ impl Infer {
             s.shadows
                 .send(&s.repo, &m.name, target, copy, ran.outputs.clone());
         }
+        let mut extra = Vec::new();
+        if let Some(truth) = m.labels().filter(|_| wants_labels) {
+            // A model output of the same name (an imported classifier's
+            // `label`) stays the only one.
+            let added = crate::tabular::labelled(truth, &ran.outputs)
+                .into_iter()
+                .flatten();
+            extra.extend(added.filter(|(n, _)| m.output_spec(n).is_none()));
+        }
+        if let Some(rows) = unseen {
+            extra.push((crate::tabular::UNSEEN, crate::tabular::flags(&rows)?));
+        }
         let answer = Answer {
             model: m.clone(),
             outputs: ran.outputs,
+            extra,
             id: kept_as,
         };
         if f.keep {
@@ -284,9 +311,15 @@ impl Infer {
     }
 }
 
+/// The outputs a classifier with a card adds on request.
+fn is_label(name: &str) -> bool {
+    name == crate::tabular::LABEL || name == crate::tabular::PROBABILITY
+}
+
 /// Every output a call names must exist.
 fn check_outputs(m: &LoadedModel, wanted: &[String]) -> Result<(), ServeError> {
-    match wanted.iter().find(|w| m.output_spec(w).is_none()) {
+    let exists = |w: &str| m.output_spec(w).is_some() || (is_label(w) && m.labels().is_some());
+    match wanted.iter().find(|w| !exists(w)) {
         Some(w) => Err(Error::invalid(format!("unknown output '{w}' requested")).into()),
         None => Ok(()),
     }

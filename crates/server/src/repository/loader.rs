@@ -334,6 +334,8 @@ fn start_version(
         tracing::warn!(model = name, version, "features by name off: {e}");
         None
     });
+    let unseen = config.parameters.get("unseen_category").map(String::as_str);
+    let tabular = tabular.map(|t| t.unseen(unseen)).transpose()?;
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
     Ok(LoadedModel {
         last_used: crate::model::LastUsed::now(),

@@ -5,8 +5,6 @@
 use hone_core::{Error, Tensor, TensorData};
 use serde_json::Value as Json;
 
-use crate::model::LoadedModel;
-
 pub(super) fn b64_encode(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
@@ -65,22 +63,11 @@ fn write_nested(out: &mut Vec<u8>, t: &Tensor, shape: &[i64], start: usize) {
     }
 }
 
-pub(super) fn encode(
-    m: &LoadedModel,
-    outputs: &[Tensor],
-    columnar: bool,
-) -> Result<Vec<u8>, Error> {
-    let named: Vec<(&str, &Tensor)> = m
-        .metadata
-        .outputs
-        .iter()
-        .map(|s| s.name.as_str())
-        .zip(outputs)
-        .collect();
+pub(super) fn encode(named: &[(&str, &Tensor)], columnar: bool) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(
-        64 + outputs
+        64 + named
             .iter()
-            .map(|t| t.element_count() * 10)
+            .map(|(_, t)| t.element_count() * 10)
             .sum::<usize>(),
     );
     let key = |out: &mut Vec<u8>, k: &str| {
@@ -89,7 +76,7 @@ pub(super) fn encode(
     };
     if columnar {
         out.extend_from_slice(b"{\"outputs\":");
-        if let [(_, t)] = named.as_slice() {
+        if let [(_, t)] = named {
             write_nested(&mut out, t, &t.shape, 0);
         } else {
             out.push(b'{');
@@ -125,7 +112,7 @@ pub(super) fn encode(
             let step: usize = inner.iter().map(|&d| d.max(0) as usize).product();
             write_nested(out, t, inner, r * step);
         };
-        if let [(_, t)] = named.as_slice() {
+        if let [(_, t)] = named {
             row(&mut out, t);
         } else {
             out.push(b'{');

@@ -152,15 +152,42 @@ fn tensor_info(specs: &[TensorSpec]) -> Json {
     Json::Object(map)
 }
 
-/// GetModelMetadata's JSON: the one signature, `serving_default`.
+/// GetModelMetadata's JSON: the signature `serving_default`, and for a
+/// model that takes its features by name a second one, `features`: one
+/// input per feature (DT_STRING for a category) and the labelled outputs.
 fn metadata(m: &LoadedModel) -> Json {
-    json!({
-        "model_spec": {"name": m.name, "signature_name": "", "version": m.version},
-        "metadata": {"signature_def": {"signature_def": {SIGNATURE: {
+    let mut signatures = serde_json::Map::new();
+    signatures.insert(
+        SIGNATURE.into(),
+        json!({
             "inputs": tensor_info(&m.metadata.inputs),
             "outputs": tensor_info(&m.metadata.outputs),
             "method_name": "tensorflow/serving/predict",
-        }}}},
+        }),
+    );
+    if let Some(t) = &m.tabular {
+        let mut outputs = m.metadata.outputs.clone();
+        if m.labels().is_some() {
+            let one = |name: &str, dtype| hone_core::TensorSpec {
+                name: name.into(),
+                dtype,
+                dims: vec![-1],
+            };
+            outputs.push(one(crate::tabular::LABEL, hone_core::DataType::Bytes));
+            outputs.push(one(crate::tabular::PROBABILITY, hone_core::DataType::F32));
+        }
+        signatures.insert(
+            "features".into(),
+            json!({
+                "inputs": tensor_info(t.specs()),
+                "outputs": tensor_info(&outputs),
+                "method_name": "tensorflow/serving/predict",
+            }),
+        );
+    }
+    json!({
+        "model_spec": {"name": m.name, "signature_name": "", "version": m.version},
+        "metadata": {"signature_def": {"signature_def": signatures}},
     })
 }
 
@@ -236,13 +263,13 @@ impl Wire for Predict {
     }
 
     fn encode_off_thread(answer: &Answer) -> bool {
-        let elements: usize = answer.outputs.iter().map(|t| t.element_count()).sum();
+        let elements: usize = answer.named().map(|(_, t)| t.element_count()).sum();
         elements * 12 > OFF_THREAD_BYTES
     }
 
     fn encode(answer: &Answer, columnar: bool) -> Result<HttpEncoded, ApiError> {
         Ok(HttpEncoded {
-            body: encode(&answer.model, &answer.outputs, columnar)?,
+            body: encode(&answer.named().collect::<Vec<_>>(), columnar)?,
             content_type: "application/json",
             header_len: None,
         })
