@@ -39,8 +39,12 @@ pub struct BenchArgs {
     /// Load before each step that is not counted.
     #[arg(long, default_value = "2s", value_parser = duration)]
     warmup: Duration,
-    /// Request data: a CSV (all columns but `label` feed the one input) or a
-    /// directory of <input>.npy files. Default: seeded random values.
+    /// Request data: a CSV (records by feature name when the model lists
+    /// its features and the header names them all, else all columns but
+    /// `label` feed the one input), a .txt file (each line one element of
+    /// a BYTES input: sentences), a directory of <input>.npy files, or a
+    /// directory of other files (each file's bytes one element: pictures;
+    /// binary protocols only). Default: seeded random values.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Rows per request, for models that batch.
@@ -167,6 +171,14 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     }
 }
 
+/// Whether a directory holds `.npy` files (one per input).
+fn has_npy(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "npy"))
+    })
+}
+
 fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
     let loads: Vec<Load> = if !a.request_rate.is_empty() {
         a.request_rate.iter().map(|&r| Load::Rate(r)).collect()
@@ -180,7 +192,17 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
     };
     let data = match &a.data {
         None => Data::Random,
-        Some(p) if p.is_dir() => Data::NpyDir(p.clone()),
+        Some(p) if p.is_dir() && has_npy(p) => Data::NpyDir(p.clone()),
+        Some(p) if p.is_dir() => {
+            if a.protocol == "http-json" {
+                return Err(format!(
+                    "--data {}: files are sent as raw bytes, which V2 JSON cannot carry; use --protocol http-binary or grpc",
+                    p.display()
+                ));
+            }
+            Data::Files(p.clone())
+        }
+        Some(p) if p.extension().is_some_and(|e| e == "txt") => Data::Lines(p.clone()),
         Some(p) => Data::Csv(p.clone()),
     };
     let shapes = a

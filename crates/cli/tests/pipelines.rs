@@ -13,7 +13,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ServeProcess, s, shared, tmp, venv, workspace};
+use common::{ServeProcess, bench_step, s, shared, tmp, venv, workspace};
 use serde_json::{Value, json};
 
 /// The reference embeddings, [200, 384] float32, from their `.npy`.
@@ -248,7 +248,26 @@ fn minilm_text_embeds_sentences_over_every_protocol() {
     // Truncation is on in the example: a long text is cut to max_length.
     assert_eq!(code, 200, "{text}");
     assert_close(&infer(&texts[..2]), &refs[..2], "after the bad requests");
-    let _ = s;
+
+    // `hone bench` drives it with raw sentences, one line per element.
+    let lines = tmp("pipelines", "lines").join("sentences.txt");
+    std::fs::write(&lines, texts.join("\n")).unwrap();
+    for protocol in ["http-json", "grpc"] {
+        let r = bench_step(
+            &server,
+            &[
+                "--model",
+                "minilm_text",
+                "--data",
+                s(&lines),
+                "--shape",
+                "text:2",
+                "--protocol",
+                protocol,
+            ],
+        );
+        assert_eq!(r["inputs"][0], "text BYTES [2]", "{r}");
+    }
 }
 
 #[test]
@@ -337,6 +356,37 @@ fn textline_orientation_labels_lines_as_rapidocr_does() {
     let body = json!({"instances": [{"b64": b64(&images[2])}]});
     let (code, text) = server.post("/v1/models/textline_orientation:predict", &body.to_string());
     assert_eq!(code, 200, "{text}");
+
+    // `hone bench` drives it with the picture files themselves.
+    let pictures = tmp("pipelines", "pictures");
+    for (i, img) in images.iter().enumerate() {
+        std::fs::write(pictures.join(format!("{i:02}.img")), img).unwrap();
+    }
+    bench_step(
+        &server,
+        &[
+            "--model",
+            "textline_orientation",
+            "--data",
+            s(&pictures),
+            "--shape",
+            "image:4",
+            "--protocol",
+            "grpc",
+        ],
+    );
+    let o = common::hone(&[
+        "bench",
+        "--url",
+        &server.url,
+        "--model",
+        "textline_orientation",
+        "--data",
+        s(&pictures),
+        "--duration",
+        "1s",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("http-binary"));
 }
 
 /// Standard base64 with padding, as TF Serving's `{"b64": ...}` takes it.

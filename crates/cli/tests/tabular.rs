@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ServeProcess, hone, s, tmp};
+use common::{ServeProcess, bench_step, hone, s, tmp};
 use serde_json::{Value, json};
 
 #[test]
@@ -180,6 +180,24 @@ fn features_by_name_answer_as_the_positional_input() {
         json!({"instances": [{"age": 26, "income": 40.5, "region": "west"}]}),
     );
     assert_eq!(flat(&again["predictions"])[0], want[0]);
+
+    // `hone bench` sends the training CSV as records by feature name.
+    let r = bench_step(
+        &server,
+        &[
+            "--model",
+            "m",
+            "--data",
+            s(&dir.join("data.csv")),
+            "--batch",
+            "4",
+        ],
+    );
+    assert_eq!(
+        r["inputs"],
+        json!(["age FP32 [4]", "income FP32 [4]", "region BYTES [4]"]),
+        "{r}"
+    );
 
     // With unseen_category: ignore, an unknown category is answered with
     // an all-zero one-hot and a flag on its row.

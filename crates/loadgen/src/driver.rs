@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use hone_core::{Error, Result};
 
 use crate::conn;
+use crate::pool::pool;
 use crate::report::{Counters, Latency, Report, Step};
-use crate::target::{Data, Payload, Target, pool};
+use crate::target::{Data, Payload, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -331,11 +332,10 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&Progress) + Sync)) -> Result<R
         model: plan.model.clone(),
         protocol: plan.protocol.name().to_string(),
         batch: plan.batch,
-        inputs: target
-            .inputs
-            .iter()
-            .map(|i| format!("{} {} {:?}", i.name, i.dtype, i.shape))
-            .collect(),
+        inputs: payloads
+            .first()
+            .map(|p| p.inputs.clone())
+            .unwrap_or_default(),
         guessed_shapes: target.guessed,
         steps,
     })

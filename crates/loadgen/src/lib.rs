@@ -5,12 +5,15 @@
 //! server says it did (queue and compute time, mean batch size), read from
 //! its statistics extension before and after each step.
 //!
-//! `target` learns the model's inputs and builds the request pool,
+//! `target` learns the model's inputs and builds requests, `pool` fills the
+//! request pool from the data (random, CSV positional or by feature name,
+//! `.npy`, text lines, files),
 //! `conn` sends one request per protocol, `driver` runs the load steps,
 //! `report` turns the samples into figures.
 
 pub mod conn;
 pub mod driver;
+pub mod pool;
 pub mod report;
 pub mod target;
 

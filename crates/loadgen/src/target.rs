@@ -20,6 +20,12 @@ pub enum Data {
     Csv(PathBuf),
     /// `<input>.npy` per input, rows along the first dimension.
     NpyDir(PathBuf),
+    /// A text file: each non-empty line one element of the one BYTES input
+    /// (a sentence for a text pipeline).
+    Lines(PathBuf),
+    /// A directory of files (JPEG, PNG, WebP...): each file's bytes one
+    /// element of the one BYTES input.
+    Files(PathBuf),
 }
 
 /// One model input as a request sends it.
@@ -39,6 +45,9 @@ pub struct Target {
     pub inputs: Vec<Input>,
     /// Dynamic dimensions given a size nobody asked for (`--shape` sets them).
     pub guessed: Vec<String>,
+    /// The features a model with a card takes by name (hone's metadata
+    /// field `features`): a CSV with those columns is sent as records.
+    pub features: Vec<(String, DataType)>,
 }
 
 /// A dynamic dimension without `--shape` counts this many.
@@ -125,11 +134,25 @@ impl Target {
             });
         }
         guessed.dedup();
+        let features = meta
+            .get("features")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| {
+                        let name = f.get("name")?.as_str()?;
+                        let dtype = DataType::from_v2(f.get("datatype")?.as_str()?)?;
+                        Some((name.to_string(), dtype))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Target {
             model: model.to_string(),
             version: version.map(str::to_string),
             inputs,
             guessed,
+            features,
         })
     }
 }
@@ -137,6 +160,8 @@ impl Target {
 /// A request in every protocol's form, built once.
 #[derive(Debug, Clone)]
 pub struct Payload {
+    /// What it sends, per input: `name DTYPE [shape]`.
+    pub inputs: Vec<String>,
     pub json: Bytes,
     /// The binary tensor extension body and its JSON header's length.
     pub binary: (Bytes, usize),
@@ -144,24 +169,9 @@ pub struct Payload {
 }
 
 /// Up to this many distinct requests are cycled through.
-const POOL: usize = 64;
+pub(crate) const POOL: usize = 64;
 
-/// The requests to send, from `data`.
-pub fn pool(target: &Target, data: &Data, seed: u64) -> Result<Vec<Payload>> {
-    let sets: Vec<Vec<Tensor>> = match data {
-        Data::Random => {
-            let mut rng = hone_data::rng::Rng::new(seed);
-            (0..POOL.min(8))
-                .map(|_| target.inputs.iter().map(|i| random(i, &mut rng)).collect())
-                .collect::<Result<_>>()?
-        }
-        Data::Csv(path) => from_csv(target, path)?,
-        Data::NpyDir(dir) => from_npy(target, dir)?,
-    };
-    sets.iter().map(|set| encode(target, set)).collect()
-}
-
-fn random(i: &Input, rng: &mut hone_data::rng::Rng) -> Result<Tensor> {
+pub(crate) fn random(i: &Input, rng: &mut hone_data::rng::Rng) -> Result<Tensor> {
     let n = hone_core::element_count(&i.shape)?;
     let mut raw = Vec::with_capacity(n * i.dtype.size().unwrap_or(0));
     let int = |rng: &mut hone_data::rng::Rng| rng.below(100) as u64;
@@ -187,7 +197,7 @@ fn random(i: &Input, rng: &mut hone_data::rng::Rng) -> Result<Tensor> {
     Tensor::new(i.dtype, i.shape.clone(), data)
 }
 
-fn one_input(target: &Target, what: &str) -> Result<Input> {
+pub(crate) fn one_input(target: &Target, what: &str) -> Result<Input> {
     match &target.inputs[..] {
         [i] => Ok(i.clone()),
         _ => Err(Error::invalid(format!(
@@ -198,7 +208,7 @@ fn one_input(target: &Target, what: &str) -> Result<Input> {
     }
 }
 
-fn from_csv(target: &Target, path: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
+pub(crate) fn from_csv(target: &Target, path: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
     let input = one_input(target, "a CSV")?;
     let table = hone_data::Table::read_csv(path).map_err(|e| Error::invalid(e.to_string()))?;
     let cols: Vec<usize> = (0..table.names.len())
@@ -269,7 +279,7 @@ fn convert_f32(t: Tensor, dtype: DataType) -> Result<Tensor> {
     Tensor::new(dtype, t.shape, TensorData::Raw(Bytes::from(raw)))
 }
 
-fn from_npy(target: &Target, dir: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
+pub(crate) fn from_npy(target: &Target, dir: &std::path::Path) -> Result<Vec<Vec<Tensor>>> {
     let mut arrays = Vec::new();
     for i in &target.inputs {
         let path = dir.join(format!("{}.npy", i.name));
@@ -333,8 +343,15 @@ fn json_data(t: &Tensor) -> Json {
     serde_json::from_slice(&out).unwrap_or_else(|_| Json::Array(Vec::new()))
 }
 
-fn encode(target: &Target, set: &[Tensor]) -> Result<Payload> {
-    let names = target.inputs.iter().map(|i| i.name.as_str());
+pub(crate) fn encode(target: &Target, set: &[(String, Tensor)]) -> Result<Payload> {
+    let names = set.iter().map(|(n, _)| n.as_str());
+    let set: Vec<&Tensor> = set.iter().map(|(_, t)| t).collect();
+    let set = set.as_slice();
+    let described = names
+        .clone()
+        .zip(set)
+        .map(|(n, t)| format!("{n} {} {:?}", t.dtype, t.shape))
+        .collect();
     let json_inputs: Vec<Json> = names
         .clone()
         .zip(set)
@@ -342,7 +359,7 @@ fn encode(target: &Target, set: &[Tensor]) -> Result<Payload> {
         .collect();
     let json = serde_json::to_vec(&json!({"inputs": json_inputs}))
         .map_err(|e| Error::internal(e.to_string()))?;
-    let wire: Vec<Bytes> = set.iter().map(Tensor::to_wire_bytes).collect();
+    let wire: Vec<Bytes> = set.iter().map(|t| t.to_wire_bytes()).collect();
     let header_inputs: Vec<Json> = names
         .clone()
         .zip(set)
@@ -377,6 +394,7 @@ fn encode(target: &Target, set: &[Tensor]) -> Result<Payload> {
         ..Default::default()
     };
     Ok(Payload {
+        inputs: described,
         json: Bytes::from(json),
         binary: (Bytes::from(body), header_len),
         grpc,

@@ -347,3 +347,32 @@ pub fn http_get(url: &str) -> String {
     c.read_to_string(&mut text).unwrap();
     text.split_once("\r\n\r\n").map_or("", |b| b.1).to_string()
 }
+
+/// `hone bench --json` for one short step against `srv`; the step, which
+/// must have answered without an error.
+pub fn bench_step(srv: &ServeProcess, args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
+        "bench",
+        "--url",
+        &srv.url,
+        "--grpc-url",
+        &srv.grpc,
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    let out = hone(&all);
+    assert!(
+        out.status.success(),
+        "hone {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = r["steps"][0].clone();
+    assert!(step["ok"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert_eq!(step["errors"], serde_json::json!({}), "{r}");
+    r
+}
