@@ -89,7 +89,19 @@ def link_shared(repo):
         d = os.path.join(repo, n, "1")
         os.makedirs(d, exist_ok=True)
         os.symlink(os.path.abspath(os.path.join(SHARED, manifest["models"][n]["path"])), os.path.join(d, "model.onnx"))
+    # The digits CNN again, its logits named by a labels file: Triton's
+    # classification extension.
+    d = os.path.join(repo, "digits_labelled")
+    os.makedirs(os.path.join(d, "1"))
+    os.symlink(os.path.abspath(os.path.join(SHARED, manifest["models"]["digits_cnn"]["path"])), os.path.join(d, "1", "model.onnx"))
+    with open(os.path.join(d, "labels.txt"), "w") as f:
+        f.write("\n".join(DIGITS) + "\n")
+    with open(os.path.join(d, "config.pbtxt"), "w") as f:
+        f.write('max_batch_size: 8\noutput [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]\n')
     return manifest
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def close(a, b, what):
@@ -200,6 +212,33 @@ def run_checks(base, http_port, grpc_port, metrics_port, repo, manifest):
                     if o in ref:
                         close(got[o], ref[o], f"{m}/{o} vs shared reference")
             check(f"{m}: {mode} outputs equal onnxruntime's and the shared reference", run)
+
+    def classification():
+        # tritonclient's class_count asks for the top k as "value:index:label".
+        ins, _ = ref_inputs("digits_cnn")
+        x = ins["input"]
+        sess = ort.InferenceSession(os.path.join(repo, "digits_cnn", "1", "model.onnx"))
+        (logits,) = sess.run(None, {"input": x})
+        for mode in modes:
+            mod, c = (tg, gc) if mode == "grpc" else (th, hc)
+            t = mod.InferInput("input", list(x.shape), "FP32")
+            if mod is th:
+                t.set_data_from_numpy(x, binary_data=mode == "http-binary")
+                out = th.InferRequestedOutput("logits", binary_data=mode == "http-binary", class_count=3)
+            else:
+                t.set_data_from_numpy(x)
+                out = tg.InferRequestedOutput("logits", class_count=3)
+            got = c.infer("digits_labelled", [t], outputs=[out]).as_numpy("logits")
+            assert got.shape == (x.shape[0], 3), (mode, got.shape)
+            for row, want in zip(got, logits):
+                parts = [(e.decode() if isinstance(e, bytes) else e).split(":") for e in row]
+                top = list(np.argsort(-want, kind="stable")[:3])
+                assert [int(p[1]) for p in parts] == top, (mode, parts, top)
+                assert [p[2] for p in parts] == [DIGITS[i] for i in top], (mode, parts)
+                for p, i in zip(parts, top):
+                    assert abs(float(p[0]) - want[i]) < 1e-5, (mode, p, want[i])
+
+    check("digits: class_count=3 answers the top 3 as value:index:label over every protocol", classification)
 
     rng = np.random.default_rng(1)
 

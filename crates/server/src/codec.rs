@@ -36,8 +36,9 @@ struct Parameters {
     binary_data: Option<bool>,
     #[serde(default)]
     binary_data_output: Option<bool>,
+    /// Triton's classification extension, on a requested output.
     #[serde(default)]
-    classification: Option<serde::de::IgnoredAny>,
+    classification: Option<serde_json::Value>,
     /// Triton's request timeout, in microseconds.
     #[serde(default)]
     timeout: Option<u64>,
@@ -66,6 +67,8 @@ struct OutputJson {
 pub struct RequestedOutput {
     pub name: String,
     pub binary: bool,
+    /// The top k classes as text (Triton's classification extension).
+    pub classification: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -159,16 +162,23 @@ pub fn decode_request(body: Bytes, header_len: Option<usize>) -> Result<DecodedR
         .unwrap_or_default()
         .into_iter()
         .map(|o| {
-            let binary = o
-                .parameters
-                .and_then(|p| p.binary_data)
-                .unwrap_or(binary_default);
-            RequestedOutput {
+            let p = o.parameters.unwrap_or_default();
+            let k = match &p.classification {
+                None => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    Error::invalid(format!(
+                        "output '{}': parameter classification must be a whole number, not {v}",
+                        o.name
+                    ))
+                })?),
+            };
+            Ok(RequestedOutput {
+                classification: crate::classify::count(&o.name, k)?,
+                binary: p.binary_data.unwrap_or(binary_default),
                 name: o.name,
-                binary,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(DecodedRequest {
         id: req.id,
         inputs,
@@ -501,7 +511,8 @@ mod tests {
             r.outputs,
             vec![RequestedOutput {
                 name: "y".into(),
-                binary: true
+                binary: true,
+                classification: None,
             }]
         );
         assert!(

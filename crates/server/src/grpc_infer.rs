@@ -116,8 +116,34 @@ impl Wire for Grpc {
             client: raw.client,
         };
         let inputs = decode_inputs(&mut req)?;
+        let mut classify = Vec::new();
+        for o in &req.outputs {
+            use infer_parameter::ParameterChoice;
+            let k = match o
+                .parameters
+                .get("classification")
+                .and_then(|p| p.parameter_choice.as_ref())
+            {
+                None => None,
+                Some(ParameterChoice::Int64Param(v)) => Some(*v),
+                Some(ParameterChoice::Uint64Param(v)) => {
+                    Some(i64::try_from(*v).unwrap_or(i64::MAX))
+                }
+                Some(_) => {
+                    return Err(hone_core::Error::invalid(format!(
+                        "output '{}': parameter classification must be an integer",
+                        o.name
+                    ))
+                    .into());
+                }
+            };
+            if let Some(k) = crate::classify::count(&o.name, k)? {
+                classify.push((o.name.clone(), k));
+            }
+        }
         let outputs: Vec<String> = req.outputs.into_iter().map(|o| o.name).collect();
         let call = Call {
+            classify,
             inputs,
             outputs: outputs.clone(),
             deadline,

@@ -68,6 +68,11 @@ impl Wire for V2Rest {
             Some(_) => 0,
         };
         let call = Call {
+            classify: req
+                .outputs
+                .iter()
+                .filter_map(|o| Some((o.name.clone(), o.classification?)))
+                .collect(),
             outputs: req.outputs.iter().map(|o| o.name.clone()).collect(),
             inputs: req.inputs,
             deadline: Deadline {

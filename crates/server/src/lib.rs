@@ -7,6 +7,7 @@
 
 pub(crate) mod auth;
 pub mod budget;
+pub(crate) mod classify;
 pub mod codec;
 pub(crate) mod compress;
 pub mod config;

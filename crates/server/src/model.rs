@@ -71,6 +71,8 @@ pub struct LoadedModel {
     /// The card's task, classes and output: answers are recorded for
     /// ground-truth labels to join (None: no card).
     pub(crate) truth: Option<Arc<crate::feedback::Truth>>,
+    /// Class labels of outputs whose config names a `label_filename`.
+    pub(crate) class_labels: std::collections::BTreeMap<String, Vec<String>>,
     /// A hone-trained model's features by name (None: no hone card).
     pub(crate) tabular: Option<crate::tabular::Tabular>,
     /// The traffic split of the model's config, if it sets one.

@@ -79,6 +79,10 @@ pub struct ModelConfig {
     pub default_model_filename: String,
     /// `ensemble_scheduling`, with `platform: "ensemble"`.
     pub ensemble: Option<EnsembleConfig>,
+    /// An output's `label_filename` (a file in the model's directory, one
+    /// class label per line): Triton's classification extension names
+    /// classes by it.
+    pub label_files: BTreeMap<String, String>,
 }
 
 impl Default for ModelConfig {
@@ -98,6 +102,7 @@ impl Default for ModelConfig {
             optimization_level: None,
             default_model_filename: "model.onnx".into(),
             ensemble: None,
+            label_files: BTreeMap::new(),
         }
     }
 }

@@ -24,8 +24,14 @@ impl ModelConfig {
                 "platform" => c.platform = served(v, k, &["onnxruntime_onnx", "ensemble"])?,
                 "backend" => c.backend = served(v, k, &BACKENDS)?,
                 "max_batch_size" => c.max_batch_size = Some(number(v, k)?),
-                "input" => c.inputs.push(io(message(v, k)?, "input", &mut w)?),
-                "output" => c.outputs.push(io(message(v, k)?, "output", &mut w)?),
+                "input" => c.inputs.push(io(message(v, k)?, "input", &mut w)?.0),
+                "output" => {
+                    let (o, labels) = io(message(v, k)?, "output", &mut w)?;
+                    if let Some(file) = labels {
+                        c.label_files.insert(o.name.clone(), file);
+                    }
+                    c.outputs.push(o);
+                }
                 "default_model_filename" => c.default_model_filename = file_name(v, k)?,
                 "dynamic_batching" => {
                     c.dynamic_batching = Some(dynamic_batching(message(v, k)?, &mut w)?)
@@ -119,8 +125,10 @@ fn served(v: &Value, what: &str, only: &[&str]) -> Result<String> {
     Ok(s.to_string())
 }
 
-fn io(m: &Message, path: &str, warnings: &mut Warnings) -> Result<IoConfig> {
+/// One `input`/`output` entry, and an output's `label_filename`.
+fn io(m: &Message, path: &str, warnings: &mut Warnings) -> Result<(IoConfig, Option<String>)> {
     let mut name = None;
+    let mut labels = None;
     let mut dtype = None;
     let mut dims = Vec::new();
     for (k, v) in &m.fields {
@@ -134,6 +142,7 @@ fn io(m: &Message, path: &str, warnings: &mut Warnings) -> Result<IoConfig> {
                 })?)
             }
             "dims" => dims.push(number::<i64>(v, &p)?),
+            "label_filename" if path == "output" => labels = Some(file_name(v, &p)?),
             "format" | "reshape" | "label_filename" | "optional" | "is_shape_tensor"
             | "allow_ragged_batch" => {
                 warnings.push(format!("{p} is not supported by hone and is ignored"))
@@ -144,7 +153,7 @@ fn io(m: &Message, path: &str, warnings: &mut Warnings) -> Result<IoConfig> {
     let name = name.ok_or_else(|| Error::invalid(format!("{path}: missing 'name'")))?;
     let dtype =
         dtype.ok_or_else(|| Error::invalid(format!("{path} '{name}': missing 'data_type'")))?;
-    Ok(IoConfig { name, dtype, dims })
+    Ok((IoConfig { name, dtype, dims }, labels))
 }
 
 fn dynamic_batching(m: &Message, w: &mut Warnings) -> Result<DynamicBatching> {

@@ -13,7 +13,14 @@ impl ModelConfig {
     pub fn to_json(&self) -> Json {
         let io = |v: &[IoConfig]| -> Vec<Json> {
             v.iter()
-                .map(|t| json!({"name": t.name, "data_type": t.dtype.as_triton(), "dims": t.dims}))
+                .map(|t| {
+                    let mut j =
+                        json!({"name": t.name, "data_type": t.dtype.as_triton(), "dims": t.dims});
+                    if let (Some(f), Json::Object(m)) = (self.label_files.get(&t.name), &mut j) {
+                        m.insert("label_filename".into(), json!(f));
+                    }
+                    j
+                })
                 .collect()
         };
         let mut o = json!({
@@ -176,9 +183,13 @@ impl ModelConfig {
         }
         for (key, list) in [("input", &self.inputs), ("output", &self.outputs)] {
             for t in list {
+                let labels = match self.label_files.get(&t.name) {
+                    Some(f) if key == "output" => format!(" label_filename: {}", q(f)),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     o,
-                    "{key} {{ name: {} data_type: {} dims: {:?} }}",
+                    "{key} {{ name: {} data_type: {} dims: {:?}{labels} }}",
                     q(&t.name),
                     t.dtype.as_triton(),
                     t.dims

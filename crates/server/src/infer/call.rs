@@ -65,6 +65,9 @@ pub(crate) struct Read<R> {
 /// One decoded inference call, whatever its protocol.
 pub(crate) struct Call {
     pub inputs: Vec<NamedTensor>,
+    /// Outputs asked for as their top k classes (Triton's classification
+    /// extension).
+    pub classify: Vec<(String, usize)>,
     /// Output names the client asked for (empty: all), checked against
     /// the model before anything runs.
     pub outputs: Vec<String>,

@@ -191,6 +191,7 @@ impl Infer {
             .filter(|_| live)
             .map(|t| (t, call.inputs.clone()));
         let call_id = call.id;
+        let classify = call.classify;
         // Features by name are encoded here, so the answer can say which
         // rows had an unseen category and carry the label.
         let named = m.tabular.as_ref().filter(|t| t.named(&call.inputs));
@@ -237,9 +238,18 @@ impl Infer {
         if let Some(rows) = unseen {
             extra.push((crate::tabular::UNSEEN, crate::tabular::flags(&rows)?));
         }
+        let mut outputs = ran.outputs;
+        for (name, k) in &classify {
+            let i = m.metadata.outputs.iter().position(|o| &o.name == name);
+            if let Some(t) = i.and_then(|i| outputs.get_mut(i)) {
+                let labels = m.class_labels.get(name).map(Vec::as_slice);
+                let batched = m.config.max_batch_size() > 0;
+                *t = crate::classify::classify(name, t, *k, batched, labels)?;
+            }
+        }
         let answer = Answer {
             model: m.clone(),
-            outputs: ran.outputs,
+            outputs,
             extra,
             id: kept_as,
         };

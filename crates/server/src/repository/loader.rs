@@ -334,6 +334,7 @@ fn start_version(
         tracing::warn!(model = name, version, "features by name off: {e}");
         None
     });
+    let class_labels = class_labels(path, &config)?;
     let unseen = config.parameters.get("unseen_category").map(String::as_str);
     let tabular = tabular.map(|t| t.unseen(unseen)).transpose()?;
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
@@ -342,6 +343,7 @@ fn start_version(
         split,
         truth,
         tabular,
+        class_labels,
         name: name.to_string(),
         version: version.to_string(),
         config,
@@ -352,6 +354,28 @@ fn start_version(
         drift,
         runner: Runner::Engine(scheduler),
     })
+}
+
+/// The labels files the config's outputs name (`label_filename`), read
+/// from the model's directory, one label per line.
+fn class_labels(path: &Path, config: &ModelConfig) -> Result<BTreeMap<String, Vec<String>>> {
+    let dir = path
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    config
+        .label_files
+        .iter()
+        .map(|(output, file)| {
+            let text = std::fs::read_to_string(dir.join(file)).map_err(|e| {
+                Error::invalid(format!(
+                    "output '{output}': cannot read its label_filename {file}: {e}"
+                ))
+            })?;
+            let labels = text.lines().map(|l| l.trim_end().to_string()).collect();
+            Ok((output.clone(), labels))
+        })
+        .collect()
 }
 
 /// What a version directory holds, as its config says.
@@ -410,6 +434,7 @@ fn start_ensemble(
         split,
         truth: None,
         tabular: None,
+        class_labels: Default::default(),
         name: name.to_string(),
         version: version.to_string(),
         config,

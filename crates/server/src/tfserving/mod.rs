@@ -252,6 +252,7 @@ impl Wire for Predict {
         let features = m.tabular.as_ref().map(|t| t.specs());
         let (inputs, columnar) = decode(&raw.bytes, &m.metadata.inputs, features)?;
         let call = Call {
+            classify: Vec::new(),
             // Every byte of JSON-decoded tensors is new.
             fresh_bytes: Call::tensor_bytes(&inputs),
             inputs,
