@@ -134,6 +134,12 @@ struct ServeArgs {
     /// --modelmesh` writes the ServingRuntime for it.
     #[arg(long, value_name = "PORT")]
     modelmesh_port: Option<u16>,
+    /// A custom operator library (a shared object exporting
+    /// RegisterCustomOps, such as onnxruntime-extensions') that every model
+    /// session registers, so models using its operators load. Repeatable.
+    /// It runs inside the server: give only libraries you trust.
+    #[arg(long, value_name = "PATH")]
+    custom_op_library: Vec<PathBuf>,
     /// File of inference keys, one per line: inference and read routes then
     /// need `Authorization: Bearer KEY` (gRPC: `authorization` metadata).
     /// Health routes stay open.
@@ -263,6 +269,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(lib) = args.custom_op_library.iter().find(|l| !l.is_file()) {
+        eprintln!(
+            "hone serve: --custom-op-library {}: no such file",
+            lib.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let keys = match Keys::from_files(args.api_key_file.as_deref(), args.admin_key_file.as_deref())
     {
         Ok(k) => k,
@@ -313,6 +326,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             feedback_window: args.feedback_window,
             model_memory_budget: args.model_memory_budget,
             modelmesh_port: args.modelmesh_port,
+            custom_op_libraries: args.custom_op_library.clone(),
         };
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let keyed = !opts.keys.is_open();

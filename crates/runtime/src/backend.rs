@@ -42,6 +42,9 @@ pub struct SessionConfig {
     /// Spinning intra-op threads cut latency a little but burn CPU the network
     /// threads need, so it is off unless asked for.
     pub allow_spinning: bool,
+    /// Custom operator libraries (onnxruntime-extensions, say) registered
+    /// with the session before the model is read.
+    pub op_libraries: Vec<std::path::PathBuf>,
 }
 
 pub struct OrtBackend {
@@ -153,6 +156,11 @@ impl OrtBackend {
         }
         if cfg.inter_op_threads > 0 {
             b = b.with_inter_threads(cfg.inter_op_threads).map_err(e)?;
+        }
+        for lib in &cfg.op_libraries {
+            b = b.with_operator_library(lib).map_err(|e| {
+                Error::invalid(format!("custom operator library {}: {e}", lib.display()))
+            })?;
         }
         Ok(b)
     }

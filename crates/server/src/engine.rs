@@ -2,7 +2,7 @@
 //! trait, so the repository never calls ONNX Runtime itself and its
 //! lifecycle can be tested with a fake engine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hone_core::{Backend, Result};
 use hone_runtime::{OrtBackend, SessionConfig};
@@ -19,7 +19,12 @@ pub trait EngineLoader: Send + Sync {
 }
 
 /// ONNX Runtime sessions: what `hone serve` runs.
-pub struct OrtLoader;
+#[derive(Debug, Default)]
+pub struct OrtLoader {
+    /// `--custom-op-library`: registered with every session, so models that
+    /// use those operators load.
+    pub op_libraries: Vec<PathBuf>,
+}
 
 impl EngineLoader for OrtLoader {
     fn init(&self) -> Result<()> {
@@ -27,6 +32,25 @@ impl EngineLoader for OrtLoader {
     }
 
     fn load(&self, path: &Path, cfg: &SessionConfig) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(OrtBackend::load(path, cfg)?))
+        let loaded = if self.op_libraries.is_empty() {
+            OrtBackend::load(path, cfg)
+        } else {
+            let cfg = SessionConfig {
+                op_libraries: self.op_libraries.clone(),
+                ..cfg.clone()
+            };
+            OrtBackend::load(path, &cfg)
+        };
+        match loaded {
+            Ok(b) => Ok(Box::new(b)),
+            // An operator ONNX Runtime lacks may be a custom one.
+            Err(mut e) if e.message.contains("is not a registered function/op") => {
+                e.message.push_str(
+                    " (a custom operator, such as onnxruntime-extensions' ai.onnx.contrib ones, loads when its library is given with --custom-op-library)",
+                );
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -103,6 +103,9 @@ pub struct ServerOptions {
     /// loopback only: ModelMesh's containers share the pod). Port 0 picks
     /// a free one.
     pub modelmesh_port: Option<u16>,
+    /// `--custom-op-library`: custom operator libraries (onnxruntime-
+    /// extensions, say) every ONNX Runtime session registers.
+    pub custom_op_libraries: Vec<PathBuf>,
 }
 
 impl ServerOptions {
@@ -125,6 +128,7 @@ impl ServerOptions {
             feedback_window: feedback::DEFAULT_WINDOW_ROWS,
             model_memory_budget: None,
             modelmesh_port: None,
+            custom_op_libraries: Vec::new(),
         }
     }
 
@@ -161,7 +165,10 @@ impl Server {
     /// Loads the repository into ONNX Runtime sessions, binds the ports and
     /// starts serving.
     pub async fn start(opts: ServerOptions) -> Result<Server> {
-        Self::start_with(opts, Arc::new(OrtLoader)).await
+        let engines = OrtLoader {
+            op_libraries: opts.custom_op_libraries.clone(),
+        };
+        Self::start_with(opts, Arc::new(engines)).await
     }
 
     /// As [`Server::start`], with engines from `engines` (tests use a fake).

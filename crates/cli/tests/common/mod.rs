@@ -95,11 +95,17 @@ impl ServeProcess {
 
     /// As [`ServeProcess::start`], with more `hone serve` flags.
     pub fn start_with(repo: &Path, extra: &[&str]) -> Self {
+        Self::start_env(repo, extra, &[])
+    }
+
+    /// As [`ServeProcess::start_with`], with environment variables.
+    pub fn start_env(repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_hone"))
             .args(["serve", "--model-repository", s(repo)])
             .args(EPHEMERAL_PORTS)
             .args(extra)
+            .envs(env.iter().copied())
             .env("HONE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -290,6 +290,8 @@ impl ModelConfig {
                 self.parameters.get("allow_spinning").map(String::as_str),
                 Some("1" | "true")
             ),
+            // The server's `--custom-op-library`, added by its engine loader.
+            op_libraries: Vec::new(),
         })
     }
 }
