@@ -3,7 +3,9 @@
 //! breast-cancer train and validation rows, served, then sent the test rows
 //! it never saw (same distribution: at most one of 30 features flagged),
 //! then 200 rows with one feature moved by two standard deviations (that
-//! feature flagged major), and a window too small to judge.
+//! feature flagged major), and a window too small to judge. An ensemble in
+//! front of the model, with the model's card in its version directory,
+//! watches its own inputs the same way.
 
 mod common;
 
@@ -37,18 +39,26 @@ fn rows(path: &std::path::Path) -> (Vec<String>, Vec<Vec<f64>>) {
 
 /// In requests of up to 50 rows (ship's config batches up to 64).
 fn send(server: &ServeProcess, rows: &[Vec<f64>]) {
+    send_to(server, "bc", rows);
+}
+
+fn send_to(server: &ServeProcess, model: &str, rows: &[Vec<f64>]) {
     for chunk in rows.chunks(50) {
         let data: Vec<f64> = chunk.iter().flatten().copied().collect();
         let body = json!({"inputs": [{"name": "input", "datatype": "FP32",
                            "shape": [chunk.len(), chunk[0].len()], "data": data}]});
-        let (code, text) = server.post("/v2/models/bc/infer", &body.to_string());
+        let (code, text) = server.post(&format!("/v2/models/{model}/infer"), &body.to_string());
         assert_eq!(code, 200, "{text}");
     }
 }
 
 fn drift(server: &ServeProcess, rows: u64) -> Value {
+    drift_of(server, "bc", rows)
+}
+
+fn drift_of(server: &ServeProcess, model: &str, rows: u64) -> Value {
     for _ in 0..100 {
-        let (code, text) = server.get("/v2/models/bc/drift");
+        let (code, text) = server.get(&format!("/v2/models/{model}/drift"));
         assert_eq!(code, 200, "{text}");
         let d: Value = serde_json::from_str(&text).unwrap();
         if d["rows"].as_u64() == Some(rows) {
@@ -142,4 +152,31 @@ fn held_out_rows_stay_stable_and_a_two_sigma_shift_is_major() {
     let feature = &moved["features"][j];
     assert_eq!(feature["name"], "mean_area");
     assert_eq!(feature["verdict"], "major", "{feature}");
+    drop(server);
+
+    // An ensemble in front of bc, bc's card beside its own (empty) model
+    // slot: it watches its inputs as bc does.
+    let ens = repo.join("bc_ens");
+    std::fs::create_dir_all(ens.join("1")).unwrap();
+    std::fs::copy(
+        repo.join("bc/1/model.card.json"),
+        ens.join("1/model.card.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        ens.join("config.pbtxt"),
+        r#"platform: "ensemble"
+max_batch_size: 64
+input { name: "input" data_type: TYPE_FP32 dims: [30] }
+output { name: "output" data_type: TYPE_FP32 dims: [1] }
+ensemble_scheduling { step { model_name: "bc" input_map { key: "input" value: "input" } output_map { key: "output" value: "output" } } }
+"#,
+    )
+    .unwrap();
+    let server = ServeProcess::start(&repo);
+    send_to(&server, "bc_ens", &shifted);
+    let moved = drift_of(&server, "bc_ens", 200);
+    assert_eq!(moved["features"][j]["verdict"], "major", "{moved}");
+    // The step model saw the same rows.
+    assert_eq!(drift(&server, 200)["features"][j]["verdict"], "major");
 }

@@ -214,6 +214,17 @@ fn minilm_text_embeds_sentences_over_every_protocol() {
             .unwrap();
         assert!(ok >= at_least, "{model}: {ok} successes: {text}");
     }
+    // A version named in the URL, and readiness, as for any model.
+    let body = json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [texts[5]]}]});
+    let (code, text) = server.post("/v2/models/minilm_text/versions/1/infer", &body.to_string());
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_close(
+        &floats(&v["outputs"][0]["data"]),
+        &refs[5..6],
+        "V2 REST, version 1",
+    );
+    assert_eq!(server.get("/v2/models/minilm_text/ready").0, 200);
     let (_, config) = server.get("/v2/models/minilm_text/config");
     let config: Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["platform"], "ensemble");

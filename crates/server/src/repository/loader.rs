@@ -246,7 +246,7 @@ fn start_version(
 ) -> Result<LoadedModel> {
     let kind = Kind::of(&config)?;
     if let Kind::Ensemble(e) = &kind {
-        return start_ensemble(name, version, e.clone(), config);
+        return start_ensemble(name, version, path, e.clone(), config);
     }
     if matches!(kind, Kind::Onnx) && !path.is_file() {
         if let Some((file, framework)) = path.parent().and_then(foreign_model) {
@@ -404,6 +404,7 @@ impl Kind {
 fn start_ensemble(
     name: &str,
     version: i64,
+    path: &Path,
     ensemble: crate::config::EnsembleConfig,
     mut config: ModelConfig,
 ) -> Result<LoadedModel> {
@@ -426,6 +427,14 @@ fn start_ensemble(
     let input_specs = config.input_specs(&metadata);
     let limits = config.element_limits(&input_specs)?;
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
+    // Drift on the ensemble's own inputs and outputs, against a profile or
+    // card in its version directory (as for any model).
+    let label = format!("{name}:{version}");
+    let drift = crate::drift::DriftMonitor::for_model(path, &config.parameters, &label)
+        .unwrap_or_else(|e| {
+            tracing::warn!(model = name, version, "drift monitoring off: {e}");
+            None
+        });
     let runner = Runner::Composite(Box::new(crate::ensemble::Ensemble::new(
         &ensemble, &metadata,
     )));
@@ -442,7 +451,7 @@ fn start_ensemble(
         input_specs,
         limits,
         stats: Arc::new(ModelStats::default()),
-        drift: None,
+        drift,
         runner,
     })
 }
