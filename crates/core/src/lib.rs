@@ -55,4 +55,10 @@ pub trait Backend: Send {
     /// several requests the engine stacks them along dim 0, which the caller
     /// has already checked is possible. Returns every output, stacked.
     fn infer(&mut self, batch: &[&[Tensor]]) -> Result<Vec<Tensor>>;
+
+    /// Another instance over the same weights, when the engine can run
+    /// concurrently on one copy of them (None: instances load their own).
+    fn share(&self) -> Option<Box<dyn Backend>> {
+        None
+    }
 }

@@ -1,8 +1,12 @@
 //! One ONNX Runtime session as a hone [`Backend`]: building it from a model
 //! file with the session knobs, its signature, and batched calls that write
-//! every request straight into one ORT-allocated input tensor.
+//! every request straight into one ORT-allocated input tensor. Instances of
+//! a model can share one session, and with it one copy of the weights.
 
+use std::ffi::{CString, c_char};
 use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hone_core::{Backend, DataType, Error, ModelMetadata, Result, Tensor, TensorData, TensorSpec};
@@ -48,9 +52,14 @@ pub struct SessionConfig {
 }
 
 pub struct OrtBackend {
-    session: Session,
+    /// Shared by the instances made with [`Backend::share`]: ONNX Runtime's
+    /// `Run` may be called on one session from several threads at once.
+    session: Arc<Session>,
     metadata: ModelMetadata,
     allocator: Allocator,
+    /// Input and output names as C strings, in metadata order, for `Run`.
+    input_names: Vec<CString>,
+    output_names: Vec<CString>,
 }
 
 fn ort_err(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
@@ -204,11 +213,67 @@ impl OrtBackend {
             .iter()
             .map(|o| spec(o.name(), o.dtype(), "output"))
             .collect::<Result<_>>()?;
+        let c = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|t| {
+                    CString::new(t.name.as_str()).map_err(|_| {
+                        Error::invalid(format!("tensor name '{}' holds a NUL", t.name))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let metadata = ModelMetadata { inputs, outputs };
         Ok(Self {
-            session,
-            metadata: ModelMetadata { inputs, outputs },
+            input_names: c(&metadata.inputs)?,
+            output_names: c(&metadata.outputs)?,
+            session: Arc::new(session),
+            metadata,
             allocator: Allocator::default(),
         })
+    }
+
+    /// One `Run` of the shared session. ort's `Session::run` takes `&mut`
+    /// to tie its outputs' lifetime to the session; ONNX Runtime itself
+    /// documents `Run` as safe to call concurrently on one session, which
+    /// is what lets instances share it. Outputs come back owned.
+    fn run(&self, inputs: &[SessionInputValue<'static>]) -> Result<Vec<ort::value::DynValue>> {
+        let names_in: Vec<*const c_char> = self.input_names.iter().map(|n| n.as_ptr()).collect();
+        let values: Vec<*const ort::sys::OrtValue> =
+            inputs.iter().map(|v| ort::AsPointer::ptr(&**v)).collect();
+        let names_out: Vec<*const c_char> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let mut outputs: Vec<*mut ort::sys::OrtValue> = vec![std::ptr::null_mut(); names_out.len()];
+        let session = ort::AsPointer::ptr(&*self.session).cast_mut();
+        // SAFETY: every pointer is valid for the call: the session lives in
+        // `self`, the names in `self`, the input values in `inputs`, and
+        // `outputs` has room for one value per output name.
+        let status = unsafe {
+            (ort::api().Run)(
+                session,
+                std::ptr::null(),
+                names_in.as_ptr(),
+                values.as_ptr(),
+                values.len(),
+                names_out.as_ptr(),
+                names_out.len(),
+                outputs.as_mut_ptr(),
+            )
+        };
+        // SAFETY: `status` came from the call above and is freed here.
+        unsafe { ort::Error::result_from_status(status) }.map_err(run_error)?;
+        outputs
+            .into_iter()
+            .zip(&self.metadata.outputs)
+            .map(|(p, spec)| {
+                let p = NonNull::new(p).ok_or_else(|| {
+                    Error::internal(format!("ORT returned no output '{}'", spec.name))
+                })?;
+                // SAFETY: ORT handed over ownership of the value, made by
+                // the default CPU allocator (the one `self.allocator` is);
+                // it is released when the returned value drops.
+                Ok(unsafe { ort::value::DynValue::from_ptr(p, Some(&self.allocator)) })
+            })
+            .collect()
     }
 
     fn input_value(&self, batch: &[&[Tensor]], i: usize) -> Result<SessionInputValue<'static>> {
@@ -287,21 +352,23 @@ impl Backend for OrtBackend {
         &self.metadata
     }
 
+    fn share(&self) -> Option<Box<dyn Backend>> {
+        Some(Box::new(OrtBackend {
+            session: self.session.clone(),
+            metadata: self.metadata.clone(),
+            allocator: Allocator::default(),
+            input_names: self.input_names.clone(),
+            output_names: self.output_names.clone(),
+        }))
+    }
+
     fn infer(&mut self, batch: &[&[Tensor]]) -> Result<Vec<Tensor>> {
-        let mut inputs: Vec<(String, SessionInputValue<'static>)> =
-            Vec::with_capacity(self.metadata.inputs.len());
-        for i in 0..self.metadata.inputs.len() {
-            inputs.push((
-                self.metadata.inputs[i].name.clone(),
-                self.input_value(batch, i)?,
-            ));
-        }
-        let mut outputs = self.session.run(inputs).map_err(run_error)?;
+        let inputs = (0..self.metadata.inputs.len())
+            .map(|i| self.input_value(batch, i))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = self.run(&inputs)?;
         let mut result = Vec::with_capacity(self.metadata.outputs.len());
-        for spec in &self.metadata.outputs {
-            let value = outputs.remove(&spec.name).ok_or_else(|| {
-                Error::internal(format!("ORT returned no output '{}'", spec.name))
-            })?;
+        for (spec, value) in self.metadata.outputs.iter().zip(outputs) {
             let (ty, shape) = match value.dtype() {
                 ValueType::Tensor { ty, shape, .. } => {
                     (*ty, shape.iter().copied().collect::<Vec<i64>>())

@@ -278,10 +278,26 @@ fn start_version(
             Arc::new(move || engines.load(&path, &cfg))
         }
     };
+    // Instances share one copy of the weights where the engine allows it
+    // (config parameter share_weights: "false" gives each its own).
+    let share = match config.parameters.get("share_weights").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(v) => {
+            return Err(Error::invalid(format!(
+                "config parameter share_weights is '{v}': give \"true\" or \"false\""
+            )));
+        }
+    };
+    let first = rebuild()?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
-    for _ in 0..instances {
-        backends.push(rebuild()?);
+    for _ in 1..instances {
+        backends.push(match first.share().filter(|_| share) {
+            Some(b) => b,
+            None => rebuild()?,
+        });
     }
+    backends.insert(0, first);
     let metadata = backends
         .first()
         .map(|b| b.metadata().clone())
