@@ -88,8 +88,8 @@ pub fn build_entry(
 pub struct Sizing {
     /// Bytes of the selected versions' files.
     pub on_disk: u64,
-    /// Those files once per engine instance: each instance holds its own
-    /// copy of the weights.
+    /// Those files once, or once per engine instance when the instances do
+    /// not share their weights (`share_weights: "false"`).
     pub estimated: u64,
     /// The config's `pinned` parameter.
     pub pinned: bool,
@@ -120,8 +120,12 @@ pub fn sizing(name: &str, dir: &Path) -> Result<Sizing> {
             }
             n => n,
         };
+        let copies = match config.parameters.get("share_weights").map(String::as_str) {
+            Some("false") => u64::from(instances.max(1)),
+            _ => 1,
+        };
         on_disk += files;
-        estimated += files.saturating_mul(u64::from(instances.max(1)));
+        estimated += files.saturating_mul(copies);
     }
     Ok(Sizing {
         on_disk,
