@@ -194,7 +194,7 @@ fn plan(a: BenchArgs) -> Result<(Plan, bool), String> {
         None => Data::Random,
         Some(p) if p.is_dir() && has_npy(p) => Data::NpyDir(p.clone()),
         Some(p) if p.is_dir() => {
-            if a.protocol == "http-json" {
+            if matches!(Protocol::parse(&a.protocol), Ok(Protocol::HttpJson)) {
                 return Err(format!(
                     "--data {}: files are sent as raw bytes, which V2 JSON cannot carry; use --protocol http-binary or grpc",
                     p.display()

@@ -261,17 +261,25 @@ impl OrtBackend {
         };
         // SAFETY: `status` came from the call above and is freed here.
         unsafe { ort::Error::result_from_status(status) }.map_err(run_error)?;
-        outputs
+        // Every value ORT returned is owned first, so none leaks when one
+        // is missing.
+        let owned: Vec<Option<ort::value::DynValue>> = outputs
+            .into_iter()
+            .map(|p| {
+                // SAFETY: ORT handed over ownership of the value; it is
+                // released when the wrapper drops. ort keeps the allocator
+                // handle only to outlive the value; the tensor's memory
+                // belongs to the session's CPU allocator, read by copy
+                // before `infer` returns.
+                NonNull::new(p)
+                    .map(|p| unsafe { ort::value::DynValue::from_ptr(p, Some(&self.allocator)) })
+            })
+            .collect();
+        owned
             .into_iter()
             .zip(&self.metadata.outputs)
-            .map(|(p, spec)| {
-                let p = NonNull::new(p).ok_or_else(|| {
-                    Error::internal(format!("ORT returned no output '{}'", spec.name))
-                })?;
-                // SAFETY: ORT handed over ownership of the value, made by
-                // the default CPU allocator (the one `self.allocator` is);
-                // it is released when the returned value drops.
-                Ok(unsafe { ort::value::DynValue::from_ptr(p, Some(&self.allocator)) })
+            .map(|(v, spec)| {
+                v.ok_or_else(|| Error::internal(format!("ORT returned no output '{}'", spec.name)))
             })
             .collect()
     }

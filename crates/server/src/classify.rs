@@ -29,12 +29,14 @@ pub(crate) fn classify(
     for row in v.chunks(width.max(1)).take(rows) {
         order.clear();
         order.extend(0..row.len());
-        order.sort_by(|&a, &b| {
-            let (x, y) = (row.get(a), row.get(b));
-            y.partial_cmp(&x)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
-        });
+        // NaN ranks last; `total_cmp` keeps the order total, as sorting needs.
+        let key = |i: usize| {
+            row.get(i)
+                .copied()
+                .filter(|x| !x.is_nan())
+                .unwrap_or(f64::NEG_INFINITY)
+        };
+        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
         for &i in order.iter().take(k) {
             let value = row.get(i).copied().unwrap_or(0.0);
             // Six decimals, as Triton writes them.

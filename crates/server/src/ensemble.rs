@@ -110,8 +110,9 @@ impl Ensemble {
                 let call = DEPTH.scope(depth + 1, call(models, step, named, client, live));
                 calls.push(Box::pin(call));
             }
-            for result in futures_util::future::join_all(calls).await {
-                let (made, time) = result?;
+            // The first failure ends the request; the other steps of the
+            // wave are dropped (cancelled) with it.
+            for (made, time) in futures_util::future::try_join_all(calls).await? {
                 times.push(time);
                 for (name, t) in made {
                     let n = self.reads.get(&name).copied().unwrap_or(0);

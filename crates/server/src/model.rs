@@ -149,7 +149,9 @@ impl LoadedModel {
         let ran = match &self.runner {
             Runner::Engine(s) => s.infer(prepared, deadline).await,
             Runner::Composite(c) => {
-                let r = c.run(models, prepared, d.client, live).await;
+                // Steps run within the request's own deadline: its queue
+                // timeout or the client's, whichever comes first.
+                let r = c.run(models, prepared, deadline, live).await;
                 if let Ok(ran) = &r {
                     let t = &ran.timing;
                     self.stats.queue.observe(std::time::Duration::ZERO);

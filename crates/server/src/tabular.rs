@@ -251,11 +251,14 @@ impl Tabular {
             columns.push(column(name, kind, t, self.unseen_ok)?);
         }
         let n = rows.map_or(0, |r| r.0);
+        // A category column's -1 is an unseen category (numbers may be
+        // negative, so only categories count).
         let unseen: Vec<bool> = (0..n)
             .map(|r| {
-                columns
-                    .iter()
-                    .any(|c| c.get(r).is_some_and(|v| *v < 0.0) && self.unseen_ok)
+                self.unseen_ok
+                    && self.features.iter().zip(&columns).any(|((_, kind), c)| {
+                        matches!(kind, Kind::Categorical(_)) && c.get(r).is_some_and(|v| *v < 0.0)
+                    })
             })
             .collect();
         let width = self.features.len();
@@ -465,12 +468,13 @@ mod tests {
             .encode(vec![
                 (
                     "age".into(),
-                    Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap(),
+                    Tensor::from_f32(vec![2], &[1.0, -2.0]).unwrap(),
                 ),
                 ("region".into(), text(&["south", "west"])),
             ])
             .unwrap();
-        assert_eq!(out[0].1.to_f64s().unwrap(), vec![1.0, -1.0, 2.0, 1.0]);
+        assert_eq!(out[0].1.to_f64s().unwrap(), vec![1.0, -1.0, -2.0, 1.0]);
+        // A negative number is not an unseen category.
         assert_eq!(unseen, [true, false]);
         assert!(tab().unseen(Some("zero")).is_err());
         // The positional input is not a named request.

@@ -59,9 +59,13 @@ pub struct ImageStep {
     mean: Vec<f32>,
     std: Vec<f32>,
     pad: f32,
-    /// The largest side a picture may have: a small file must not decode
-    /// into gigabytes.
+    /// The largest side a picture may have, and the most bytes one may
+    /// decode into: a small file must not decode into gigabytes.
     max_side: u32,
+    max_decoded: u64,
+    /// Pixels one engine call may decode in all, so a request of many
+    /// large pictures cannot hold an instance for minutes.
+    max_pixels: u64,
 }
 
 impl ImageStep {
@@ -134,7 +138,9 @@ impl ImageStep {
             mean: per_channel("mean", 0.0)?,
             std,
             pad: p.number("pad_value", 0.0f32, "a number")?,
-            max_side: p.number("max_side", 16_384u32, "a number of pixels")?,
+            max_side: p.number("max_side", 8192u32, "a number of pixels")?,
+            max_decoded: p.number("max_decoded_bytes", 256u64 << 20, "a number of bytes")?,
+            max_pixels: p.number("max_pixels", 64u64 << 20, "a number of pixels")?,
         })
     }
 
@@ -149,6 +155,7 @@ impl ImageStep {
         let mut limits = Limits::default();
         limits.max_image_width = Some(self.max_side);
         limits.max_image_height = Some(self.max_side);
+        limits.max_alloc = Some(self.max_decoded);
         reader.limits(limits);
         reader
             .decode()
@@ -258,6 +265,7 @@ impl Backend for ImageStep {
     fn infer(&mut self, batch: &[&[Tensor]]) -> Result<Vec<Tensor>> {
         let mut out = Vec::new();
         let mut rows = 0usize;
+        let mut pixels = 0u64;
         for request in batch {
             let Some(t) = request.first() else {
                 return Err(Error::invalid(format!("input '{INPUT}' is missing")));
@@ -267,6 +275,13 @@ impl Backend for ImageStep {
             };
             for bytes in images {
                 let img = self.decode(bytes, rows)?;
+                pixels += u64::from(img.width()) * u64::from(img.height());
+                if pixels > self.max_pixels {
+                    return Err(Error::invalid(format!(
+                        "input '{INPUT}' row {rows}: the pictures hold more than {} pixels together (config parameter max_pixels)",
+                        self.max_pixels
+                    )));
+                }
                 self.pixels(&img, &mut out);
                 rows += 1;
             }

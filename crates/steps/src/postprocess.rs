@@ -260,12 +260,14 @@ impl PostStep {
             order.clear();
             order.extend(0..row.len());
             // Highest first; ties keep the lower class first, as argmax does.
-            order.sort_by(|&a, &b| {
-                let (x, y) = (row.get(a), row.get(b));
-                y.partial_cmp(&x)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.cmp(&b))
-            });
+            // NaN ranks last; `total_cmp` keeps the order total, as sorting needs.
+            let key = |i: usize| {
+                row.get(i)
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .unwrap_or(f32::NEG_INFINITY)
+            };
+            order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
             for &c in order.iter().take(k) {
                 labels.push(self.label(c));
                 scores.push(row.get(c).copied().unwrap_or(0.0));

@@ -50,8 +50,23 @@ impl TokenizerStep {
                 "config parameter max_length must be above 0",
             ));
         }
+        // Special tokens must leave room for text (the tokenizers crate
+        // would subtract past zero).
+        let special_count = tokenizer
+            .get_post_processor()
+            .map_or(0, |pp| tokenizers::PostProcessor::added_tokens(pp, false));
+        if max_length <= special_count {
+            return Err(Error::invalid(format!(
+                "config parameter max_length is {max_length}: the tokenizer adds {special_count} special tokens, so give more"
+            )));
+        }
         let truncate = p.flag("truncation", true)?;
         let multiple = p.number("pad_to_multiple_of", 1usize, "a number of tokens")?;
+        if multiple > max_length {
+            return Err(Error::invalid(format!(
+                "config parameter pad_to_multiple_of is {multiple}, over max_length {max_length}"
+            )));
+        }
         let special = p.flag("add_special_tokens", true)?;
         // Padding is done here, into the output buffers; truncation by the
         // tokenizer when asked, else a long row is refused below.
@@ -224,6 +239,10 @@ mod tests {
         assert_eq!(mask[..12].iter().sum::<i64>(), 5);
         assert_eq!(mask[24..].iter().sum::<i64>(), 3);
 
+        let mut tiny = params.clone();
+        tiny.insert("max_length".into(), "2".into());
+        let e = TokenizerStep::load(&dir, &Params::new(&tiny)).err().unwrap();
+        assert!(e.message.contains("special tokens"), "{}", e.message);
         params.insert("truncation".into(), "false".into());
         params.insert("max_length".into(), "8".into());
         params.insert("pad_to_multiple_of".into(), "8".into());

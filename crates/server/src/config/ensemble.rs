@@ -135,6 +135,14 @@ fn step(v: &Value, path: &str) -> Result<EnsembleStep> {
     if s.model_name.is_empty() {
         return Err(Error::invalid(format!("{path}: missing model_name")));
     }
+    for (i, (key, _)) in s.output_map.iter().enumerate() {
+        if s.output_map.iter().take(i).any(|(k, _)| k == key) {
+            return Err(Error::invalid(format!(
+                "{path} ({}): output_map names the model's output '{key}' twice",
+                s.model_name
+            )));
+        }
+    }
     if s.output_map.is_empty() {
         return Err(Error::invalid(format!(
             "{path} ({}): maps no output, so it would do nothing",

@@ -263,6 +263,32 @@ impl ModelConfig {
         })
     }
 
+    /// Whether `instances` instances run on one shared session (one copy
+    /// of the weights): the config parameter `share_weights`, or by default
+    /// when each instance has one intra-op thread. Then a session's pool is
+    /// only its caller, so sharing costs nothing; with more threads, runs
+    /// on one session would share one pool sized for one instance.
+    pub fn shares_weights(&self, instances: u32) -> Result<bool> {
+        match self.parameters.get("share_weights").map(String::as_str) {
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(Error::invalid(format!(
+                "config parameter share_weights is '{v}': give \"true\" or \"false\""
+            ))),
+            None => {
+                let intra = match self.parameters.get("intra_op_thread_count") {
+                    Some(v) => v.parse::<usize>().unwrap_or(0),
+                    None => 0,
+                };
+                let intra = match intra {
+                    0 => hone_runtime::sizing::threads_per_instance(instances),
+                    n => n,
+                };
+                Ok(intra <= 1)
+            }
+        }
+    }
+
     pub fn session_config(&self) -> Result<SessionConfig> {
         let get = |k: &str| -> Result<usize> {
             match self.parameters.get(k) {
@@ -524,6 +550,12 @@ ensemble_scheduling {
         let unmade = GOOD.replace(r#"value: "embedding" }"#, r#"value: "other" }"#);
         let e = ModelConfig::parse(&unmade).unwrap_err().message;
         assert!(e.contains("ensemble output 'embedding'"), "{e}");
+        let dup = GOOD.replace(
+            r#"output_map { key: "attention_mask" value: "mask" }"#,
+            r#"output_map { key: "input_ids" value: "mask" }"#,
+        );
+        let e = ModelConfig::parse(&dup).unwrap_err().message;
+        assert!(e.contains("'input_ids' twice"), "{e}");
         let twice = GOOD.replace(r#"value: "mask" } }"#, r#"value: "ids" } }"#);
         let e = ModelConfig::parse(&twice).unwrap_err().message;
         assert!(e.contains("produced twice"), "{e}");

@@ -89,7 +89,7 @@ pub struct Sizing {
     /// Bytes of the selected versions' files.
     pub on_disk: u64,
     /// Those files once, or once per engine instance when the instances do
-    /// not share their weights (`share_weights: "false"`).
+    /// not share their weights (see `ModelConfig::shares_weights`).
     pub estimated: u64,
     /// The config's `pinned` parameter.
     pub pinned: bool,
@@ -120,8 +120,8 @@ pub fn sizing(name: &str, dir: &Path) -> Result<Sizing> {
             }
             n => n,
         };
-        let copies = match config.parameters.get("share_weights").map(String::as_str) {
-            Some("false") => u64::from(instances.max(1)),
+        let copies = match config.shares_weights(instances) {
+            Ok(false) => u64::from(instances.max(1)),
             _ => 1,
         };
         on_disk += files;
@@ -283,16 +283,8 @@ fn start_version(
         }
     };
     // Instances share one copy of the weights where the engine allows it
-    // (config parameter share_weights: "false" gives each its own).
-    let share = match config.parameters.get("share_weights").map(String::as_str) {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(v) => {
-            return Err(Error::invalid(format!(
-                "config parameter share_weights is '{v}': give \"true\" or \"false\""
-            )));
-        }
-    };
+    // and the config asks for it (see ModelConfig::shares_weights).
+    let share = config.shares_weights(config.instance_count)?;
     let first = rebuild()?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(instances);
     for _ in 1..instances {
@@ -428,6 +420,13 @@ fn start_ensemble(
     ensemble: crate::config::EnsembleConfig,
     mut config: ModelConfig,
 ) -> Result<LoadedModel> {
+    if let Some(s) = ensemble.steps.iter().find(|s| s.model_name == name) {
+        return Err(Error::invalid(format!(
+            "ensemble_scheduling: step '{}' runs the ensemble itself",
+            s.model_name
+        )));
+    }
+    let class_labels = class_labels(path, &config)?;
     let mbs = config.max_batch_size.unwrap_or(0);
     config.max_batch_size = Some(mbs);
     let spec = |t: &crate::config::IoConfig| hone_core::TensorSpec {
@@ -463,7 +462,7 @@ fn start_ensemble(
         split,
         truth: None,
         tabular: None,
-        class_labels: Default::default(),
+        class_labels,
         name: name.to_string(),
         version: version.to_string(),
         config,

@@ -287,7 +287,17 @@ impl crate::model::Models for Arc<Repository> {
         version: Option<&'a str>,
         until: Option<Instant>,
     ) -> futures_util::future::BoxFuture<'a, Result<Arc<crate::model::LoadedModel>>> {
-        Box::pin(self.lookup(name, until, move |models| models.get(name, version)))
+        Box::pin(async move {
+            let m = self
+                .lookup(name, until, move |models| models.get(name, version))
+                .await?;
+            // A step model is used, as the model a client names is: under
+            // a budget it must not look idle and be evicted first.
+            if self.memory().limit.is_some() {
+                m.last_used.touch();
+            }
+            Ok(m)
+        })
     }
 }
 
