@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ServeProcess, hone, s, tmp, workspace};
+use common::{ServeProcess, bench_json, hone, s, tmp, workspace};
 use serde_json::Value;
 
 /// A repository with the example mlp (30 features) and mlp100.
@@ -18,29 +18,6 @@ fn server_with(name: &str, extra: &[&str]) -> ServeProcess {
         common::example_model(&repo, m, "1");
     }
     ServeProcess::start_with(&repo, extra)
-}
-
-fn bench_json(srv: &ServeProcess, args: &[&str]) -> Value {
-    let mut all = vec![
-        "bench",
-        "--url",
-        &srv.url,
-        "--grpc-url",
-        &srv.grpc,
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--json",
-    ];
-    all.extend_from_slice(args);
-    let out = hone(&all);
-    assert!(
-        out.status.success(),
-        "hone {all:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn f(v: &Value, k: &str) -> f64 {

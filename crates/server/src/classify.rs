@@ -25,19 +25,8 @@ pub(crate) fn classify(
     let width = v.len().checked_div(rows).unwrap_or(0);
     let k = k.min(width);
     let mut out = Vec::with_capacity(rows * k);
-    let mut order: Vec<usize> = Vec::with_capacity(width);
     for row in v.chunks(width.max(1)).take(rows) {
-        order.clear();
-        order.extend(0..row.len());
-        // NaN ranks last; `total_cmp` keeps the order total, as sorting needs.
-        let key = |i: usize| {
-            row.get(i)
-                .copied()
-                .filter(|x| !x.is_nan())
-                .unwrap_or(f64::NEG_INFINITY)
-        };
-        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
-        for &i in order.iter().take(k) {
+        for i in hone_steps::top_k(row, k) {
             let value = row.get(i).copied().unwrap_or(0.0);
             // Six decimals, as Triton writes them.
             let text = match labels.and_then(|l| l.get(i)) {

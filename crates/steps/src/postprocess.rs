@@ -255,20 +255,8 @@ impl PostStep {
     fn top_k(&self, v: &[f32], rows: usize, classes: usize, k: usize) -> Result<Vec<Tensor>> {
         let mut labels = Vec::with_capacity(rows * k);
         let mut scores = Vec::with_capacity(rows * k);
-        let mut order: Vec<usize> = Vec::with_capacity(classes);
         for row in v.chunks(classes) {
-            order.clear();
-            order.extend(0..row.len());
-            // Highest first; ties keep the lower class first, as argmax does.
-            // NaN ranks last; `total_cmp` keeps the order total, as sorting needs.
-            let key = |i: usize| {
-                row.get(i)
-                    .copied()
-                    .filter(|x| !x.is_nan())
-                    .unwrap_or(f32::NEG_INFINITY)
-            };
-            order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
-            for &c in order.iter().take(k) {
+            for c in crate::top_k(row, k) {
                 labels.push(self.label(c));
                 scores.push(row.get(c).copied().unwrap_or(0.0));
             }

@@ -241,7 +241,9 @@ mod tests {
 
         let mut tiny = params.clone();
         tiny.insert("max_length".into(), "2".into());
-        let e = TokenizerStep::load(&dir, &Params::new(&tiny)).err().unwrap();
+        let e = TokenizerStep::load(&dir, &Params::new(&tiny))
+            .err()
+            .unwrap();
         assert!(e.message.contains("special tokens"), "{}", e.message);
         params.insert("truncation".into(), "false".into());
         params.insert("max_length".into(), "8".into());

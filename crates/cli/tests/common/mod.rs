@@ -354,9 +354,9 @@ pub fn http_get(url: &str) -> String {
     text.split_once("\r\n\r\n").map_or("", |b| b.1).to_string()
 }
 
-/// `hone bench --json` for one short step against `srv`; the step, which
-/// must have answered without an error.
-pub fn bench_step(srv: &ServeProcess, args: &[&str]) -> serde_json::Value {
+/// `hone bench --json` for one short step (1 s, 200 ms warm-up) against
+/// `srv`: the report.
+pub fn bench_json(srv: &ServeProcess, args: &[&str]) -> serde_json::Value {
     let mut all = vec![
         "bench",
         "--url",
@@ -376,8 +376,13 @@ pub fn bench_step(srv: &ServeProcess, args: &[&str]) -> serde_json::Value {
         "hone {all:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let step = r["steps"][0].clone();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// [`bench_json`], whose step must have answered without an error.
+pub fn bench_step(srv: &ServeProcess, args: &[&str]) -> serde_json::Value {
+    let r = bench_json(srv, args);
+    let step = &r["steps"][0];
     assert!(step["ok"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert_eq!(step["errors"], serde_json::json!({}), "{r}");
     r

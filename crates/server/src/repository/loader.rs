@@ -326,16 +326,7 @@ fn start_version(
         stats.clone(),
         rebuild,
     );
-    // A broken profile costs the model its drift series, not its serving.
-    let drift = crate::drift::DriftMonitor::for_model(
-        path,
-        &config.parameters,
-        &format!("{name}:{version}"),
-    )
-    .unwrap_or_else(|e| {
-        tracing::warn!(model = name, version, "drift monitoring off: {e}");
-        None
-    });
+    let drift = drift(path, &config, name, version);
     let truth = crate::feedback::Truth::load(path, &metadata)
         .unwrap_or_else(|e| {
             tracing::warn!(model = name, version, "feedback off: {e}");
@@ -388,6 +379,21 @@ fn class_labels(path: &Path, config: &ModelConfig) -> Result<BTreeMap<String, Ve
             Ok((output.clone(), labels))
         })
         .collect()
+}
+
+/// Live drift against the profile or card beside `path`. A broken profile
+/// costs the model its drift series, not its serving.
+fn drift(
+    path: &Path,
+    config: &ModelConfig,
+    name: &str,
+    version: i64,
+) -> Option<Arc<crate::drift::DriftMonitor>> {
+    crate::drift::DriftMonitor::for_model(path, &config.parameters, &format!("{name}:{version}"))
+        .unwrap_or_else(|e| {
+            tracing::warn!(model = name, version, "drift monitoring off: {e}");
+            None
+        })
 }
 
 /// What a version directory holds, as its config says.
@@ -446,14 +452,9 @@ fn start_ensemble(
     let input_specs = config.input_specs(&metadata);
     let limits = config.element_limits(&input_specs)?;
     let split = crate::split::Split::from_parameters(&config.parameters)?.map(Arc::new);
-    // Drift on the ensemble's own inputs and outputs, against a profile or
-    // card in its version directory (as for any model).
-    let label = format!("{name}:{version}");
-    let drift = crate::drift::DriftMonitor::for_model(path, &config.parameters, &label)
-        .unwrap_or_else(|e| {
-            tracing::warn!(model = name, version, "drift monitoring off: {e}");
-            None
-        });
+    // Its own inputs and outputs, against a profile or card in its version
+    // directory, as for any model.
+    let drift = drift(path, &config, name, version);
     let runner = Runner::Composite(Box::new(crate::ensemble::Ensemble::new(
         &ensemble, &metadata,
     )));
