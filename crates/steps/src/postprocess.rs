@@ -256,7 +256,7 @@ impl PostStep {
         let mut labels = Vec::with_capacity(rows * k);
         let mut scores = Vec::with_capacity(rows * k);
         for row in v.chunks(classes) {
-            for c in crate::top_k(row, k) {
+            for c in crate::rank::top_k(row, k) {
                 labels.push(self.label(c));
                 scores.push(row.get(c).copied().unwrap_or(0.0));
             }
