@@ -315,7 +315,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn step(params: &[(&str, &str)], labels: Option<&str>) -> PostStep {
-        let dir = std::env::temp_dir().join(format!("hone-post-{}", std::process::id()));
+        // A directory per call: tests run side by side in one process.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hone-post-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::fs::remove_file(dir.join("labels.txt"));
         if let Some(l) = labels {
