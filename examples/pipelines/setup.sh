@@ -34,12 +34,18 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/hone/pipelines
 mkdir -p "$cache"
 if ! echo "$wheel_sha256  $cache/$wheel" | sha256sum -c --status 2>/dev/null; then
   echo "fetching $wheel from PyPI" >&2
+  # Into a directory of this run's own, checked, then renamed into place:
+  # two runs at once never read each other's half-written file.
+  fetch=$(mktemp -d "$cache/fetch.XXXXXX")
   python3 -m pip download --quiet --no-deps --only-binary :all: \
-    rapidocr-onnxruntime==1.4.4 -d "$cache"
-  echo "$wheel_sha256  $cache/$wheel" | sha256sum -c --status || {
+    rapidocr-onnxruntime==1.4.4 -d "$fetch"
+  echo "$wheel_sha256  $fetch/$wheel" | sha256sum -c --status || {
     echo "setup.sh: $wheel does not have the expected sha256" >&2
+    rm -rf "$fetch"
     exit 1
   }
+  mv -f "$fetch/$wheel" "$cache/$wheel"
+  rm -rf "$fetch"
 fi
 mkdir -p "$out/textline_cls/1" "$out/textline_image/1" "$out/textline_orientation/1"
 python3 - "$cache/$wheel" "$out/textline_cls/1/model.onnx" <<'PY'
