@@ -120,13 +120,7 @@ pub(crate) fn records(target: &Target, path: &Path) -> Result<Option<NamedSets>>
     if rows == 0 {
         return Err(Error::invalid(format!("{}: no rows", path.display())));
     }
-    let batch = target
-        .inputs
-        .first()
-        .and_then(|i| i.shape.first())
-        .copied()
-        .unwrap_or(1)
-        .max(1) as usize;
+    let batch = target.rows_per_request();
     let mut sets = Vec::new();
     for p in 0..rows.div_ceil(batch).min(POOL) {
         let mut set = Vec::with_capacity(columns.len());

@@ -54,6 +54,13 @@ pub struct Target {
 pub const DEFAULT_DYNAMIC: i64 = 16;
 
 impl Target {
+    /// Rows one request carries: the first input's first dimension (1 for a
+    /// model that does not batch).
+    pub(crate) fn rows_per_request(&self) -> usize {
+        let first = self.inputs.first().and_then(|i| i.shape.first());
+        first.copied().unwrap_or(1).max(1) as usize
+    }
+
     /// Reads the model's metadata (and Triton's config extension, for
     /// `max_batch_size`) from `base`; `shapes` give dims without the batch
     /// dimension, as perf_analyzer's `--shape` does.
@@ -224,7 +231,7 @@ pub(crate) fn from_csv(target: &Target, path: &std::path::Path) -> Result<Vec<Ve
         )));
     }
     let rows = table.rows();
-    let batch = input.shape.first().copied().unwrap_or(1).max(1) as usize;
+    let batch = target.rows_per_request();
     if rows == 0 {
         return Err(Error::invalid(format!("{}: no rows", path.display())));
     }
@@ -301,13 +308,7 @@ pub(crate) fn from_npy(target: &Target, dir: &std::path::Path) -> Result<Vec<Vec
     if rows == 0 {
         return Err(Error::invalid(format!("{}: no rows", dir.display())));
     }
-    let batch = target
-        .inputs
-        .first()
-        .and_then(|i| i.shape.first())
-        .copied()
-        .unwrap_or(1)
-        .max(1) as usize;
+    let batch = target.rows_per_request();
     let batch = batch.min(rows);
     Ok((0..(rows / batch).min(POOL))
         .map(|p| {
